@@ -1,0 +1,96 @@
+package vfs
+
+import (
+	"errors"
+	"math/rand"
+	"testing"
+)
+
+func TestMemFSCrashDropsUnsynced(t *testing.T) {
+	m := NewMemFS()
+	if err := m.MkdirAll("/d"); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := m.Create("/d/a")
+	f.Write([]byte("hello"))
+	f.Sync()
+	f.Write([]byte(" world"))
+	// File entry not yet durable: a crash removes it.
+	m.Crash(nil)
+	if _, err := m.Stat("/d/a"); err == nil {
+		t.Fatal("unsynced directory entry survived crash")
+	}
+	if _, err := f.Write([]byte("x")); !errors.Is(err, ErrCrashed) {
+		t.Fatalf("old handle write: %v, want ErrCrashed", err)
+	}
+
+	f, _ = m.Create("/d/a")
+	f.Write([]byte("hello"))
+	f.Sync()
+	m.SyncDir("/d")
+	f.Write([]byte(" world"))
+	m.Crash(nil)
+	b, err := ReadFile(m, "/d/a")
+	if err != nil || string(b) != "hello" {
+		t.Fatalf("after crash got %q, %v; want synced prefix", b, err)
+	}
+}
+
+func TestMemFSTornTailIsPrefix(t *testing.T) {
+	for seed := int64(0); seed < 20; seed++ {
+		m := NewMemFS()
+		f, _ := m.Create("/a")
+		f.Write([]byte("abc"))
+		f.Sync()
+		m.SyncDir("/")
+		f.Write([]byte("defgh"))
+		m.Crash(rand.New(rand.NewSource(seed)))
+		b, _ := ReadFile(m, "/a")
+		if len(b) < 3 || string(b) != "abcdefgh"[:len(b)] {
+			t.Fatalf("seed %d: torn file %q is not a prefix extension", seed, b)
+		}
+	}
+}
+
+func TestMemFSRenameNeedsDirSync(t *testing.T) {
+	m := NewMemFS()
+	if err := WriteFileAtomic(m, "/w", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := m.Create("/w.tmp")
+	f.Write([]byte("v2"))
+	f.Sync()
+	f.Close()
+	m.Rename("/w.tmp", "/w")
+	m.Crash(nil)
+	b, _ := ReadFile(m, "/w")
+	if string(b) != "v1" {
+		t.Fatalf("rename without dir sync survived crash: %q", b)
+	}
+}
+
+func TestMemFSSyncLies(t *testing.T) {
+	m := NewMemFS()
+	m.SyncLies = true
+	if err := WriteFileAtomic(m, "/w", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	m.Crash(nil)
+	if _, err := m.Stat("/w"); err == nil {
+		t.Fatal("lying sync made data durable")
+	}
+}
+
+func TestMemFSInject(t *testing.T) {
+	m := NewMemFS()
+	m.Inject = func(op Op, name string) error {
+		if op == OpWrite {
+			return ErrNoSpace
+		}
+		return nil
+	}
+	f, _ := m.Create("/a")
+	if _, err := f.Write([]byte("x")); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("got %v", err)
+	}
+}

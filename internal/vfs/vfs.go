@@ -1,0 +1,89 @@
+// Package vfs is the injected filesystem. The store, the relay watermark and
+// every other durable component go through FS, never through package os, so
+// a test can swap in MemFS and crash it between any two syscalls.
+package vfs
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"path/filepath"
+)
+
+// FS is the set of filesystem operations finelog needs. Paths are slash or
+// OS paths; implementations clean them.
+type FS interface {
+	// Create creates or truncates name for writing (and reading).
+	Create(name string) (File, error)
+	// Open opens name read-only.
+	Open(name string) (File, error)
+	// OpenAppend opens an existing file for appending (and reading).
+	OpenAppend(name string) (File, error)
+	// Rename atomically replaces newname with oldname. The change is durable
+	// only after SyncDir of the directory.
+	Rename(oldname, newname string) error
+	Remove(name string) error
+	// MkdirAll creates dir and its parents.
+	MkdirAll(dir string) error
+	// List returns the names (not paths) in dir, sorted.
+	List(dir string) ([]string, error)
+	Stat(name string) (fs.FileInfo, error)
+	// SyncDir makes the directory's entries (creates, renames, removes)
+	// durable.
+	SyncDir(dir string) error
+}
+
+// File is an open file.
+type File interface {
+	io.Reader
+	io.ReaderAt
+	io.Writer
+	io.Closer
+	// Sync makes the file's contents durable (fdatasync).
+	Sync() error
+	Stat() (fs.FileInfo, error)
+}
+
+// ErrNoSpace is returned (wrapped) when the device is full. The OS FS maps
+// ENOSPC to it so callers can test errors.Is(err, vfs.ErrNoSpace).
+var ErrNoSpace = errors.New("no space left on device")
+
+// WriteFileAtomic writes data to name durably: tmp → fsync → rename → dir
+// fsync. After it returns nil the new contents survive a crash; if it fails
+// or the process crashes midway, the old contents (or no file) remain.
+func WriteFileAtomic(fsys FS, name string, data []byte) error {
+	tmp := name + ".tmp"
+	f, err := fsys.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		fsys.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		fsys.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		fsys.Remove(tmp)
+		return err
+	}
+	if err := fsys.Rename(tmp, name); err != nil {
+		fsys.Remove(tmp)
+		return err
+	}
+	return fsys.SyncDir(filepath.Dir(name))
+}
+
+// ReadFile reads the whole file.
+func ReadFile(fsys FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
