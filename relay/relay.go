@@ -1,0 +1,49 @@
+// Package relay forwards every new row of a cluster's store to the global
+// finelogd, durably and without duplicates.
+//
+// CONTRACT (fixed by the lead so sim/ and server/ can be built in parallel;
+// the implementation may add to it but must not change these):
+//
+//	type Source interface { ... }  // below
+//	type Sink interface { ... }    // below
+//	func New(cfg Config) (*Forwarder, error)
+//	func (f *Forwarder) Step(ctx context.Context) (next time.Duration, err error)
+//	func (f *Forwarder) Run(ctx context.Context) error
+//
+// Sink errors are classified by their connect code (connect.CodeOf):
+// Unavailable/DeadlineExceeded/Unknown/Internal/ResourceExhausted/Aborted →
+// retry with backoff; Unauthenticated/PermissionDenied → retry slowly, loudly;
+// InvalidArgument → split the batch and dead-letter the offending rows.
+package relay
+
+import (
+	"context"
+
+	"github.com/finelog/finelog/store"
+)
+
+// Source is the store the relay tails.
+type Source interface {
+	// Read returns up to maxRows rows (and roughly at most maxBytes) with
+	// seq > after, in seq order.
+	Read(ctx context.Context, after int64, maxRows, maxBytes int) ([]store.Row, error)
+	// LastSeq is the source's newest seq (its current cursor).
+	LastSeq(ctx context.Context) (int64, error)
+}
+
+// Sink is the target the relay pushes to.
+type Sink interface {
+	// Push sends one batch; a nil error means the target durably applied it.
+	Push(ctx context.Context, b Batch) (store.Ack, error)
+	// Applied asks the target for the highest seq it applied from producer.
+	Applied(ctx context.Context, producer string) (seq int64, known bool, err error)
+}
+
+// Batch is one PushLogs to the target. Rows keep their source Seq; Cluster
+// is the source's cluster name (the request's cluster field).
+type Batch struct {
+	Producer          string
+	Cluster           string
+	FirstSeq, LastSeq int64
+	Rows              []store.Row
+}
