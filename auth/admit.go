@@ -1,0 +1,223 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+
+	"connectrpc.com/connect"
+)
+
+// Code is the class of a verdict. The zero value is a denial, so a Verdict
+// that was never filled in does not admit.
+type Code int
+
+const (
+	// CodeUnauthenticated: no credential admitted the request, or a bearer
+	// token failed verification. The caller can fix it with a credential.
+	CodeUnauthenticated Code = iota
+	// CodePermissionDenied: the caller is known (or no credential could
+	// help) and is refused.
+	CodePermissionDenied
+	// CodeOK: admitted.
+	CodeOK
+)
+
+func (c Code) String() string {
+	switch c {
+	case CodeOK:
+		return "ok"
+	case CodePermissionDenied:
+		return "permission_denied"
+	default:
+		return "unauthenticated"
+	}
+}
+
+// ConnectCode maps the verdict code to the Connect/gRPC code a denied RPC
+// carries (0 for CodeOK).
+func (c Code) ConnectCode() connect.Code {
+	switch c {
+	case CodeOK:
+		return 0
+	case CodePermissionDenied:
+		return connect.CodePermissionDenied
+	default:
+		return connect.CodeUnauthenticated
+	}
+}
+
+// HTTPStatus is the status a denied plain-HTTP request gets.
+func (c Code) HTTPStatus() int {
+	switch c {
+	case CodeOK:
+		return http.StatusOK
+	case CodePermissionDenied:
+		return http.StatusForbidden
+	default:
+		return http.StatusUnauthorized
+	}
+}
+
+// Verdict is the decision for one request.
+type Verdict struct {
+	Admitted bool
+	Code     Code
+	// Layer is the 1-based index of the deciding layer; 0 means no layer
+	// decided and the default deny applied.
+	Layer    int
+	Identity Identity
+	// Reason is short and safe to log: it never contains the token.
+	Reason string
+	// Cause is a stable low-cardinality label for metrics
+	// ("token_expired", "peer_not_allowed", ...); empty when admitted.
+	Cause string
+}
+
+// Identity is who an admitted request is.
+type Identity struct {
+	Kind    string // "cidr" or "jwt"
+	Cluster string // jwt: the matched key's cluster label
+	CIDR    string // cidr: the prefix that admitted the peer
+}
+
+func (id Identity) String() string {
+	switch id.Kind {
+	case LayerJWT:
+		return "jwt cluster " + id.Cluster
+	case LayerCIDR:
+		return "cidr " + id.CIDR
+	default:
+		return "none"
+	}
+}
+
+type identityKey struct{}
+
+// WithIdentity returns ctx carrying id.
+func WithIdentity(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// IdentityFrom returns the identity Middleware attached to ctx.
+func IdentityFrom(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
+}
+
+// Step is one layer's part in a decision, for `finelog policy check`.
+type Step struct {
+	Layer   int
+	Type    string
+	Outcome string // "admit", "reject", "next"
+	Detail  string
+}
+
+// Admit decides one request: remoteAddr is http.Request.RemoteAddr
+// ("ip:port"), h its headers. Only the transport peer and the
+// Authorization header are consulted; X-Forwarded-For, Forwarded and
+// X-Real-IP are ignored because any client can set them.
+func (p *Policy) Admit(remoteAddr string, h http.Header) Verdict {
+	return p.decide(remoteAddr, h, nil)
+}
+
+// Explain is Admit plus a per-layer account of how the decision was made.
+func (p *Policy) Explain(remoteAddr string, h http.Header) (Verdict, []Step) {
+	var steps []Step
+	v := p.decide(remoteAddr, h, &steps)
+	return v, steps
+}
+
+// peerAddr parses RemoteAddr into a comparable address: zone dropped and
+// v4-mapped v6 unmapped, so ::ffff:10.1.2.3 meets the 10.0.0.0/8 rule.
+func peerAddr(remoteAddr string) (netip.Addr, bool) {
+	if ap, err := netip.ParseAddrPort(remoteAddr); err == nil {
+		return ap.Addr().WithZone("").Unmap(), true
+	}
+	if a, err := netip.ParseAddr(remoteAddr); err == nil {
+		return a.WithZone("").Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
+func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict {
+	peer, peerOK := peerAddr(remoteAddr)
+	// The header is inspected lazily: a cidr-only policy never looks at it.
+	var (
+		tok     string
+		bstate  bearerState
+		scanned bool
+	)
+	for i, l := range p.layers {
+		n := i + 1
+		switch l.typ {
+		case LayerCIDR:
+			if peerOK {
+				for _, pr := range l.prefixes {
+					if pr.Contains(peer) {
+						if trace != nil {
+							*trace = append(*trace, Step{n, l.typ, "admit", fmt.Sprintf("peer %s is in %s", peer, pr)})
+						}
+						return Verdict{Admitted: true, Code: CodeOK, Layer: n,
+							Identity: Identity{Kind: LayerCIDR, CIDR: pr.String()}, Reason: "peer admitted by cidr"}
+					}
+				}
+			}
+			if trace != nil {
+				d := fmt.Sprintf("peer %s is in none of %v", peer, l.prefixes)
+				if !peerOK {
+					d = fmt.Sprintf("peer address %q is not an IP address", remoteAddr)
+				}
+				*trace = append(*trace, Step{n, l.typ, "next", d})
+			}
+		case LayerJWT:
+			if !scanned {
+				tok, bstate = bearerFrom(h)
+				scanned = true
+			}
+			switch bstate {
+			case bearerNone:
+				if trace != nil {
+					*trace = append(*trace, Step{n, l.typ, "next", "no bearer token; falling through"})
+				}
+				continue
+			case bearerToken:
+				idx, c, ok := l.verifier.verify(tok)
+				if ok {
+					k := l.keys[idx]
+					if trace != nil {
+						*trace = append(*trace, Step{n, l.typ, "admit", fmt.Sprintf("token verifies under key %q", k.cluster)})
+					}
+					return Verdict{Admitted: true, Code: CodeOK, Layer: n,
+						Identity: Identity{Kind: LayerJWT, Cluster: k.cluster}, Reason: "token admitted by jwt"}
+				}
+				if trace != nil {
+					*trace = append(*trace, Step{n, l.typ, "reject", c.reason + "; a bad token is never tried against later layers"})
+				}
+				return deny(c, n)
+			default:
+				if trace != nil {
+					*trace = append(*trace, Step{n, l.typ, "reject", causeBearerSyntax.reason})
+				}
+				return deny(causeBearerSyntax, n)
+			}
+		default:
+			// Unknown layer kinds cannot be constructed; if one ever is,
+			// it denies rather than being skipped.
+			return deny(causePeerNotAllowed, n)
+		}
+	}
+	// Default deny. If a jwt layer exists and no token was offered, a
+	// credential would help: unauthenticated. Otherwise nothing the caller
+	// can present changes the answer: permission denied.
+	c := causePeerNotAllowed
+	if p.hasJWT && bstate == bearerNone {
+		c = causeNoCredential
+	}
+	return deny(c, 0)
+}
+
+func deny(c cause, layer int) Verdict {
+	return Verdict{Code: c.code, Layer: layer, Reason: c.reason, Cause: c.label}
+}

@@ -1,0 +1,268 @@
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/finelog/finelog/internal/clock"
+)
+
+// maxTokenBytes bounds the bearer token we are willing to parse. Our own
+// tokens are ~200 bytes; anything near this limit is not a credential.
+const maxTokenBytes = 4096
+
+// forbiddenHeaders are JOSE header parameters that either ask the verifier
+// to fetch or trust a key named by the token itself (jku, jwk, x5u, x5c) or
+// demand extensions we do not implement (crit). RFC 7515 §4.1.11 requires
+// rejecting a crit we do not understand; the key-carrying ones are how
+// "key confusion" attacks begin.
+var forbiddenHeaders = []string{"crit", "jku", "jwk", "x5u", "x5c"}
+
+// Sentinel causes raised inside the key function, so the verdict can say
+// which check failed without parsing library messages.
+var (
+	errForbiddenHeader = errors.New("forbidden JOSE header")
+	errClaimRange      = errors.New("time claim out of range")
+)
+
+// verifier checks bearer tokens for one jwt layer.
+type verifier struct {
+	keys   []jwtKey
+	parser *jwt.Parser
+}
+
+func newVerifier(l *layer, clk clock.Clock) *verifier {
+	// Every option is spelled out, including the ones that match the
+	// library defaults today, so a library upgrade cannot loosen them.
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(l.leeway),
+		jwt.WithIssuedAt(),
+		jwt.WithStrictDecoding(),
+		jwt.WithTimeFunc(clk.Now),
+	}
+	if l.audience != "" {
+		opts = append(opts, jwt.WithAudience(l.audience))
+	}
+	return &verifier{keys: l.keys, parser: jwt.NewParser(opts...)}
+}
+
+// cause is a denial reason: a short operator-facing text plus a stable,
+// low-cardinality label for metrics.
+type cause struct {
+	label  string
+	reason string
+	code   Code
+}
+
+var (
+	causeNoCredential   = cause{"no_credential", "no layer admitted the request and no bearer token was presented", CodeUnauthenticated}
+	causePeerNotAllowed = cause{"peer_not_allowed", "peer address is not admitted by any layer", CodePermissionDenied}
+	causeBearerSyntax   = cause{"bearer_malformed", "Authorization header is not a single well-formed Bearer token", CodeUnauthenticated}
+	causeTokenMalformed = cause{"token_malformed", "token is malformed", CodeUnauthenticated}
+	causeAlg            = cause{"token_alg", "token alg is not HS256", CodeUnauthenticated}
+	causeHeader         = cause{"token_header", "token carries a forbidden header (crit, jku, jwk, x5u or x5c)", CodeUnauthenticated}
+	causeSignature      = cause{"token_signature", "token signature does not verify under any configured key", CodeUnauthenticated}
+	causeExpired        = cause{"token_expired", "token is expired", CodeUnauthenticated}
+	causeNotYetValid    = cause{"token_not_yet_valid", "token is not valid yet (nbf)", CodeUnauthenticated}
+	causeIssuedFuture   = cause{"token_issued_in_future", "token is issued in the future (iat)", CodeUnauthenticated}
+	causeClaims         = cause{"token_claims", "token claims are missing or of the wrong type (exp is required)", CodeUnauthenticated}
+	causeAudience       = cause{"token_audience", "token audience does not match this layer", CodePermissionDenied}
+)
+
+// claims are the registered claims we check, decoded strictly: a time
+// claim given as a JSON string is an error (encoding/json would otherwise
+// accept "123" into a json.Number), and so is a non-string iss or sub.
+// Claims we do not know are ignored, as RFC 7519 requires.
+type claims struct {
+	Exp *strictDate      `json:"exp"`
+	Nbf *strictDate      `json:"nbf"`
+	Iat *strictDate      `json:"iat"`
+	Iss string           `json:"iss"`
+	Sub string           `json:"sub"`
+	Aud jwt.ClaimStrings `json:"aud"`
+}
+
+func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.Exp.numeric(), nil }
+func (c *claims) GetNotBefore() (*jwt.NumericDate, error)      { return c.Nbf.numeric(), nil }
+func (c *claims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.Iat.numeric(), nil }
+func (c *claims) GetIssuer() (string, error)                   { return c.Iss, nil }
+func (c *claims) GetSubject() (string, error)                  { return c.Sub, nil }
+func (c *claims) GetAudience() (jwt.ClaimStrings, error)       { return c.Aud, nil }
+
+// maxUnixSeconds is 9999-12-31T23:59:59Z: beyond it a NumericDate is a
+// mistake or an attack on float→int conversion, not a time.
+const maxUnixSeconds = 253402300799
+
+type strictDate struct{ t time.Time }
+
+func (d *strictDate) numeric() *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	// Not jwt.NewNumericDate: it truncates to whole seconds, which would
+	// move a fractional exp earlier than the token says.
+	return &jwt.NumericDate{Time: d.t}
+}
+
+func (d *strictDate) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || !(b[0] == '-' || (b[0] >= '0' && b[0] <= '9')) {
+		return jwt.ErrInvalidType
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return jwt.ErrInvalidType
+	}
+	if f < 0 || f > maxUnixSeconds {
+		return errClaimRange
+	}
+	sec, frac := math.Modf(f)
+	d.t = time.Unix(int64(sec), int64(frac*1e9))
+	return nil
+}
+
+// bearer is what the Authorization header offers.
+type bearerState int
+
+const (
+	bearerNone      bearerState = iota // no Authorization header, or a non-Bearer scheme
+	bearerToken                        // exactly one Bearer token
+	bearerMalformed                    // "Bearer" with no token, several headers, junk
+)
+
+// bearerFrom extracts the token from Authorization: Bearer. Tokens are
+// read from this header only: never from the query string or a cookie,
+// where they end up in access logs and browser history.
+func bearerFrom(h http.Header) (string, bearerState) {
+	vals := h.Values("Authorization")
+	if len(vals) == 0 {
+		return "", bearerNone
+	}
+	state := bearerNone
+	var tok string
+	for _, v := range vals {
+		scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
+		if !strings.EqualFold(scheme, "Bearer") {
+			continue
+		}
+		// Two credentials in one request is ambiguous; refuse rather
+		// than pick one.
+		if state != bearerNone {
+			return "", bearerMalformed
+		}
+		rest = strings.TrimLeft(rest, " ")
+		if !wellFormedCompact(rest) {
+			return "", bearerMalformed
+		}
+		tok, state = rest, bearerToken
+	}
+	return tok, state
+}
+
+// wellFormedCompact checks the JWS compact shape before the parser sees
+// it: three base64url segments, no padding, nothing else. The standard
+// base64 decoder silently skips \r and \n, so this also keeps the MAC input
+// and the decoded bytes in one-to-one correspondence.
+func wellFormedCompact(s string) bool {
+	if len(s) == 0 || len(s) > maxTokenBytes {
+		return false
+	}
+	dots := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		case c == '.':
+			dots++
+		default:
+			return false
+		}
+	}
+	return dots == 2
+}
+
+// verify checks one token against the layer. It returns the index of the
+// key whose MAC matched, or the cause of rejection.
+func (v *verifier) verify(tok string) (int, cause, bool) {
+	keyIdx := -1
+	var c claims
+	t, err := v.parser.ParseWithClaims(tok, &c, func(t *jwt.Token) (any, error) {
+		for _, h := range forbiddenHeaders {
+			if _, present := t.Header[h]; present {
+				return nil, errForbiddenHeader
+			}
+		}
+		if len(v.keys) == 1 {
+			keyIdx = 0
+			return []byte(v.keys[0].secret), nil
+		}
+		// Several keys: find the one whose MAC matches (hmac.Equal is
+		// constant-time) so the identity is the key that signed, then let
+		// the library verify again under that key with all its checks.
+		signing := tok[:strings.LastIndexByte(tok, '.')]
+		for i, k := range v.keys {
+			if macMatches(k.secret, signing, t.Signature) {
+				keyIdx = i
+				return []byte(k.secret), nil
+			}
+		}
+		return nil, jwt.ErrTokenSignatureInvalid
+	})
+	if err == nil && t != nil && t.Valid && keyIdx >= 0 {
+		return keyIdx, cause{}, true
+	}
+	return -1, classify(t, err), false
+}
+
+// macMatches reports whether sig is HMAC-SHA256(secret, signing).
+func macMatches(secret Secret, signing string, sig []byte) bool {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(signing))
+	return hmac.Equal(m.Sum(nil), sig)
+}
+
+// classify maps a parse/verify failure to a cause. Order matters: a
+// structural problem outranks a signature problem, which outranks any
+// claim problem (claims of an unauthenticated token mean nothing).
+func classify(t *jwt.Token, err error) cause {
+	if t != nil && t.Header != nil {
+		if alg, _ := t.Header["alg"].(string); alg != jwt.SigningMethodHS256.Alg() {
+			return causeAlg
+		}
+	}
+	switch {
+	case err == nil:
+		// Parser said valid but no key index: treat as a signature failure.
+		return causeSignature
+	case errors.Is(err, errForbiddenHeader):
+		return causeHeader
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		if errors.Is(err, jwt.ErrInvalidType) || errors.Is(err, errClaimRange) {
+			return causeClaims
+		}
+		return causeTokenMalformed
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return causeSignature
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return causeExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return causeNotYetValid
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return causeIssuedFuture
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing), errors.Is(err, jwt.ErrInvalidType):
+		return causeClaims
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return causeAudience
+	default:
+		return causeTokenMalformed
+	}
+}

@@ -1,0 +1,540 @@
+package auth
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/internal/vfs"
+)
+
+// Limits on policy contents. They exist so a typo cannot silently turn the
+// gate into something much weaker (a ten-minute leeway) or much costlier.
+const (
+	// DefaultLeeway is the clock-skew allowance of a jwt layer that does not
+	// set "leeway".
+	DefaultLeeway = 60 * time.Second
+	// MaxLeeway bounds "leeway": exp stops meaning anything past a few
+	// minutes of slack.
+	MaxLeeway = 5 * time.Minute
+	// maxPolicyBytes bounds the policy document.
+	maxPolicyBytes = 1 << 20
+	maxLabelBytes  = 128
+	maxAudience    = 256
+)
+
+// EnvPolicy is the environment variable holding the policy JSON.
+const EnvPolicy = "FINELOG_AUTH_POLICY"
+
+// Layer types.
+const (
+	LayerCIDR = "cidr"
+	LayerJWT  = "jwt"
+)
+
+// Policy is a parsed, validated ingress policy: an ordered list of layers.
+// It is immutable after construction and safe for concurrent use.
+type Policy struct {
+	layers []*layer
+	clk    clock.Clock
+	hasJWT bool
+}
+
+// layer is one entry of the policy. Exactly one of the type-specific parts
+// is used, chosen by typ.
+type layer struct {
+	typ string
+
+	// cidr
+	prefixes []netip.Prefix
+
+	// jwt
+	keys     []jwtKey
+	leeway   time.Duration
+	audience string
+	verifier *verifier
+}
+
+// jwtKey is one configured HMAC key. file is kept only so MarshalJSON can
+// describe where the key came from; the secret itself never leaves.
+type jwtKey struct {
+	cluster string
+	secret  Secret
+	file    string
+}
+
+// LoopbackOnly is the policy used when none is configured: admit
+// 127.0.0.0/8 and ::1 (a v4-mapped loopback peer matches the v4 rule).
+func LoopbackOnly(clk clock.Clock) *Policy {
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	return &Policy{
+		clk: clk,
+		layers: []*layer{{
+			typ:      LayerCIDR,
+			prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		}},
+	}
+}
+
+// Load builds the policy from FINELOG_AUTH_POLICY JSON (envValue) or a policy
+// file path; exactly one may be set. With neither, the policy is
+// LoopbackOnly. Errors name the source, the layer (1-based), its type and
+// the field, never a secret.
+func Load(envValue, policyFile string, fsys vfs.FS, clk clock.Clock) (*Policy, error) {
+	if fsys == nil {
+		fsys = vfs.OS{}
+	}
+	switch {
+	case envValue != "" && policyFile != "":
+		return nil, fmt.Errorf("both %s and policy file %s are set; set exactly one", EnvPolicy, policyFile)
+	case envValue != "":
+		p, err := ParsePolicy([]byte(envValue), fsys, clk)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", EnvPolicy, err)
+		}
+		return p, nil
+	case policyFile != "":
+		data, err := readLimited(fsys, policyFile)
+		if err != nil {
+			return nil, fmt.Errorf("policy file %s: %w", policyFile, err)
+		}
+		p, err := ParsePolicy(data, fsys, clk)
+		if err != nil {
+			return nil, fmt.Errorf("policy file %s: %w", policyFile, err)
+		}
+		return p, nil
+	default:
+		return LoopbackOnly(clk), nil
+	}
+}
+
+func readLimited(fsys vfs.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPolicyBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPolicyBytes {
+		return nil, fmt.Errorf("policy is larger than %d bytes", maxPolicyBytes)
+	}
+	return data, nil
+}
+
+// Wire shapes of the policy document. Field sets per layer type are
+// enforced by checkKeys before these are decoded.
+type layerJSON struct {
+	Type     string    `json:"type"`
+	CIDRs    []string  `json:"cidrs,omitempty"`
+	Keys     []keyJSON `json:"keys,omitempty"`
+	Leeway   string    `json:"leeway,omitempty"`
+	Audience string    `json:"audience,omitempty"`
+}
+
+type keyJSON struct {
+	Cluster    string  `json:"cluster"`
+	Secret     *string `json:"secret,omitempty"`
+	SecretFile string  `json:"secret_file,omitempty"`
+}
+
+var (
+	cidrFields = []string{"type", "cidrs"}
+	jwtFields  = []string{"type", "keys", "leeway", "audience"}
+	keyFields  = []string{"cluster", "secret", "secret_file"}
+)
+
+// ParsePolicy parses and validates a policy document: a JSON list of
+// layers. secret_file paths are read through fsys; clk is the time source
+// for token verification.
+func ParsePolicy(data []byte, fsys vfs.FS, clk clock.Clock) (*Policy, error) {
+	if fsys == nil {
+		fsys = vfs.OS{}
+	}
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	if len(data) > maxPolicyBytes {
+		return nil, fmt.Errorf("policy is %d bytes, limit is %d", len(data), maxPolicyBytes)
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
+		return nil, errors.New("policy is empty; want a JSON list of layers such as [{\"type\":\"cidr\",\"cidrs\":[\"127.0.0.1\"]}]")
+	}
+	if trimmed[0] != '[' {
+		return nil, errors.New("policy must be a JSON list of layers")
+	}
+	var raws []json.RawMessage
+	if err := decodeOne(trimmed, &raws); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if len(raws) == 0 {
+		return nil, errors.New("policy has no layers; an empty list would deny everything (omit the policy for loopback-only)")
+	}
+	p := &Policy{clk: clk}
+	labels := map[string]int{} // cluster label → layer number
+	for i, raw := range raws {
+		n := i + 1
+		l, err := parseLayer(n, raw, fsys, clk, labels)
+		if err != nil {
+			return nil, err
+		}
+		if l.typ == LayerJWT {
+			p.hasJWT = true
+		}
+		p.layers = append(p.layers, l)
+	}
+	return p, nil
+}
+
+func parseLayer(n int, raw json.RawMessage, fsys vfs.FS, clk clock.Clock, labels map[string]int) (*layer, error) {
+	var head struct {
+		Type *string `json:"type"`
+	}
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+		return nil, fmt.Errorf("layer %d: must be a JSON object", n)
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("layer %d: field \"type\": %s", n, jsonProblem(err))
+	}
+	if head.Type == nil {
+		return nil, fmt.Errorf("layer %d: missing field \"type\" (want %q or %q)", n, LayerCIDR, LayerJWT)
+	}
+	typ := *head.Type
+	var allowed []string
+	switch typ {
+	case LayerCIDR:
+		allowed = cidrFields
+	case LayerJWT:
+		allowed = jwtFields
+	default:
+		return nil, fmt.Errorf("layer %d: unknown type %s (want %q or %q)", n, quoteShort(typ), LayerCIDR, LayerJWT)
+	}
+	where := fmt.Sprintf("layer %d (%s)", n, typ)
+	if err := checkKeys(raw, allowed); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	var lj layerJSON
+	if err := decodeOne(raw, &lj); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	switch typ {
+	case LayerCIDR:
+		l, err := parseCIDRLayer(lj)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		return l, nil
+	case LayerJWT:
+		// Key objects get the same exact-field check as layers.
+		var keyRaws struct {
+			Keys []json.RawMessage `json:"keys"`
+		}
+		if err := json.Unmarshal(raw, &keyRaws); err != nil {
+			return nil, fmt.Errorf("%s: field \"keys\": %s", where, jsonProblem(err))
+		}
+		for j, kr := range keyRaws.Keys {
+			if err := checkKeys(kr, keyFields); err != nil {
+				return nil, fmt.Errorf("%s: key %d: %w", where, j+1, err)
+			}
+		}
+		l, err := parseJWTLayer(n, lj, fsys, clk, labels)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		return l, nil
+	}
+	// Unreachable: the type switch above returned for every other type.
+	return nil, fmt.Errorf("layer %d: unknown type", n)
+}
+
+func parseCIDRLayer(lj layerJSON) (*layer, error) {
+	if len(lj.CIDRs) == 0 {
+		return nil, errors.New("field \"cidrs\" is missing or empty; list at least one address or prefix")
+	}
+	l := &layer{typ: LayerCIDR}
+	seen := map[netip.Prefix]bool{}
+	for i, s := range lj.CIDRs {
+		p, err := parseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("field \"cidrs\" entry %d: %w", i+1, err)
+		}
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		l.prefixes = append(l.prefixes, p)
+	}
+	return l, nil
+}
+
+func parseJWTLayer(n int, lj layerJSON, fsys vfs.FS, clk clock.Clock, labels map[string]int) (*layer, error) {
+	if len(lj.Keys) == 0 {
+		return nil, errors.New("field \"keys\" is missing or empty; list at least one {\"cluster\":...,\"secret_file\":...}")
+	}
+	l := &layer{typ: LayerJWT, leeway: DefaultLeeway, audience: lj.Audience}
+	if lj.Leeway != "" {
+		d, err := time.ParseDuration(lj.Leeway)
+		if err != nil {
+			return nil, fmt.Errorf("field \"leeway\": %s is not a duration like \"60s\"", quoteShort(lj.Leeway))
+		}
+		if d < 0 || d > MaxLeeway {
+			return nil, fmt.Errorf("field \"leeway\": %v is outside [0s, %v]", d, MaxLeeway)
+		}
+		l.leeway = d
+	}
+	if len(lj.Audience) > maxAudience {
+		return nil, fmt.Errorf("field \"audience\" is %d bytes, limit is %d", len(lj.Audience), maxAudience)
+	}
+	for j, kj := range lj.Keys {
+		if kj.Cluster == "" {
+			return nil, fmt.Errorf("key %d: field \"cluster\" is required (the identity this key grants)", j+1)
+		}
+		if err := checkLabel(kj.Cluster); err != nil {
+			return nil, fmt.Errorf("key %d: field \"cluster\": %w", j+1, err)
+		}
+		kw := fmt.Sprintf("key %q", kj.Cluster)
+		if prev, dup := labels[kj.Cluster]; dup {
+			return nil, fmt.Errorf("%s: duplicate key label (already used in layer %d); each label names one key", kw, prev)
+		}
+		labels[kj.Cluster] = n
+		var k jwtKey
+		k.cluster = kj.Cluster
+		switch {
+		case kj.Secret != nil && kj.SecretFile != "":
+			return nil, fmt.Errorf("%s: fields \"secret\" and \"secret_file\" are both set; set exactly one", kw)
+		case kj.Secret != nil:
+			if err := checkSecretLen(len(*kj.Secret)); err != nil {
+				return nil, fmt.Errorf("%s: field \"secret\": %w", kw, err)
+			}
+			k.secret = Secret(*kj.Secret)
+		case kj.SecretFile != "":
+			s, err := ReadSecretFile(fsys, kj.SecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("%s: field \"secret_file\": %w", kw, err)
+			}
+			k.secret = s
+			k.file = kj.SecretFile
+		default:
+			return nil, fmt.Errorf("%s: one of \"secret\" or \"secret_file\" is required", kw)
+		}
+		// Two labels sharing one secret would make the identity of a
+		// token ambiguous: whoever holds it could claim either cluster.
+		for _, other := range l.keys {
+			if len(other.secret) == len(k.secret) && subtle.ConstantTimeCompare(other.secret, k.secret) == 1 {
+				return nil, fmt.Errorf("%s: same secret as key %q; every cluster needs its own key", kw, other.cluster)
+			}
+		}
+		l.keys = append(l.keys, k)
+	}
+	l.verifier = newVerifier(l, clk)
+	return l, nil
+}
+
+// checkLabel keeps cluster labels to characters that are safe in a log
+// line, a metric label and a header.
+func checkLabel(s string) error {
+	if len(s) > maxLabelBytes {
+		return fmt.Errorf("label is %d bytes, limit is %d", len(s), maxLabelBytes)
+	}
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return fmt.Errorf("label %s may use only letters, digits, '-', '_' and '.'", quoteShort(s))
+		}
+	}
+	return nil
+}
+
+// parseCIDR accepts a prefix ("10.0.0.0/8") or a bare address (a host
+// route). A v4-mapped v6 prefix of /96 or longer is rewritten to its v4 form,
+// since peers are compared in unmapped form.
+func parseCIDR(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "%") {
+		return netip.Prefix{}, fmt.Errorf("%s: zoned addresses are not supported", quoteShort(s))
+	}
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		p, err = netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%s is not a CIDR prefix like 10.0.0.0/8", quoteShort(s))
+		}
+		if m := p.Masked(); m != p {
+			return netip.Prefix{}, fmt.Errorf("%s has host bits set; did you mean %s?", quoteShort(s), m)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%s is not an IP address or CIDR prefix", quoteShort(s))
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%s: a v4-mapped prefix must be /96 or longer; write the IPv4 prefix instead", quoteShort(s))
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p, nil
+}
+
+// checkKeys walks one JSON object and reports the first field that is not in
+// allowed (compared exactly: encoding/json alone would accept "Secret" for
+// "secret") or that appears twice (encoding/json would keep the last one,
+// which lets a policy say two things at once).
+func checkKeys(raw json.RawMessage, allowed []string) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	tok, err := dec.Token()
+	if err != nil {
+		return errors.New("not a JSON object")
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("malformed JSON: %s", jsonProblem(err))
+		}
+		name, _ := tok.(string)
+		ok := false
+		for _, a := range allowed {
+			if a == name {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return fmt.Errorf("unknown field %s (allowed: %s)", quoteShort(name), strings.Join(allowed, ", "))
+		}
+		if seen[name] {
+			return fmt.Errorf("field %q appears twice", name)
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return fmt.Errorf("field %q: %s", name, jsonProblem(err))
+		}
+	}
+	return nil
+}
+
+// decodeOne decodes exactly one JSON value with unknown fields refused and
+// nothing but whitespace after it.
+func decodeOne(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errors.New(jsonProblem(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error by position, field and type only.
+// The standard messages can quote fragments of the input, and the input may
+// hold a secret.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		if te.Field != "" {
+			return fmt.Sprintf("field %q: got JSON %s, want %s", te.Field, te.Value, jsonKind(te.Type.String()))
+		}
+		return fmt.Sprintf("got JSON %s, want %s", te.Value, jsonKind(te.Type.String()))
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "malformed JSON: unexpected end of input"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// DisallowUnknownFields; the name is the only input quoted.
+		return strings.TrimPrefix(err.Error(), "json: ")
+	default:
+		return "malformed JSON"
+	}
+}
+
+func jsonKind(goType string) string {
+	switch {
+	case goType == "string", goType == "*string":
+		return "a string"
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "auth.") || strings.HasPrefix(goType, "struct"):
+		return "an object"
+	default:
+		return goType
+	}
+}
+
+// quoteShort quotes s for an error message, cut to a length that cannot
+// carry a whole secret if an operator pasted one in the wrong place.
+func quoteShort(s string) string {
+	const limit = 24
+	if len(s) > limit {
+		return fmt.Sprintf("%q…", s[:limit])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// MarshalJSON describes the policy in the input format, canonicalised
+// (prefixes masked and deduplicated, leeway explicit), with inline secrets
+// replaced by "[redacted]" and secret files named by path. It is safe to
+// log and is what `finelog policy check` prints.
+func (p *Policy) MarshalJSON() ([]byte, error) {
+	out := make([]layerJSON, 0, len(p.layers))
+	for _, l := range p.layers {
+		lj := layerJSON{Type: l.typ}
+		switch l.typ {
+		case LayerCIDR:
+			lj.CIDRs = make([]string, 0, len(l.prefixes))
+			for _, pr := range l.prefixes {
+				lj.CIDRs = append(lj.CIDRs, pr.String())
+			}
+		case LayerJWT:
+			lj.Leeway = l.leeway.String()
+			lj.Audience = l.audience
+			for _, k := range l.keys {
+				kj := keyJSON{Cluster: k.cluster}
+				if k.file != "" {
+					kj.SecretFile = k.file
+				} else {
+					r := redacted
+					kj.Secret = &r
+				}
+				lj.Keys = append(lj.Keys, kj)
+			}
+		}
+		out = append(out, lj)
+	}
+	return json.Marshal(out)
+}
+
+// String is the redacted JSON description.
+func (p *Policy) String() string {
+	b, err := p.MarshalJSON()
+	if err != nil {
+		return "<policy>"
+	}
+	return string(b)
+}
+
+// Layers reports the number of layers.
+func (p *Policy) Layers() int { return len(p.layers) }
