@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/finelog/finelog/store"
+)
+
+func init() {
+	register(command{
+		name:    "tail",
+		summary: "print the newest lines of SOURCE; with -f keep following",
+		run:     runTail,
+	})
+}
+
+func runTail(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	conn := addConnFlags(fs, env)
+	filt := addFilterFlags(fs)
+	follow := fs.Bool("f", false, "follow: keep printing new lines as they arrive (until interrupted)")
+	n := fs.Int("n", 10, "print the newest `N` lines first (at least 1)")
+	fs.Usage = func() {
+		fmt.Fprintln(env.stderr, "usage: finelog tail [-f] [flags] SOURCE")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return fmt.Errorf("want exactly one SOURCE, got %d arguments", fs.NArg())
+	}
+	req, err := filt.request(fs.Arg(0), time.Now())
+	if err != nil {
+		return err
+	}
+	c, err := conn.client()
+	if err != nil {
+		return err
+	}
+	req.Tail = true
+	req.MaxLines = int32(min(max(*n, 1), store.MaxMaxLines))
+	out := newEntryPrinter(env.stdout, filt)
+	defer out.flush()
+	if !*follow {
+		resp, err := c.Fetch(ctx, req)
+		if err != nil {
+			return conn.friendly(err)
+		}
+		for _, e := range resp.GetEntries() {
+			if err := out.print(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for e, err := range c.Tail(ctx, req) {
+		if err != nil {
+			return conn.friendly(err)
+		}
+		if err := out.print(e); err != nil {
+			return err
+		}
+		// Flush per page would batch better, but a tail is read by a human
+		// (or a pipe) who wants each line as it lands.
+		if err := out.flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+// Command finelogd is the finelog daemon: flags and environment become a
+// server.Config, and the server does the rest.
+//
+//	finelogd --listen 127.0.0.1:7070 --data-dir ./finelog-data
+//
+// SIGTERM or SIGINT shuts down gracefully (finish in-flight requests, flush,
+// sync, exit 0); a second signal exits at once. Acked rows are already on
+// disk, so even kill -9 loses nothing that was acknowledged.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/server"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// flags is the parsed command line.
+type flags struct {
+	listen      string
+	logFormat   string
+	logLevel    string
+	printConfig bool
+	cfg         server.Config
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("finelogd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &f.cfg
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "`address` to serve HTTP/1.1 and h2c on (loopback by default)")
+	fs.StringVar(&c.DataDir, "data-dir", "./finelog-data", "`directory` for the store (WAL and segments) and relay state")
+	fs.StringVar(&c.Cluster, "cluster", "", "this store's cluster `name`, stamped on rows pushed without one")
+	fs.DurationVar(&c.RetentionAge, "retention-age", 0, "delete segments whose newest row is older than this (0 = keep forever)")
+	fs.Int64Var(&c.RetentionBytes, "retention-bytes", 0, "delete the oldest segments while segments exceed this many `bytes` (0 = unlimited)")
+	fs.Int64Var(&c.MemtableBytes, "memtable-bytes", 0, "seal the memtable into a segment at this many `bytes` (0 = store default, 64 MiB)")
+	fs.StringVar(&c.AuthPolicyFile, "auth-policy-file", "", "JSON auth policy `file` (or set FINELOG_AUTH_POLICY); neither: loopback peers only")
+	fs.Int64Var(&c.MaxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request body accepted, after decompression")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown waits for in-flight requests")
+	fs.StringVar(&c.Relay.Address, "relay-address", "", "forward every row to the global finelogd at this `URL` (unset: no relay, no egress)")
+	fs.StringVar(&c.Relay.KeyFile, "relay-key-file", "", "`file` with this cluster's signing key; the relay mints its own short-lived tokens")
+	fs.StringVar(&c.Relay.TokenFile, "relay-token-file", "", "`file` with a static bearer token for the relay target")
+	fs.StringVar(&c.Relay.StatePath, "relay-state", "", "relay watermark `file` (default <data-dir>/relay/state.json)")
+	fs.IntVar(&c.Relay.BatchRows, "relay-batch-rows", 0, "rows per relay batch (0 = relay default)")
+	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	c.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
+	return f, nil
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "finelogd: %v\n", err)
+		return 2
+	}
+	if f.printConfig {
+		if err := printConfig(stdout, f); err != nil {
+			fmt.Fprintf(stderr, "finelogd: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	log, err := newLogger(f.logFormat, f.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "finelogd: %v\n", err)
+		return 2
+	}
+	f.cfg.Logger = log
+	f.cfg.FS = vfs.OS{}
+	f.cfg.Clock = clock.Real{}
+
+	srv, err := server.New(f.cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "finelogd: %v\n", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "finelogd: --listen %s: %v\n", f.listen, err)
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		sig, ok := <-sigs
+		if !ok {
+			return
+		}
+		log.Info("signal received: shutting down gracefully (send it again to exit at once)", "signal", sig.String())
+		cancel()
+		sig = <-sigs
+		log.Warn("second signal: exiting now without a graceful shutdown (acked rows are already durable)", "signal", sig.String())
+		os.Exit(2)
+	}()
+
+	start := time.Now()
+	if err := srv.Run(ctx, ln); err != nil {
+		fmt.Fprintf(stderr, "finelogd: %v\n", err)
+		return 1
+	}
+	log.Info("exit", "uptime", time.Since(start).Round(time.Millisecond).String())
+	return 0
+}
+
+// printConfig writes the effective configuration. Secrets never appear: the
+// relay key and token are files, and only their paths are printed; an
+// inline policy is printed with every secret-looking value replaced.
+func printConfig(w io.Writer, f *flags) error {
+	c := f.cfg
+	relayState := c.Relay.StatePath
+	if c.Relay.Address != "" && relayState == "" {
+		relayState = c.DataDir + "/relay/state.json"
+	}
+	out := map[string]any{
+		"listen":            f.listen,
+		"data_dir":          c.DataDir,
+		"cluster":           c.Cluster,
+		"retention_age":     c.RetentionAge.String(),
+		"retention_bytes":   c.RetentionBytes,
+		"memtable_bytes":    c.MemtableBytes,
+		"max_request_bytes": c.MaxRequestBytes,
+		"shutdown_timeout":  c.ShutdownTimeout.String(),
+		"log_format":        f.logFormat,
+		"log_level":         f.logLevel,
+		"auth_policy_file":  c.AuthPolicyFile,
+		"relay": map[string]any{
+			"address":    c.Relay.Address,
+			"key_file":   c.Relay.KeyFile,
+			"token_file": c.Relay.TokenFile,
+			"state":      relayState,
+			"batch_rows": c.Relay.BatchRows,
+			"backfill":   c.Relay.Backfill,
+		},
+	}
+	switch {
+	case c.AuthPolicy != "":
+		var v any
+		if err := json.Unmarshal([]byte(c.AuthPolicy), &v); err != nil {
+			out["auth_policy"] = "<FINELOG_AUTH_POLICY is not valid JSON; redacted>"
+		} else {
+			out["auth_policy"] = redact(v)
+		}
+	case c.AuthPolicyFile == "":
+		out["auth_policy"] = "none: loopback peers only"
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// redact replaces the value of every object field whose name mentions a
+// secret, token, password or key material, except fields naming a file or
+// environment variable that holds it. Unknown shapes are kept: only values
+// under such names are secret.
+func redact(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, val := range t {
+			if secretName(k) {
+				t[k] = "<redacted>"
+				continue
+			}
+			t[k] = redact(val)
+		}
+		return t
+	case []any:
+		for i := range t {
+			t[i] = redact(t[i])
+		}
+		return t
+	default:
+		return v
+	}
+}
+
+func secretName(k string) bool {
+	k = strings.ToLower(k)
+	if strings.HasSuffix(k, "_file") || strings.HasSuffix(k, "_env") || strings.HasSuffix(k, "file") {
+		return false
+	}
+	for _, s := range []string{"secret", "token", "password", "psk", "private"} {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,175 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/finelog/finelog/client"
+	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
+	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/store"
+)
+
+// logService implements loggingpbconnect.LogServiceHandler.
+type logService struct{ s *Server }
+
+// PushLogs appends one batch; the response is sent only after the store
+// acked it, i.e. after fdatasync.
+func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingpb.PushLogsRequest]) (*connect.Response[loggingpb.PushLogsResponse], error) {
+	msg := req.Msg
+	// An empty push is a no-op success, unless it is a producer batch
+	// whose range must still advance the producer's mark.
+	if len(msg.GetEntries()) == 0 && msg.GetProducer() == "" {
+		return connect.NewResponse(&loggingpb.PushLogsResponse{}), nil
+	}
+	st, err := l.s.store()
+	if err != nil {
+		return nil, err
+	}
+	cluster, err := l.s.stampCluster(ctx, msg.GetCluster())
+	if err != nil {
+		return nil, err
+	}
+	rows, err := rowsFromPush(msg, cluster, l.s.clk.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	ack, err := st.Append(ctx, store.Batch{
+		Rows:     rows,
+		Producer: msg.GetProducer(),
+		FirstSeq: msg.GetFirstSeq(),
+		LastSeq:  msg.GetLastSeq(),
+	})
+	if err != nil {
+		return nil, l.s.storeError("push", err)
+	}
+	if ack.Last > 0 {
+		l.s.m.pushRows.Add(float64(ack.Last - ack.First + 1))
+	}
+	var n int
+	for i := range rows {
+		n += len(rows[i].Data)
+	}
+	l.s.m.pushBytes.Add(float64(n))
+	return connect.NewResponse(&loggingpb.PushLogsResponse{
+		FirstSeq:           ack.First,
+		LastSeq:            ack.Last,
+		ProducerAppliedSeq: ack.ProducerApplied,
+	}), nil
+}
+
+// stampCluster decides the cluster of a push's rows: a JWT identity is bound
+// to its cluster (it may write only that cluster's rows, and rows with no
+// cluster become its); otherwise the request's cluster, else the server's.
+func (s *Server) stampCluster(ctx context.Context, reqCluster string) (string, error) {
+	if c, bound := boundCluster(ctx); bound {
+		if reqCluster != "" && reqCluster != c {
+			return "", connect.NewError(connect.CodePermissionDenied,
+				fmt.Errorf("identity of cluster %q may not write rows of cluster %q", c, reqCluster))
+		}
+		return c, nil
+	}
+	if reqCluster != "" {
+		return reqCluster, nil
+	}
+	return s.cfg.Cluster, nil
+}
+
+// FetchLogs reads one page. With wait_ms it long-polls: when nothing
+// matches yet it waits (up to the server's cap) for the store to change and
+// answers as soon as a matching row arrives.
+func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+	st, err := l.s.store()
+	if err != nil {
+		return nil, err
+	}
+	q, err := queryFromFetch(req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	wait := min(time.Duration(req.Msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
+	var timer clock.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		// Take the change signal before reading so an append between the
+		// read and the wait still wakes us.
+		changed := st.Changed()
+		res, err := st.Fetch(ctx, q)
+		if err != nil {
+			return nil, l.s.storeError("fetch", err)
+		}
+		if len(res.Rows) > 0 || wait <= 0 {
+			return l.fetchResponse(res), nil
+		}
+		if timer == nil {
+			timer = l.s.clk.NewTimer(wait)
+		}
+		select {
+		case <-changed:
+		case <-timer.C():
+			return l.fetchResponse(res), nil
+		case <-l.s.stopping:
+			return l.fetchResponse(res), nil
+		case <-ctx.Done():
+			return nil, contextError(ctx.Err())
+		}
+	}
+}
+
+func (l *logService) fetchResponse(res store.Result) *connect.Response[loggingpb.FetchLogsResponse] {
+	l.s.m.fetchRows.Add(float64(len(res.Rows)))
+	return connect.NewResponse(&loggingpb.FetchLogsResponse{
+		Entries:         entriesFromRows(res.Rows),
+		Cursor:          res.Cursor,
+		MaxLinesApplied: int32(res.MaxLines),
+	})
+}
+
+// GetProducerState tells a relay where to resume.
+func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[loggingpb.GetProducerStateRequest]) (*connect.Response[loggingpb.GetProducerStateResponse], error) {
+	if req.Msg.GetProducer() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("producer is required"))
+	}
+	st, err := l.s.store()
+	if err != nil {
+		return nil, err
+	}
+	seq, known := st.ProducerApplied(req.Msg.GetProducer())
+	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: seq, Known: known}), nil
+}
+
+// storeError maps store errors to Connect codes a client can act on.
+func (s *Server) storeError(op string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrInvalidArgument):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, store.ErrNoSpace):
+		ce := connect.NewError(connect.CodeResourceExhausted,
+			errors.New("finelogd's disk is full: nothing was written; retry once space is freed"))
+		ce.Meta().Set(client.RetryHeader, "disk-full")
+		s.log.Error(op+" failed: disk full", "err", err)
+		return ce
+	case errors.Is(err, store.ErrClosed):
+		return connect.NewError(connect.CodeUnavailable, errors.New("finelogd is shutting down"))
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return contextError(err)
+	default:
+		s.log.Error(op+" failed", "err", err)
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("%s: %w", op, err))
+	}
+}
+
+func contextError(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return connect.NewError(connect.CodeCanceled, err)
+}

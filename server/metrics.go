@@ -1,0 +1,76 @@
+package server
+
+import (
+	"context"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/finelog/finelog/internal/clock"
+)
+
+// metrics are the server's own series; the store and relay register theirs
+// on the same registry.
+type metrics struct {
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	pushRows  prometheus.Counter
+	pushBytes prometheus.Counter
+	fetchRows prometheus.Counter
+	clk       clock.Clock
+}
+
+func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
+	m := &metrics{
+		clk: s.clk,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "finelog_rpc_requests_total",
+			Help: "LogService requests by procedure and Connect code.",
+		}, []string{"procedure", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "finelog_rpc_duration_seconds",
+			Help:    "LogService request latency by procedure (long-polls include their wait).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"procedure"}),
+		pushRows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "finelog_push_rows_total",
+			Help: "Rows accepted by PushLogs and appended to the store.",
+		}),
+		pushBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "finelog_push_data_bytes_total",
+			Help: "Bytes of log data (the data field) accepted by PushLogs.",
+		}),
+		fetchRows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "finelog_fetch_rows_total",
+			Help: "Rows returned by FetchLogs.",
+		}),
+	}
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "finelog_ready",
+		Help: "1 when finelogd is serving, 0 while starting or stopping.",
+	}, func() float64 {
+		if state(s.state.Load()) == stateReady {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(m.requests, m.duration, m.pushRows, m.pushBytes, m.fetchRows, up)
+	return m
+}
+
+func (m *metrics) interceptor() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			proc := req.Spec().Procedure
+			start := m.clk.Now()
+			resp, err := next(ctx, req)
+			m.duration.WithLabelValues(proc).Observe(m.clk.Now().Sub(start).Seconds())
+			code := "ok"
+			if err != nil {
+				code = connect.CodeOf(err).String()
+			}
+			m.requests.WithLabelValues(proc, code).Inc()
+			return resp, err
+		}
+	}
+}

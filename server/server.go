@@ -1,0 +1,375 @@
+// Package server wires the store, auth and relay behind one http.Handler:
+// the Connect LogService (Connect, gRPC and gRPC-Web, proto or JSON, over
+// HTTP/1.1 and h2c on one port), /metrics, /debug/pprof and an open /health.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
+	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/store"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxRequestBytes = 32 << 20
+	DefaultMaxWait         = 30 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Config is everything the daemon decides. Effects (FS, Clock, Logger) are
+// injected so tests run the same server on an in-memory FS.
+type Config struct {
+	DataDir        string
+	Cluster        string
+	RetentionAge   time.Duration
+	RetentionBytes int64
+	MemtableBytes  int64
+
+	// AuthPolicy is the FINELOG_AUTH_POLICY value; AuthPolicyFile the
+	// --auth-policy-file path. Neither set: loopback peers only.
+	AuthPolicy     string
+	AuthPolicyFile string
+
+	// MaxRequestBytes caps a request body (after decompression); larger
+	// requests get resource_exhausted naming the limit.
+	MaxRequestBytes int64
+	// MaxWait caps a FetchLogs long-poll (wait_ms).
+	MaxWait time.Duration
+	// ShutdownTimeout bounds how long graceful shutdown waits for
+	// in-flight requests.
+	ShutdownTimeout time.Duration
+
+	Relay RelayConfig
+
+	FS     vfs.FS
+	Clock  clock.Clock
+	Logger *slog.Logger
+}
+
+// RelayConfig turns on forwarding to a global finelogd. Address empty: no
+// relay goroutine and no egress.
+type RelayConfig struct {
+	Address   string
+	KeyFile   string
+	TokenFile string
+	StatePath string
+	BatchRows int
+	Backfill  bool
+}
+
+// logStore is the part of *store.Store the server uses; tests may pass
+// their own opener.
+type logStore interface {
+	Append(ctx context.Context, b store.Batch) (store.Ack, error)
+	Fetch(ctx context.Context, q store.Query) (store.Result, error)
+	LastSeq() int64
+	Changed() <-chan struct{}
+	ProducerApplied(producer string) (int64, bool)
+	Stats() store.Stats
+	Close() error
+}
+
+type state int32
+
+const (
+	stateStarting state = iota
+	stateReady
+	stateStopping
+	stateStopped
+)
+
+func (s state) String() string {
+	switch s {
+	case stateStarting:
+		return "starting"
+	case stateReady:
+		return "ready"
+	case stateStopping:
+		return "stopping"
+	default:
+		return "stopped"
+	}
+}
+
+// Server is one finelogd.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	clk     clock.Clock
+	reg     *prometheus.Registry
+	m       *metrics
+	handler http.Handler
+
+	open func(store.Options) (logStore, error)
+
+	state    atomic.Int32
+	st       atomic.Pointer[storeRef]
+	stopping chan struct{} // closed when shutdown begins: long-polls return
+	stopOnce sync.Once
+
+	relay *relayRunner // nil when no relay is configured
+}
+
+type storeRef struct{ s logStore }
+
+// New validates cfg, loads the auth policy and checks the data directory is
+// writable, so a bad start fails before the port is bound. It does not
+// open the store: Open or Run does.
+func New(cfg Config) (*Server, error) {
+	if cfg.FS == nil {
+		cfg.FS = vfs.OS{}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("data dir is required")
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Relay.Address != "" && cfg.Relay.StatePath == "" {
+		cfg.Relay.StatePath = filepath.Join(cfg.DataDir, "relay", "state.json")
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		clk:      cfg.Clock,
+		reg:      prometheus.NewRegistry(),
+		open:     defaultOpen,
+		stopping: make(chan struct{}),
+	}
+	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	gate, err := s.loadAuth()
+	if err != nil {
+		return nil, err
+	}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.m = newMetrics(s.reg, s)
+	if err := s.newRelay(); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes(gate)
+	return s, nil
+}
+
+// checkWritable creates the data dir and a probe file in it, so an
+// unwritable directory is a clear start error, not a failed first push.
+func checkWritable(fsys vfs.FS, dir string) error {
+	if err := fsys.MkdirAll(dir); err != nil {
+		return fmt.Errorf("data dir %s: cannot create it: %w", dir, err)
+	}
+	probe := filepath.Join(dir, ".write-probe")
+	f, err := fsys.Create(probe)
+	if err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	if err := fsys.Remove(probe); err != nil {
+		return fmt.Errorf("data dir %s: cannot remove probe file: %w", dir, err)
+	}
+	return nil
+}
+
+func (s *Server) routes(gate gate) http.Handler {
+	path, svc := loggingpbconnect.NewLogServiceHandler(&logService{s: s},
+		connect.WithReadMaxBytes(int(s.cfg.MaxRequestBytes)),
+		connect.WithInterceptors(s.m.interceptor()),
+	)
+	gated := http.NewServeMux()
+	gated.Handle(path, svc)
+	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	gated.HandleFunc("/debug/pprof/", pprof.Index)
+	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	gated.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	gated.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	gated.HandleFunc("/debug/pprof/trace", pprof.Trace)
+
+	root := http.NewServeMux()
+	root.HandleFunc("/health", s.health)
+	root.Handle("/", gate(gated))
+	return root
+}
+
+// Handler is the server's single HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Registry is the server's metrics registry.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Open opens the store (replaying its WAL) and starts the relay; the
+// server answers RPCs once it returns nil.
+func (s *Server) Open(ctx context.Context) error {
+	dir := filepath.Join(s.cfg.DataDir, "store")
+	st, err := s.open(store.Options{
+		FS:             s.cfg.FS,
+		Clock:          s.clk,
+		Dir:            dir,
+		MemtableBytes:  s.cfg.MemtableBytes,
+		RetentionAge:   s.cfg.RetentionAge,
+		RetentionBytes: s.cfg.RetentionBytes,
+		Background:     true,
+		Logger:         s.log.With("component", "store"),
+		Registerer:     s.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("open store in %s: %w", dir, err)
+	}
+	s.st.Store(&storeRef{st})
+	if err := s.startRelay(ctx, st); err != nil {
+		st.Close()
+		return err
+	}
+	s.state.Store(int32(stateReady))
+	return nil
+}
+
+// store returns the open store, or an unavailable error while starting or
+// after close.
+func (s *Server) store() (logStore, error) {
+	switch state(s.state.Load()) {
+	case stateReady:
+		return s.st.Load().s, nil
+	case stateStarting:
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("finelogd is starting (recovering the store); retry shortly"))
+	default:
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("finelogd is shutting down"))
+	}
+}
+
+// Close stops the relay and closes the store (flush + sync). Call it after
+// the HTTP server stopped taking requests; Run does this itself.
+func (s *Server) Close() error {
+	s.beginStop()
+	s.stopRelay()
+	ref := s.st.Swap(nil)
+	s.state.Store(int32(stateStopped))
+	if ref == nil {
+		return nil
+	}
+	if err := ref.s.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) beginStop() {
+	s.stopOnce.Do(func() {
+		if state(s.state.Load()) != stateStopped {
+			s.state.Store(int32(stateStopping))
+		}
+		close(s.stopping)
+	})
+}
+
+// Run serves on ln until ctx is done, then shuts down gracefully: stop
+// accepting, let in-flight requests finish (long-polls return at once),
+// stop the relay, close the store. It returns nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		Protocols:         new(http.Protocols),
+	}
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetUnencryptedHTTP2(true)
+
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	if err := s.Open(ctx); err != nil {
+		hs.Close()
+		<-served
+		return err
+	}
+	s.log.Info("finelogd ready", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir, "cluster", s.cfg.Cluster)
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		s.Close()
+		return fmt.Errorf("http server: %w", err)
+	}
+	s.log.Info("shutting down: finishing in-flight requests")
+	s.beginStop()
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	shutErr := hs.Shutdown(sctx)
+	<-served
+	if shutErr != nil {
+		s.log.Warn("in-flight requests did not finish in time; closing anyway", "timeout", s.cfg.ShutdownTimeout)
+		hs.Close()
+	}
+	if err := s.Close(); err != nil {
+		return err
+	}
+	s.log.Info("finelogd stopped cleanly")
+	return nil
+}
+
+// healthStatus is the /health body.
+type healthStatus struct {
+	Status  string       `json:"status"`
+	Cluster string       `json:"cluster,omitempty"`
+	LastSeq int64        `json:"last_seq"`
+	Relay   *relayHealth `json:"relay,omitempty"`
+	Error   string       `json:"error,omitempty"`
+}
+
+// health is open (no credentials): load balancers and systemd probe it. It
+// says only whether the server works, never anything secret.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	st := state(s.state.Load())
+	h := healthStatus{Status: st.String(), Cluster: s.cfg.Cluster}
+	code := http.StatusServiceUnavailable
+	if st == stateReady {
+		code = http.StatusOK
+		if ref := s.st.Load(); ref != nil {
+			h.LastSeq = ref.s.LastSeq()
+		}
+		if rh := s.relayHealth(); rh != nil {
+			h.Relay = rh
+			if rh.Stopped {
+				code = http.StatusServiceUnavailable
+				h.Status = "relay stopped"
+				h.Error = rh.Error
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(h)
+}
