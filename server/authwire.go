@@ -2,40 +2,38 @@ package server
 
 import (
 	"context"
-	"errors"
-	"net"
+	"fmt"
 	"net/http"
+
+	"github.com/finelog/finelog/auth"
 )
 
-// This file is the only place the server touches the auth package, so the
-// rest of the server builds and is tested independently of it.
-//
-// TEMPORARY: until package auth lands, only the "no policy" default is
-// available (loopback peers only); a configured policy is refused at start
-// rather than silently ignored.
+// This file is the only place the server touches the auth package.
 
 // gate is the ingress check wrapped around every route but /health.
 type gate func(http.Handler) http.Handler
 
+// loadAuth loads FINELOG_AUTH_POLICY or --auth-policy-file (neither:
+// loopback peers only). A malformed or empty policy stops the start.
 func (s *Server) loadAuth() (gate, error) {
-	if s.cfg.AuthPolicy != "" || s.cfg.AuthPolicyFile != "" {
-		return nil, errors.New("auth policy: this build has no policy engine yet; unset FINELOG_AUTH_POLICY and --auth-policy-file")
+	p, err := auth.Load(s.cfg.AuthPolicy, s.cfg.AuthPolicyFile, s.cfg.FS, s.clk)
+	if err != nil {
+		return nil, fmt.Errorf("auth policy: %w", err)
 	}
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			host, _, err := net.SplitHostPort(r.RemoteAddr)
-			ip := net.ParseIP(host)
-			if err != nil || ip == nil || !ip.IsLoopback() {
-				http.Error(w, "finelogd: no auth policy is configured, so only loopback peers are admitted", http.StatusForbidden)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}, nil
+	s.log.Info("auth policy loaded", "layers", p.Layers(), "policy", p.String())
+	return auth.Middleware(p, auth.MiddlewareOptions{
+		Logger:     s.log.With("component", "auth"),
+		Registerer: s.reg,
+		Clock:      s.clk,
+	}), nil
 }
 
 // boundCluster reports the cluster a request's identity is bound to: a JWT
 // identity may only write rows of its own cluster.
 func boundCluster(ctx context.Context) (cluster string, bound bool) {
-	return "", false
+	id, ok := auth.IdentityFrom(ctx)
+	if !ok || id.Kind != auth.LayerJWT {
+		return "", false
+	}
+	return id.Cluster, true
 }

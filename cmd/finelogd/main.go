@@ -19,10 +19,10 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/server"
@@ -182,56 +182,22 @@ func printConfig(w io.Writer, f *flags) error {
 			"backfill":   c.Relay.Backfill,
 		},
 	}
-	switch {
-	case c.AuthPolicy != "":
-		var v any
-		if err := json.Unmarshal([]byte(c.AuthPolicy), &v); err != nil {
-			out["auth_policy"] = "<FINELOG_AUTH_POLICY is not valid JSON; redacted>"
-		} else {
-			out["auth_policy"] = redact(v)
-		}
-	case c.AuthPolicyFile == "":
-		out["auth_policy"] = "none: loopback peers only"
+	// The policy is printed as auth describes it: validated, with inline
+	// secrets redacted and key files named by path.
+	pol, err := auth.Load(c.AuthPolicy, c.AuthPolicyFile, vfs.OS{}, clock.Real{})
+	if err != nil {
+		return fmt.Errorf("auth policy: %w", err)
+	}
+	polJSON, err := pol.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	out["auth_policy"] = json.RawMessage(polJSON)
+	if c.AuthPolicy == "" && c.AuthPolicyFile == "" {
+		out["auth_policy_note"] = "no policy configured: loopback peers only"
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(out)
-}
-
-// redact replaces the value of every object field whose name mentions a
-// secret, token, password or key material, except fields naming a file or
-// environment variable that holds it. Unknown shapes are kept: only values
-// under such names are secret.
-func redact(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, val := range t {
-			if secretName(k) {
-				t[k] = "<redacted>"
-				continue
-			}
-			t[k] = redact(val)
-		}
-		return t
-	case []any:
-		for i := range t {
-			t[i] = redact(t[i])
-		}
-		return t
-	default:
-		return v
-	}
-}
-
-func secretName(k string) bool {
-	k = strings.ToLower(k)
-	if strings.HasSuffix(k, "_file") || strings.HasSuffix(k, "_env") || strings.HasSuffix(k, "file") {
-		return false
-	}
-	for _, s := range []string{"secret", "token", "password", "psk", "private"} {
-		if strings.Contains(k, s) {
-			return true
-		}
-	}
-	return false
 }
