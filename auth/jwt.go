@@ -3,6 +3,7 @@ package auth
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"math"
 	"net/http"
@@ -20,11 +21,11 @@ import (
 const maxTokenBytes = 4096
 
 // forbiddenHeaders are JOSE header parameters that either ask the verifier
-// to fetch or trust a key named by the token itself (jku, jwk, x5u, x5c) or
+// to fetch or trust a key named by the token itself (jku, jwk, x5u) or
 // demand extensions we do not implement (crit). RFC 7515 §4.1.11 requires
 // rejecting a crit we do not understand; the key-carrying ones are how
-// "key confusion" attacks begin.
-var forbiddenHeaders = []string{"crit", "jku", "jwk", "x5u", "x5c"}
+// key-confusion attacks begin.
+var forbiddenHeaders = []string{"crit", "jku", "jwk", "x5u"}
 
 // Sentinel causes raised inside the key function, so the verdict can say
 // which check failed without parsing library messages.
@@ -70,7 +71,7 @@ var (
 	causeBearerSyntax   = cause{"bearer_malformed", "Authorization header is not a single well-formed Bearer token", CodeUnauthenticated}
 	causeTokenMalformed = cause{"token_malformed", "token is malformed", CodeUnauthenticated}
 	causeAlg            = cause{"token_alg", "token alg is not HS256", CodeUnauthenticated}
-	causeHeader         = cause{"token_header", "token carries a forbidden header (crit, jku, jwk, x5u or x5c)", CodeUnauthenticated}
+	causeHeader         = cause{"token_header", "token carries a forbidden header (crit, jku, jwk or x5u)", CodeUnauthenticated}
 	causeSignature      = cause{"token_signature", "token signature does not verify under any configured key", CodeUnauthenticated}
 	causeExpired        = cause{"token_expired", "token is expired", CodeUnauthenticated}
 	causeNotYetValid    = cause{"token_not_yet_valid", "token is not valid yet (nbf)", CodeUnauthenticated}
@@ -79,25 +80,36 @@ var (
 	causeAudience       = cause{"token_audience", "token audience does not match this layer", CodePermissionDenied}
 )
 
-// claims are the registered claims we check, decoded strictly: a time
-// claim given as a JSON string is an error (encoding/json would otherwise
-// accept "123" into a json.Number), and so is a non-string iss or sub.
-// Claims we do not know are ignored, as RFC 7519 requires.
+// claims are the registered claims the verifier acts on, decoded
+// strictly: a time claim given as a JSON string is an error (encoding/json
+// would otherwise accept "123" into a json.Number). Claims we do not act on
+// (iss, sub, private claims) are ignored, as RFC 7519 §4 asks; aud is kept
+// raw and only interpreted when the layer sets an audience.
 type claims struct {
-	Exp *strictDate      `json:"exp"`
-	Nbf *strictDate      `json:"nbf"`
-	Iat *strictDate      `json:"iat"`
-	Iss string           `json:"iss"`
-	Sub string           `json:"sub"`
-	Aud jwt.ClaimStrings `json:"aud"`
+	Exp *strictDate     `json:"exp"`
+	Nbf *strictDate     `json:"nbf"`
+	Iat *strictDate     `json:"iat"`
+	Aud json.RawMessage `json:"aud"`
 }
 
 func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.Exp.numeric(), nil }
 func (c *claims) GetNotBefore() (*jwt.NumericDate, error)      { return c.Nbf.numeric(), nil }
 func (c *claims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.Iat.numeric(), nil }
-func (c *claims) GetIssuer() (string, error)                   { return c.Iss, nil }
-func (c *claims) GetSubject() (string, error)                  { return c.Sub, nil }
-func (c *claims) GetAudience() (jwt.ClaimStrings, error)       { return c.Aud, nil }
+func (c *claims) GetIssuer() (string, error)                   { return "", nil }
+func (c *claims) GetSubject() (string, error)                  { return "", nil }
+
+// GetAudience accepts a string or a list of strings (RFC 7519 §4.1.3);
+// anything else is the wrong type.
+func (c *claims) GetAudience() (jwt.ClaimStrings, error) {
+	if len(c.Aud) == 0 || string(c.Aud) == "null" {
+		return nil, nil
+	}
+	var aud jwt.ClaimStrings
+	if err := json.Unmarshal(c.Aud, &aud); err != nil {
+		return nil, jwt.ErrInvalidType
+	}
+	return aud, nil
+}
 
 // maxUnixSeconds is 9999-12-31T23:59:59Z: beyond it a NumericDate is a
 // mistake or an attack on float→int conversion, not a time.
@@ -109,9 +121,9 @@ func (d *strictDate) numeric() *jwt.NumericDate {
 	if d == nil {
 		return nil
 	}
-	// Not jwt.NewNumericDate: it truncates to whole seconds, which would
-	// move a fractional exp earlier than the token says.
-	return &jwt.NumericDate{Time: d.t}
+	// Whole seconds, as golang-jwt's own NumericDate decoding does: a
+	// fractional exp counts from its whole second (slightly earlier).
+	return jwt.NewNumericDate(d.t)
 }
 
 func (d *strictDate) UnmarshalJSON(b []byte) error {
@@ -220,7 +232,7 @@ func (v *verifier) verify(tok string) (int, cause, bool) {
 	if err == nil && t != nil && t.Valid && keyIdx >= 0 {
 		return keyIdx, cause{}, true
 	}
-	return -1, classify(t, err), false
+	return -1, classify(t, err, c.Exp != nil), false
 }
 
 // macMatches reports whether sig is HMAC-SHA256(secret, signing).
@@ -233,7 +245,7 @@ func macMatches(secret Secret, signing string, sig []byte) bool {
 // classify maps a parse/verify failure to a cause. Order matters: a
 // structural problem outranks a signature problem, which outranks any
 // claim problem (claims of an unauthenticated token mean nothing).
-func classify(t *jwt.Token, err error) cause {
+func classify(t *jwt.Token, err error, hasExp bool) cause {
 	if t != nil && t.Header != nil {
 		if alg, _ := t.Header["alg"].(string); alg != jwt.SigningMethodHS256.Alg() {
 			return causeAlg
@@ -258,6 +270,11 @@ func classify(t *jwt.Token, err error) cause {
 		return causeNotYetValid
 	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		return causeIssuedFuture
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && hasExp:
+		// exp is the only other required claim, so this is a missing aud
+		// on a layer that requires one: the token is genuine but not
+		// scoped to us.
+		return causeAudience
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing), errors.Is(err, jwt.ErrInvalidType):
 		return causeClaims
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):

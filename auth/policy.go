@@ -358,8 +358,8 @@ func checkLabel(s string) error {
 	return nil
 }
 
-// parseCIDR accepts a prefix ("10.0.0.0/8") or a bare address (a host
-// route). A v4-mapped v6 prefix of /96 or longer is rewritten to its v4 form,
+// parseCIDR accepts a prefix ("10.0.0.0/8", host bits are masked off) or a
+// bare address (a host route). A v4-mapped v6 prefix of /96 or longer is rewritten to its v4 form,
 // since peers are compared in unmapped form.
 func parseCIDR(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "%") {
@@ -372,9 +372,9 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("%s is not a CIDR prefix like 10.0.0.0/8", quoteShort(s))
 		}
-		if m := p.Masked(); m != p {
-			return netip.Prefix{}, fmt.Errorf("%s has host bits set; did you mean %s?", quoteShort(s), m)
-		}
+		// Host bits are masked off, as net.ParseCIDR does; the canonical
+		// form (MarshalJSON, `finelog policy check`) shows the result.
+		p = p.Masked()
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
