@@ -225,6 +225,21 @@ func parseLayer(n int, raw json.RawMessage, fsys vfs.FS, clk clock.Clock, labels
 	if err := checkKeys(raw, allowed); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
+	if typ == LayerJWT {
+		// Key objects get the same exact-field check as layers, before the
+		// decoder's own (case-insensitive) unknown-field check.
+		var keyRaws struct {
+			Keys []json.RawMessage `json:"keys"`
+		}
+		if err := json.Unmarshal(raw, &keyRaws); err != nil {
+			return nil, fmt.Errorf("%s: %s", where, jsonProblem(err))
+		}
+		for j, kr := range keyRaws.Keys {
+			if err := checkKeys(kr, keyFields); err != nil {
+				return nil, fmt.Errorf("%s: key %d: %w", where, j+1, err)
+			}
+		}
+	}
 	var lj layerJSON
 	if err := decodeOne(raw, &lj); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
@@ -237,18 +252,6 @@ func parseLayer(n int, raw json.RawMessage, fsys vfs.FS, clk clock.Clock, labels
 		}
 		return l, nil
 	case LayerJWT:
-		// Key objects get the same exact-field check as layers.
-		var keyRaws struct {
-			Keys []json.RawMessage `json:"keys"`
-		}
-		if err := json.Unmarshal(raw, &keyRaws); err != nil {
-			return nil, fmt.Errorf("%s: field \"keys\": %s", where, jsonProblem(err))
-		}
-		for j, kr := range keyRaws.Keys {
-			if err := checkKeys(kr, keyFields); err != nil {
-				return nil, fmt.Errorf("%s: key %d: %w", where, j+1, err)
-			}
-		}
 		l, err := parseJWTLayer(n, lj, fsys, clk, labels)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
@@ -372,6 +375,9 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("%s is not a CIDR prefix like 10.0.0.0/8", quoteShort(s))
 		}
+		if p.Addr().Is4In6() && p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%s: a v4-mapped prefix must be /96 or longer; write the IPv4 prefix instead", quoteShort(s))
+		}
 		// Host bits are masked off, as net.ParseCIDR does; the canonical
 		// form (MarshalJSON, `finelog policy check`) shows the result.
 		p = p.Masked()
@@ -383,9 +389,6 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
 	if p.Addr().Is4In6() {
-		if p.Bits() < 96 {
-			return netip.Prefix{}, fmt.Errorf("%s: a v4-mapped prefix must be /96 or longer; write the IPv4 prefix instead", quoteShort(s))
-		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p, nil
