@@ -1,0 +1,440 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"time"
+
+	"github.com/finelog/finelog/internal/vfs"
+)
+
+// Flush seals the active memtable (if it has rows) and writes every sealed
+// memtable as a segment, then trims the WAL files they covered. A failure
+// (e.g. ENOSPC) leaves the sealed memtable readable and in the WAL; the next
+// Flush retries it.
+func (s *Store) Flush(ctx context.Context) error {
+	if s.isClosed() && !s.closing() {
+		return ErrClosed
+	}
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	if err := s.seal(); err != nil {
+		return err
+	}
+	for {
+		s.mu.Lock()
+		if len(s.sealed) == 0 {
+			s.lastFlush = s.clk.Now()
+			s.mu.Unlock()
+			return nil
+		}
+		m := s.sealed[0]
+		producers := make(map[string]int64, len(s.producers))
+		for p, v := range m.producersAtSeal {
+			producers[p] = v
+		}
+		s.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		sg, err := s.writeSegment(memRowIter(m), producers)
+		if err != nil {
+			s.log.Error("flush failed; rows stay in the WAL and memtable", "err", err)
+			return fmt.Errorf("store: flush: %w", err)
+		}
+		s.mu.Lock()
+		s.segs = append(s.segs, sg)
+		s.sealed = s.sealed[1:]
+		trimTo := s.mem.walNum
+		if len(s.sealed) > 0 {
+			trimTo = s.sealed[0].walNum
+		}
+		s.mu.Unlock()
+		s.metrics.segmentsChanged()
+		s.walMu.Lock()
+		err = s.wal.trimBefore(trimTo)
+		s.walBytes.Store(s.wal.bytes())
+		s.walMu.Unlock()
+		if err != nil {
+			// Harmless for correctness: recovery skips WAL rows a segment
+			// already holds. The next flush retries the removal.
+			s.log.Warn("trim wal", "err", err)
+		}
+	}
+}
+
+func (s *Store) closing() bool {
+	select {
+	case <-s.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// seal moves a non-empty active memtable to the sealed list and starts a new
+// WAL file for the next one, so the sealed memtable covers whole WAL files.
+func (s *Store) seal() error {
+	s.walMu.Lock()
+	defer s.walMu.Unlock()
+	s.mu.Lock()
+	empty := len(s.mem.rows) == 0
+	s.mu.Unlock()
+	if empty {
+		return nil
+	}
+	if err := s.wal.rotate(); err != nil {
+		return fmt.Errorf("store: seal memtable: %w", mapNoSpace(err))
+	}
+	s.walBytes.Store(s.wal.bytes())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.mem
+	m.producersAtSeal = make(map[string]int64, len(s.producers))
+	for p, v := range s.producers {
+		m.producersAtSeal[p] = v
+	}
+	s.sealed = append(s.sealed, m)
+	s.mem = newMemtable(m.last()+1, s.wal.curNum)
+	return nil
+}
+
+// memRowIter yields a memtable's rows sorted by (key, seq).
+func memRowIter(m *memtable) func() (*Row, error) {
+	keys := make([]string, 0, len(m.keys))
+	for k := range m.keys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ki, ii := 0, 0
+	return func() (*Row, error) {
+		for ki < len(keys) {
+			idx := m.keys[keys[ki]]
+			if ii < len(idx) {
+				r := &m.rows[idx[ii]]
+				ii++
+				return r, nil
+			}
+			ki, ii = ki+1, 0
+		}
+		return nil, nil
+	}
+}
+
+// Compact merges runs of adjacent segments smaller than half the target size
+// into one segment of at most about TargetSegmentBytes, so a store keeps few
+// large segments. The merged segment is made durable before the inputs are
+// removed; a crash in between leaves both, and Open deletes the inputs
+// (their seq range lies inside the merged one).
+func (s *Store) Compact(ctx context.Context) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	for {
+		run := s.pickCompaction()
+		if len(run) < 2 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.merge(run); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Store) pickCompaction() []*segment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	small := s.opts.TargetSegmentBytes / 2
+	var run []*segment
+	var bytes int64
+	for _, sg := range s.segs {
+		if sg.size < small && bytes+sg.size <= s.opts.TargetSegmentBytes {
+			run = append(run, sg)
+			bytes += sg.size
+			continue
+		}
+		if len(run) >= 2 {
+			break
+		}
+		run, bytes = nil, 0
+		if sg.size < small {
+			run, bytes = []*segment{sg}, sg.size
+		}
+	}
+	if len(run) < 2 {
+		return nil
+	}
+	for _, sg := range run {
+		sg.acquire()
+	}
+	return run
+}
+
+func (s *Store) merge(run []*segment) error {
+	defer func() {
+		for _, sg := range run {
+			sg.release()
+		}
+	}()
+	producers := map[string]int64{}
+	for _, sg := range run {
+		for p, v := range sg.producers {
+			producers[p] = max(producers[p], v)
+		}
+	}
+	it, err := newMergeIter(run)
+	if err != nil {
+		return err
+	}
+	merged, err := s.writeSegment(it.next, producers)
+	if err != nil {
+		return fmt.Errorf("store: compact: %w", err)
+	}
+	s.mu.Lock()
+	var segs []*segment
+	inserted := false
+	for _, sg := range s.segs {
+		if sg.first >= merged.first && sg.last <= merged.last {
+			if !inserted {
+				segs = append(segs, merged)
+				inserted = true
+			}
+			sg.release() // the list's reference
+			continue
+		}
+		segs = append(segs, sg)
+	}
+	s.segs = segs
+	s.mu.Unlock()
+	s.metrics.segmentsChanged()
+	return s.removeSegments(run)
+}
+
+func (s *Store) removeSegments(segs []*segment) error {
+	var firstErr error
+	for _, sg := range segs {
+		if err := s.fs.Remove(path.Join(s.dir, sg.name)); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("store: remove segment %s: %w", sg.name, err)
+		}
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("store: sync dir: %w", err)
+	}
+	return firstErr
+}
+
+// mergeIter merges segments (each sorted by key, seq) into one (key, seq)
+// stream, reading each input a row group at a time so memory stays bounded.
+type mergeIter struct {
+	ins []*segCursor
+}
+
+type segCursor struct {
+	sg   *segment
+	gi   int
+	rows []Row
+	pos  int
+}
+
+func newMergeIter(run []*segment) (*mergeIter, error) {
+	m := &mergeIter{}
+	for _, sg := range run {
+		c := &segCursor{sg: sg}
+		if err := c.fill(); err != nil {
+			return nil, err
+		}
+		m.ins = append(m.ins, c)
+	}
+	return m, nil
+}
+
+func (c *segCursor) fill() error {
+	c.rows, c.pos = c.rows[:0], 0
+	for c.gi < len(c.sg.rgs) && len(c.rows) == 0 {
+		g := &c.sg.rgs[c.gi]
+		c.gi++
+		err := c.sg.readRows(g.start, g.start+g.count, nil, func(rr *rawRow) bool {
+			c.rows = append(c.rows, rr.row())
+			return true
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *mergeIter) next() (*Row, error) {
+	var best *segCursor
+	for _, c := range m.ins {
+		if c.pos >= len(c.rows) {
+			continue
+		}
+		r := &c.rows[c.pos]
+		if best == nil {
+			best = c
+			continue
+		}
+		b := &best.rows[best.pos]
+		if r.Key < b.Key || (r.Key == b.Key && r.Seq < b.Seq) {
+			best = c
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	r := best.rows[best.pos]
+	best.pos++
+	if best.pos >= len(best.rows) {
+		if err := best.fill(); err != nil {
+			return nil, err
+		}
+	}
+	return &r, nil
+}
+
+// Retain deletes whole segments, oldest first, that are past RetentionAge
+// (their newest row is older) or while segments exceed RetentionBytes. Rows
+// only in the WAL or memtable are never deleted. Pins (SetPin) hold back
+// segments with unforwarded rows until pinned bytes exceed PinMaxBytes; past
+// that the segment goes anyway and OnPinnedLoss reports the lost range.
+func (s *Store) Retain(ctx context.Context) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if s.opts.RetentionAge <= 0 && s.opts.RetentionBytes <= 0 {
+		return nil
+	}
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	now := s.clk.Now()
+	s.mu.Lock()
+	var total int64
+	for _, sg := range s.segs {
+		total += sg.size
+	}
+	pins := make(map[string]int64, len(s.pins))
+	for p, v := range s.pins {
+		pins[p] = v
+	}
+	var victims []*segment
+	type loss struct {
+		pin         string
+		first, last int64
+	}
+	var losses []loss
+	for _, sg := range s.segs {
+		aged := s.opts.RetentionAge > 0 && sg.maxEpoch < now.Add(-s.opts.RetentionAge).UnixMilli()
+		over := s.opts.RetentionBytes > 0 && total > s.opts.RetentionBytes
+		if !aged && !over {
+			break
+		}
+		var pinnedBy []string
+		for p, v := range pins {
+			if sg.last > v {
+				pinnedBy = append(pinnedBy, p)
+			}
+		}
+		if len(pinnedBy) > 0 {
+			// Bytes held for pins: every segment from this one on that
+			// still has unforwarded rows.
+			var pinnedBytes int64
+			for _, o := range s.segs {
+				if o.first >= sg.first {
+					pinnedBytes += o.size
+				}
+			}
+			if s.opts.PinMaxBytes == 0 || pinnedBytes <= s.opts.PinMaxBytes {
+				break
+			}
+			sort.Strings(pinnedBy)
+			for _, p := range pinnedBy {
+				losses = append(losses, loss{p, max(sg.first, pins[p]+1), sg.last})
+			}
+		}
+		victims = append(victims, sg)
+		total -= sg.size
+	}
+	if len(victims) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	meta := storeMeta{FloorSeq: victims[len(victims)-1].last, Producers: map[string]int64{}}
+	for p, v := range s.producers {
+		meta.Producers[p] = v
+	}
+	s.mu.Unlock()
+	// The floor and producer marks go to meta.json before any segment that
+	// holds them is deleted, so numbering and dedup survive an empty store.
+	data, _ := json.Marshal(meta)
+	if err := vfs.WriteFileAtomic(s.fs, path.Join(s.dir, metaName), data); err != nil {
+		return fmt.Errorf("store: retention: write %s: %w", metaName, mapNoSpace(err))
+	}
+	s.mu.Lock()
+	s.floor = meta.FloorSeq
+	s.segs = s.segs[len(victims):]
+	s.mu.Unlock()
+	for _, l := range losses {
+		s.log.Warn("retention deleted pinned rows: pin exceeded PinMaxBytes", "pin", l.pin, "first_seq", l.first, "last_seq", l.last, "pin_max_bytes", s.opts.PinMaxBytes)
+		if s.opts.OnPinnedLoss != nil {
+			s.opts.OnPinnedLoss(l.pin, l.first, l.last)
+		}
+	}
+	err := s.removeSegments(victims)
+	for _, sg := range victims {
+		sg.release()
+	}
+	s.metrics.segmentsChanged()
+	s.metrics.retainedN(len(victims))
+	return err
+}
+
+// backgroundLoop runs the maintenance steps when Options.Background is set:
+// flush when the memtable is full or FlushInterval passed, then compact and
+// apply retention.
+func (s *Store) backgroundLoop() {
+	defer s.loops.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		<-s.stopCh
+		cancel()
+	}()
+	tick := min(s.opts.FlushInterval, 10*time.Second)
+	for {
+		t := s.clk.NewTimer(tick)
+		select {
+		case <-s.stopCh:
+			t.Stop()
+			return
+		case <-s.flushKick:
+			t.Stop()
+		case <-t.C():
+		}
+		s.mu.Lock()
+		due := s.mem.bytes >= s.opts.MemtableBytes || (len(s.mem.rows) > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
+		s.mu.Unlock()
+		if due {
+			if err := s.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				s.log.Error("background flush", "err", err)
+			}
+		}
+		if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
+			s.log.Error("background compaction", "err", err)
+		}
+		if err := s.Retain(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			s.log.Error("background retention", "err", err)
+		}
+	}
+}

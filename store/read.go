@@ -1,0 +1,488 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"regexp"
+	"regexp/syntax"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// levelNames maps a min_level name (case-insensitive) to its value.
+var levelNames = map[string]int32{
+	"DEBUG": LevelDebug, "INFO": LevelInfo, "WARNING": LevelWarning,
+	"ERROR": LevelError, "CRITICAL": LevelCritical,
+}
+
+// ParseMinLevel returns the level a min_level name means; 0 (no filter) for
+// anything that is not a level name.
+func ParseMinLevel(name string) int32 { return levelNames[strings.ToUpper(strings.TrimSpace(name))] }
+
+// AttemptID parses the attempt id from a trailing ":<int>" of a key
+// ("/user/job/0:3" → 3, using the last colon); 0 when there is none.
+func AttemptID(key string) int32 {
+	i := strings.LastIndexByte(key, ':')
+	if i < 0 {
+		return 0
+	}
+	v, err := strconv.ParseInt(key[i+1:], 10, 32)
+	if err != nil {
+		return 0
+	}
+	return int32(v)
+}
+
+// query is a compiled Query.
+type query struct {
+	scope     Scope
+	source    string
+	re        *regexp.Regexp
+	prefix    string // every matching key starts with it (PREFIX, or REGEX's literal prefix)
+	since     int64
+	cursor    int64
+	maxSeq    int64 // rows with seq > maxSeq are out (Scan's window); 0 = none
+	substring string
+	minLevel  int32
+	cluster   string
+	limit     int
+	tail      bool
+}
+
+func compileQuery(q Query) (*query, error) {
+	c := &query{scope: q.Scope, source: q.Source, since: q.SinceMS, cursor: q.Cursor,
+		substring: q.Substring, minLevel: ParseMinLevel(q.MinLevel), cluster: q.Cluster, tail: q.Tail}
+	if c.scope == ScopeUnspecified {
+		c.scope = ScopeRegex
+	}
+	switch c.scope {
+	case ScopeExact:
+		c.prefix = q.Source
+	case ScopePrefix:
+		if q.Source == "" {
+			return nil, fmt.Errorf("source is required for a PREFIX match: %w", ErrInvalidArgument)
+		}
+		c.prefix = q.Source
+	case ScopeRegex:
+		re, err := regexp.Compile(q.Source)
+		if err != nil {
+			return nil, fmt.Errorf("source %q is not a valid regular expression: %v: %w", q.Source, err, ErrInvalidArgument)
+		}
+		c.re = re
+		c.prefix = anchoredLiteralPrefix(q.Source)
+	default:
+		return nil, fmt.Errorf("match scope %d is not one of UNSPECIFIED, EXACT, PREFIX, REGEX: %w", q.Scope, ErrInvalidArgument)
+	}
+	c.limit = q.MaxLines
+	if c.limit <= 0 {
+		c.limit = DefaultMaxLines
+	}
+	c.limit = min(c.limit, MaxMaxLines)
+	return c, nil
+}
+
+// anchoredLiteralPrefix returns a literal every match of an unanchored regex
+// must start with, which is only the case when the regex begins with ^ (an
+// unanchored search can match anywhere). Without ^ it is "".
+func anchoredLiteralPrefix(src string) string {
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	re = re.Simplify()
+	if re.Op != syntax.OpConcat || len(re.Sub) == 0 || re.Sub[0].Op != syntax.OpBeginText {
+		return ""
+	}
+	var b strings.Builder
+	for _, sub := range re.Sub[1:] {
+		if sub.Op != syntax.OpLiteral || sub.Flags&syntax.FoldCase != 0 {
+			break
+		}
+		b.WriteString(string(sub.Rune))
+	}
+	return b.String()
+}
+
+func (q *query) keyMatch(k string) bool {
+	switch q.scope {
+	case ScopeExact:
+		return k == q.source
+	case ScopePrefix:
+		return strings.HasPrefix(k, q.source)
+	default:
+		return strings.HasPrefix(k, q.prefix) && q.re.MatchString(k)
+	}
+}
+
+// rowOK applies every filter except the key.
+func (q *query) rowOK(seq, epoch int64, level int32, cluster, data []byte) bool {
+	if seq <= q.cursor || (q.maxSeq > 0 && seq > q.maxSeq) {
+		return false
+	}
+	if q.since > 0 && epoch <= q.since {
+		return false
+	}
+	if q.minLevel != 0 && level != LevelUnknown && level < q.minLevel {
+		return false
+	}
+	if q.cluster != "" && string(cluster) != q.cluster {
+		return false
+	}
+	if q.substring != "" && !bytes.Contains(data, []byte(q.substring)) {
+		return false
+	}
+	return true
+}
+
+func (q *query) memRowOK(r *Row) bool {
+	if r.Seq <= q.cursor || (q.maxSeq > 0 && r.Seq > q.maxSeq) {
+		return false
+	}
+	if q.since > 0 && r.EpochMS <= q.since {
+		return false
+	}
+	if q.minLevel != 0 && r.Level != LevelUnknown && r.Level < q.minLevel {
+		return false
+	}
+	if q.cluster != "" && r.Cluster != q.cluster {
+		return false
+	}
+	return q.substring == "" || strings.Contains(r.Data, q.substring)
+}
+
+// snapshot is a consistent view for one read: memtable prefixes and
+// referenced segments, captured under mu and read without it.
+type snapshot struct {
+	segs   []*segment
+	mems   [][]Row // oldest first (sealed..., active)
+	keyIdx [][]int32
+}
+
+func (s *Store) snapshot(q *query) *snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sn := &snapshot{segs: append([]*segment(nil), s.segs...)}
+	for _, sg := range sn.segs {
+		sg.acquire()
+	}
+	add := func(m *memtable) {
+		sn.mems = append(sn.mems, m.rows[:len(m.rows):len(m.rows)])
+		if q != nil && q.scope == ScopeExact {
+			idx := m.keys[q.source]
+			sn.keyIdx = append(sn.keyIdx, idx[:len(idx):len(idx)])
+		} else {
+			sn.keyIdx = append(sn.keyIdx, nil)
+		}
+	}
+	for _, m := range s.sealed {
+		add(m)
+	}
+	add(s.mem)
+	return sn
+}
+
+func (sn *snapshot) release() {
+	for _, sg := range sn.segs {
+		sg.release()
+	}
+}
+
+// Fetch answers a FetchLogs query (see DESIGN.md for the rules).
+func (s *Store) Fetch(ctx context.Context, q Query) (Result, error) {
+	cq, err := compileQuery(q)
+	if err != nil {
+		return Result{}, err
+	}
+	if s.isClosed() {
+		return Result{}, ErrClosed
+	}
+	rows, err := s.read(ctx, cq)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Rows: rows, Cursor: q.Cursor, MaxLines: cq.limit}
+	if len(rows) > 0 {
+		res.Cursor = rows[len(rows)-1].Seq
+	}
+	return res, nil
+}
+
+// Scan returns rows with seq > after in seq order across all keys, at most
+// maxRows (<= 0: DefaultMaxLines) and about maxBytes (<= 0: unlimited; at
+// least one row is returned even if it alone is larger).
+func (s *Store) Scan(ctx context.Context, after int64, maxRows int, maxBytes int) ([]Row, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	if maxRows <= 0 {
+		maxRows = DefaultMaxLines
+	}
+	q := &query{scope: ScopePrefix, cursor: after, limit: maxRows}
+	// Seqs are dense, so the answer lies in (after, after+maxRows]: the
+	// window lets segment reads skip keys and stop early.
+	q.maxSeq = after + int64(maxRows)
+	rows, err := s.read(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if maxBytes > 0 {
+		total := 0
+		for i := range rows {
+			total += int(rowBytes(&rows[i]))
+			if total > maxBytes && i > 0 {
+				rows = rows[:i]
+				break
+			}
+		}
+	}
+	return rows, nil
+}
+
+// read walks sources in seq order (forward) or reverse seq order (tail),
+// stopping as soon as limit rows are collected. Sources are seq-disjoint:
+// segments, then sealed memtables, then the active memtable.
+func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
+	sn := s.snapshot(q)
+	defer sn.release()
+	var out []Row
+	if !q.tail {
+		for _, sg := range sn.segs {
+			if len(out) >= q.limit {
+				break
+			}
+			if sg.last <= q.cursor || (q.maxSeq > 0 && sg.first > q.maxSeq) {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			rows, err := sg.collect(q, q.limit-len(out))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rows...)
+		}
+		for i := range sn.mems {
+			if len(out) >= q.limit {
+				break
+			}
+			out = append(out, memCollect(q, sn.mems[i], sn.keyIdx[i], q.limit-len(out))...)
+		}
+		return out, nil
+	}
+	// Tail: newest sources first, each returning its newest rows in order.
+	var parts [][]Row
+	need := q.limit
+	for i := len(sn.mems) - 1; i >= 0 && need > 0; i-- {
+		rows := memCollect(q, sn.mems[i], sn.keyIdx[i], need)
+		parts = append(parts, rows)
+		need -= len(rows)
+	}
+	for i := len(sn.segs) - 1; i >= 0 && need > 0; i-- {
+		sg := sn.segs[i]
+		if sg.last <= q.cursor {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rows, err := sg.collect(q, need)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, rows)
+		need -= len(rows)
+	}
+	for i := len(parts) - 1; i >= 0; i-- {
+		out = append(out, parts[i]...)
+	}
+	return out, nil
+}
+
+// memCollect returns up to limit matching rows of a memtable prefix: the
+// first ones, or the last ones for a tail read, in seq order.
+func memCollect(q *query, rows []Row, idx []int32, limit int) []Row {
+	var out []Row
+	if q.scope == ScopeExact {
+		if q.tail {
+			for i := len(idx) - 1; i >= 0 && len(out) < limit; i-- {
+				if r := &rows[idx[i]]; q.memRowOK(r) {
+					out = append(out, *r)
+				}
+			}
+			reverse(out)
+			return out
+		}
+		// Skip to the cursor: idx is in seq order and seq = first + index.
+		start := 0
+		if len(rows) > 0 {
+			first := rows[0].Seq
+			start = sort.Search(len(idx), func(i int) bool { return first+int64(idx[i]) > q.cursor })
+		}
+		for _, i := range idx[start:] {
+			if len(out) >= limit {
+				break
+			}
+			if r := &rows[i]; q.memRowOK(r) {
+				out = append(out, *r)
+			}
+		}
+		return out
+	}
+	if q.tail {
+		for i := len(rows) - 1; i >= 0 && len(out) < limit; i-- {
+			r := &rows[i]
+			if r.Seq <= q.cursor {
+				break
+			}
+			if q.memRowOK(r) && q.keyMatch(r.Key) {
+				out = append(out, *r)
+			}
+		}
+		reverse(out)
+		return out
+	}
+	start := 0
+	if len(rows) > 0 && q.cursor >= rows[0].Seq {
+		start = int(min(q.cursor-rows[0].Seq+1, int64(len(rows))))
+	}
+	for i := start; i < len(rows) && len(out) < limit; i++ {
+		r := &rows[i]
+		if q.maxSeq > 0 && r.Seq > q.maxSeq {
+			break
+		}
+		if q.memRowOK(r) && q.keyMatch(r.Key) {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
+func reverse(rows []Row) {
+	for i, j := 0, len(rows)-1; i < j; i, j = i+1, j-1 {
+		rows[i], rows[j] = rows[j], rows[i]
+	}
+}
+
+// collect returns up to limit matching rows of the segment (the lowest seqs,
+// or the highest for a tail read) in seq order.
+func (sg *segment) collect(q *query, limit int) ([]Row, error) {
+	lo, hi := 0, len(sg.keys)
+	switch {
+	case q.scope == ScopeExact:
+		lo, hi = sg.keysBetween(q.source, q.source+"\x00", false)
+	case q.prefix != "":
+		if end, ok := prefixEnd(q.prefix); ok {
+			lo, hi = sg.keysBetween(q.prefix, end, false)
+		} else {
+			lo, hi = sg.keysBetween(q.prefix, "", true)
+		}
+	}
+	skip := func(g *rgInfo) bool {
+		if g.maxSeq <= q.cursor || (q.maxSeq > 0 && g.minSeq > q.maxSeq) {
+			return true
+		}
+		if q.since > 0 && g.maxEpoch <= q.since {
+			return true
+		}
+		return q.substring != "" && !mayContain(g.grams, q.substring)
+	}
+	var out []Row
+	for ki := lo; ki < hi; ki++ {
+		k := &sg.keys[ki]
+		if k.maxSeq <= q.cursor || (q.maxSeq > 0 && k.minSeq > q.maxSeq) || (q.since > 0 && k.maxEpoch <= q.since) {
+			continue
+		}
+		if !q.keyMatch(k.key) {
+			continue
+		}
+		rows, err := sg.collectKey(q, k, limit, skip)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	if lo+1 < hi { // several keys: restore seq order, keep the wanted end
+		sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
+		if len(out) > limit {
+			if q.tail {
+				out = out[len(out)-limit:]
+			} else {
+				out = out[:limit]
+			}
+		}
+	}
+	return out, nil
+}
+
+// collectKey reads one key's row range: forward from its start, or for a
+// tail read backward in growing chunks from its end, until limit rows match.
+func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInfo) bool) ([]Row, error) {
+	var out []Row
+	match := func(rr *rawRow) bool {
+		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
+			out = append(out, rr.row())
+		}
+		return true
+	}
+	end := k.start + k.count
+	if !q.tail {
+		err := sg.readRows(k.start, end, skip, func(rr *rawRow) bool {
+			if q.maxSeq > 0 && rr.seq > q.maxSeq {
+				return false
+			}
+			match(rr)
+			return len(out) < limit
+		})
+		return out, err
+	}
+	chunk := int64(limit)
+	var parts [][]Row
+	got := 0
+	for end > k.start && got < limit {
+		a := max(k.start, end-chunk)
+		out = nil
+		stopAtCursor := false
+		err := sg.readRows(a, end, skip, func(rr *rawRow) bool {
+			if rr.seq <= q.cursor {
+				stopAtCursor = true
+				return true
+			}
+			match(rr)
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(out) > limit-got {
+			out = out[len(out)-(limit-got):]
+		}
+		parts = append(parts, out)
+		got += len(out)
+		end = a
+		chunk *= 2
+		if stopAtCursor {
+			break
+		}
+	}
+	var res []Row
+	for i := len(parts) - 1; i >= 0; i-- {
+		res = append(res, parts[i]...)
+	}
+	return res, nil
+}
+
+// prefixEnd returns the smallest string greater than every string with the
+// given prefix.
+func prefixEnd(p string) (string, bool) {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,633 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/parquet-go/parquet-go"
+	pqzstd "github.com/parquet-go/parquet-go/compress/zstd"
+
+	"github.com/finelog/finelog/internal/vfs"
+)
+
+// A segment is an immutable parquet file holding the rows of a contiguous seq
+// range [first, last], named seg-<first>-<last>.parquet.
+//
+// Rows are sorted by (key, seq), so one key is a contiguous row range and a
+// one-key read decodes only that range (a tail read only its end). Columns
+// (plain parquet, readable by any tool):
+//
+//	key        BYTE_ARRAY (UTF8)  dictionary; sorted, so runs collapse
+//	seq        INT64              delta-binary-packed
+//	epoch_ms   INT64              delta-binary-packed
+//	level      INT32
+//	attempt_id INT32
+//	source     BYTE_ARRAY (UTF8)  dictionary
+//	cluster    BYTE_ARRAY (UTF8)  dictionary
+//	data       BYTE_ARRAY (UTF8)  plain; zstd does the work
+//
+// All columns are zstd-compressed with ~1 MiB pages. The footer key/value
+// metadata carries what finelog needs to avoid reading data it does not need:
+//
+//	finelog.segment   JSON: first/last seq, row count, producer marks
+//	finelog.keys      base64(zstd(binary key index)): key → row range and
+//	                  seq/epoch range
+//	finelog.rowgroups base64(zstd(binary)): per row group its row range,
+//	                  seq/epoch range, and a 64 Ki-bit trigram bitmap of data
+//	                  (a one-hash bloom filter) that lets a substring read skip
+//	                  row groups that cannot contain it.
+type segment struct {
+	name        string
+	first, last int64
+	rows        int64
+	size        int64
+	minEpoch    int64
+	maxEpoch    int64
+	producers   map[string]int64
+
+	f    vfs.File
+	pf   *parquet.File
+	keys []keyRange // sorted by key
+	rgs  []rgInfo
+	col  colIndex
+
+	refs atomic.Int32 // 1 for the store's list + 1 per reader snapshot
+}
+
+type keyRange struct {
+	key                string
+	start, count       int64
+	minSeq, maxSeq     int64
+	minEpoch, maxEpoch int64
+}
+
+type rgInfo struct {
+	start, count       int64
+	minSeq, maxSeq     int64
+	minEpoch, maxEpoch int64
+	grams              []byte // trigramBits/8 bytes
+}
+
+type colIndex struct{ key, seq, epoch, level, attempt, source, cluster, data int }
+
+// segRow is the parquet schema of a segment row.
+type segRow struct {
+	Key       string `parquet:"key,dict"`
+	Seq       int64  `parquet:"seq,delta"`
+	EpochMS   int64  `parquet:"epoch_ms,delta"`
+	Level     int32  `parquet:"level"`
+	AttemptID int32  `parquet:"attempt_id"`
+	Source    string `parquet:"source,dict"`
+	Cluster   string `parquet:"cluster,dict"`
+	Data      string `parquet:"data"`
+}
+
+const (
+	segPrefix, segSuffix = "seg-", ".parquet"
+	// rowGroupRows trades pruning granularity (a substring hit decodes one
+	// whole row group) against per-group overhead and compression.
+	rowGroupRows = 16384
+	trigramBits  = 1 << 16
+)
+
+func segName(first, last int64) string {
+	return fmt.Sprintf("%s%020d-%020d%s", segPrefix, first, last, segSuffix)
+}
+
+func parseSegName(name string) (first, last int64, ok bool) {
+	if !strings.HasPrefix(name, segPrefix) || !strings.HasSuffix(name, segSuffix) {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(name, segPrefix), segSuffix), "-")
+	if !found {
+		return 0, 0, false
+	}
+	f, err1 := strconv.ParseInt(a, 10, 64)
+	l, err2 := strconv.ParseInt(b, 10, 64)
+	return f, l, err1 == nil && err2 == nil && f >= 1 && l >= f
+}
+
+func trigramHash(a, b, c byte) uint32 {
+	return (uint32(a)<<16 | uint32(b)<<8 | uint32(c)) * 0x9E3779B1 >> 16
+}
+
+func addTrigrams(bits []byte, s string) {
+	for i := 0; i+3 <= len(s); i++ {
+		h := trigramHash(s[i], s[i+1], s[i+2])
+		bits[h>>3] |= 1 << (h & 7)
+	}
+}
+
+// mayContain reports whether every trigram of sub is set: false means no row
+// of the group contains sub.
+func mayContain(bits []byte, sub string) bool {
+	if len(bits) == 0 {
+		return true
+	}
+	for i := 0; i+3 <= len(sub); i++ {
+		h := trigramHash(sub[i], sub[i+1], sub[i+2])
+		if bits[h>>3]&(1<<(h&7)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// ---- writing ------------------------------------------------------------
+
+// segWriter streams rows in (key, seq) order into a segment file.
+type segWriter struct {
+	f     vfs.File
+	bw    *bufio.Writer
+	w     *parquet.GenericWriter[segRow]
+	buf   []segRow
+	rows  int64
+	keys  []keyRange
+	rgs   []rgInfo
+	first int64
+	last  int64
+	minE  int64
+	maxE  int64
+}
+
+var segCodec = &pqzstd.Codec{Level: pqzstd.SpeedBetterCompression}
+
+func newSegWriter(f vfs.File) *segWriter {
+	bw := bufio.NewWriterSize(f, 1<<20)
+	w := parquet.NewGenericWriter[segRow](bw,
+		parquet.Compression(segCodec),
+		parquet.PageBufferSize(1<<20),
+		parquet.MaxRowsPerRowGroup(rowGroupRows*2),
+		parquet.CreatedBy("finelog", "1", ""),
+	)
+	return &segWriter{f: f, bw: bw, w: w, buf: make([]segRow, 0, rowGroupRows)}
+}
+
+func (sw *segWriter) add(r *Row) error {
+	if n := len(sw.keys); n == 0 || sw.keys[n-1].key != r.Key {
+		sw.keys = append(sw.keys, keyRange{key: r.Key, start: sw.rows, minSeq: r.Seq, maxSeq: r.Seq, minEpoch: r.EpochMS, maxEpoch: r.EpochMS})
+	}
+	k := &sw.keys[len(sw.keys)-1]
+	k.count++
+	k.minSeq, k.maxSeq = min(k.minSeq, r.Seq), max(k.maxSeq, r.Seq)
+	k.minEpoch, k.maxEpoch = min(k.minEpoch, r.EpochMS), max(k.maxEpoch, r.EpochMS)
+	if sw.rows == 0 {
+		sw.first, sw.last, sw.minE, sw.maxE = r.Seq, r.Seq, r.EpochMS, r.EpochMS
+	}
+	sw.first, sw.last = min(sw.first, r.Seq), max(sw.last, r.Seq)
+	sw.minE, sw.maxE = min(sw.minE, r.EpochMS), max(sw.maxE, r.EpochMS)
+	sw.rows++
+	sw.buf = append(sw.buf, segRow{Key: r.Key, Seq: r.Seq, EpochMS: r.EpochMS, Level: r.Level, AttemptID: r.AttemptID, Source: r.Source, Cluster: r.Cluster, Data: r.Data})
+	if len(sw.buf) == rowGroupRows {
+		return sw.flushGroup()
+	}
+	return nil
+}
+
+func (sw *segWriter) flushGroup() error {
+	if len(sw.buf) == 0 {
+		return nil
+	}
+	g := rgInfo{start: sw.rows - int64(len(sw.buf)), count: int64(len(sw.buf)), grams: make([]byte, trigramBits/8)}
+	g.minSeq, g.maxSeq = sw.buf[0].Seq, sw.buf[0].Seq
+	g.minEpoch, g.maxEpoch = sw.buf[0].EpochMS, sw.buf[0].EpochMS
+	for i := range sw.buf {
+		r := &sw.buf[i]
+		g.minSeq, g.maxSeq = min(g.minSeq, r.Seq), max(g.maxSeq, r.Seq)
+		g.minEpoch, g.maxEpoch = min(g.minEpoch, r.EpochMS), max(g.maxEpoch, r.EpochMS)
+		addTrigrams(g.grams, r.Data)
+	}
+	sw.rgs = append(sw.rgs, g)
+	if _, err := sw.w.Write(sw.buf); err != nil {
+		return err
+	}
+	if err := sw.w.Flush(); err != nil {
+		return err
+	}
+	clear(sw.buf)
+	sw.buf = sw.buf[:0]
+	return nil
+}
+
+type segMeta struct {
+	First     int64            `json:"first_seq"`
+	Last      int64            `json:"last_seq"`
+	Rows      int64            `json:"rows"`
+	MinEpoch  int64            `json:"min_epoch_ms"`
+	MaxEpoch  int64            `json:"max_epoch_ms"`
+	Producers map[string]int64 `json:"producers,omitempty"`
+}
+
+// finish writes the footer and fsyncs the file.
+func (sw *segWriter) finish(producers map[string]int64) error {
+	if err := sw.flushGroup(); err != nil {
+		return err
+	}
+	meta, _ := json.Marshal(segMeta{First: sw.first, Last: sw.last, Rows: sw.rows, MinEpoch: sw.minE, MaxEpoch: sw.maxE, Producers: producers})
+	sw.w.SetKeyValueMetadata("finelog.segment", string(meta))
+	sw.w.SetKeyValueMetadata("finelog.keys", packBlob(encodeKeys(sw.keys)))
+	sw.w.SetKeyValueMetadata("finelog.rowgroups", packBlob(encodeRGs(sw.rgs)))
+	if err := sw.w.Close(); err != nil {
+		return err
+	}
+	if err := sw.bw.Flush(); err != nil {
+		return err
+	}
+	return sw.f.Sync()
+}
+
+var (
+	blobEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	blobDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0))
+)
+
+func packBlob(b []byte) string {
+	return base64.StdEncoding.EncodeToString(blobEnc.EncodeAll(b, nil))
+}
+
+func unpackBlob(s string) ([]byte, error) {
+	z, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	return blobDec.DecodeAll(z, nil)
+}
+
+func encodeKeys(keys []keyRange) []byte {
+	var b []byte
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendString(b, k.key)
+		for _, v := range []int64{k.start, k.count, k.minSeq, k.maxSeq, k.minEpoch, k.maxEpoch} {
+			b = binary.AppendVarint(b, v)
+		}
+	}
+	return b
+}
+
+func decodeKeys(b []byte) ([]keyRange, error) {
+	d := decoder{b: b}
+	n := d.uvarint()
+	if n > uint64(len(b)) {
+		return nil, errors.New("key count out of range")
+	}
+	keys := make([]keyRange, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		k := keyRange{key: d.str()}
+		k.start, k.count, k.minSeq, k.maxSeq, k.minEpoch, k.maxEpoch = d.varint(), d.varint(), d.varint(), d.varint(), d.varint(), d.varint()
+		keys = append(keys, k)
+	}
+	return keys, d.err
+}
+
+func encodeRGs(rgs []rgInfo) []byte {
+	var b []byte
+	b = binary.AppendUvarint(b, uint64(len(rgs)))
+	for _, g := range rgs {
+		for _, v := range []int64{g.start, g.count, g.minSeq, g.maxSeq, g.minEpoch, g.maxEpoch} {
+			b = binary.AppendVarint(b, v)
+		}
+		b = append(b, g.grams...)
+	}
+	return b
+}
+
+func decodeRGs(b []byte) ([]rgInfo, error) {
+	d := decoder{b: b}
+	n := d.uvarint()
+	if n > uint64(len(b)) {
+		return nil, errors.New("row group count out of range")
+	}
+	rgs := make([]rgInfo, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		var g rgInfo
+		g.start, g.count, g.minSeq, g.maxSeq, g.minEpoch, g.maxEpoch = d.varint(), d.varint(), d.varint(), d.varint(), d.varint(), d.varint()
+		if d.err == nil {
+			if len(d.b) < trigramBits/8 {
+				return nil, errors.New("short trigram bitmap")
+			}
+			g.grams = d.b[: trigramBits/8 : trigramBits/8]
+			d.b = d.b[trigramBits/8:]
+		}
+		rgs = append(rgs, g)
+	}
+	return rgs, d.err
+}
+
+// writeSegment writes rows (already sorted by key, seq) through tmp → fsync →
+// rename → dir fsync and returns the opened segment.
+func (s *Store) writeSegment(next func() (*Row, error), producers map[string]int64) (*segment, error) {
+	tmp := path.Join(s.dir, fmt.Sprintf("seg-writing-%d.tmp", s.clk.Now().UnixNano()))
+	f, err := s.fs.Create(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("create segment %s: %w", tmp, mapNoSpace(err))
+	}
+	sw := newSegWriter(f)
+	fail := func(err error) (*segment, error) {
+		f.Close()
+		s.fs.Remove(tmp)
+		return nil, mapNoSpace(err)
+	}
+	for {
+		r, err := next()
+		if err != nil {
+			return fail(err)
+		}
+		if r == nil {
+			break
+		}
+		if err := sw.add(r); err != nil {
+			return fail(fmt.Errorf("write segment %s: %w", tmp, err))
+		}
+	}
+	if sw.rows == 0 {
+		return fail(errors.New("write segment: no rows"))
+	}
+	if err := sw.finish(producers); err != nil {
+		return fail(fmt.Errorf("write segment %s: %w", tmp, err))
+	}
+	if err := f.Close(); err != nil {
+		s.fs.Remove(tmp)
+		return nil, fmt.Errorf("close segment %s: %w", tmp, err)
+	}
+	name := segName(sw.first, sw.last)
+	if err := s.fs.Rename(tmp, path.Join(s.dir, name)); err != nil {
+		s.fs.Remove(tmp)
+		return nil, fmt.Errorf("rename segment %s: %w", name, mapNoSpace(err))
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		// The rename may or may not survive a crash; either way the WAL
+		// (not yet trimmed) still has the rows, and recovery resolves it.
+		return nil, fmt.Errorf("sync dir after segment %s: %w", name, mapNoSpace(err))
+	}
+	return s.openSegment(name)
+}
+
+// ---- opening ------------------------------------------------------------
+
+func (s *Store) openSegment(name string) (*segment, error) {
+	p := path.Join(s.dir, name)
+	f, err := s.fs.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("open segment %s: %w", p, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat segment %s: %w", p, err)
+	}
+	sg, err := loadSegment(f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("segment %s is unreadable: %w (move it aside to open the store without its rows)", p, err)
+	}
+	sg.name = name
+	if first, last, ok := parseSegName(name); !ok || first != sg.first || last != sg.last {
+		f.Close()
+		return nil, fmt.Errorf("segment %s: footer says seqs [%d,%d], which does not match its name", p, sg.first, sg.last)
+	}
+	sg.refs.Store(1)
+	return sg, nil
+}
+
+func loadSegment(f vfs.File, size int64) (*segment, error) {
+	pf, err := parquet.OpenFile(f, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
+	if err != nil {
+		return nil, err
+	}
+	sg := &segment{f: f, pf: pf, size: size}
+	metaS, ok := pf.Lookup("finelog.segment")
+	if !ok {
+		return nil, errors.New("missing finelog.segment footer metadata")
+	}
+	var m segMeta
+	if err := json.Unmarshal([]byte(metaS), &m); err != nil {
+		return nil, fmt.Errorf("finelog.segment metadata: %w", err)
+	}
+	sg.first, sg.last, sg.rows, sg.minEpoch, sg.maxEpoch, sg.producers = m.First, m.Last, m.Rows, m.MinEpoch, m.MaxEpoch, m.Producers
+	if sg.rows != pf.NumRows() || sg.rows != sg.last-sg.first+1 {
+		return nil, fmt.Errorf("segment claims %d rows for seqs [%d,%d], file has %d", sg.rows, sg.first, sg.last, pf.NumRows())
+	}
+	ks, _ := pf.Lookup("finelog.keys")
+	kb, err := unpackBlob(ks)
+	if err == nil {
+		sg.keys, err = decodeKeys(kb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finelog.keys metadata: %w", err)
+	}
+	rs, _ := pf.Lookup("finelog.rowgroups")
+	rb, err := unpackBlob(rs)
+	if err == nil {
+		sg.rgs, err = decodeRGs(rb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finelog.rowgroups metadata: %w", err)
+	}
+	if len(sg.rgs) != len(pf.RowGroups()) {
+		return nil, fmt.Errorf("finelog.rowgroups lists %d row groups, file has %d", len(sg.rgs), len(pf.RowGroups()))
+	}
+	schema := pf.Schema()
+	col := func(name string) (int, error) {
+		leaf, ok := schema.Lookup(name)
+		if !ok {
+			return 0, fmt.Errorf("missing column %q", name)
+		}
+		return leaf.ColumnIndex, nil
+	}
+	for _, c := range []struct {
+		name string
+		dst  *int
+	}{{"key", &sg.col.key}, {"seq", &sg.col.seq}, {"epoch_ms", &sg.col.epoch}, {"level", &sg.col.level}, {"attempt_id", &sg.col.attempt}, {"source", &sg.col.source}, {"cluster", &sg.col.cluster}, {"data", &sg.col.data}} {
+		if *c.dst, err = col(c.name); err != nil {
+			return nil, err
+		}
+	}
+	return sg, nil
+}
+
+// loadSegments opens every segment in names and resolves leftovers of an
+// interrupted compaction: a segment whose seq range lies inside another's is
+// an input the merge already covers, so it is deleted.
+func (s *Store) loadSegments(names []string) ([]*segment, error) {
+	type cand struct {
+		name        string
+		first, last int64
+	}
+	var cs []cand
+	for _, n := range names {
+		if f, l, ok := parseSegName(n); ok {
+			cs = append(cs, cand{n, f, l})
+		}
+	}
+	// Widest first among equal starts, so covering segments are seen first.
+	sort.Slice(cs, func(i, j int) bool {
+		if cs[i].first != cs[j].first {
+			return cs[i].first < cs[j].first
+		}
+		return cs[i].last > cs[j].last
+	})
+	var keep []cand
+	var stale []string
+	for _, c := range cs {
+		if n := len(keep); n > 0 && c.last <= keep[n-1].last {
+			stale = append(stale, c.name)
+			continue
+		}
+		if n := len(keep); n > 0 && c.first <= keep[n-1].last {
+			return nil, fmt.Errorf("store: segments %s and %s overlap without one containing the other", keep[n-1].name, c.name)
+		}
+		keep = append(keep, c)
+	}
+	for _, n := range stale {
+		if err := s.fs.Remove(path.Join(s.dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("store: remove merged segment %s: %w", n, err)
+		}
+	}
+	if len(stale) > 0 {
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			return nil, fmt.Errorf("store: sync dir: %w", err)
+		}
+	}
+	var segs []*segment
+	for _, c := range keep {
+		sg, err := s.openSegment(c.name)
+		if err != nil {
+			for _, o := range segs {
+				o.close()
+			}
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		segs = append(segs, sg)
+	}
+	return segs, nil
+}
+
+func (sg *segment) acquire() { sg.refs.Add(1) }
+
+// release drops a reference; the last one closes the file (the name may be
+// gone already: an open handle keeps reading the removed file).
+func (sg *segment) release() {
+	if sg.refs.Add(-1) == 0 {
+		sg.close()
+	}
+}
+
+func (sg *segment) close() {
+	if sg.f != nil {
+		sg.f.Close()
+	}
+}
+
+// ---- reading ------------------------------------------------------------
+
+// rgFor returns the index of the row group holding row.
+func (sg *segment) rgFor(row int64) int {
+	return sort.Search(len(sg.rgs), func(i int) bool { return sg.rgs[i].start+sg.rgs[i].count > row })
+}
+
+// keyRangeIdx returns the index range [lo, hi) of keys in [from, to) (to ""
+// meaning unbounded).
+func (sg *segment) keysBetween(from string, to string, unbounded bool) (int, int) {
+	lo := sort.Search(len(sg.keys), func(i int) bool { return sg.keys[i].key >= from })
+	hi := len(sg.keys)
+	if !unbounded {
+		hi = sort.Search(len(sg.keys), func(i int) bool { return sg.keys[i].key >= to })
+	}
+	return lo, max(lo, hi)
+}
+
+// readRows calls fn for rows [a, b) in file order, skipping row groups for
+// which skip returns true. fn returns false to stop.
+func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, fn func(*rawRow) bool) error {
+	buf := make([]parquet.Row, 512)
+	rgsF := sg.pf.RowGroups()
+	for gi := sg.rgFor(a); gi < len(sg.rgs) && a < b; gi++ {
+		g := &sg.rgs[gi]
+		end := min(b, g.start+g.count)
+		if skip != nil && skip(g) {
+			a = end
+			continue
+		}
+		stop, err := sg.readGroup(rgsF[gi], a-g.start, end-g.start, buf, fn)
+		if err != nil {
+			return fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
+		}
+		if stop {
+			return nil
+		}
+		a = end
+	}
+	return nil
+}
+
+func (sg *segment) readGroup(rg parquet.RowGroup, a, b int64, buf []parquet.Row, fn func(*rawRow) bool) (bool, error) {
+	rows := rg.Rows()
+	defer rows.Close()
+	if a > 0 {
+		if err := rows.SeekToRow(a); err != nil {
+			return false, err
+		}
+	}
+	var rr rawRow
+	for a < b {
+		want := min(int64(len(buf)), b-a)
+		n, err := rows.ReadRows(buf[:want])
+		for i := 0; i < n; i++ {
+			sg.fill(&rr, buf[i])
+			if !fn(&rr) {
+				return true, nil
+			}
+		}
+		a += int64(n)
+		if err != nil {
+			if errors.Is(err, io.EOF) && a >= b {
+				break
+			}
+			if errors.Is(err, io.EOF) {
+				return false, fmt.Errorf("row group ended at row %d, expected %d", a, b)
+			}
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// rawRow is a decoded parquet row whose strings still alias the reader's
+// buffers; row() copies them out for a row that passed the filters.
+type rawRow struct {
+	key, source, cluster, data []byte
+	seq, epoch                 int64
+	level, attempt             int32
+}
+
+func (sg *segment) fill(rr *rawRow, r parquet.Row) {
+	c := &sg.col
+	rr.key = r[c.key].ByteArray()
+	rr.seq = r[c.seq].Int64()
+	rr.epoch = r[c.epoch].Int64()
+	rr.level = r[c.level].Int32()
+	rr.attempt = r[c.attempt].Int32()
+	rr.source = r[c.source].ByteArray()
+	rr.cluster = r[c.cluster].ByteArray()
+	rr.data = r[c.data].ByteArray()
+}
+
+func (rr *rawRow) row() Row {
+	return Row{Seq: rr.seq, Key: string(rr.key), Source: string(rr.source), Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: string(rr.cluster)}
+}
+
+var _ = bytes.Contains
