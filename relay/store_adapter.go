@@ -1,0 +1,80 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"connectrpc.com/connect"
+
+	"github.com/finelog/finelog/store"
+)
+
+// StoreReader is the part of *store.Store the relay reads from.
+type StoreReader interface {
+	Scan(ctx context.Context, after int64, maxRows int, maxBytes int) ([]store.Row, error)
+	LastSeq() int64
+}
+
+// StoreSource is a Source over a local store (*store.Store).
+type StoreSource struct{ Store StoreReader }
+
+// Read returns rows with seq > after, at most maxRows and about maxBytes.
+func (s StoreSource) Read(ctx context.Context, after int64, maxRows, maxBytes int) ([]store.Row, error) {
+	return s.Store.Scan(ctx, after, maxRows, maxBytes)
+}
+
+// LastSeq is the store's newest seq.
+func (s StoreSource) LastSeq(context.Context) (int64, error) { return s.Store.LastSeq(), nil }
+
+// StoreWriter is the part of *store.Store an in-process target needs.
+type StoreWriter interface {
+	Append(ctx context.Context, b store.Batch) (store.Ack, error)
+	ProducerApplied(producer string) (seq int64, known bool)
+}
+
+// StoreSink is a Sink that appends straight into a store in the same
+// process (the simulation and tests; the daemon uses ClientSink). Store
+// errors become the connect codes the server would send, so the relay
+// classifies them the same way.
+type StoreSink struct{ Store StoreWriter }
+
+// Push appends the batch idempotently (when it names a producer). Rows
+// without a cluster take the batch's, as the server does for PushLogs.
+func (s StoreSink) Push(ctx context.Context, b Batch) (store.Ack, error) {
+	rows := make([]store.Row, len(b.Rows))
+	for i, r := range b.Rows {
+		if r.Cluster == "" {
+			r.Cluster = b.Cluster
+		}
+		rows[i] = r
+	}
+	ack, err := s.Store.Append(ctx, store.Batch{Rows: rows, Producer: b.Producer, FirstSeq: b.FirstSeq, LastSeq: b.LastSeq})
+	if err != nil {
+		return ack, storeErrorToConnect(err)
+	}
+	return ack, nil
+}
+
+// Applied reports the store's applied mark for producer.
+func (s StoreSink) Applied(_ context.Context, producer string) (int64, bool, error) {
+	seq, ok := s.Store.ProducerApplied(producer)
+	return seq, ok, nil
+}
+
+func storeErrorToConnect(err error) error {
+	switch {
+	case errors.Is(err, store.ErrInvalidArgument):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, store.ErrNoSpace):
+		return connect.NewError(connect.CodeResourceExhausted, err)
+	case errors.Is(err, store.ErrClosed):
+		return connect.NewError(connect.CodeUnavailable, err)
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	default:
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("target store: %w", err))
+	}
+}
