@@ -19,7 +19,7 @@ const MaxTokenTTL = 30 * 24 * time.Hour
 // reading a token; the verifier derives identity from the key, not from sub.
 type mintClaims struct {
 	Sub string           `json:"sub"`
-	Aud jwt.ClaimStrings `json:"aud,omitempty"`
+	Aud string           `json:"aud,omitempty"` // one audience, as a string (RFC 7519 §4.1.3)
 	Iat *jwt.NumericDate `json:"iat"`
 	Nbf *jwt.NumericDate `json:"nbf"`
 	Exp *jwt.NumericDate `json:"exp"`
@@ -30,7 +30,12 @@ func (c mintClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.Nbf
 func (c mintClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.Iat, nil }
 func (c mintClaims) GetIssuer() (string, error)                   { return "", nil }
 func (c mintClaims) GetSubject() (string, error)                  { return c.Sub, nil }
-func (c mintClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Aud, nil }
+func (c mintClaims) GetAudience() (jwt.ClaimStrings, error) {
+	if c.Aud == "" {
+		return nil, nil
+	}
+	return jwt.ClaimStrings{c.Aud}, nil
+}
 
 // Mint signs an HS256 token for cluster, valid from now for ttl, scoped to
 // audience when it is not empty.
@@ -56,9 +61,7 @@ func Mint(secret Secret, cluster string, ttl time.Duration, audience string, now
 		Nbf: &jwt.NumericDate{Time: now},
 		Exp: &jwt.NumericDate{Time: now.Add(ttl)},
 	}
-	if audience != "" {
-		c.Aud = jwt.ClaimStrings{audience}
-	}
+	c.Aud = audience
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(secret))
 	if err != nil {
 		return "", fmt.Errorf("mint: sign: %w", err)
