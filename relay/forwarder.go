@@ -100,9 +100,17 @@ const (
 	StateBackoff          State = "backoff"
 	StateAuthFailing      State = "auth_failing"
 	StateCorruptWatermark State = "stopped_corrupt_watermark"
+	StateSourceBehind     State = "stopped_source_behind"
 )
 
-var allStates = []State{StateStarting, StateOK, StateBackoff, StateAuthFailing, StateCorruptWatermark}
+var allStates = []State{StateStarting, StateOK, StateBackoff, StateAuthFailing, StateCorruptWatermark, StateSourceBehind}
+
+// ErrSourceBehind means the resume point is past the local store's newest
+// row: the store was reset or replaced while keeping the producer id (or
+// two stores share one). Forwarding would silently skip the store's next
+// rows (and the target would drop them as already applied), so the relay
+// stops until the process restarts with a new producer id or watermark.
+var ErrSourceBehind = errors.New("relay resume point is ahead of the local store")
 
 // Status is a snapshot for /health and tests.
 type Status struct {
@@ -127,7 +135,8 @@ type Status struct {
 }
 
 // Healthy reports whether the relay is moving (ok or merely backing off).
-// An auth failure or a corrupt watermark needs an operator.
+// An auth failure, a corrupt watermark or a source behind the resume point
+// needs an operator.
 func (s Status) Healthy() bool {
 	return s.State == StateOK || s.State == StateStarting || s.State == StateBackoff
 }
@@ -150,6 +159,9 @@ type Forwarder struct {
 	// time, because a target that does not know the producer yet accepts
 	// any batch and a later one arriving first would mask the earlier.
 	primed bool
+	// stuck is a permanent error found at start (ErrSourceBehind): every
+	// Step returns it until the process restarts.
+	stuck error
 	// targetMark is a lower bound of the target's applied mark for this
 	// producer (markKnown once learned). A batch that follows dead-lettered
 	// or filtered seqs starts its range at targetMark+1, so the ranges the
@@ -301,6 +313,9 @@ func (f *Forwarder) Step(ctx context.Context) (time.Duration, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if f.stuck != nil {
+		return f.fail(ctx, f.stuck)
+	}
 	if !f.started {
 		if err := f.resolve(ctx); err != nil {
 			return f.fail(ctx, err)
@@ -354,7 +369,16 @@ func (f *Forwarder) resolve(ctx context.Context) error {
 			f.targetMark, f.markKnown = a, true
 		}
 	}
+	last, err := f.cfg.Source.LastSeq(ctx)
+	if err != nil {
+		return sourceError{fmt.Errorf("read source last seq: %w", err)}
+	}
 	if w != nil && w.Target == f.cfg.Target && w.Producer == f.cfg.Producer {
+		if w.Cursor > last {
+			f.stuck = fmt.Errorf("%w: watermark %s is at seq %d but the local store ends at seq %d; the store was reset or replaced under producer id %q. Forwarding from here would skip its next %d rows: remove the watermark and give the relay a new producer id",
+				ErrSourceBehind, f.cfg.StatePath, w.Cursor, last, f.cfg.Producer, w.Cursor-last)
+			return f.stuck
+		}
 		f.adopt(*w)
 		f.log.Info("relay resuming from watermark", "cursor", w.Cursor, "target_applied", applied, "target_knows_producer", known)
 		return nil
@@ -365,18 +389,17 @@ func (f *Forwarder) resolve(ctx context.Context) error {
 	}
 	var cursor int64
 	from := ""
-	if known {
+	switch {
+	case known && applied > last:
+		f.stuck = fmt.Errorf("%w: target %s already applied producer %q up to seq %d but the local store ends at seq %d; another store uses this producer id or this store was reset. Give this store a new producer id",
+			ErrSourceBehind, f.cfg.Target, f.cfg.Producer, applied, last)
+		return f.stuck
+	case known:
 		cursor, from = applied, "target applied mark"
-	} else {
-		if f.cfg.Backfill {
-			cursor, from = 0, "backfill from the first row"
-		} else {
-			last, err := f.cfg.Source.LastSeq(ctx)
-			if err != nil {
-				return sourceError{fmt.Errorf("read source last seq: %w", err)}
-			}
-			cursor, from = last, "source's current cursor (no backfill)"
-		}
+	case f.cfg.Backfill:
+		cursor, from = 0, "backfill from the first row"
+	default:
+		cursor, from = last, "source's current cursor (no backfill)"
 	}
 	seed := Watermark{Target: f.cfg.Target, Producer: f.cfg.Producer, Cursor: cursor, UpdatedUnixMS: f.cfg.Clock.Now().UnixMilli()}
 	if err := writeWatermark(f.cfg.FS, f.cfg.StatePath, seed); err != nil {
@@ -727,6 +750,9 @@ func (f *Forwarder) fail(ctx context.Context, err error) (time.Duration, error) 
 	var next time.Duration
 	var state State
 	switch class {
+	case ClassSourceBehind:
+		state, next = StateSourceBehind, f.cfg.AuthRetry
+		f.log.Error("relay stopped: the local store is behind the resume point", "err", err)
 	case ClassCorruptWatermark:
 		state, next = StateCorruptWatermark, f.cfg.AuthRetry
 		f.log.Error("relay stopped: fix or remove the watermark file (removing it resumes from the target's applied mark)",
@@ -819,6 +845,8 @@ func classify(err error) string {
 	switch {
 	case errors.Is(err, ErrCorruptWatermark):
 		return ClassCorruptWatermark
+	case errors.Is(err, ErrSourceBehind):
+		return ClassSourceBehind
 	case errors.As(err, &se):
 		return ClassSource
 	case errors.As(err, &st):

@@ -705,3 +705,40 @@ func TestDeadLetterAppendSurvivesTornTail(t *testing.T) {
 		t.Fatalf("records %+v, torn %d", recs, torn)
 	}
 }
+
+func TestSourceBehindResumePointStops(t *testing.T) {
+	t.Run("watermark ahead", func(t *testing.T) {
+		h := newHarness(t)
+		h.src.addN(20) // a fresh store reusing the producer id
+		if err := writeWatermark(h.fs, statePath, Watermark{Target: target, Producer: producer, Cursor: 5000}); err != nil {
+			t.Fatal(err)
+		}
+		f := h.forwarder(t)
+		h.src.addN(6000) // even once the store passes the old watermark
+		for i := 0; i < 3; i++ {
+			_, err := f.Step(context.Background())
+			if !errors.Is(err, ErrSourceBehind) || !strings.Contains(err.Error(), "seq 5000") {
+				t.Fatalf("step %d: err = %v", i, err)
+			}
+		}
+		if st := f.Status(); st.State != StateSourceBehind || st.Healthy() {
+			t.Errorf("status = %+v", st)
+		}
+		if h.tgt.len() != 0 {
+			t.Fatal("relay forwarded from a resume point past the store's end")
+		}
+	})
+	t.Run("target ahead", func(t *testing.T) {
+		h := newHarness(t)
+		h.src.addN(20)
+		h.tgt.applied[producer] = 900
+		f := h.forwarder(t)
+		_, err := f.Step(context.Background())
+		if !errors.Is(err, ErrSourceBehind) || !strings.Contains(err.Error(), "producer id") {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := vfs.ReadFile(h.fs, statePath); err == nil {
+			t.Fatal("a watermark was seeded past the store's end")
+		}
+	})
+}

@@ -12,9 +12,10 @@ const (
 	ClassSource           = "source"            // reading the local store failed
 	ClassState            = "state"             // writing the watermark or dead-letter file failed
 	ClassCorruptWatermark = "corrupt_watermark" // the relay is stopped until the operator fixes the watermark
+	ClassSourceBehind     = "source_behind"     // the local store is behind the resume point (reset store, reused producer id)
 )
 
-var failureClasses = []string{ClassUnavailable, ClassAuth, ClassInvalidArgument, ClassSource, ClassState, ClassCorruptWatermark}
+var failureClasses = []string{ClassUnavailable, ClassAuth, ClassInvalidArgument, ClassSource, ClassState, ClassCorruptWatermark, ClassSourceBehind}
 
 type metrics struct {
 	lagRows      prometheus.Gauge
