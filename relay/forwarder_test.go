@@ -714,9 +714,9 @@ func TestSourceBehindResumePointStops(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := h.forwarder(t)
-		h.src.addN(6000) // even once the store passes the old watermark
 		for i := 0; i < 3; i++ {
 			_, err := f.Step(context.Background())
+			h.src.addN(3000) // stays stopped even once the store passes the old watermark
 			if !errors.Is(err, ErrSourceBehind) || !strings.Contains(err.Error(), "seq 5000") {
 				t.Fatalf("step %d: err = %v", i, err)
 			}
