@@ -154,13 +154,13 @@ func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict
 		switch l.typ {
 		case LayerCIDR:
 			if peerOK {
-				for _, pr := range l.prefixes {
+				for j, pr := range l.prefixes {
 					if pr.Contains(peer) {
 						if trace != nil {
 							*trace = append(*trace, Step{n, l.typ, "admit", fmt.Sprintf("peer %s is in %s", peer, pr)})
 						}
 						return Verdict{Admitted: true, Code: CodeOK, Layer: n,
-							Identity: Identity{Kind: LayerCIDR, CIDR: pr.String()}, Reason: "peer admitted by cidr"}
+							Identity: Identity{Kind: LayerCIDR, CIDR: l.names[j]}, Reason: "peer admitted by cidr"}
 					}
 				}
 			}

@@ -8,14 +8,13 @@ import (
 	"encoding/json"
 	"hash"
 	"net/http"
-	"testing"
 )
 
 // forge builds a compact JWS by hand: base64url(header) "." base64url(payload)
 // "." base64url(HMAC(key, signing input)), hashed as alg says. It is
 // deliberately independent of golang-jwt and of Mint, so the tests check the
 // verifier against tokens it did not produce.
-func forge(t testing.TB, header, payload map[string]any, alg string, key []byte) string {
+func forge(t fataler, header, payload map[string]any, alg string, key []byte) string {
 	t.Helper()
 	hb, err := json.Marshal(header)
 	if err != nil {
@@ -26,6 +25,12 @@ func forge(t testing.TB, header, payload map[string]any, alg string, key []byte)
 		t.Fatal(err)
 	}
 	return forgeRaw(hb, pb, alg, key)
+}
+
+// fataler is the part of testing.TB that rapid.T also has.
+type fataler interface {
+	Helper()
+	Fatal(args ...any)
 }
 
 func forgeRaw(header, payload []byte, alg string, key []byte) string {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -38,6 +39,9 @@ var (
 type verifier struct {
 	keys   []jwtKey
 	parser *jwt.Parser
+	clk    clock.Clock
+	leeway time.Duration
+	cache  tokenCache
 }
 
 func newVerifier(l *layer, clk clock.Clock) *verifier {
@@ -54,7 +58,7 @@ func newVerifier(l *layer, clk clock.Clock) *verifier {
 	if l.audience != "" {
 		opts = append(opts, jwt.WithAudience(l.audience))
 	}
-	return &verifier{keys: l.keys, parser: jwt.NewParser(opts...)}
+	return &verifier{keys: l.keys, parser: jwt.NewParser(opts...), clk: clk, leeway: l.leeway}
 }
 
 // cause is a denial reason: a short operator-facing text plus a stable,
@@ -204,7 +208,31 @@ func wellFormedCompact(s string) bool {
 
 // verify checks one token against the layer. It returns the index of the
 // key whose MAC matched, or the cause of rejection.
+//
+// A client presents the same token on every request until it refreshes it,
+// so the outcome of the checks that do not depend on time (shape, alg,
+// headers, MAC, claim types, audience) is remembered per token; on a repeat
+// only the time claims are re-checked against the clock, exactly as the
+// library checks them. Anything that fails goes through the full path so
+// the cause is reported the same way.
 func (v *verifier) verify(tok string) (int, cause, bool) {
+	sum := sha256.Sum256([]byte(tok))
+	if e, ok := v.cache.get(sum); ok && e.timesOK(v.clk.Now(), v.leeway) {
+		return e.keyIdx, cause{}, true
+	}
+	keyIdx, c, ok, cl := v.verifyFull(tok)
+	if ok {
+		v.cache.put(sum, cachedToken{
+			keyIdx: keyIdx,
+			exp:    cl.Exp.numeric().Time,
+			nbf:    cl.Nbf.numeric(),
+			iat:    cl.Iat.numeric(),
+		})
+	}
+	return keyIdx, c, ok
+}
+
+func (v *verifier) verifyFull(tok string) (int, cause, bool, *claims) {
 	keyIdx := -1
 	var c claims
 	t, err := v.parser.ParseWithClaims(tok, &c, func(t *jwt.Token) (any, error) {
@@ -229,10 +257,58 @@ func (v *verifier) verify(tok string) (int, cause, bool) {
 		}
 		return nil, jwt.ErrTokenSignatureInvalid
 	})
-	if err == nil && t != nil && t.Valid && keyIdx >= 0 {
-		return keyIdx, cause{}, true
+	if err == nil && t != nil && t.Valid && keyIdx >= 0 && c.Exp != nil {
+		return keyIdx, cause{}, true, &c
 	}
-	return -1, classify(t, err, c.Exp != nil), false
+	return -1, classify(t, err, c.Exp != nil), false, nil
+}
+
+// tokenCacheSize bounds the verified-token cache per jwt layer. Only tokens
+// whose MAC verified under a configured key get in, so an attacker cannot
+// fill it; clearing it when full keeps eviction deterministic.
+const tokenCacheSize = 1024
+
+type tokenCache struct {
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]cachedToken
+}
+
+// cachedToken is what remains to check of a verified token: its time claims.
+type cachedToken struct {
+	keyIdx   int
+	exp      time.Time
+	nbf, iat *jwt.NumericDate
+}
+
+// timesOK repeats golang-jwt's Validator time checks (exp required,
+// nbf/iat optional, leeway applied the same way).
+func (e cachedToken) timesOK(now time.Time, leeway time.Duration) bool {
+	if !now.Before(e.exp.Add(leeway)) {
+		return false
+	}
+	if e.nbf != nil && now.Before(e.nbf.Add(-leeway)) {
+		return false
+	}
+	if e.iat != nil && now.Before(e.iat.Add(-leeway)) {
+		return false
+	}
+	return true
+}
+
+func (c *tokenCache) get(k [sha256.Size]byte) (cachedToken, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[k]
+	return e, ok
+}
+
+func (c *tokenCache) put(k [sha256.Size]byte, e cachedToken) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil || len(c.entries) >= tokenCacheSize {
+		c.entries = make(map[[sha256.Size]byte]cachedToken, 64)
+	}
+	c.entries[k] = e
 }
 
 // macMatches reports whether sig is HMAC-SHA256(secret, signing).

@@ -52,8 +52,10 @@ type Policy struct {
 type layer struct {
 	typ string
 
-	// cidr
+	// cidr; names[i] is prefixes[i].String(), kept so that an admit does
+	// not format (and allocate) on the hot path.
 	prefixes []netip.Prefix
+	names    []string
 
 	// jwt
 	keys     []jwtKey
@@ -76,13 +78,10 @@ func LoopbackOnly(clk clock.Clock) *Policy {
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	return &Policy{
-		clk: clk,
-		layers: []*layer{{
-			typ:      LayerCIDR,
-			prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
-		}},
-	}
+	l := &layer{typ: LayerCIDR}
+	l.addPrefix(netip.MustParsePrefix("127.0.0.0/8"))
+	l.addPrefix(netip.MustParsePrefix("::1/128"))
+	return &Policy{clk: clk, layers: []*layer{l}}
 }
 
 // Load builds the policy from FINELOG_AUTH_POLICY JSON (envValue) or a policy
@@ -277,9 +276,14 @@ func parseCIDRLayer(lj layerJSON) (*layer, error) {
 			continue
 		}
 		seen[p] = true
-		l.prefixes = append(l.prefixes, p)
+		l.addPrefix(p)
 	}
 	return l, nil
+}
+
+func (l *layer) addPrefix(p netip.Prefix) {
+	l.prefixes = append(l.prefixes, p)
+	l.names = append(l.names, p.String())
 }
 
 func parseJWTLayer(n int, lj layerJSON, fsys vfs.FS, clk clock.Clock, labels map[string]int) (*layer, error) {
@@ -507,10 +511,7 @@ func (p *Policy) MarshalJSON() ([]byte, error) {
 		lj := layerJSON{Type: l.typ}
 		switch l.typ {
 		case LayerCIDR:
-			lj.CIDRs = make([]string, 0, len(l.prefixes))
-			for _, pr := range l.prefixes {
-				lj.CIDRs = append(lj.CIDRs, pr.String())
-			}
+			lj.CIDRs = append([]string(nil), l.names...)
 		case LayerJWT:
 			lj.Leeway = l.leeway.String()
 			lj.Audience = l.audience
