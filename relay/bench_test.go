@@ -1,0 +1,120 @@
+package relay
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/finelog/finelog/client"
+	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
+	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/store"
+)
+
+// benchRows is the backlog size: FINELOG_BENCH_ROWS (default 200,000; the
+// documented drain figure uses 1,000,000).
+func benchRows(b *testing.B) int {
+	if s := os.Getenv("FINELOG_BENCH_ROWS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("FINELOG_BENCH_ROWS=%q: %v", s, err)
+		}
+		return n
+	}
+	return 200_000
+}
+
+func openOSStore(b *testing.B, dir string) *store.Store {
+	b.Helper()
+	st, err := store.Open(store.Options{FS: vfs.OS{}, Dir: dir, Clock: clock.Real{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
+}
+
+// newGlobal starts a target finelogd stand-in on loopback over a real store
+// on disk and returns a ClientSink for it (gzip, like the daemon).
+func newGlobal(b *testing.B) (ClientSink, *store.Store) {
+	dst := openOSStore(b, filepath.Join(b.TempDir(), "global"))
+	b.Cleanup(func() { dst.Close() })
+	srv := serveTarget(b, &targetService{st: dst})
+	return ClientSink{Client: loggingpbconnect.NewLogServiceClient(client.HTTP1Client(), srv.URL, connect.WithSendGzip())}, dst
+}
+
+// BenchmarkRelayDrain measures how fast the relay empties a backlog from a
+// store on disk to a target on loopback (one Step). Compare rows/s with
+// BenchmarkDirectIngest.
+func BenchmarkRelayDrain(b *testing.B) {
+	n := benchRows(b)
+	src := openOSStore(b, filepath.Join(b.TempDir(), "east"))
+	defer src.Close()
+	appendRows(b, src, realisticRows(n, 3))
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		sink, dst := newGlobal(b)
+		dir := b.TempDir()
+		f, err := New(Config{Source: StoreSource{src}, Sink: sink, FS: vfs.OS{}, StatePath: filepath.Join(dir, "state.json"),
+			DeadLetterPath: filepath.Join(dir, "dl.jsonl"), Target: "bench", Producer: "east/bench", Cluster: "east", Backfill: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := f.Step(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if got := dst.LastSeq(); got != int64(n) {
+			b.Fatalf("target has %d rows, want %d", got, n)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkDirectIngest pushes the same rows straight to the target in
+// 5000-row PushLogs, with 1 and 4 concurrent pushers.
+func BenchmarkDirectIngest(b *testing.B) {
+	n := benchRows(b)
+	rows := realisticRows(n, 3)
+	for _, pushers := range []int{1, 4} {
+		b.Run("pushers="+strconv.Itoa(pushers), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				sink, dst := newGlobal(b)
+				b.StartTimer()
+				var wg sync.WaitGroup
+				next := make(chan []store.Row)
+				for w := 0; w < pushers; w++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for batch := range next {
+							if _, err := sink.Push(context.Background(), Batch{Cluster: "east", Rows: batch}); err != nil {
+								b.Error(err)
+							}
+						}
+					}()
+				}
+				for i := 0; i < n; i += 5000 {
+					next <- rows[i:min(i+5000, n)]
+				}
+				close(next)
+				wg.Wait()
+				b.StopTimer()
+				if got := dst.LastSeq(); got != int64(n) {
+					b.Fatalf("target has %d rows, want %d", got, n)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
