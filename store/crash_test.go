@@ -73,7 +73,6 @@ func crashWorkload(s *Store, withRetention bool) []*attempt {
 	return atts
 }
 
-
 // verifyRecovered reopens fs and checks the crash-safety invariants.
 func verifyRecovered(t *testing.T, fs *vfs.MemFS, opts Options, atts []*attempt, label string) *Store {
 	t.Helper()

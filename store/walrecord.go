@@ -207,3 +207,10 @@ func (d *decoder) str() string {
 // validKey reports whether a key is acceptable (used by recovery to refuse a
 // record that passed the CRC but could never have been written).
 func validKey(k string) bool { return k != "" && len(k) <= MaxKeyBytes && utf8.ValidString(k) }
+
+// AppendWALRecord appends rec's encoding to dst (rec.Rows' Seq fields are
+// ignored: seqs are First..Last). Exported for the fuzz target's seeds and
+// for tools that inspect WAL files.
+func AppendWALRecord(dst []byte, rec WALRecord) []byte {
+	return appendWALRecord(dst, rec.First, rec.Last, rec.Marks, rec.Rows)
+}
