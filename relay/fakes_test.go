@@ -261,3 +261,16 @@ func checkDelivery(t *testing.T, src *memSource, tgt *memTarget, fsys vfs.FS, dl
 		}
 	}
 }
+
+func rowsBytes(rows []store.Row) int {
+	n := 0
+	for i := range rows {
+		n += rowBytes(&rows[i])
+	}
+	return n
+}
+
+// rowBytes approximates a row's size (the fake source's byte limit).
+func rowBytes(r *store.Row) int {
+	return len(r.Key) + len(r.Source) + len(r.Data) + len(r.Cluster) + 32
+}

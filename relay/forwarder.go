@@ -321,11 +321,18 @@ func (f *Forwarder) Step(ctx context.Context) (time.Duration, error) {
 			return f.fail(ctx, err)
 		}
 	}
+	// Drain up to the source's end as of now: the backlog goes in one Step,
+	// and a source that keeps growing cannot keep one Step going forever
+	// (the next Step starts at once when Changed fires).
+	end, err := f.cfg.Source.LastSeq(ctx)
+	if err != nil {
+		return f.fail(ctx, sourceError{fmt.Errorf("read source last seq: %w", err)})
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		more, err := f.round(ctx)
+		more, err := f.round(ctx, end)
 		if err != nil {
 			return f.fail(ctx, err)
 		}
@@ -448,8 +455,8 @@ type progress struct {
 
 // round reads up to InFlight batches after the watermark, pushes them, and
 // commits the contiguous settled prefix to the watermark. more reports that
-// the source may have further rows ready (the last batch was full).
-func (f *Forwarder) round(ctx context.Context) (more bool, err error) {
+// rows up to end remain.
+func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error) {
 	var batches []*pending
 	after := f.wm.Cursor
 	inFlight := f.cfg.InFlight
@@ -481,7 +488,7 @@ func (f *Forwarder) round(ctx context.Context) (more bool, err error) {
 		}
 		batches = append(batches, p)
 		after = p.batch.LastSeq
-		more = len(rows) >= f.cfg.BatchRows || 2*rowsBytes(rows) >= f.cfg.BatchBytes
+		more = after < end
 		if !more {
 			break
 		}
@@ -866,19 +873,6 @@ func classify(err error) string {
 }
 
 func retryable(err error) bool { return classify(err) == ClassUnavailable }
-
-func rowsBytes(rows []store.Row) int {
-	n := 0
-	for i := range rows {
-		n += rowBytes(&rows[i])
-	}
-	return n
-}
-
-// rowBytes approximates a row's size on the wire.
-func rowBytes(r *store.Row) int {
-	return len(r.Key) + len(r.Source) + len(r.Data) + len(r.Cluster) + 32
-}
 
 func countUpTo(seqs []int64, limit int64) int64 {
 	var n int64

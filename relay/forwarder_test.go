@@ -742,3 +742,21 @@ func TestSourceBehindResumePointStops(t *testing.T) {
 		}
 	})
 }
+
+func TestStepEndsWhileSourceKeepsGrowing(t *testing.T) {
+	h := newHarness(t)
+	h.src.addN(1000)
+	// Every push lands while 100 more rows arrive: a Step that chased the
+	// source's end would never return.
+	h.tgt.failWhen = func(Batch) error { h.src.addN(100); return nil }
+	f := h.forwarder(t)
+	if _, err := f.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if w := f.Watermark(); w != 1000 {
+		t.Fatalf("watermark = %d, want the source's end when the step began (1000)", w)
+	}
+	if st := f.Status(); st.LagRows != 1000 {
+		t.Errorf("lag = %d rows, want the 1000 that arrived during the step", st.LagRows)
+	}
+}
