@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"connectrpc.com/connect"
 )
@@ -165,7 +166,7 @@ func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict
 				}
 			}
 			if trace != nil {
-				d := fmt.Sprintf("peer %s is in none of %v", peer, l.prefixes)
+				d := fmt.Sprintf("peer %s is in none of %s", peer, strings.Join(l.names, ", "))
 				if !peerOK {
 					d = fmt.Sprintf("peer address %q is not an IP address", remoteAddr)
 				}
@@ -220,4 +221,31 @@ func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict
 
 func deny(c cause, layer int) Verdict {
 	return Verdict{Code: c.code, Layer: layer, Reason: c.reason, Cause: c.label}
+}
+
+// Describe returns one human-readable line per layer, in order, for
+// `finelog policy check`. Secrets appear only as their source.
+func (p *Policy) Describe() []string {
+	out := make([]string, 0, len(p.layers))
+	for i, l := range p.layers {
+		switch l.typ {
+		case LayerCIDR:
+			out = append(out, fmt.Sprintf("layer %d: cidr %s", i+1, strings.Join(l.names, ", ")))
+		case LayerJWT:
+			keys := make([]string, 0, len(l.keys))
+			for _, k := range l.keys {
+				src := "inline secret"
+				if k.file != "" {
+					src = "secret_file " + k.file
+				}
+				keys = append(keys, fmt.Sprintf("%s (%s)", k.cluster, src))
+			}
+			aud := "any audience"
+			if l.audience != "" {
+				aud = fmt.Sprintf("audience %q", l.audience)
+			}
+			out = append(out, fmt.Sprintf("layer %d: jwt HS256, leeway %v, %s, keys %s", i+1, l.leeway, aud, strings.Join(keys, ", ")))
+		}
+	}
+	return out
 }
