@@ -10,13 +10,21 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"testing"
 
 	"connectrpc.com/connect"
 
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/store"
 )
+
+// tb is what the helpers need from *testing.T and *rapid.T.
+type tb interface {
+	Helper()
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Fatal(args ...any)
+	Failed() bool
+}
 
 // memSource is an in-memory local store: dense seqs from 1, optionally
 // trimmed at the front (retention).
@@ -199,7 +207,7 @@ func (t *memTarget) len() int {
 
 // readDeadLetters parses the dead-letter file; torn lines (from a crash
 // mid-append) are returned separately.
-func readDeadLetters(t *testing.T, fsys vfs.FS, path string) (recs []DeadLetter, torn int) {
+func readDeadLetters(t tb, fsys vfs.FS, path string) (recs []DeadLetter, torn int) {
 	t.Helper()
 	data, err := vfs.ReadFile(fsys, path)
 	if err != nil {
@@ -225,7 +233,7 @@ func readDeadLetters(t *testing.T, fsys vfs.FS, path string) (recs []DeadLetter,
 // (from, to]: every row of this cluster is in the target exactly once,
 // unless it is poison, in which case it is in the dead-letter file and not
 // in the target; rows of other clusters are not in the target.
-func checkDelivery(t *testing.T, src *memSource, tgt *memTarget, fsys vfs.FS, dlPath, cluster string, from, to int64) {
+func checkDelivery(t tb, src *memSource, tgt *memTarget, fsys vfs.FS, dlPath, cluster string, from, to int64) {
 	t.Helper()
 	counts := tgt.counts()
 	recs, _ := readDeadLetters(t, fsys, dlPath)
