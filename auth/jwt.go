@@ -175,7 +175,13 @@ func bearerFrom(h http.Header) (string, bearerState) {
 		if state != bearerNone {
 			return "", bearerMalformed
 		}
-		rest = strings.TrimLeft(rest, " ")
+		rest = strings.TrimSpace(rest)
+		if rest == "" {
+			// "Bearer" with no token carries no credential: treat it as
+			// absent. Falling through is no downgrade, since the same
+			// request without the header would fall through too.
+			continue
+		}
 		if !wellFormedCompact(rest) {
 			return "", bearerMalformed
 		}

@@ -104,7 +104,7 @@ type mLayer struct {
 }
 
 type mToken struct {
-	kind      string // "missing", "basic", "jwt"
+	kind      string // "missing", "basic", "emptybearer" (no credential), "jwt"
 	signer    string
 	alg       string
 	exp       *int64
@@ -212,7 +212,7 @@ func renderPolicy(ls []mLayer) []byte {
 }
 
 func genToken(t *rapid.T) mToken {
-	tok := mToken{kind: rapid.SampledFrom([]string{"missing", "basic", "jwt", "jwt", "jwt", "jwt"}).Draw(t, "tokkind")}
+	tok := mToken{kind: rapid.SampledFrom([]string{"missing", "basic", "emptybearer", "jwt", "jwt", "jwt", "jwt", "jwt"}).Draw(t, "tokkind")}
 	if tok.kind != "jwt" {
 		return tok
 	}
@@ -241,6 +241,9 @@ func renderToken(t *rapid.T, tok mToken) http.Header {
 		return h
 	case "basic":
 		h.Set("Authorization", "Basic dXNlcjpwYXNz")
+		return h
+	case "emptybearer":
+		h.Set("Authorization", "Bearer ")
 		return h
 	}
 	header := map[string]any{"alg": tok.alg, "typ": "JWT"}
