@@ -1,12 +1,6 @@
 package server
 
-import (
-	"errors"
+import "github.com/finelog/finelog/store"
 
-	"github.com/finelog/finelog/store"
-)
-
-// TEMPORARY until store.Open lands.
-func defaultOpen(o store.Options) (logStore, error) {
-	return nil, errors.New("store engine not in this build yet")
-}
+// defaultOpen opens the real store engine.
+func defaultOpen(o store.Options) (logStore, error) { return store.Open(o) }
