@@ -27,7 +27,7 @@ type LayerSpec struct {
 	Kind     string // "cidr" or "jwt"
 	CIDRs    []string
 	Keys     []KeySpec
-	Leeway   time.Duration // 0 = the documented default (60 s)
+	Leeway   time.Duration // < 0: omitted, the documented default (60 s)
 	Audience string
 }
 
@@ -53,7 +53,7 @@ func (p PolicySpec) JSON() []byte {
 				keys = append(keys, map[string]any{"cluster": k.Cluster, "secret": k.Secret})
 			}
 			m := map[string]any{"type": "jwt", "keys": keys}
-			if l.Leeway != 0 {
+			if l.Leeway >= 0 {
 				m["leeway"] = l.Leeway.String()
 			}
 			if l.Audience != "" {
@@ -246,7 +246,7 @@ func modelVerify(l LayerSpec, tok string, now time.Time) (string, string) {
 		return "", "payload json"
 	}
 	leeway := l.Leeway
-	if leeway == 0 {
+	if leeway < 0 {
 		leeway = DefaultLeeway
 	}
 	exp, ok, bad := numericDate(claims, "exp")
@@ -285,6 +285,11 @@ func numericDate(claims map[string]any, name string) (t time.Time, present, malf
 	}
 	f, err := n.Float64()
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return time.Time{}, true, true
+	}
+	// Dates before 1970 or after 9999 are not times but mistakes or
+	// attacks on float conversion; a fractional date keeps its fraction.
+	if f < 0 || f > 253402300799 {
 		return time.Time{}, true, true
 	}
 	sec, frac := math.Modf(f)

@@ -44,6 +44,9 @@ type Net struct {
 	Advance func(time.Duration)
 	// PeerAddr is the source's transport address as the target sees it.
 	PeerAddr string
+	// OnApplied sees every ack the target produced, whether or not the
+	// response reached the sender (the target's own durability promise).
+	OnApplied func(store.Ack)
 
 	// Partitioned makes every request fail with Unavailable.
 	Partitioned bool
@@ -133,6 +136,9 @@ func (n *Net) apply(ctx context.Context, t Endpoint, b relay.Batch) (store.Ack, 
 		return store.Ack{}, storeError(err)
 	}
 	n.Applied++
+	if n.OnApplied != nil {
+		n.OnApplied(ack)
+	}
 	return ack, nil
 }
 

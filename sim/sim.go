@@ -1,0 +1,228 @@
+// Package sim is finelog's deterministic simulation harness. A World holds
+// two simulated nodes — the source cluster "east" and the global target —
+// each with its own virtual clock and crashable in-memory disk, running the
+// real store, relay and auth code. A schedule of actions (drawn by rapid in
+// the tests) drives everything from one goroutine; the same schedule always
+// produces the same trace. The checkers in check.go return errors rather
+// than failing a test so canary tests can assert that a broken environment
+// IS caught.
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"net/http"
+	"time"
+
+	"github.com/finelog/finelog/auth"
+	"github.com/finelog/finelog/relay"
+	"github.com/finelog/finelog/store"
+)
+
+// Names of the simulated world.
+const (
+	SourceCluster = "east"
+	TargetName    = "global"
+	Producer      = "east/store-1"
+	sourceDir     = "/data/store"
+	targetDir     = "/data/store"
+	statePath     = "/data/relay/watermark.json"
+	deadPath      = "/data/relay/dead-letter.jsonl"
+	targetURL     = "sim://global"
+	peerAddr      = "10.20.30.40:43210"
+)
+
+// relaySecret is the key the source mints with and the target verifies
+// with. It is a test constant, never a real credential.
+var relaySecret = auth.Secret("sim-relay-secret-east-0123456789abcdef")
+
+// Config is one run's fixed setup; the schedule is what varies.
+type Config struct {
+	// NonIdempotent turns off producer/seq batches (duplicate-bound mode).
+	NonIdempotent bool
+	BatchRows     int
+	MemtableBytes int64
+	// SourceRetentionBytes enables size retention on the source, which the
+	// relay's pin must stop from deleting unforwarded rows.
+	SourceRetentionBytes int64
+	TokenTTL             time.Duration
+	// Leeway is the target's jwt leeway.
+	Leeway time.Duration
+
+	// Canaries: deliberately broken environments the checkers must catch.
+	SourceSyncLies    bool
+	TargetSyncLies    bool
+	AckWithoutStoring bool
+}
+
+// DefaultConfig is the setup the property tests use.
+func DefaultConfig() Config {
+	return Config{
+		BatchRows:            7,
+		MemtableBytes:        2 << 10,
+		SourceRetentionBytes: 6 << 10,
+		TokenTTL:             10 * time.Minute,
+		Leeway:               30 * time.Second,
+	}
+}
+
+// World is one simulated deployment.
+type World struct {
+	cfg    Config
+	Trace  *Trace
+	ctx    context.Context
+	now    time.Time // true simulated time
+	crashR *rand.Rand
+
+	Source, Target *Node
+	Net            *Net
+	Relay          *relay.Forwarder
+	minter         *auth.Minter
+	policy         *auth.Policy
+
+	// Models the checkers compare against.
+	rows      map[string]store.Row // every row ever submitted, by its unique Data
+	acked     map[string]int64     // Data → source seq, for rows the source acked
+	ackedList []string             // acked Data in ack order (deterministic iteration)
+	maybe     map[string]bool      // rows whose append failed: may or may not exist
+	nextRow   int
+
+	// targetAcked is the highest target seq any acked push covered: every
+	// target row up to it must survive a target crash.
+	targetAcked int64
+
+	// SourceCrashes and others count injected failures (duplicate bound).
+	SourceCrashes, TargetCrashes int
+	violations                   []error
+}
+
+// NewWorld builds both nodes, opens their stores and starts the relay. seed
+// drives only the crash tearing; everything else comes from the schedule.
+func NewWorld(cfg Config, seed int64) (*World, error) {
+	t := &Trace{}
+	w := &World{
+		cfg: cfg, Trace: t, ctx: context.Background(), now: Epoch,
+		crashR: rand.New(rand.NewSource(seed)),
+		rows:   map[string]store.Row{}, acked: map[string]int64{}, maybe: map[string]bool{},
+	}
+	w.Source = newNode("east", t, store.Options{Dir: sourceDir, MemtableBytes: cfg.MemtableBytes, RetentionBytes: cfg.SourceRetentionBytes})
+	w.Target = newNode("global", t, store.Options{Dir: targetDir, MemtableBytes: cfg.MemtableBytes})
+	w.Source.FS.SyncLies = cfg.SourceSyncLies
+	w.Target.FS.SyncLies = cfg.TargetSyncLies
+	if err := w.Source.FS.MkdirAll("/data/relay"); err != nil {
+		return nil, err
+	}
+	var err error
+	policyJSON := PolicySpec{Layers: []LayerSpec{{Kind: "jwt", Keys: []KeySpec{{Cluster: SourceCluster, Secret: string(relaySecret)}}, Leeway: cfg.Leeway}}}.JSON()
+	w.policy, err = auth.ParsePolicy(policyJSON, w.Target.FS, w.Target.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("target policy: %w", err)
+	}
+	w.minter = auth.NewMinter(relaySecret, SourceCluster, "", cfg.TokenTTL, w.Source.Clock)
+	w.Net = &Net{
+		trace:    t,
+		PeerAddr: peerAddr,
+		Target: func() Endpoint {
+			if w.Target.Store == nil {
+				return nil
+			}
+			return w.Target.Store
+		},
+		Token:             w.minter.Token,
+		Gate:              w.gate,
+		Advance:           w.Advance,
+		AckWithoutStoring: cfg.AckWithoutStoring,
+		OnApplied: func(a store.Ack) {
+			w.targetAcked = max(w.targetAcked, a.Last)
+		},
+	}
+	if err := w.Source.open(); err != nil {
+		return nil, err
+	}
+	if err := w.Target.open(); err != nil {
+		return nil, err
+	}
+	if err := w.startRelay(); err != nil {
+		return nil, err
+	}
+	t.Addf("world start: %+v", cfg)
+	return w, nil
+}
+
+// gate is the target's ingress check, through the real auth policy on the
+// target's clock.
+func (w *World) gate(remote string, h http.Header) (bool, bool, string, string) {
+	v := w.policy.Admit(remote, h)
+	if !v.Admitted {
+		return false, v.Code == auth.CodeUnauthenticated, "", v.Reason + " (" + v.Cause + ")"
+	}
+	if v.Identity.Kind == auth.LayerJWT {
+		return true, false, v.Identity.Cluster, v.Reason
+	}
+	return true, false, v.Identity.CIDR, v.Reason
+}
+
+// startRelay builds a forwarder over whatever the source disk holds, as the
+// daemon does at start. Backfill: the relay starts with the world, so "the
+// source's current cursor" would be 0 anyway; setting it keeps a restart
+// before the first durable seed from skipping rows.
+func (w *World) startRelay() error {
+	src := w.Source.Store
+	f, err := relay.New(relay.Config{
+		Source:         storeSource{src},
+		Sink:           w.Net.Sink(),
+		FS:             w.Source.FS,
+		Clock:          w.Source.Clock,
+		Rand:           rand.New(rand.NewSource(int64(w.SourceCrashes) + 1)),
+		StatePath:      statePath,
+		DeadLetterPath: deadPath,
+		Target:         targetURL,
+		Producer:       Producer,
+		Cluster:        SourceCluster,
+		BatchRows:      w.cfg.BatchRows,
+		InFlight:       1,
+		Backfill:       true,
+		NonIdempotent:  w.cfg.NonIdempotent,
+		Pin:            func(seq int64) { src.SetPin("relay", seq) },
+	})
+	if err != nil {
+		return fmt.Errorf("start relay: %w", err)
+	}
+	w.Relay = f
+	return nil
+}
+
+// storeSource adapts the source store to relay.Source.
+type storeSource struct{ s *store.Store }
+
+func (s storeSource) Read(ctx context.Context, after int64, maxRows, maxBytes int) ([]store.Row, error) {
+	return s.s.Scan(ctx, after, maxRows, maxBytes)
+}
+
+func (s storeSource) LastSeq(context.Context) (int64, error) { return s.s.LastSeq(), nil }
+
+// Advance moves true time forward by d on every node, keeping each node's
+// skew.
+func (w *World) Advance(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	w.now = w.now.Add(d)
+	w.Source.Clock.Set(w.now.Add(w.Source.skew))
+	w.Target.Clock.Set(w.now.Add(w.Target.skew))
+}
+
+// Close stops both stores cleanly.
+func (w *World) Close() error {
+	var first error
+	for _, n := range []*Node{w.Source, w.Target} {
+		if n.Store != nil {
+			if err := n.Store.Close(); err != nil && first == nil {
+				first = fmt.Errorf("%s: close: %w", n.Name, err)
+			}
+			n.Store = nil
+		}
+	}
+	return first
+}
