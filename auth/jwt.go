@@ -125,9 +125,9 @@ func (d *strictDate) numeric() *jwt.NumericDate {
 	if d == nil {
 		return nil
 	}
-	// Whole seconds, as golang-jwt's own NumericDate decoding does: a
-	// fractional exp counts from its whole second (slightly earlier).
-	return jwt.NewNumericDate(d.t)
+	// Not jwt.NewNumericDate: it truncates to whole seconds, which would
+	// move a fractional exp or nbf away from what the token says.
+	return &jwt.NumericDate{Time: d.t}
 }
 
 func (d *strictDate) UnmarshalJSON(b []byte) error {
@@ -175,13 +175,9 @@ func bearerFrom(h http.Header) (string, bearerState) {
 		if state != bearerNone {
 			return "", bearerMalformed
 		}
+		// "Bearer" with no token is a bearer credential that cannot
+		// verify: rejected like any other bad token.
 		rest = strings.TrimSpace(rest)
-		if rest == "" {
-			// "Bearer" with no token carries no credential: treat it as
-			// absent. Falling through is no downgrade, since the same
-			// request without the header would fall through too.
-			continue
-		}
 		if !wellFormedCompact(rest) {
 			return "", bearerMalformed
 		}

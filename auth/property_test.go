@@ -104,7 +104,7 @@ type mLayer struct {
 }
 
 type mToken struct {
-	kind      string // "missing", "basic", "emptybearer" (no credential), "jwt"
+	kind      string // "missing", "basic", "emptybearer" (a bad bearer), "jwt"
 	signer    string
 	alg       string
 	exp       *int64
@@ -298,10 +298,13 @@ func model(ls []mLayer, peer mAddr, tok mToken, now int64) modelVerdict {
 			}
 			continue
 		}
-		if tok.kind != "jwt" {
-			continue
-		}
 		reject := modelVerdict{code: CodeUnauthenticated, layer: n}
+		switch tok.kind {
+		case "missing", "basic":
+			continue
+		case "emptybearer":
+			return reject
+		}
 		if tok.alg != "HS256" || tok.badHeader != "" {
 			return reject
 		}
@@ -341,7 +344,7 @@ func model(ls []mLayer, peer mAddr, tok mToken, now int64) modelVerdict {
 		}
 		return modelVerdict{admitted: true, code: CodeOK, layer: n, cluster: tok.signer}
 	}
-	if hasJWT && tok.kind != "jwt" {
+	if hasJWT && (tok.kind == "missing" || tok.kind == "basic") {
 		return modelVerdict{code: CodeUnauthenticated}
 	}
 	return modelVerdict{code: CodePermissionDenied}
