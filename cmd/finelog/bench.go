@@ -54,11 +54,12 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.DurationVar(&bc.progress, "progress", 2*time.Second, "progress line interval")
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the line generator")
 	fs.BoolVar(&bc.gzip, "gzip", false, "gzip request bodies")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	if len(pos) != 0 {
+		return fmt.Errorf("unexpected arguments: %q", pos)
 	}
 	if bc.lines <= 0 || bc.keys <= 0 || bc.batch <= 0 || bc.concurrency <= 0 {
 		return fmt.Errorf("--lines, --keys, --batch and --concurrency must be positive")

@@ -89,3 +89,25 @@ func (c *connFlags) friendly(err error) error {
 	}
 	return err
 }
+
+// parseArgs parses flags that may come before or after the positional
+// arguments ("finelog fetch KEY --json" works like "finelog fetch --json
+// KEY"); "--" ends flag parsing.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// flag stops at the first non-flag or right after "--".
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}

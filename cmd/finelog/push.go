@@ -34,14 +34,15 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stderr, "usage: finelog push [flags] KEY < lines")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fs.Usage()
-		return fmt.Errorf("want exactly one KEY, got %d arguments", fs.NArg())
+		return fmt.Errorf("want exactly one KEY, got %d arguments", len(pos))
 	}
-	key := fs.Arg(0)
+	key := pos[0]
 	lv, err := parseLevel(*level)
 	if err != nil {
 		return err

@@ -28,14 +28,15 @@ func runTail(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stderr, "usage: finelog tail [-f] [flags] SOURCE")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fs.Usage()
-		return fmt.Errorf("want exactly one SOURCE, got %d arguments", fs.NArg())
+		return fmt.Errorf("want exactly one SOURCE, got %d arguments", len(pos))
 	}
-	req, err := filt.request(fs.Arg(0), time.Now())
+	req, err := filt.request(pos[0], time.Now())
 	if err != nil {
 		return err
 	}
