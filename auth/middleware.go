@@ -45,6 +45,11 @@ const (
 // else gets text. Admitted requests carry the Identity in their context.
 // The server mounts /health outside this middleware.
 func Middleware(p *Policy, opts MiddlewareOptions) func(http.Handler) http.Handler {
+	if p == nil {
+		// A gate without a policy is a wiring bug; failing at start beats
+		// guessing whether it should admit or deny.
+		panic("auth.Middleware: nil policy (use auth.Load, which falls back to loopback only)")
+	}
 	clk := opts.Clock
 	if clk == nil {
 		clk = clock.Real{}
