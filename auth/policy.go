@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -471,8 +472,13 @@ func jsonProblem(err error) string {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "malformed JSON: unexpected end of input"
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		// DisallowUnknownFields; the name is the only input quoted.
-		return strings.TrimPrefix(err.Error(), "json: ")
+		// DisallowUnknownFields. checkKeys normally reports these first;
+		// the name is shortened like any other quoted input.
+		name, uerr := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+		if uerr != nil {
+			return "unknown field"
+		}
+		return "unknown field " + quoteShort(name)
 	default:
 		return "malformed JSON"
 	}
