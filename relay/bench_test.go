@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"connectrpc.com/connect"
-
 	"github.com/finelog/finelog/client"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
@@ -45,7 +43,7 @@ func newGlobal(b *testing.B) (ClientSink, *store.Store) {
 	dst := openOSStore(b, filepath.Join(b.TempDir(), "global"))
 	b.Cleanup(func() { dst.Close() })
 	srv := serveTarget(b, &targetService{st: dst})
-	return ClientSink{Client: loggingpbconnect.NewLogServiceClient(client.HTTP1Client(), srv.URL, connect.WithSendGzip())}, dst
+	return ClientSink{Client: loggingpbconnect.NewLogServiceClient(client.HTTP1Client(), srv.URL, GzipClientOptions()...)}, dst
 }
 
 // BenchmarkRelayDrain measures how fast the relay empties a backlog from a

@@ -109,7 +109,7 @@ func NewForStore(st LocalStore, cfg DaemonConfig, selfURLs ...string) (*Forwarde
 		timeout = 30 * time.Second
 	}
 	sink := ClientSink{
-		Client:  loggingpbconnect.NewLogServiceClient(httpClient, target, connect.WithSendGzip()),
+		Client:  loggingpbconnect.NewLogServiceClient(httpClient, target, GzipClientOptions()...),
 		Token:   token,
 		Timeout: timeout,
 	}
