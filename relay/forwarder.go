@@ -345,10 +345,12 @@ func (f *Forwarder) Step(ctx context.Context) (time.Duration, error) {
 	f.lastSuccess = now
 	f.m.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
 	f.observeLag(ctx)
+	f.m.setState(StateOK)
 	f.setStatus(func(s *Status) {
 		s.State = StateOK
 		s.LastError = ""
 		s.NextRetry = 0
+		s.LastSuccess = now
 	})
 	return f.cfg.PollInterval, nil
 }

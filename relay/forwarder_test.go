@@ -111,8 +111,14 @@ func TestBacklogDrainsInOneStep(t *testing.T) {
 	}
 	checkDelivery(t, h.src, h.tgt, h.fs, dlPath, "east", 0, 12_345)
 	st := f.Status()
-	if st.State != StateOK || st.Watermark != 12_345 || st.LagRows != 0 || st.Forwarded != 12_345 {
+	if st.State != StateOK || st.Watermark != 12_345 || st.LagRows != 0 || st.Forwarded != 12_345 || !st.LastSuccess.Equal(t0) {
 		t.Errorf("status = %+v", st)
+	}
+	if got := testutil.ToFloat64(f.m.up.WithLabelValues(string(StateOK))); got != 1 {
+		t.Errorf("finelog_relay_state{state=ok} = %v", got)
+	}
+	if got := testutil.ToFloat64(f.m.lastSuccess); got != float64(t0.Unix()) {
+		t.Errorf("finelog_relay_last_success_timestamp_seconds = %v, want %d", got, t0.Unix())
 	}
 	if got := testutil.ToFloat64(f.m.forwarded); got != 12_345 {
 		t.Errorf("finelog_relay_forwarded_rows_total = %v", got)
@@ -784,5 +790,61 @@ func TestStepEndsWhileSourceKeepsGrowing(t *testing.T) {
 	}
 	if st := f.Status(); st.LagRows != 1000 {
 		t.Errorf("lag = %d rows, want the 1000 that arrived during the step", st.LagRows)
+	}
+}
+
+func TestLagReportsRowsAndSeconds(t *testing.T) {
+	h := newHarness(t)
+	f := h.forwarder(t)
+	h.drain(t, f, 1)
+	h.src.addN(70)
+	h.tgt.fail = connect.NewError(connect.CodeUnavailable, errors.New("down"))
+	f.Step(context.Background())
+	h.clk.Advance(90 * time.Second)
+	f.Step(context.Background())
+	st := f.Status()
+	if st.LagRows != 70 || st.LagSeconds != 90 {
+		t.Errorf("lag = %d rows, %v s; want 70 rows, 90 s", st.LagRows, st.LagSeconds)
+	}
+	if got := testutil.ToFloat64(f.m.lagRows); got != 70 {
+		t.Errorf("finelog_relay_lag_rows = %v", got)
+	}
+	if got := testutil.ToFloat64(f.m.lagSeconds); got != 90 {
+		t.Errorf("finelog_relay_lag_seconds = %v", got)
+	}
+	if got := testutil.ToFloat64(f.m.failures.WithLabelValues(ClassUnavailable)); got != 2 {
+		t.Errorf("finelog_relay_failures_total{class=unavailable} = %v", got)
+	}
+	h.tgt.fail = nil
+	h.drain(t, f, 1)
+	if st := f.Status(); st.LagRows != 0 || st.LagSeconds != 0 || st.LastError != "" {
+		t.Errorf("after catching up: %+v", st)
+	}
+}
+
+func TestMetricsRegistered(t *testing.T) {
+	h := newHarness(t)
+	f := h.forwarder(t)
+	h.src.addN(3)
+	h.drain(t, f, 1)
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+	}
+	for _, name := range []string{"finelog_relay_lag_rows", "finelog_relay_lag_seconds", "finelog_relay_forwarded_rows_total",
+		"finelog_relay_failures_total", "finelog_relay_dead_lettered_rows_total", "finelog_relay_last_success_timestamp_seconds"} {
+		if !got[name] {
+			t.Errorf("metric %s not registered", name)
+		}
+	}
+	// A second relay on the same registry is a configuration error, not a panic.
+	cfg := h.config()
+	cfg.Registerer = h.reg
+	if _, err := New(cfg); err == nil {
+		t.Error("New registered duplicate metrics without an error")
 	}
 }
