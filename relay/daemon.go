@@ -96,6 +96,11 @@ func NewForStore(st LocalStore, cfg DaemonConfig, selfURLs ...string) (*Forwarde
 	if err := cfg.FS.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("--relay-state: create %s: %w", dir, err)
 	}
+	// Make the directory's own entry durable, or a power cut could take
+	// the watermark and producer id with it.
+	if err := cfg.FS.SyncDir(filepath.Dir(dir)); err != nil {
+		return nil, fmt.Errorf("--relay-state: sync %s: %w", filepath.Dir(dir), err)
+	}
 	producer, err := LoadProducerID(cfg.FS, filepath.Join(dir, "producer"), cfg.Cluster)
 	if err != nil {
 		return nil, err

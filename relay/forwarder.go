@@ -471,7 +471,8 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 			if len(batches) == 0 {
 				return false, sourceError{fmt.Errorf("read source after seq %d: %w", after, err)}
 			}
-			// Push what was read; the next round re-reads.
+			// Push what was read; the next round reads again.
+			f.log.Warn("reading the source failed; pushing the batches already read", "after", after, "err", err)
 			more = false
 			break
 		}
