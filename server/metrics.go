@@ -13,6 +13,7 @@ import (
 // on the same registry.
 type metrics struct {
 	requests  *prometheus.CounterVec
+	inFlight  *prometheus.GaugeVec
 	duration  *prometheus.HistogramVec
 	pushRows  prometheus.Counter
 	pushBytes prometheus.Counter
@@ -27,6 +28,10 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Name: "finelog_rpc_requests_total",
 			Help: "LogService requests by procedure and Connect code.",
 		}, []string{"procedure", "code"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "finelog_rpc_in_flight",
+			Help: "LogService requests being served now (parked long-polls included).",
+		}, []string{"procedure"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "finelog_rpc_duration_seconds",
 			Help:    "LogService request latency by procedure (long-polls include their wait).",
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.requests, m.duration, m.pushRows, m.pushBytes, m.fetchRows, up)
+	reg.MustRegister(m.requests, m.inFlight, m.duration, m.pushRows, m.pushBytes, m.fetchRows, up)
 	return m
 }
 
@@ -63,7 +68,10 @@ func (m *metrics) interceptor() connect.UnaryInterceptorFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			proc := req.Spec().Procedure
 			start := m.clk.Now()
+			inFlight := m.inFlight.WithLabelValues(proc)
+			inFlight.Inc()
 			resp, err := next(ctx, req)
+			inFlight.Dec()
 			m.duration.WithLabelValues(proc).Observe(m.clk.Now().Sub(start).Seconds())
 			code := "ok"
 			if err != nil {

@@ -127,6 +127,7 @@ type Server struct {
 	stopOnce sync.Once
 
 	relay *relayRunner // nil when no relay is configured
+	self  []string     // this daemon's own URLs (the relay refuses them as a target)
 }
 
 type storeRef struct{ s logStore }
@@ -308,6 +309,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
+	s.self = selfURLs(ln.Addr())
 
 	if err := s.Open(ctx); err != nil {
 		hs.Close()

@@ -329,6 +329,7 @@ func TestE2ESIGTERMExitsCleanly(t *testing.T) {
 		_, err := c.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Source: "/nothing", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, WaitMs: 30_000})
 		polled <- err
 	}()
+	waitMetric(t, d.url, `finelog_rpc_in_flight{procedure="/finelog.logging.LogService/FetchLogs"} 1`)
 	if code := d.signal(syscall.SIGTERM); code != 0 {
 		t.Fatalf("SIGTERM exit code %d, want 0\n%s", code, d.stderr.String())
 	}
@@ -341,6 +342,23 @@ func TestE2ESIGTERMExitsCleanly(t *testing.T) {
 	d2 := start(t, dir, nil)
 	if rows := fetchAll(t, client.New(d2.url), "/term"); len(rows) != 1 {
 		t.Fatalf("after restart %d rows, want 1", len(rows))
+	}
+}
+
+// waitMetric polls /metrics until it has line.
+func waitMetric(t *testing.T, url, line string) {
+	t.Helper()
+	for {
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), line) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -1,0 +1,100 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
+	"github.com/finelog/finelog/internal/vfs"
+)
+
+func healthOf(t *testing.T, s *Server) (int, healthStatus) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+	var h healthStatus
+	if err := json.Unmarshal(rec.Body.Bytes(), &h); err != nil {
+		t.Fatalf("health body %q: %v", rec.Body.String(), err)
+	}
+	return rec.Code, h
+}
+
+// waitFor polls cond (a state check, not a duration) until it holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; !cond(); i++ {
+		if i > 10000 {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRelayForwardsToTarget(t *testing.T) {
+	target := newTestServer(t, func(c *Config) { c.Cluster = "global" })
+	src := newTestServer(t, func(c *Config) {
+		c.Cluster = "east"
+		// Backfill: the push below may land before the relay's first step,
+		// which would otherwise start after it.
+		c.Relay = RelayConfig{Address: "http://" + target.http.Listener.Addr().String(), Backfill: true}
+	})
+	_, err := src.c.Push(context.Background(), &loggingpb.PushLogsRequest{Key: "/job/a", Entries: []*loggingpb.LogEntry{entry("relayed")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*loggingpb.LogEntry
+	waitFor(t, "the row at the target", func() bool {
+		resp, err := target.c.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Source: "/job/a", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = resp.Entries
+		return len(got) > 0
+	})
+	if len(got) != 1 || got[0].Data != "relayed" || got[0].Cluster != "east" {
+		t.Fatalf("target has %v, want the row with cluster east", got)
+	}
+	code, h := healthOf(t, src.srv)
+	if code != http.StatusOK || h.Relay == nil || h.Relay.Target == "" {
+		t.Fatalf("source health %d %+v, want 200 with relay status", code, h)
+	}
+}
+
+func TestRelayCorruptWatermarkMakesHealth503(t *testing.T) {
+	target := newTestServer(t, nil)
+	src := newTestServer(t, func(c *Config) {
+		c.Cluster = "east"
+		c.Relay = RelayConfig{Address: "http://" + target.http.Listener.Addr().String()}
+		fs := c.FS.(*vfs.MemFS)
+		if err := fs.MkdirAll("/data/relay"); err != nil {
+			t.Fatal(err)
+		}
+		if err := vfs.WriteFileAtomic(fs, "/data/relay/state.json", []byte("{not json")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var h healthStatus
+	waitFor(t, "the relay to report the corrupt watermark", func() bool {
+		var code int
+		code, h = healthOf(t, src.srv)
+		return code == http.StatusServiceUnavailable
+	})
+	if h.Relay == nil || !h.Relay.Stopped || h.Error == "" {
+		t.Fatalf("health = %+v, want relay stopped with an error", h)
+	}
+}
+
+func TestRelayFlagsWithoutAddressRejected(t *testing.T) {
+	_, err := New(Config{FS: vfs.NewMemFS(), DataDir: "/d", Relay: RelayConfig{TokenFile: "/t"}})
+	if err == nil {
+		t.Fatal("relay flags without --relay-address accepted")
+	}
+	_, err = New(Config{FS: vfs.NewMemFS(), DataDir: "/d", Relay: RelayConfig{Address: "http://x:1"}})
+	if err == nil {
+		t.Fatal("--relay-address without --cluster accepted")
+	}
+}
