@@ -27,6 +27,8 @@ const (
 	DefaultMinBackoff   = 100 * time.Millisecond
 	DefaultMaxBackoff   = 60 * time.Second
 	DefaultAuthRetry    = 30 * time.Second
+
+	DefaultMaxDeadLetterRun = 1000
 )
 
 // Config configures a Forwarder. Source, Sink, FS, StatePath,
@@ -72,6 +74,15 @@ type Config struct {
 	// the simulation's duplicate-bound property and old targets.
 	NonIdempotent bool
 
+	// MaxDeadLetterRun stops dead-lettering after this many rows in a row
+	// were rejected with no accepted push in between (default 1000; < 0:
+	// no limit). The source store validates rows with the same rules as
+	// the target, so a long run of rejections means the target refuses
+	// everything (a config or version mismatch), and the relay holds the
+	// rows and retries slowly (state target_rejecting) instead of moving
+	// the whole stream into the dead-letter file.
+	MaxDeadLetterRun int
+
 	PollInterval time.Duration // idle re-check interval (default 1 s)
 	MinBackoff   time.Duration // first retry window (default 100 ms)
 	MaxBackoff   time.Duration // retry window cap (default 60 s)
@@ -101,9 +112,14 @@ const (
 	StateAuthFailing      State = "auth_failing"
 	StateCorruptWatermark State = "stopped_corrupt_watermark"
 	StateSourceBehind     State = "stopped_source_behind"
+	StateRejecting        State = "target_rejecting"
 )
 
-var allStates = []State{StateStarting, StateOK, StateBackoff, StateAuthFailing, StateCorruptWatermark, StateSourceBehind}
+var allStates = []State{StateStarting, StateOK, StateBackoff, StateAuthFailing, StateCorruptWatermark, StateSourceBehind, StateRejecting}
+
+// ErrTargetRejecting means the target rejected MaxDeadLetterRun rows in a
+// row as invalid; the relay keeps the rest and retries slowly.
+var ErrTargetRejecting = errors.New("target rejects every row")
 
 // ErrSourceBehind means the resume point is past the local store's newest
 // row: the store was reset or replaced while keeping the producer id (or
@@ -166,8 +182,11 @@ type Forwarder struct {
 	// producer (markKnown once learned). A batch that follows dead-lettered
 	// or filtered seqs starts its range at targetMark+1, so the ranges the
 	// target sees stay contiguous and an in-order target never sees a gap.
-	targetMark  int64
-	markKnown   bool
+	targetMark int64
+	markKnown  bool
+	// deadRun counts rows dead-lettered since the target last accepted a
+	// push (see MaxDeadLetterRun).
+	deadRun     int
 	behindSince time.Time
 	lastSuccess time.Time
 
@@ -226,6 +245,9 @@ func New(cfg Config) (*Forwarder, error) {
 	}
 	if cfg.AuthRetry <= 0 {
 		cfg.AuthRetry = DefaultAuthRetry
+	}
+	if cfg.MaxDeadLetterRun == 0 {
+		cfg.MaxDeadLetterRun = DefaultMaxDeadLetterRun
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -608,6 +630,7 @@ func (f *Forwarder) rangeStart(after int64) int64 {
 // batch's LastSeq.
 func (f *Forwarder) acked(b Batch) {
 	f.primed = true
+	f.deadRun = 0
 	if b.Producer != "" {
 		f.targetMark = max(f.targetMark, b.LastSeq)
 		f.markKnown = true
@@ -649,9 +672,14 @@ func (f *Forwarder) settle(ctx context.Context, p *pending, prog *progress) erro
 // applied mark can pass a row that has no record.
 func (f *Forwarder) isolate(ctx context.Context, b Batch, reason error, prog *progress) error {
 	if len(b.Rows) == 1 {
+		if f.cfg.MaxDeadLetterRun > 0 && f.deadRun >= f.cfg.MaxDeadLetterRun {
+			return fmt.Errorf("%w: %d rows in a row were rejected as invalid and none accepted; holding seq %d and later instead of dead-lettering them (check the target's version and its policy for cluster %q); last reason: %s",
+				ErrTargetRejecting, f.deadRun, b.Rows[0].Seq, f.cfg.Cluster, reasonText(reason))
+		}
 		if err := f.deadLetter(b.Rows[0], reason); err != nil {
 			return err
 		}
+		f.deadRun++
 		prog.covered = b.LastSeq
 		prog.deadLettered++
 		return nil
@@ -759,15 +787,18 @@ func (f *Forwarder) fail(ctx context.Context, err error) (time.Duration, error) 
 	class := classify(err)
 	var next time.Duration
 	var state State
-	switch class {
-	case ClassSourceBehind:
+	switch {
+	case errors.Is(err, ErrTargetRejecting):
+		state, next = StateRejecting, f.cfg.AuthRetry
+		f.log.Error("target rejects every row; rows are kept and retried", "err", err, "retry_in", next)
+	case class == ClassSourceBehind:
 		state, next = StateSourceBehind, f.cfg.AuthRetry
 		f.log.Error("relay stopped: the local store is behind the resume point", "err", err)
-	case ClassCorruptWatermark:
+	case class == ClassCorruptWatermark:
 		state, next = StateCorruptWatermark, f.cfg.AuthRetry
 		f.log.Error("relay stopped: fix or remove the watermark file (removing it resumes from the target's applied mark)",
 			"file", f.cfg.StatePath, "err", err)
-	case ClassAuth:
+	case class == ClassAuth:
 		// Credentials rarely fix themselves quickly; retry slowly but never
 		// give up or drop anything.
 		state = StateAuthFailing
@@ -857,6 +888,8 @@ func classify(err error) string {
 		return ClassCorruptWatermark
 	case errors.Is(err, ErrSourceBehind):
 		return ClassSourceBehind
+	case errors.Is(err, ErrTargetRejecting):
+		return ClassInvalidArgument
 	case errors.As(err, &se):
 		return ClassSource
 	case errors.As(err, &st):

@@ -848,3 +848,32 @@ func TestMetricsRegistered(t *testing.T) {
 		t.Error("New registered duplicate metrics without an error")
 	}
 }
+
+func TestTargetRejectingEverythingHoldsRows(t *testing.T) {
+	h := newHarness(t)
+	h.tweak = func(c *Config) { c.MaxDeadLetterRun = 5 }
+	h.src.addN(300)
+	h.tgt.failWhen = func(Batch) error {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New(`cluster "east" is not a valid label`))
+	}
+	f := h.forwarder(t)
+	for i := 0; i < 3; i++ {
+		next, err := f.Step(context.Background())
+		if !errors.Is(err, ErrTargetRejecting) || !strings.Contains(err.Error(), "not a valid label") {
+			t.Fatalf("step %d: err = %v", i, err)
+		}
+		h.clk.Advance(next)
+	}
+	st := f.Status()
+	if st.State != StateRejecting || st.Healthy() || st.DeadLettered != 5 || st.Watermark != 5 {
+		t.Fatalf("status = %+v", st)
+	}
+	h.tgt.failWhen = nil
+	h.drain(t, f, 1)
+	if st := f.Status(); st.Forwarded != 295 || st.DeadLettered != 5 || st.Watermark != 300 {
+		t.Fatalf("after the target was fixed: %+v", st)
+	}
+	if recs, _ := readDeadLetters(t, h.fs, dlPath); len(recs) != 5 {
+		t.Fatalf("%d dead letters, want 5", len(recs))
+	}
+}
