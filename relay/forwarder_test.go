@@ -877,3 +877,41 @@ func TestTargetRejectingEverythingHoldsRows(t *testing.T) {
 		t.Fatalf("%d dead letters, want 5", len(recs))
 	}
 }
+
+func TestRunKeepsRetryingACorruptWatermarkUntilFixed(t *testing.T) {
+	h := newHarness(t)
+	h.src.addN(30)
+	h.tgt.applied[producer] = 10
+	if err := vfs.WriteFileAtomic(h.fs, statePath, []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	f := h.forwarder(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.After(10 * time.Second) // hang guard only
+		for !cond() {
+			select {
+			case <-deadline:
+				t.Fatalf("waiting for %s; status %+v", what, f.Status())
+			case <-time.After(time.Millisecond):
+			}
+			// Fire whatever timer Run is sleeping on.
+			if d, ok := h.clk.NextDeadline(); ok {
+				h.clk.Set(d)
+			}
+		}
+	}
+	waitFor("the corrupt state", func() bool { return f.Status().State == StateCorruptWatermark })
+	if err := h.fs.Remove(statePath); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the relay to resume", func() bool { return f.Watermark() == 30 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+	checkDelivery(t, h.src, h.tgt, h.fs, dlPath, "east", 10, 30)
+}
