@@ -2,11 +2,26 @@ package auth
 
 import (
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/finelog/finelog/internal/clock"
 )
+
+// measureCPU pins the benchmark goroutine to its OS thread and reports
+// that thread's CPU time per op as cpu-ns/op when b.Loop is done.
+func measureCPU(b *testing.B) func() {
+	runtime.LockOSThread()
+	start, ok := threadCPU()
+	return func() {
+		end, ok2 := threadCPU()
+		runtime.UnlockOSThread()
+		if ok && ok2 && b.N > 0 {
+			b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
 
 // BenchmarkAdmitCIDR is the per-request cost of a cidr decision: parse
 // RemoteAddr, walk a realistic policy (jwt layer first, so the bearer check
@@ -20,6 +35,7 @@ func BenchmarkAdmitCIDR(b *testing.B) {
 	}
 	h := http.Header{"Content-Type": {"application/proto"}}
 	b.ReportAllocs()
+	defer measureCPU(b)()
 	for b.Loop() {
 		if v := p.Admit("10.65.3.4:51234", h); !v.Admitted {
 			b.Fatal(v.Reason)
@@ -41,6 +57,7 @@ func BenchmarkAdmitJWT(b *testing.B) {
 	}
 	h := bearer(tok)
 	b.ReportAllocs()
+	defer measureCPU(b)()
 	for b.Loop() {
 		if v := p.Admit("192.0.2.1:51234", h); !v.Admitted {
 			b.Fatal(v.Reason)
@@ -62,6 +79,7 @@ func BenchmarkAdmitJWTFourKeys(b *testing.B) {
 	}
 	h := bearer(tok)
 	b.ReportAllocs()
+	defer measureCPU(b)()
 	for b.Loop() {
 		if v := p.Admit("192.0.2.1:51234", h); !v.Admitted || v.Identity.Cluster != "south" {
 			b.Fatal(v.Reason)
@@ -87,6 +105,7 @@ func BenchmarkAdmitJWTCold(b *testing.B) {
 		hs[i] = bearer(tok)
 	}
 	b.ReportAllocs()
+	defer measureCPU(b)()
 	i := 0
 	for b.Loop() {
 		if v := p.Admit("192.0.2.1:51234", hs[i%len(hs)]); !v.Admitted {
