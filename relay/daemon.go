@@ -148,6 +148,11 @@ func normalizeURL(raw string) (string, error) {
 	if u.Host == "" {
 		return "", errors.New("no host")
 	}
+	if u.User != nil {
+		// The URL is logged and shown in /health; credentials belong in
+		// --relay-token-file or --relay-key-file.
+		return "", errors.New("the URL carries credentials (user:password@): use --relay-token-file or --relay-key-file")
+	}
 	u.Host = strings.ToLower(u.Host)
 	return strings.TrimRight(u.String(), "/"), nil
 }

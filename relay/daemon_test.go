@@ -186,6 +186,7 @@ func TestNewForStoreRefusesBadFlags(t *testing.T) {
 		{"self", "itself", nil, []string{"http://GLOBAL:8080/"}},
 		{"no cluster", "--cluster", func(c *DaemonConfig) { c.Cluster = "" }, nil},
 		{"bad url", "--relay-address", func(c *DaemonConfig) { c.Address = "global:8080" }, nil},
+		{"credentials in url", "credentials", func(c *DaemonConfig) { c.Address = "https://relay:hunter2@global:8443" }, nil},
 		{"both creds", "both", func(c *DaemonConfig) { c.KeyFile, c.TokenFile = "/keys/short", "/keys/empty" }, nil},
 		{"short key", "at least 32", func(c *DaemonConfig) { c.KeyFile = "/keys/short" }, nil},
 		{"empty token", "empty", func(c *DaemonConfig) { c.TokenFile = "/keys/empty" }, nil},

@@ -128,31 +128,33 @@ var ErrTargetRejecting = errors.New("target rejects every row")
 // stops until the process restarts with a new producer id or watermark.
 var ErrSourceBehind = errors.New("relay resume point is ahead of the local store")
 
-// Status is a snapshot for /health and tests.
+// Status is a snapshot for /health and tests. It marshals to JSON as
+// /health shows it (it holds no secret).
 type Status struct {
-	State         State
-	Target        string
-	Producer      string
-	Watermark     int64 // durable: every seq <= Watermark is forwarded, dead-lettered or filtered
-	SourceLastSeq int64
-	LagRows       int64
-	LagSeconds    float64
-	LastSuccess   time.Time // zero until the first success
-	LastError     string    // the most recent failure, "" after a success
-	NextRetry     time.Duration
+	State         State     `json:"state"`
+	Target        string    `json:"target"`
+	Producer      string    `json:"producer"`
+	Watermark     int64     `json:"watermark"` // durable: every seq <= Watermark is forwarded, dead-lettered or filtered
+	SourceLastSeq int64     `json:"source_last_seq"`
+	LagRows       int64     `json:"lag_rows"`
+	LagSeconds    float64   `json:"lag_seconds"`
+	LastSuccess   time.Time `json:"last_success,omitzero"` // zero until the first success
+	LastError     string    `json:"last_error,omitempty"`  // the most recent failure, "" after a success
+	// NextRetry is the delay Step asked for after the last failure.
+	NextRetry time.Duration `json:"next_retry_ns,omitempty"`
 
 	// Counters since the watermark was seeded (persisted in it).
-	Forwarded    int64
-	DeadLettered int64
-	Filtered     int64
-	SourceGap    int64
+	Forwarded    int64 `json:"forwarded_rows"`
+	DeadLettered int64 `json:"dead_lettered_rows"`
+	Filtered     int64 `json:"loop_guard_rows"`
+	SourceGap    int64 `json:"source_gap_rows"`
 	// Failures since this process started, by class.
-	Failures map[string]int64
+	Failures map[string]int64 `json:"failures"`
 }
 
 // Healthy reports whether the relay is moving (ok or merely backing off).
-// An auth failure, a corrupt watermark or a source behind the resume point
-// needs an operator.
+// An auth failure, a corrupt watermark, a source behind the resume point or
+// a target that rejects every row needs an operator.
 func (s Status) Healthy() bool {
 	return s.State == StateOK || s.State == StateStarting || s.State == StateBackoff
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -113,6 +114,9 @@ func TestBacklogDrainsInOneStep(t *testing.T) {
 	st := f.Status()
 	if st.State != StateOK || st.Watermark != 12_345 || st.LagRows != 0 || st.Forwarded != 12_345 || !st.LastSuccess.Equal(t0) {
 		t.Errorf("status = %+v", st)
+	}
+	if js, err := json.Marshal(st); err != nil || !strings.Contains(string(js), `"state":"ok"`) || !strings.Contains(string(js), `"watermark":12345`) {
+		t.Errorf("status JSON = %s, %v", js, err)
 	}
 	if got := testutil.ToFloat64(f.m.up.WithLabelValues(string(StateOK))); got != 1 {
 		t.Errorf("finelog_relay_state{state=ok} = %v", got)
