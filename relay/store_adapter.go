@@ -10,6 +10,13 @@ import (
 	"github.com/finelog/finelog/store"
 )
 
+// The adapters take interfaces so tests can fake them; *store.Store is
+// what the daemon and the simulation pass.
+var (
+	_ LocalStore  = (*store.Store)(nil)
+	_ StoreWriter = (*store.Store)(nil)
+)
+
 // StoreReader is the part of *store.Store the relay reads from.
 type StoreReader interface {
 	Scan(ctx context.Context, after int64, maxRows int, maxBytes int) ([]store.Row, error)
