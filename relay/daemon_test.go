@@ -128,7 +128,7 @@ func TestDaemonRelayBetweenRealStores(t *testing.T) {
 	if err := vfs.WriteFileAtomic(srcFS, "/east/token", []byte("s3cret-token\n")); err != nil {
 		t.Fatal(err)
 	}
-	rows := realisticRows(12_000, 7)
+	rows := realisticRows(6_000, 7)
 	appendRows(t, src, rows)
 
 	cfg := DaemonConfig{Address: srv.URL, TokenFile: "/east/token", StatePath: "/east/data/relay/state.json", Backfill: true, Cluster: "east", FS: srcFS, Clock: clock.NewFake(t0)}
@@ -139,7 +139,7 @@ func TestDaemonRelayBetweenRealStores(t *testing.T) {
 	if _, err := f.Step(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if st := f.Status(); st.Watermark != 12_000 || st.Forwarded != 12_000 {
+	if st := f.Status(); st.Watermark != 6_000 || st.Forwarded != 6_000 {
 		t.Fatalf("status = %+v", st)
 	}
 	// Lose the watermark (a new disk for the relay state, same producer):
@@ -147,7 +147,7 @@ func TestDaemonRelayBetweenRealStores(t *testing.T) {
 	if err := srcFS.Remove(cfg.StatePath); err != nil {
 		t.Fatal(err)
 	}
-	appendRows(t, src, realisticRows(3_000, 8))
+	appendRows(t, src, realisticRows(1_500, 8))
 	f, err = NewForStore(src, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestDaemonRelayBetweenRealStores(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := append(rows, realisticRows(3_000, 8)...)
+	all := append(rows, realisticRows(1_500, 8)...)
 	if len(got) != len(all) {
 		t.Fatalf("target has %d rows, want %d", len(got), len(all))
 	}
