@@ -53,6 +53,7 @@ type LocalStore interface {
 	StoreReader
 	Changed() <-chan struct{}
 	SetPin(name string, seq int64)
+	ProducerApplied(producer string) (seq int64, known bool)
 }
 
 // PinName is the retention pin the relay holds on its source store.
@@ -61,8 +62,10 @@ const PinName = "relay"
 // NewForStore builds the daemon's relay: a Forwarder reading st, pushing to
 // cfg.Address over Connect with gzip, pinning st's unforwarded rows, and
 // woken by st.Changed. The caller runs it with `go f.Run(ctx)` and cancels
-// ctx to stop it. It refuses a target that is this daemon itself (selfURLs
-// are the daemon's own listen URLs) and a cluster without a name.
+// ctx to stop it. It refuses a target that is this daemon itself: at once
+// when the address is one of selfURLs (the daemon's own listen URLs), and
+// after the first batch when it reaches this store under another name
+// (ErrTargetIsSource). A cluster without a name is refused too.
 func NewForStore(st LocalStore, cfg DaemonConfig, selfURLs ...string) (*Forwarder, error) {
 	if cfg.FS == nil {
 		cfg.FS = vfs.OS{}
@@ -132,6 +135,9 @@ func NewForStore(st LocalStore, cfg DaemonConfig, selfURLs ...string) (*Forwarde
 		Backfill:       cfg.Backfill,
 		Pin:            func(seq int64) { st.SetPin(PinName, seq) },
 		Changed:        st.Changed,
+		// The producer id is this store's own, so only pushes that looped
+		// back into it can make it known here.
+		TargetIsSource: func() bool { _, known := st.ProducerApplied(producer); return known },
 		Logger:         cfg.Logger,
 		Registerer:     cfg.Registerer,
 	})

@@ -230,3 +230,28 @@ func TestDaemonRelayMintsTokensFromKey(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonRelayIntoItselfStops points the relay at its own store under a
+// URL the daemon does not know is its own: it stops after one batch.
+func TestDaemonRelayIntoItselfStops(t *testing.T) {
+	fsys := vfs.NewMemFS()
+	st := openStore(t, fsys, "/data")
+	defer st.Close()
+	srv := serveTarget(t, &targetService{st: st})
+	appendRows(t, st, realisticRows(1000, 1))
+	f, err := NewForStore(st, DaemonConfig{Address: srv.URL, StatePath: "/data/relay/state.json", Cluster: "east", Backfill: true, BatchRows: 100, FS: fsys, Clock: clock.NewFake(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := f.Step(context.Background()); !errors.Is(err, ErrTargetIsSource) {
+			t.Fatalf("step %d: err = %v", i, err)
+		}
+	}
+	if got := st.LastSeq(); got != 1100 {
+		t.Fatalf("store grew to %d rows; want 1000 plus the one looped batch of 100", got)
+	}
+	if s := f.Status(); s.State != StateTargetIsSource || s.Healthy() {
+		t.Fatalf("status = %+v", s)
+	}
+}

@@ -96,6 +96,12 @@ type Config struct {
 	// source has new rows (store.Changed); Run then steps promptly instead of
 	// waiting for PollInterval.
 	Changed func() <-chan struct{}
+	// TargetIsSource, if set, reports whether the pushes landed in the
+	// source store itself (the daemon checks whether its own store now
+	// knows this producer). It is asked after every commit that forwarded
+	// rows; true stops the relay (ErrTargetIsSource) after one batch, where
+	// otherwise every forwarded row would be forwarded again forever.
+	TargetIsSource func() bool
 
 	Logger     *slog.Logger          // default: discard
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
@@ -113,9 +119,14 @@ const (
 	StateCorruptWatermark State = "stopped_corrupt_watermark"
 	StateSourceBehind     State = "stopped_source_behind"
 	StateRejecting        State = "target_rejecting"
+	StateTargetIsSource   State = "stopped_target_is_source"
 )
 
-var allStates = []State{StateStarting, StateOK, StateBackoff, StateAuthFailing, StateCorruptWatermark, StateSourceBehind, StateRejecting}
+var allStates = []State{StateStarting, StateOK, StateBackoff, StateAuthFailing, StateCorruptWatermark, StateSourceBehind, StateRejecting, StateTargetIsSource}
+
+// ErrTargetIsSource means the relay's pushes are landing in its own source
+// store: --relay-address points at this finelogd under another name.
+var ErrTargetIsSource = errors.New("relay target is the source store itself")
 
 // ErrTargetRejecting means the target rejected MaxDeadLetterRun rows in a
 // row as invalid; the relay keeps the rest and retries slowly.
@@ -777,6 +788,11 @@ func (f *Forwarder) commit(prog progress, filtered, gap int64) error {
 		s.fromWatermark(next)
 		s.LastSuccess = f.lastSuccess
 	})
+	if prog.forwarded > 0 && f.cfg.TargetIsSource != nil && f.cfg.TargetIsSource() {
+		f.stuck = fmt.Errorf("%w: rows pushed to %s arrived in this store (it now knows producer %q); point --relay-address at the global finelogd",
+			ErrTargetIsSource, f.cfg.Target, f.cfg.Producer)
+		return f.stuck
+	}
 	return nil
 }
 
@@ -793,6 +809,9 @@ func (f *Forwarder) fail(ctx context.Context, err error) (time.Duration, error) 
 	case errors.Is(err, ErrTargetRejecting):
 		state, next = StateRejecting, f.cfg.AuthRetry
 		f.log.Error("target rejects every row; rows are kept and retried", "err", err, "retry_in", next)
+	case class == ClassTargetIsSource:
+		state, next = StateTargetIsSource, f.cfg.AuthRetry
+		f.log.Error("relay stopped: it is forwarding into its own store", "err", err)
 	case class == ClassSourceBehind:
 		state, next = StateSourceBehind, f.cfg.AuthRetry
 		f.log.Error("relay stopped: the local store is behind the resume point", "err", err)
@@ -892,6 +911,8 @@ func classify(err error) string {
 		return ClassSourceBehind
 	case errors.Is(err, ErrTargetRejecting):
 		return ClassInvalidArgument
+	case errors.Is(err, ErrTargetIsSource):
+		return ClassTargetIsSource
 	case errors.As(err, &se):
 		return ClassSource
 	case errors.As(err, &st):

@@ -13,9 +13,10 @@ const (
 	ClassState            = "state"             // writing the watermark or dead-letter file failed
 	ClassCorruptWatermark = "corrupt_watermark" // the relay is stopped until the operator fixes the watermark
 	ClassSourceBehind     = "source_behind"     // the local store is behind the resume point (reset store, reused producer id)
+	ClassTargetIsSource   = "target_is_source"  // the relay is pushing into its own store
 )
 
-var failureClasses = []string{ClassUnavailable, ClassAuth, ClassInvalidArgument, ClassSource, ClassState, ClassCorruptWatermark, ClassSourceBehind}
+var failureClasses = []string{ClassUnavailable, ClassAuth, ClassInvalidArgument, ClassSource, ClassState, ClassCorruptWatermark, ClassSourceBehind, ClassTargetIsSource}
 
 type metrics struct {
 	lagRows      prometheus.Gauge
