@@ -129,6 +129,19 @@ func (w *World) Do(a Action) {
 		n := w.node(a.Node)
 		n.failOps = append(n.failOps, a.Op)
 	}
+	w.autoFlush(w.Source, w.Target)
+}
+
+// autoFlush is what the daemon's background loop does when a memtable
+// fills: flush it. The simulation runs stores with Background off and
+// performs the same step itself, deterministically, after each action.
+func (w *World) autoFlush(nodes ...*Node) {
+	for _, n := range nodes {
+		if ok, why := n.needsFlush(); ok {
+			err := n.Store.Flush(w.ctx)
+			w.Trace.Addf("  %s auto-flush (%s): err=%v", n.Name, why, errString(err))
+		}
+	}
 }
 
 func (w *World) appendRows(n int, cluster string) {
@@ -143,7 +156,7 @@ func (w *World) appendRows(n int, cluster string) {
 		w.nextRow++
 		id := w.nextRow
 		rows[i] = store.Row{
-			Key:       fmt.Sprintf("/user/job-%d/task-%d:%d", id%3, id%5, id%2),
+			Key:       fmt.Sprintf("/user/job-%d/task-%d:%d", id%3, id%2, id%2),
 			Source:    "stdout",
 			Data:      fmt.Sprintf("row-%06d %s level=%d payload=%0*d", id, now.Format(time.RFC3339Nano), id%6, 40+id%60, id),
 			EpochMS:   now.UnixMilli() + int64(i),
@@ -198,6 +211,17 @@ func (w *World) background(a Action) {
 		err = n.Store.Retain(w.ctx)
 	}
 	st := n.Store.Stats()
+	w.Coverage.MaxSegments = max(w.Coverage.MaxSegments, st.Segments)
+	if a.Kind == Retain && n == w.Source {
+		floor := st.LastSeq
+		if st.FirstSeq > 0 {
+			floor = st.FirstSeq - 1
+		}
+		if floor > w.sourceFloor {
+			w.Coverage.RetainedRows += floor - w.sourceFloor
+			w.sourceFloor = floor
+		}
+	}
 	w.Trace.Addf("  %s err=%v stats={last=%d first=%d mem=%d segs=%d segrows=%d}", n.Name, errString(err), st.LastSeq, st.FirstSeq, st.MemtableRows, st.Segments, st.SegmentRows)
 }
 
@@ -243,6 +267,9 @@ func (w *World) crash(i int) {
 		return
 	}
 	w.TargetCrashes++
+	if len(snapshot) > 0 {
+		w.Coverage.TargetCrashesWithRows++
+	}
 	if err := w.CheckTargetStore(snapshot); err != nil {
 		w.violate("%v", err)
 	}
@@ -272,6 +299,7 @@ func (w *World) Drain(maxSteps int) {
 	for i := 0; i < maxSteps; i++ {
 		next, err := w.Relay.Step(w.ctx)
 		wm := w.Relay.Watermark()
+		w.Coverage.DrainSteps = i + 1
 		if err == nil && wm >= w.Source.Store.LastSeq() {
 			w.Trace.Addf("  drained after %d steps: watermark=%d", i+1, wm)
 			return

@@ -52,7 +52,7 @@ var (
 // TestCanarySyncLiesSource: a source disk whose fsync lies loses acked rows
 // at the power cut; property 4 must say so.
 func TestCanarySyncLiesSource(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := config()
 	cfg.SourceSyncLies = true
 	expectViolation(t, cfg, []Action{appendSome, appendSome, {Kind: Crash, Node: 0}}, nil, "store east after crash")
 }
@@ -61,7 +61,7 @@ func TestCanarySyncLiesSource(t *testing.T) {
 // acked; the watermark is then ahead of what the target holds (property 3)
 // and the target's store check fails (property 4).
 func TestCanarySyncLiesTarget(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := config()
 	cfg.TargetSyncLies = true
 	sched := []Action{appendSome, step, {Kind: Crash, Node: 1}}
 	expectViolation(t, cfg, sched, nil, "relay watermark ahead of the target")
@@ -71,7 +71,7 @@ func TestCanarySyncLiesTarget(t *testing.T) {
 // TestCanaryAckWithoutStoring: a sink that acks without storing must be
 // reported as loss (property 1).
 func TestCanaryAckWithoutStoring(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := config()
 	cfg.AckWithoutStoring = true
 	expectViolation(t, cfg, []Action{appendSome, step, appendSome}, nil, "acked rows missing from the target")
 }
@@ -80,7 +80,7 @@ func TestCanaryAckWithoutStoring(t *testing.T) {
 // than the leeway makes every token "not yet valid"; the within-leeway
 // property must report the refusals.
 func TestCanarySkewBeyondLeeway(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := config()
 	sched := []Action{{Kind: Skew, Node: 0, D: cfg.Leeway + 5*time.Second}, appendSome, step, {Kind: Advance, D: time.Minute}, step}
 	expectViolation(t, cfg, sched, (*World).CheckNoAuthRejections, "refused")
 	// Behind by more than the token's refresh margin plus leeway: tokens
@@ -102,7 +102,7 @@ func TestCanaryGenerated(t *testing.T) {
 		{"ack without storing", func(c *Config) { c.AckWithoutStoring = true }, defaultShape},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := DefaultConfig()
+			cfg := config()
 			tc.cfg(&cfg)
 			caught := 0
 			const runs = 30

@@ -72,9 +72,21 @@ func (w *World) CheckSourceStore() error {
 	if err != nil {
 		return fmt.Errorf("store east: scan: %w", err)
 	}
-	denseRows(p, rows)
+	if w.cfg.Strict {
+		denseRows(p, rows)
+	} else {
+		// W3 (see Workarounds): rows at or below the retention floor may
+		// be resurrected by a segment whose removal failed.
+		i := 0
+		for i < len(rows) && rows[i].Seq <= w.sourceFloor {
+			i++
+		}
+		denseRows(p, rows[i:])
+	}
 	st := s.Stats()
-	if len(rows) > 0 && rows[len(rows)-1].Seq != st.LastSeq {
+	// The newest row must be visible unless retention deleted it (a
+	// segment whose removal failed may resurrect older rows below it).
+	if len(rows) > 0 && rows[len(rows)-1].Seq != st.LastSeq && st.LastSeq > w.sourceFloor {
 		p.addf("last visible seq %d but LastSeq %d", rows[len(rows)-1].Seq, st.LastSeq)
 	}
 	present := map[string]int64{}
@@ -95,22 +107,32 @@ func (w *World) CheckSourceStore() error {
 			p.addf("row %q acked as seq %d but reads back as seq %d", trim(r.Data), seq, r.Seq)
 		}
 	}
-	first := int64(0)
-	if len(rows) > 0 {
-		first = rows[0].Seq
-	}
 	for _, d := range w.ackedList {
 		seq := w.acked[d]
 		if seq > st.LastSeq {
 			p.addf("acked seq %d (%q) is past LastSeq %d after the crash", seq, trim(d), st.LastSeq)
 			continue
 		}
-		// Below the first visible seq is retention's business; the relay's
+		// At or below the floor is retention's business; the relay's
 		// no-loss property covers whether it was forwarded first.
-		if first > 0 && seq >= first {
+		if seq > w.sourceFloor {
 			if _, ok := present[d]; !ok {
-				p.addf("acked row seq %d (%q) is missing after the crash", seq, trim(d))
+				p.addf("acked row seq %d (%q) is missing after the crash (retention floor %d)", seq, trim(d), w.sourceFloor)
 			}
+		}
+	}
+	if len(rows) > 0 && !w.cfg.Strict {
+		// W2: see Workarounds.
+	} else if len(rows) > 0 {
+		// A reader starting before the oldest row must get the oldest
+		// rows, not an empty page.
+		got, err := s.Scan(w.ctx, 0, 3, 1<<20)
+		if err != nil || len(got) == 0 || got[0].Seq != rows[0].Seq {
+			var first int64
+			if len(got) > 0 {
+				first = got[0].Seq
+			}
+			p.addf("Scan(after=0, maxRows=3) returned %d rows starting at seq %d (err %v); the oldest row is seq %d", len(got), first, err, rows[0].Seq)
 		}
 	}
 	// Adopt surviving rows of failed appends; the rest are gone for good.
@@ -175,8 +197,12 @@ func (w *World) DurableWatermark() (int64, error) {
 	return wm.Cursor, nil
 }
 
-// targetCounts counts target rows by Data.
+// targetCounts counts target rows by Data. The end-of-run checks share one
+// scan (reads of many small segments dominate the harness's run time).
 func (w *World) targetCounts() (map[string]int, error) {
+	if w.counts != nil {
+		return w.counts, nil
+	}
 	rows, err := scanAll(w.ctx, w.Target.Store)
 	if err != nil {
 		return nil, err
@@ -290,6 +316,12 @@ func (w *World) CheckAll() error {
 	if w.Source.Store == nil || w.Target.Store == nil {
 		return errors.Join(errs...)
 	}
+	counts, err := w.targetCounts()
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("store global: scan: %w", err))...)
+	}
+	w.counts = counts
+	defer func() { w.counts = nil }()
 	for _, f := range []func() error{w.CheckNoLoss, w.CheckDuplicates, w.CheckWatermark} {
 		if err := f(); err != nil {
 			errs = append(errs, err)

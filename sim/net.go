@@ -44,6 +44,9 @@ type Net struct {
 	Advance func(time.Duration)
 	// PeerAddr is the source's transport address as the target sees it.
 	PeerAddr string
+	// BeforeApply runs before the target applies a request: the target
+	// daemon's background flush, which in production runs concurrently.
+	BeforeApply func()
 	// OnApplied sees every ack the target produced, whether or not the
 	// response reached the sender (the target's own durability promise).
 	OnApplied func(store.Ack)
@@ -123,6 +126,9 @@ func (n *Net) apply(ctx context.Context, t Endpoint, b relay.Batch) (store.Ack, 
 	if n.AckWithoutStoring {
 		last := b.LastSeq
 		return store.Ack{ProducerApplied: last}, nil
+	}
+	if n.BeforeApply != nil {
+		n.BeforeApply()
 	}
 	rows := make([]store.Row, len(b.Rows))
 	for i, r := range b.Rows {

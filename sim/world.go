@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"strings"
 	"time"
 
 	"github.com/finelog/finelog/internal/clock"
@@ -43,10 +44,13 @@ type Node struct {
 	// Faults counts injected I/O errors that fired.
 	Faults int
 	trace  *Trace
+	// writes counts writes per file since the node's last crash; see
+	// needsFlush.
+	writes map[string]int
 }
 
 func newNode(name string, t *Trace, opts store.Options) *Node {
-	n := &Node{Name: name, Clock: clock.NewFake(Epoch), FS: vfs.NewMemFS(), trace: t}
+	n := &Node{Name: name, Clock: clock.NewFake(Epoch), FS: vfs.NewMemFS(), trace: t, writes: map[string]int{}}
 	n.FS.Inject = n.inject
 	opts.FS = n.FS
 	opts.Clock = n.Clock
@@ -58,6 +62,9 @@ func newNode(name string, t *Trace, opts store.Options) *Node {
 func (n *Node) inject(op vfs.Op, name string) error {
 	if n.frozen {
 		return errFrozen
+	}
+	if op == vfs.OpWrite {
+		n.writes[name]++
 	}
 	for i, f := range n.failOps {
 		if f == op {
@@ -92,6 +99,35 @@ func (n *Node) crash(rng *rand.Rand) {
 	n.FS.Crash(rng)
 	n.frozen = false
 	n.failOps = nil
+	clear(n.writes)
+}
+
+// maxWritesPerFile works around a MemFS growth bug: every appending Write
+// doubles the file's capacity (internal/vfs/mem.go memFile.Write), so a
+// file written ~35 times asks for tens of GiB. Keeping WAL files short by
+// flushing (which rotates the WAL) avoids it until MemFS is fixed.
+const maxWritesPerFile = 24
+
+// needsFlush says whether the daemon's background loop would flush now
+// (the memtable reached MemtableBytes), or a WAL file is near the MemFS
+// growth limit.
+func (n *Node) needsFlush() (bool, string) {
+	if n.Store == nil {
+		return false, ""
+	}
+	if st := n.Store.Stats(); st.MemtableRows > 0 && st.MemtableBytes >= n.opts.MemtableBytes {
+		return true, "memtable full"
+	}
+	for name, c := range n.writes {
+		// Map order does not matter: any file over the limit triggers.
+		if c >= maxWritesPerFile && strings.Contains(name, "wal") {
+			if _, err := n.FS.Stat(name); err == nil {
+				return n.Store.Stats().MemtableRows > 0, "memfs write limit"
+			}
+			delete(n.writes, name)
+		}
+	}
+	return false, ""
 }
 
 // setSkew moves this node's clock to true time + skew.
