@@ -56,6 +56,12 @@ type LocalStore interface {
 	ProducerApplied(producer string) (seq int64, known bool)
 }
 
+// DaemonLinger is how long the daemon's relay lets appends gather after the
+// store signals new rows: rows reach the target within about this much of
+// being acked locally, and a trickle of single-row appends does not become
+// a push and two fsyncs each.
+const DaemonLinger = 100 * time.Millisecond
+
 // PinName is the retention pin the relay holds on its source store.
 const PinName = "relay"
 
@@ -135,6 +141,7 @@ func NewForStore(st LocalStore, cfg DaemonConfig, selfURLs ...string) (*Forwarde
 		Backfill:       cfg.Backfill,
 		Pin:            func(seq int64) { st.SetPin(PinName, seq) },
 		Changed:        st.Changed,
+		Linger:         DaemonLinger,
 		// The producer id is this store's own, so only pushes that looped
 		// back into it can make it known here.
 		TargetIsSource: func() bool { _, known := st.ProducerApplied(producer); return known },

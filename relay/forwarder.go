@@ -96,6 +96,10 @@ type Config struct {
 	// source has new rows (store.Changed); Run then steps promptly instead of
 	// waiting for PollInterval.
 	Changed func() <-chan struct{}
+	// Linger is how long Run waits after a Changed signal before stepping,
+	// so appends that arrive together travel together (default 0; the
+	// daemon uses 100 ms).
+	Linger time.Duration
 	// TargetIsSource, if set, reports whether the pushes landed in the
 	// source store itself (the daemon checks whether its own store now
 	// knows this producer). It is asked after every commit that forwarded
@@ -330,6 +334,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		case <-t.C():
 		case <-wake:
 			t.Stop()
+			// Let a burst of appends gather into one push rather than one
+			// push (and two watermark fsyncs) per append.
+			if err := clock.Sleep(ctx, f.cfg.Clock, f.cfg.Linger); err != nil {
+				return nil
+			}
 		}
 	}
 }

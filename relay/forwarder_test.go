@@ -678,22 +678,35 @@ func TestRunStopsOnCancelAndWakesOnChange(t *testing.T) {
 	h.tweak = func(c *Config) {
 		c.PollInterval = time.Hour // only a change signal can wake it
 		c.Changed = func() <-chan struct{} { return changed }
+		c.Linger = 5 * time.Second
 	}
 	f := h.forwarder(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.After(10 * time.Second) // a hang guard, not a timing assertion
+		for !cond() {
+			select {
+			case <-deadline:
+				t.Fatalf("waiting for %s; status %+v", what, f.Status())
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	waitFor("the first step", func() bool { d, ok := h.clk.NextDeadline(); return ok && d.Equal(t0.Add(time.Hour)) })
 
 	h.src.addN(42)
 	changed <- struct{}{}
-	deadline := time.After(10 * time.Second) // a hang guard, not a timing assertion
-	for f.Watermark() != 42 {
-		select {
-		case <-deadline:
-			t.Fatalf("Run did not forward after a change signal; status %+v", f.Status())
-		case <-time.After(time.Millisecond):
-		}
+	// Run lingers on the fake clock before stepping, so nothing moves
+	// until virtual time passes the linger.
+	waitFor("the linger timer", func() bool { d, ok := h.clk.NextDeadline(); return ok && d.Equal(t0.Add(5*time.Second)) })
+	if w := f.Watermark(); w != 0 {
+		t.Fatalf("stepped during the linger: watermark %d", w)
 	}
+	h.clk.Advance(5 * time.Second)
+	waitFor("the rows to be forwarded", func() bool { return f.Watermark() == 42 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run returned %v after cancel", err)
