@@ -155,6 +155,9 @@ func TestCrashAtEveryOperation(t *testing.T) {
 			}
 			for n := 0; n <= total; n++ {
 				for _, torn := range []bool{false, true} {
+					if (raceEnabled || testing.Short()) && torn != (n%2 == 1) {
+						continue // half the cases: alternate torn and clean crashes
+					}
 					fs := vfs.NewMemFS()
 					k := &killer{n: n}
 					fs.Inject = k.inject

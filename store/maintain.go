@@ -41,7 +41,7 @@ func (s *Store) Flush(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		sg, err := s.writeSegment(memRowIter(m), producers)
+		sg, err := s.writeSegment(memRowIter(m), int64(len(m.rows)), m.bytes, producers)
 		if err != nil {
 			s.log.Error("flush failed; rows stay in the WAL and memtable", "err", err)
 			return fmt.Errorf("store: flush: %w", err)
@@ -191,11 +191,16 @@ func (s *Store) merge(run []*segment) error {
 			producers[p] = max(producers[p], v)
 		}
 	}
+	var estRows, estBytes int64
+	for _, sg := range run {
+		estRows += sg.rows
+		estBytes += sg.size * 4
+	}
 	it, err := newMergeIter(run)
 	if err != nil {
 		return err
 	}
-	merged, err := s.writeSegment(it.next, producers)
+	merged, err := s.writeSegment(it.next, estRows, estBytes, producers)
 	if err != nil {
 		return fmt.Errorf("store: compact: %w", err)
 	}

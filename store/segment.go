@@ -165,15 +165,18 @@ type segWriter struct {
 
 var segCodec = &pqzstd.Codec{Level: pqzstd.SpeedBetterCompression}
 
-func newSegWriter(f vfs.File) *segWriter {
-	bw := bufio.NewWriterSize(f, 1<<20)
+// newSegWriter sizes its buffers from the expected rows and bytes: large
+// pages compress best, but a small flush should not allocate megabytes.
+func newSegWriter(f vfs.File, estRows, estBytes int64) *segWriter {
+	bufBytes := int(min(max(estBytes, 4<<10), 1<<20))
+	bw := bufio.NewWriterSize(f, bufBytes)
 	w := parquet.NewGenericWriter[segRow](bw,
 		parquet.Compression(segCodec),
-		parquet.PageBufferSize(1<<20),
+		parquet.PageBufferSize(bufBytes),
 		parquet.MaxRowsPerRowGroup(rowGroupRows*2),
 		parquet.CreatedBy("finelog", "1", ""),
 	)
-	return &segWriter{f: f, bw: bw, w: w, buf: make([]segRow, 0, rowGroupRows)}
+	return &segWriter{f: f, bw: bw, w: w, buf: make([]segRow, 0, min(max(estRows, 16), rowGroupRows))}
 }
 
 func (sw *segWriter) add(r *Row) error {
@@ -329,13 +332,13 @@ func decodeRGs(b []byte) ([]rgInfo, error) {
 
 // writeSegment writes rows (already sorted by key, seq) through tmp → fsync →
 // rename → dir fsync and returns the opened segment.
-func (s *Store) writeSegment(next func() (*Row, error), producers map[string]int64) (*segment, error) {
+func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64, producers map[string]int64) (*segment, error) {
 	tmp := path.Join(s.dir, fmt.Sprintf("seg-writing-%d.tmp", s.clk.Now().UnixNano()))
 	f, err := s.fs.Create(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("create segment %s: %w", tmp, mapNoSpace(err))
 	}
-	sw := newSegWriter(f)
+	sw := newSegWriter(f, estRows, estBytes)
 	fail := func(err error) (*segment, error) {
 		f.Close()
 		s.fs.Remove(tmp)
@@ -553,7 +556,7 @@ func (sg *segment) keysBetween(from string, to string, unbounded bool) (int, int
 // readRows calls fn for rows [a, b) in file order, skipping row groups for
 // which skip returns true. fn returns false to stop.
 func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, fn func(*rawRow) bool) error {
-	buf := make([]parquet.Row, 512)
+	buf := make([]parquet.Row, min(512, max(b-a, 1)))
 	rgsF := sg.pf.RowGroups()
 	for gi := sg.rgFor(a); gi < len(sg.rgs) && a < b; gi++ {
 		g := &sg.rgs[gi]

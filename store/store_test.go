@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"testing"
 	"time"
@@ -12,7 +13,15 @@ import (
 	"github.com/finelog/finelog/internal/vfs"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	flag.Parse()
+	// Property tests run 100 cases by default; under -race or -short 25 keep
+	// the package within CI's budget (the full count runs without -race).
+	if f := flag.Lookup("rapid.checks"); f != nil && (raceEnabled || testing.Short()) && f.Value.String() == "100" {
+		f.Value.Set("25")
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var t0 = time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
 
