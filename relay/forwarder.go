@@ -432,6 +432,13 @@ func (f *Forwarder) resolve(ctx context.Context) error {
 				ErrSourceBehind, f.cfg.StatePath, w.Cursor, last, f.cfg.Producer, w.Cursor-last)
 			return f.stuck
 		}
+		if known && applied < w.TargetApplied {
+			// Not something the relay can repair safely on its own: the
+			// rows may be gone from the source too. Say it loudly.
+			f.m.targetLoss.Add(float64(w.TargetApplied - applied))
+			f.log.Error("the target lost rows it had acked: its applied mark for this producer went back",
+				"acked_up_to", w.TargetApplied, "target_applied_now", applied, "lost_seqs", w.TargetApplied-applied)
+		}
 		f.adopt(*w)
 		f.log.Info("relay resuming from watermark", "cursor", w.Cursor, "target_applied", applied, "target_knows_producer", known)
 		return nil
@@ -771,6 +778,9 @@ func (f *Forwarder) commit(prog progress, filtered, gap int64) error {
 	next.Filtered += filtered
 	next.SourceGap += gap
 	next.UpdatedUnixMS = f.cfg.Clock.Now().UnixMilli()
+	if f.markKnown {
+		next.TargetApplied = max(next.TargetApplied, f.targetMark)
+	}
 	if err := writeWatermark(f.cfg.FS, f.cfg.StatePath, next); err != nil {
 		// The target has the rows; the next round re-sends them and an
 		// idempotent target drops them.

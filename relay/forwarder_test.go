@@ -932,3 +932,23 @@ func TestRunKeepsRetryingACorruptWatermarkUntilFixed(t *testing.T) {
 	}
 	checkDelivery(t, h.src, h.tgt, h.fs, dlPath, "east", 10, 30)
 }
+
+func TestTargetLosingAckedRowsIsReported(t *testing.T) {
+	h := newHarness(t)
+	h.src.addN(100)
+	h.drain(t, h.forwarder(t), 1)
+	w, err := readWatermark(h.fs, statePath)
+	if err != nil || w.TargetApplied != 100 {
+		t.Fatalf("watermark = %+v, %v; want target_applied 100", w, err)
+	}
+	// The target is restored from an old backup.
+	h.tgt.applied[producer] = 40
+	f := h.forwarder(t)
+	h.drain(t, f, 1)
+	if got := testutil.ToFloat64(f.m.targetLoss); got != 60 {
+		t.Errorf("finelog_relay_target_lost_rows_total = %v, want 60", got)
+	}
+	if !strings.Contains(h.logs.String(), "the target lost rows it had acked") {
+		t.Errorf("loss not logged:\n%s", h.logs)
+	}
+}

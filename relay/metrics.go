@@ -25,6 +25,7 @@ type metrics struct {
 	deadLettered prometheus.Counter
 	filtered     prometheus.Counter
 	sourceGap    prometheus.Counter
+	targetLoss   prometheus.Counter
 	failures     *prometheus.CounterVec
 	lastSuccess  prometheus.Gauge
 	watermark    prometheus.Gauge
@@ -57,6 +58,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "finelog_relay_source_gap_rows_total",
 			Help: "Seqs the source no longer had when the relay reached them (deleted by retention before forwarding).",
 		}),
+		targetLoss: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "finelog_relay_target_lost_rows_total",
+			Help: "Seqs the target acked earlier but no longer reports as applied for this producer (target data loss, seen at relay start).",
+		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "finelog_relay_failures_total",
 			Help: "Relay failures by class.",
@@ -84,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.lagRows, m.lagSeconds, m.forwarded, m.deadLettered, m.filtered, m.sourceGap, m.failures, m.lastSuccess, m.watermark, m.up} {
+	for _, c := range []prometheus.Collector{m.lagRows, m.lagSeconds, m.forwarded, m.deadLettered, m.filtered, m.sourceGap, m.targetLoss, m.failures, m.lastSuccess, m.watermark, m.up} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

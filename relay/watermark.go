@@ -33,6 +33,10 @@ type Watermark struct {
 	DeadLettered int64 `json:"dead_lettered"`
 	Filtered     int64 `json:"filtered"`
 	SourceGap    int64 `json:"source_gap"`
+	// TargetApplied is the highest LastSeq the target has acked for this
+	// producer (a lower bound of its applied mark). If the target later
+	// reports less, it lost rows it acked.
+	TargetApplied int64 `json:"target_applied,omitempty"`
 	// UpdatedUnixMS is the injected clock's time at the last write (for
 	// operators reading the file; never used in a decision).
 	UpdatedUnixMS int64 `json:"updated_unix_ms"`
