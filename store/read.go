@@ -389,7 +389,26 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		}
 		return q.substring != "" && !mayContain(g.grams, q.substring)
 	}
-	var out []Row
+	if q.scope == ScopeExact {
+		var out []Row
+		for ki := lo; ki < hi; ki++ {
+			k := &sg.keys[ki]
+			if k.key != q.source || k.maxSeq <= q.cursor || (q.since > 0 && k.maxEpoch <= q.since) {
+				continue
+			}
+			rows, err := sg.collectKey(q, k, limit, skip)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rows...)
+		}
+		return out, nil
+	}
+	// Several keys: their row ranges are adjacent runs of the file, so read
+	// each run once (row group pruning still applies) and keep the wanted
+	// end by seq. Reading per key instead would re-decode shared pages.
+	type run struct{ a, b int64 }
+	var runs []run
 	for ki := lo; ki < hi; ki++ {
 		k := &sg.keys[ki]
 		if k.maxSeq <= q.cursor || (q.maxSeq > 0 && k.minSeq > q.maxSeq) || (q.since > 0 && k.maxEpoch <= q.since) {
@@ -398,22 +417,38 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		if !q.keyMatch(k.key) {
 			continue
 		}
-		rows, err := sg.collectKey(q, k, limit, skip)
-		if err != nil {
-			return nil, err
+		if n := len(runs); n > 0 && runs[n-1].b == k.start {
+			runs[n-1].b = k.start + k.count
+		} else {
+			runs = append(runs, run{k.start, k.start + k.count})
 		}
-		out = append(out, rows...)
 	}
-	if lo+1 < hi { // several keys: restore seq order, keep the wanted end
+	var out []Row
+	trim := func() {
 		sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 		if len(out) > limit {
 			if q.tail {
-				out = out[len(out)-limit:]
+				out = append(out[:0], out[len(out)-limit:]...)
 			} else {
 				out = out[:limit]
 			}
 		}
 	}
+	for _, r := range runs {
+		err := sg.readRows(r.a, r.b, skip, func(rr *rawRow) bool {
+			if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
+				out = append(out, rr.row())
+				if len(out) >= 4*limit+1024 {
+					trim()
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	trim()
 	return out, nil
 }
 
