@@ -382,10 +382,15 @@ func (f *memFile) Write(p []byte) (int, error) {
 		f.node.data = append([]byte(nil), f.node.data...)
 	}
 	end := f.off + int64(len(p))
-	if end > int64(len(f.node.data)) {
+	switch {
+	case end > int64(cap(f.node.data)):
 		nd := make([]byte, end, max(end, int64(cap(f.node.data))*2))
 		copy(nd, f.node.data)
 		f.node.data = nd
+	case end > int64(len(f.node.data)):
+		// Room in the array: bytes past len are not part of synced (it is
+		// capped at its own length), so extending in place is safe.
+		f.node.data = f.node.data[:end]
 	}
 	copy(f.node.data[f.off:], p)
 	f.off = end

@@ -94,3 +94,26 @@ func TestMemFSInject(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// Many small appends must grow the file geometrically, not double the
+// allocation on every write (which ran the simulation out of memory).
+func TestMemFSManyAppends(t *testing.T) {
+	m := NewMemFS()
+	f, _ := m.Create("/a")
+	chunk := make([]byte, 100)
+	for i := 0; i < 10000; i++ {
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 0 {
+			f.Sync()
+		}
+	}
+	st, _ := f.Stat()
+	if st.Size() != 1000000 {
+		t.Fatalf("size %d, want 1000000", st.Size())
+	}
+	if c := cap(f.(*memFile).node.data); c > 4*1000000 {
+		t.Fatalf("capacity %d for a 1 MB file: growth is not geometric", c)
+	}
+}
