@@ -41,7 +41,7 @@ func (s *Store) Flush(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		sg, err := s.writeSegment(memRowIter(m), int64(len(m.rows)), m.bytes, producers)
+		sg, err := s.writeSegment(memRowIter(m), int64(len(m.rows)), m.bytes, flushCodec, producers)
 		if err != nil {
 			s.log.Error("flush failed; rows stay in the WAL and memtable", "err", err)
 			return fmt.Errorf("store: flush: %w", err)
@@ -200,7 +200,7 @@ func (s *Store) merge(run []*segment) error {
 	if err != nil {
 		return err
 	}
-	merged, err := s.writeSegment(it.next, estRows, estBytes, producers)
+	merged, err := s.writeSegment(it.next, estRows, estBytes, compactCodec, producers)
 	if err != nil {
 		return fmt.Errorf("store: compact: %w", err)
 	}

@@ -163,15 +163,20 @@ type segWriter struct {
 	maxE  int64
 }
 
-var segCodec = &pqzstd.Codec{Level: pqzstd.SpeedBetterCompression}
+// Flushes run on the ingest path's CPU, so they use zstd's default level;
+// compaction rewrites every flushed row anyway and can afford the better one.
+var (
+	flushCodec   = &pqzstd.Codec{Level: pqzstd.SpeedDefault}
+	compactCodec = &pqzstd.Codec{Level: pqzstd.SpeedBetterCompression}
+)
 
 // newSegWriter sizes its buffers from the expected rows and bytes: large
 // pages compress best, but a small flush should not allocate megabytes.
-func newSegWriter(f vfs.File, estRows, estBytes int64) *segWriter {
+func newSegWriter(f vfs.File, estRows, estBytes int64, codec *pqzstd.Codec) *segWriter {
 	bufBytes := int(min(max(estBytes, 4<<10), 1<<20))
 	bw := bufio.NewWriterSize(f, bufBytes)
 	w := parquet.NewGenericWriter[segRow](bw,
-		parquet.Compression(segCodec),
+		parquet.Compression(codec),
 		parquet.PageBufferSize(bufBytes),
 		parquet.MaxRowsPerRowGroup(rowGroupRows*2),
 		parquet.CreatedBy("finelog", "1", ""),
@@ -332,13 +337,13 @@ func decodeRGs(b []byte) ([]rgInfo, error) {
 
 // writeSegment writes rows (already sorted by key, seq) through tmp → fsync →
 // rename → dir fsync and returns the opened segment.
-func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64, producers map[string]int64) (*segment, error) {
+func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64, codec *pqzstd.Codec, producers map[string]int64) (*segment, error) {
 	tmp := path.Join(s.dir, fmt.Sprintf("seg-writing-%d.tmp", s.clk.Now().UnixNano()))
 	f, err := s.fs.Create(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("create segment %s: %w", tmp, mapNoSpace(err))
 	}
-	sw := newSegWriter(f, estRows, estBytes)
+	sw := newSegWriter(f, estRows, estBytes, codec)
 	fail := func(err error) (*segment, error) {
 		f.Close()
 		s.fs.Remove(tmp)
