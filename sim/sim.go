@@ -48,6 +48,8 @@ type Config struct {
 	SourceRetentionBytes int64
 	SourceRetentionAge   time.Duration
 	TokenTTL             time.Duration
+	// Latency is each round trip's virtual duration.
+	Latency time.Duration
 	// Leeway is the target's jwt leeway.
 	Leeway time.Duration
 
@@ -69,6 +71,7 @@ func DefaultConfig() Config {
 		SourceRetentionBytes: 4 << 10,
 		SourceRetentionAge:   10 * time.Minute,
 		TokenTTL:             10 * time.Minute,
+		Latency:              20 * time.Millisecond,
 		Leeway:               30 * time.Second,
 	}
 }
@@ -156,6 +159,7 @@ func NewWorld(cfg Config, seed int64) (*World, error) {
 		Token:             w.minter.Token,
 		Gate:              w.gate,
 		Advance:           w.Advance,
+		Latency:           cfg.Latency,
 		AckWithoutStoring: cfg.AckWithoutStoring,
 		BeforeApply:       func() { w.autoFlush(w.Target) },
 		OnApplied: func(a store.Ack) {
@@ -240,8 +244,9 @@ var Workarounds = []string{
 		"in state ok). The harness skips its direct check of that read.",
 	"W3 store: when Retain fails to remove a segment file (I/O error) it has already dropped the segment from its " +
 		"list, so the file leaks; after a restart recovery loads it again although it lies below meta.json's floor, " +
-		"and readers see deleted rows again with a seq gap after them. The harness checks seq density only above " +
-		"the retention floor.",
+		"and readers see deleted rows again with a seq gap after them; Compact then merges across the gap into a " +
+		"segment (e.g. seqs [1,106] holding 78 rows) that the store itself rejects, so the store no longer opens. " +
+		"The harness injects no remove faults and checks seq density only above the retention floor.",
 }
 
 // Advance moves true time forward by d on every node, keeping each node's
