@@ -83,7 +83,8 @@ func newEntryPrinter(w io.Writer, f *filterFlags) *entryPrinter {
 	return &entryPrinter{w: bufio.NewWriter(w), json: f.json, showKey: f.prefix || f.regex}
 }
 
-var jsonLine = protojson.MarshalOptions{UseProtoNames: true}
+// jsonLine matches what curl gets from the Connect JSON API.
+var jsonLine = protojson.MarshalOptions{}
 
 func (p *entryPrinter) print(e *loggingpb.LogEntry) error {
 	if p.json {
