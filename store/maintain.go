@@ -41,7 +41,7 @@ func (s *Store) Flush(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		sg, err := s.writeSegment(memRowIter(m), int64(len(m.rows)), m.bytes, flushCodec, producers)
+		sg, err := s.writeSegment(memRowIter(m), int64(m.n), m.bytes, flushCodec, producers)
 		if err != nil {
 			s.log.Error("flush failed; rows stay in the WAL and memtable", "err", err)
 			return fmt.Errorf("store: flush: %w", err)
@@ -82,7 +82,7 @@ func (s *Store) seal() error {
 	s.walMu.Lock()
 	defer s.walMu.Unlock()
 	s.mu.Lock()
-	empty := len(s.mem.rows) == 0
+	empty := s.mem.n == 0
 	s.mu.Unlock()
 	if empty {
 		return nil
@@ -110,12 +110,13 @@ func memRowIter(m *memtable) func() (*Row, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	v := m.view()
 	ki, ii := 0, 0
 	return func() (*Row, error) {
 		for ki < len(keys) {
 			idx := m.keys[keys[ki]]
 			if ii < len(idx) {
-				r := &m.rows[idx[ii]]
+				r := v.at(int(idx[ii]))
 				ii++
 				return r, nil
 			}
@@ -428,7 +429,7 @@ func (s *Store) backgroundLoop() {
 		case <-t.C():
 		}
 		s.mu.Lock()
-		due := s.mem.bytes >= s.opts.MemtableBytes || (len(s.mem.rows) > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
+		due := s.mem.bytes >= s.opts.MemtableBytes || (s.mem.n > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
 		s.mu.Unlock()
 		if due {
 			if err := s.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {

@@ -156,7 +156,7 @@ func (q *query) memRowOK(r *Row) bool {
 // referenced segments, captured under mu and read without it.
 type snapshot struct {
 	segs   []*segment
-	mems   [][]Row // oldest first (sealed..., active)
+	mems   []rowsView // oldest first (sealed..., active)
 	keyIdx [][]int32
 }
 
@@ -168,7 +168,7 @@ func (s *Store) snapshot(q *query) *snapshot {
 		sg.acquire()
 	}
 	add := func(m *memtable) {
-		sn.mems = append(sn.mems, m.rows[:len(m.rows):len(m.rows)])
+		sn.mems = append(sn.mems, m.view())
 		if q != nil && q.scope == ScopeExact {
 			idx := m.keys[q.source]
 			sn.keyIdx = append(sn.keyIdx, idx[:len(idx):len(idx)])
@@ -303,12 +303,12 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 
 // memCollect returns up to limit matching rows of a memtable prefix: the
 // first ones, or the last ones for a tail read, in seq order.
-func memCollect(q *query, rows []Row, idx []int32, limit int) []Row {
+func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 	var out []Row
 	if q.scope == ScopeExact {
 		if q.tail {
 			for i := len(idx) - 1; i >= 0 && len(out) < limit; i-- {
-				if r := &rows[idx[i]]; q.memRowOK(r) {
+				if r := rows.at(int(idx[i])); q.memRowOK(r) {
 					out = append(out, *r)
 				}
 			}
@@ -317,23 +317,23 @@ func memCollect(q *query, rows []Row, idx []int32, limit int) []Row {
 		}
 		// Skip to the cursor: idx is in seq order and seq = first + index.
 		start := 0
-		if len(rows) > 0 {
-			first := rows[0].Seq
+		if rows.n > 0 {
+			first := rows.at(0).Seq
 			start = sort.Search(len(idx), func(i int) bool { return first+int64(idx[i]) > q.cursor })
 		}
 		for _, i := range idx[start:] {
 			if len(out) >= limit {
 				break
 			}
-			if r := &rows[i]; q.memRowOK(r) {
+			if r := rows.at(int(i)); q.memRowOK(r) {
 				out = append(out, *r)
 			}
 		}
 		return out
 	}
 	if q.tail {
-		for i := len(rows) - 1; i >= 0 && len(out) < limit; i-- {
-			r := &rows[i]
+		for i := rows.n - 1; i >= 0 && len(out) < limit; i-- {
+			r := rows.at(i)
 			if r.Seq <= q.cursor {
 				break
 			}
@@ -345,11 +345,11 @@ func memCollect(q *query, rows []Row, idx []int32, limit int) []Row {
 		return out
 	}
 	start := 0
-	if len(rows) > 0 && q.cursor >= rows[0].Seq {
-		start = int(min(q.cursor-rows[0].Seq+1, int64(len(rows))))
+	if rows.n > 0 && q.cursor >= rows.at(0).Seq {
+		start = int(min(q.cursor-rows.at(0).Seq+1, int64(rows.n)))
 	}
-	for i := start; i < len(rows) && len(out) < limit; i++ {
-		r := &rows[i]
+	for i := start; i < rows.n && len(out) < limit; i++ {
+		r := rows.at(i)
 		if q.maxSeq > 0 && r.Seq > q.maxSeq {
 			break
 		}

@@ -389,12 +389,7 @@ func (s *Store) commit(group []*commitReq) {
 	for i, req := range group {
 		rows := pubRows[i]
 		if len(rows) > 0 {
-			pub := make([]Row, len(rows))
-			copy(pub, rows)
-			for j := range pub {
-				pub[j].Seq = acks[i].First + int64(j)
-			}
-			s.mem.add(pub)
+			s.mem.add(rows) // assigns acks[i].First.. (seqs are dense)
 			rowsN += int64(len(rows))
 			bytesN += req.bytes
 		}
@@ -474,10 +469,10 @@ func (s *Store) Stats() Stats {
 	defer s.mu.Unlock()
 	st := Stats{LastSeq: s.lastSeq.Load()}
 	for _, m := range s.sealed {
-		st.MemtableRows += len(m.rows)
+		st.MemtableRows += m.n
 		st.MemtableBytes += m.bytes
 	}
-	st.MemtableRows += len(s.mem.rows)
+	st.MemtableRows += s.mem.n
 	st.MemtableBytes += s.mem.bytes
 	st.Segments = len(s.segs)
 	for _, sg := range s.segs {
@@ -487,9 +482,9 @@ func (s *Store) Stats() Stats {
 	switch {
 	case len(s.segs) > 0:
 		st.FirstSeq = s.segs[0].first
-	case len(s.sealed) > 0 && len(s.sealed[0].rows) > 0:
+	case len(s.sealed) > 0 && s.sealed[0].n > 0:
 		st.FirstSeq = s.sealed[0].first
-	case len(s.mem.rows) > 0:
+	case s.mem.n > 0:
 		st.FirstSeq = s.mem.first
 	}
 	st.WALBytes = s.walBytes.Load()
