@@ -235,7 +235,7 @@ func (w *World) CheckWatermark() error {
 	}
 	for _, d := range w.ackedList {
 		seq := w.acked[d]
-		if seq <= wm && forwardable(w.rows[d]) && counts[d] == 0 {
+		if seq <= wm && forwardable(w.rows[d]) && counts[d] == 0 && !w.reportedLost(seq) {
 			p.addf("watermark %d covers source seq %d (%q) but the target does not hold it", wm, seq, trim(d))
 		}
 	}
@@ -258,6 +258,8 @@ func (w *World) CheckNoLoss() error {
 	for _, d := range w.ackedList {
 		r := w.rows[d]
 		switch {
+		case forwardable(r) && counts[d] == 0 && w.reportedLost(w.acked[d]):
+			// Deleted past the pin cap, and reported: not silent loss.
 		case forwardable(r) && counts[d] == 0:
 			p.addf("source seq %d (%q) never reached the target", w.acked[d], trim(d))
 		case !forwardable(r) && counts[d] > 0:
@@ -265,6 +267,17 @@ func (w *World) CheckNoLoss() error {
 		}
 	}
 	return p.err()
+}
+
+// reportedLost says whether the source store reported deleting seq while
+// it was pinned.
+func (w *World) reportedLost(seq int64) bool {
+	for _, r := range w.pinnedLoss {
+		if seq >= r[0] && seq <= r[1] {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckDuplicates is property 2: with idempotent batches no row appears

@@ -47,7 +47,10 @@ type Config struct {
 	// relay's pin must stop from deleting unforwarded rows.
 	SourceRetentionBytes int64
 	SourceRetentionAge   time.Duration
-	TokenTTL             time.Duration
+	// PinMaxBytes caps what retention keeps for the relay's pin; past it
+	// the store deletes unforwarded rows and reports them (OnPinnedLoss).
+	PinMaxBytes int64
+	TokenTTL    time.Duration
 	// Latency is each round trip's virtual duration.
 	Latency time.Duration
 	// Leeway is the target's jwt leeway.
@@ -97,6 +100,10 @@ type World struct {
 	maybe     map[string]bool      // rows whose append failed: may or may not exist
 	nextRow   int
 
+	// pinnedLoss are source seq ranges the store reported deleting
+	// although pinned (PinMaxBytes exceeded): loss the system owns up to.
+	pinnedLoss [][2]int64
+
 	// counts caches the target's rows by Data during CheckAll.
 	counts map[string]int
 
@@ -122,6 +129,7 @@ type Coverage struct {
 	MaxSegments           int
 	TargetCrashesWithRows int
 	DrainSteps            int
+	FloorReads            int // relay reads that needed workaround W2
 }
 
 // NewWorld builds both nodes, opens their stores and starts the relay. seed
@@ -133,7 +141,12 @@ func NewWorld(cfg Config, seed int64) (*World, error) {
 		crashR: rand.New(rand.NewSource(seed)),
 		rows:   map[string]store.Row{}, acked: map[string]int64{}, maybe: map[string]bool{},
 	}
-	w.Source = newNode("east", t, store.Options{Dir: sourceDir, MemtableBytes: cfg.MemtableBytes, RetentionBytes: cfg.SourceRetentionBytes, RetentionAge: cfg.SourceRetentionAge})
+	w.Source = newNode("east", t, store.Options{Dir: sourceDir, MemtableBytes: cfg.MemtableBytes,
+		RetentionBytes: cfg.SourceRetentionBytes, RetentionAge: cfg.SourceRetentionAge, PinMaxBytes: cfg.PinMaxBytes,
+		OnPinnedLoss: func(pin string, first, last int64) {
+			t.Addf("  east retention deleted pinned seqs %d..%d (pin %s over PinMaxBytes)", first, last, pin)
+			w.pinnedLoss = append(w.pinnedLoss, [2]int64{first, last})
+		}})
 	w.Target = newNode("global", t, store.Options{Dir: targetDir, MemtableBytes: cfg.MemtableBytes})
 	w.Source.FS.SyncLies = cfg.SourceSyncLies
 	w.Target.FS.SyncLies = cfg.TargetSyncLies
@@ -209,7 +222,7 @@ func (w *World) startRelay() error {
 		src.SetPin(relay.PinName, wm)
 	}
 	f, err := relay.New(relay.Config{
-		Source:         relay.StoreSource{Store: src},
+		Source:         floorSource{w: w, s: src},
 		Sink:           w.Net.Sink(),
 		FS:             w.Source.FS,
 		Clock:          w.Source.Clock,
@@ -232,6 +245,31 @@ func (w *World) startRelay() error {
 	return nil
 }
 
+// floorSource is relay.StoreSource plus workaround W2: when Scan returns
+// nothing from below the retention floor, read again from the floor so the
+// relay sees (and reports) the gap instead of stalling.
+type floorSource struct {
+	w *World
+	s *store.Store
+}
+
+func (f floorSource) Read(ctx context.Context, after int64, maxRows, maxBytes int) ([]store.Row, error) {
+	rows, err := relay.StoreSource{Store: f.s}.Read(ctx, after, maxRows, maxBytes)
+	if err != nil || len(rows) > 0 || f.w.cfg.Strict || after >= f.s.LastSeq() {
+		return rows, err
+	}
+	if first := f.s.Stats().FirstSeq; first > after+1 {
+		f.w.Trace.Addf("  W2: Scan(after=%d) was empty below the floor; reading from seq %d", after, first)
+		f.w.Coverage.FloorReads++
+		return f.s.Scan(ctx, first-1, maxRows, maxBytes)
+	}
+	return rows, nil
+}
+
+func (f floorSource) LastSeq(ctx context.Context) (int64, error) {
+	return relay.StoreSource{Store: f.s}.LastSeq(ctx)
+}
+
 // Workarounds lists what the harness does by default to step around bugs
 // it found in the code under test, so the other properties keep being
 // checked. Config.Strict (go test ./sim -sim.strict) turns them off.
@@ -241,7 +279,7 @@ var Workarounds = []string{
 		"and deletes acked rows the relay never forwarded. The harness pins the durable watermark at restart.",
 	"W2 store: Scan(after, n) only looks at seqs (after, after+n], so when retention has deleted seqs just above " +
 		"after it returns nothing although later rows exist (a relay behind the retention floor then stalls forever " +
-		"in state ok). The harness skips its direct check of that read.",
+		"in state ok). The harness skips its direct check of that read and, for the relay, reads again from the floor.",
 	"W3 store: when Retain fails to remove a segment file (I/O error) it has already dropped the segment from its " +
 		"list, so the file leaks; after a restart recovery loads it again although it lies below meta.json's floor, " +
 		"and readers see deleted rows again with a seq gap after them; Compact then merges across the gap into a " +

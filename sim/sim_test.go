@@ -210,6 +210,16 @@ func TestSimNonIdempotent(t *testing.T) {
 	simProperty(t, cfg, defaultShape, nil)
 }
 
+// TestSimPinCap: with a cap on what retention keeps for the relay, a long
+// partition makes the store delete unforwarded rows; every row missing
+// from the target must be one the store reported (no silent loss), and the
+// relay must get past the gap and forward everything after it.
+func TestSimPinCap(t *testing.T) {
+	cfg := config()
+	cfg.PinMaxBytes = 6 << 10
+	simProperty(t, cfg, defaultShape, nil)
+}
+
 // skewShape keeps every clock within half the leeway of true time.
 func skewShape(cfg Config) scheduleShape {
 	sh := defaultShape
@@ -248,7 +258,7 @@ func TestDeterminism(t *testing.T) {
 // responses after applying them, and fire FS faults.
 func TestSimCoverage(t *testing.T) {
 	var sum struct {
-		retained, targetCrashes, authRejections, ambiguous, faults, acked, forwarded, maxSegs, runs, drainMax int
+		retained, targetCrashes, authRejections, ambiguous, faults, acked, forwarded, maxSegs, runs, drainMax, pinnedLoss int
 	}
 	for i := 0; i < 60; i++ {
 		sched := genSchedule(defaultShape).Example(i)
@@ -267,6 +277,17 @@ func TestSimCoverage(t *testing.T) {
 		sum.maxSegs = max(sum.maxSegs, w.Coverage.MaxSegments)
 		sum.drainMax = max(sum.drainMax, w.Coverage.DrainSteps)
 	}
+	// With a pin cap, long partitions must really make retention delete
+	// unforwarded rows, reported.
+	capCfg := config()
+	capCfg.PinMaxBytes = 6 << 10
+	for i := 0; i < 60 && sum.pinnedLoss == 0; i++ {
+		w, err := run(capCfg, int64(i), genSchedule(defaultShape).Example(i))
+		if err != nil {
+			t.Fatalf("pin-cap schedule %d: %v", i, err)
+		}
+		sum.pinnedLoss += len(w.pinnedLoss)
+	}
 	t.Logf("over %d schedules: %+v", sum.runs, sum)
 	for name, v := range map[string]int{
 		"rows deleted by source retention": sum.retained,
@@ -275,6 +296,7 @@ func TestSimCoverage(t *testing.T) {
 		"applied-but-unacked pushes":       sum.ambiguous,
 		"FS faults fired":                  sum.faults,
 		"segments (max in one store)":      sum.maxSegs - 1,
+		"reported pinned-row deletions":    sum.pinnedLoss,
 	} {
 		if v <= 0 {
 			t.Errorf("generated schedules never produced %s", name)
