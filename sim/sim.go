@@ -70,8 +70,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		BatchRows:            10,
-		MemtableBytes:        2 << 10,
-		SourceRetentionBytes: 4 << 10,
+		MemtableBytes:        4 << 10,
+		SourceRetentionBytes: 8 << 10,
 		SourceRetentionAge:   10 * time.Minute,
 		TokenTTL:             10 * time.Minute,
 		Latency:              20 * time.Millisecond,

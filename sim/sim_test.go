@@ -216,7 +216,7 @@ func TestSimNonIdempotent(t *testing.T) {
 // relay must get past the gap and forward everything after it.
 func TestSimPinCap(t *testing.T) {
 	cfg := config()
-	cfg.PinMaxBytes = 6 << 10
+	cfg.PinMaxBytes = 12 << 10
 	simProperty(t, cfg, defaultShape, nil)
 }
 
@@ -280,7 +280,7 @@ func TestSimCoverage(t *testing.T) {
 	// With a pin cap, long partitions must really make retention delete
 	// unforwarded rows, reported.
 	capCfg := config()
-	capCfg.PinMaxBytes = 6 << 10
+	capCfg.PinMaxBytes = 12 << 10
 	for i := 0; i < 60 && sum.pinnedLoss == 0; i++ {
 		w, err := run(capCfg, int64(i), genSchedule(defaultShape).Example(i))
 		if err != nil {
