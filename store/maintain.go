@@ -268,7 +268,7 @@ func (c *segCursor) fill() error {
 	for c.gi < len(c.sg.rgs) && len(c.rows) == 0 {
 		g := &c.sg.rgs[c.gi]
 		c.gi++
-		err := c.sg.readRows(g.start, g.start+g.count, nil, func(rr *rawRow) bool {
+		err := c.sg.readRows(g.start, g.start+g.count, nil, "", func(rr *rawRow) bool {
 			c.rows = append(c.rows, rr.row())
 			return true
 		})

@@ -435,7 +435,7 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		}
 	}
 	for _, r := range runs {
-		err := sg.readRows(r.a, r.b, skip, func(rr *rawRow) bool {
+		err := sg.readRows(r.a, r.b, skip, q.substring, func(rr *rawRow) bool {
 			if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
 				out = append(out, rr.row())
 				if len(out) >= 4*limit+1024 {
@@ -464,7 +464,7 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 	}
 	end := k.start + k.count
 	if !q.tail {
-		err := sg.readRows(k.start, end, skip, func(rr *rawRow) bool {
+		err := sg.readRows(k.start, end, skip, q.substring, func(rr *rawRow) bool {
 			if q.maxSeq > 0 && rr.seq > q.maxSeq {
 				return false
 			}
@@ -480,7 +480,7 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 		a := max(k.start, end-chunk)
 		out = nil
 		stopAtCursor := false
-		err := sg.readRows(a, end, skip, func(rr *rawRow) bool {
+		err := sg.readRows(a, end, skip, q.substring, func(rr *rawRow) bool {
 			if rr.seq <= q.cursor {
 				stopAtCursor = true
 				return true

@@ -177,7 +177,7 @@ func newSegWriter(f vfs.File, estRows, estBytes int64, codec *pqzstd.Codec) *seg
 	bw := bufio.NewWriterSize(f, bufBytes)
 	w := parquet.NewGenericWriter[segRow](bw,
 		parquet.Compression(codec),
-		parquet.PageBufferSize(bufBytes),
+		parquet.PageBufferSize(min(bufBytes, 256<<10)),
 		parquet.MaxRowsPerRowGroup(rowGroupRows*2),
 		parquet.CreatedBy("finelog", "1", ""),
 	)
@@ -412,7 +412,7 @@ func (s *Store) openSegment(name string) (*segment, error) {
 }
 
 func loadSegment(f vfs.File, size int64) (*segment, error) {
-	pf, err := parquet.OpenFile(f, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
+	pf, err := parquet.OpenFile(f, size, parquet.SkipBloomFilters(true))
 	if err != nil {
 		return nil, err
 	}
@@ -559,8 +559,10 @@ func (sg *segment) keysBetween(from string, to string, unbounded bool) (int, int
 }
 
 // readRows calls fn for rows [a, b) in file order, skipping row groups for
-// which skip returns true. fn returns false to stop.
-func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, fn func(*rawRow) bool) error {
+// which skip returns true. fn returns false to stop. With a substring, only
+// rows whose data contains it are passed, and a row group's data column is
+// searched first so the other columns are decoded only for hits.
+func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, sub string, fn func(*rawRow) bool) error {
 	buf := make([]parquet.Row, min(512, max(b-a, 1)))
 	rgsF := sg.pf.RowGroups()
 	for gi := sg.rgFor(a); gi < len(sg.rgs) && a < b; gi++ {
@@ -570,7 +572,13 @@ func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, fn func(*rawRow
 			a = end
 			continue
 		}
-		stop, err := sg.readGroup(rgsF[gi], a-g.start, end-g.start, buf, fn)
+		var stop bool
+		var err error
+		if sub != "" {
+			stop, err = sg.readGroupSub(rgsF[gi], a-g.start, end-g.start, buf, sub, fn)
+		} else {
+			stop, err = sg.readGroup(rgsF[gi], a-g.start, end-g.start, buf, fn)
+		}
 		if err != nil {
 			return fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
 		}
@@ -580,6 +588,73 @@ func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, fn func(*rawRow
 		a = end
 	}
 	return nil
+}
+
+// maxSubHits: past this many hits in a row group, decoding it whole is
+// cheaper than seeking to each hit.
+const maxSubHits = 64
+
+func (sg *segment) readGroupSub(rg parquet.RowGroup, a, b int64, buf []parquet.Row, sub string, fn func(*rawRow) bool) (bool, error) {
+	hits, ok, err := sg.dataHits(rg, a, b, []byte(sub))
+	if err != nil {
+		return false, err
+	}
+	filter := func(rr *rawRow) bool {
+		if !bytes.Contains(rr.data, []byte(sub)) {
+			return true
+		}
+		return fn(rr)
+	}
+	if !ok || len(hits) > maxSubHits {
+		return sg.readGroup(rg, a, b, buf, filter)
+	}
+	for _, h := range hits {
+		stop, err := sg.readGroup(rg, h, h+1, buf, filter)
+		if stop || err != nil {
+			return stop, err
+		}
+	}
+	return false, nil
+}
+
+// dataHits returns the rows in [a, b) of a row group whose data contains
+// sub, decoding only the data column. ok is false when the column's pages
+// are not in the plain layout this reads (then the caller decodes rows).
+func (sg *segment) dataHits(rg parquet.RowGroup, a, b int64, sub []byte) (hits []int64, ok bool, err error) {
+	pages := rg.ColumnChunks()[sg.col.data].Pages()
+	defer pages.Close()
+	if err := pages.SeekToRow(a); err != nil {
+		return nil, false, err
+	}
+	row := a
+	for row < b {
+		p, err := pages.ReadPage()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if p.Dictionary() != nil || p.NumNulls() != 0 || p.NumValues() != p.NumRows() {
+			parquet.Release(p)
+			return nil, false, nil
+		}
+		vals := p.Data()
+		data, offs := vals.ByteArray()
+		n := int(p.NumValues())
+		if len(offs) < n+1 {
+			parquet.Release(p)
+			return nil, false, nil
+		}
+		for i := 0; i < n && row < b; i++ {
+			if bytes.Contains(data[offs[i]:offs[i+1]], sub) {
+				hits = append(hits, row)
+			}
+			row++
+		}
+		parquet.Release(p)
+	}
+	return hits, true, nil
 }
 
 func (sg *segment) readGroup(rg parquet.RowGroup, a, b int64, buf []parquet.Row, fn func(*rawRow) bool) (bool, error) {
@@ -638,4 +713,3 @@ func (rr *rawRow) row() Row {
 	return Row{Seq: rr.seq, Key: string(rr.key), Source: string(rr.source), Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: string(rr.cluster)}
 }
 
-var _ = bytes.Contains

@@ -61,6 +61,18 @@ var (
 // Next returns a line for a random key.
 func (g *Gen) Next() Line { return g.NextFor(g.keys[g.rng.Intn(len(g.keys))]) }
 
+// Push returns the lines of one PushLogs request: one key (PushLogs carries
+// a single key per request) and 1..maxLines lines, the shape a store sees
+// from real tasks, which log in bursts.
+func (g *Gen) Push(maxLines int) []Line {
+	key := g.keys[g.rng.Intn(len(g.keys))]
+	lines := make([]Line, 1+g.rng.Intn(maxLines))
+	for i := range lines {
+		lines[i] = g.NextFor(key)
+	}
+	return lines
+}
+
 // NextFor returns a line for key.
 func (g *Gen) NextFor(key string) Line {
 	g.now = g.now.Add(time.Duration(g.rng.Intn(2000)) * time.Microsecond)
