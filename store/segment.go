@@ -712,4 +712,3 @@ func (sg *segment) fill(rr *rawRow, r parquet.Row) {
 func (rr *rawRow) row() Row {
 	return Row{Seq: rr.seq, Key: string(rr.key), Source: string(rr.source), Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: string(rr.cluster)}
 }
-
