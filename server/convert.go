@@ -33,10 +33,18 @@ func rowsFromPush(req *loggingpb.PushLogsRequest, cluster string, nowMS int64) (
 	entries := req.GetEntries()
 	rows := make([]store.Row, len(entries))
 	reqKey := req.GetKey()
+	// Rows live in the memtable until flushed. Every decoded string is its
+	// own allocation, so a run of equal sources (or entry keys) shares the
+	// first one's: the duplicates die young instead of being retained.
+	var prevSource, prevKey string
 	for i, e := range entries {
 		key := reqKey
 		if key == "" {
 			key = e.GetKey()
+			if key == prevKey {
+				key = prevKey
+			}
+			prevKey = key
 		}
 		if key == "" {
 			return nil, connect.NewError(connect.CodeInvalidArgument,
@@ -50,10 +58,15 @@ func rowsFromPush(req *loggingpb.PushLogsRequest, cluster string, nowMS int64) (
 		if attempt == 0 {
 			attempt = attemptFromKey(key)
 		}
+		source := e.GetSource()
+		if source == prevSource {
+			source = prevSource
+		}
+		prevSource = source
 		rows[i] = store.Row{
 			Seq:       e.GetSeq(),
 			Key:       key,
-			Source:    e.GetSource(),
+			Source:    source,
 			Data:      e.GetData(),
 			EpochMS:   ts,
 			AttemptID: attempt,

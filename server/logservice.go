@@ -112,6 +112,9 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 		if timer == nil {
 			timer = l.s.clk.NewTimer(wait)
 		}
+		if l.s.onPark != nil {
+			l.s.onPark()
+		}
 		select {
 		case <-changed:
 		case <-timer.C():

@@ -126,6 +126,10 @@ type Server struct {
 	stopping chan struct{} // closed when shutdown begins: long-polls return
 	stopOnce sync.Once
 
+	// onPark, when set (tests), is called each time a long-poll starts
+	// waiting, so a test can act exactly then instead of sleeping.
+	onPark func()
+
 	relay *relayRunner // nil when no relay is configured
 	self  []string     // this daemon's own URLs (the relay refuses them as a target)
 }

@@ -426,12 +426,12 @@ func TestLongPollWakesOnAppend(t *testing.T) {
 		err  error
 	}
 	done := make(chan result, 1)
-	base := e.clk.Pending()
+	park := parked(e)
 	go func() {
 		resp, err := e.c.Fetch(t.Context(), &loggingpb.FetchLogsRequest{Source: "/lp", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, WaitMs: 60_000})
 		done <- result{resp, err}
 	}()
-	waitForTimer(t, e.clk, base)
+	<-park
 	// A row under another key wakes the poll but must not answer it.
 	if _, err := e.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/other", Entries: []*loggingpb.LogEntry{entry("not mine")}}); err != nil {
 		t.Fatal(err)
@@ -453,7 +453,7 @@ func TestLongPollWakesOnAppend(t *testing.T) {
 func TestLongPollTimesOut(t *testing.T) {
 	e := newTestServer(t, func(c *Config) { c.MaxWait = 5 * time.Second })
 	done := make(chan error, 1)
-	base := e.clk.Pending()
+	park := parked(e)
 	go func() {
 		resp, err := e.c.Fetch(t.Context(), &loggingpb.FetchLogsRequest{Source: "/none", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, Cursor: 7, WaitMs: 3_600_000})
 		if err == nil && (len(resp.Entries) != 0 || resp.Cursor != 7) {
@@ -461,7 +461,7 @@ func TestLongPollTimesOut(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitForTimer(t, e.clk, base)
+	<-park
 	// Five seconds (the cap), not the hour asked for, end the poll.
 	e.clk.Advance(5 * time.Second)
 	if err := <-done; err != nil {
@@ -469,25 +469,22 @@ func TestLongPollTimesOut(t *testing.T) {
 	}
 }
 
-// waitForTimer blocks until a goroutine armed one more timer on the fake
-// clock than base (the long-poll is parked). It polls a condition, not the
-// wall clock.
-func waitForTimer(t *testing.T, clk *clock.Fake, base int) {
-	t.Helper()
-	for clk.Pending() <= base {
-		time.Sleep(time.Millisecond)
-	}
+// parked returns a channel that receives each time a long-poll parks.
+func parked(e *testEnv) <-chan struct{} {
+	c := make(chan struct{}, 16)
+	e.srv.onPark = func() { c <- struct{}{} }
+	return c
 }
 
 func TestLongPollReturnsOnShutdown(t *testing.T) {
 	e := newTestServer(t, nil)
 	done := make(chan error, 1)
-	base := e.clk.Pending()
+	park := parked(e)
 	go func() {
 		_, err := e.c.Fetch(t.Context(), &loggingpb.FetchLogsRequest{Source: "/none", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, WaitMs: 60_000})
 		done <- err
 	}()
-	waitForTimer(t, e.clk, base)
+	<-park
 	e.srv.beginStop()
 	if err := <-done; err != nil {
 		t.Fatalf("poll during shutdown: %v, want an empty page", err)
