@@ -128,7 +128,7 @@ const (
 	benchRareToken = "illegal memory access"
 	// Bump when the segment format or the generator changes so a stale
 	// cached store is rebuilt.
-	benchStoreVersion = 3
+	benchStoreVersion = 4
 )
 
 var benchStoreOnce struct {

@@ -417,10 +417,17 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		if !q.keyMatch(k.key) {
 			continue
 		}
-		if n := len(runs); n > 0 && runs[n-1].b == k.start {
-			runs[n-1].b = k.start + k.count
+		a, b := k.firstRowAfter(q.cursor), k.start+k.count
+		if q.maxSeq > 0 {
+			b = k.endRowUpTo(q.maxSeq)
+		}
+		if a >= b {
+			continue
+		}
+		if n := len(runs); n > 0 && runs[n-1].b == a {
+			runs[n-1].b = b
 		} else {
-			runs = append(runs, run{k.start, k.start + k.count})
+			runs = append(runs, run{a, b})
 		}
 	}
 	var out []Row
@@ -463,8 +470,12 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 		return true
 	}
 	end := k.start + k.count
+	if q.maxSeq > 0 {
+		end = k.endRowUpTo(q.maxSeq)
+	}
+	begin := k.firstRowAfter(q.cursor)
 	if !q.tail {
-		err := sg.readRows(k.start, end, skip, q.substring, func(rr *rawRow) bool {
+		err := sg.readRows(begin, end, skip, q.substring, func(rr *rawRow) bool {
 			if q.maxSeq > 0 && rr.seq > q.maxSeq {
 				return false
 			}
@@ -476,8 +487,8 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 	chunk := int64(limit)
 	var parts [][]Row
 	got := 0
-	for end > k.start && got < limit {
-		a := max(k.start, end-chunk)
+	for end > begin && got < limit {
+		a := max(begin, end-chunk)
 		out = nil
 		stopAtCursor := false
 		err := sg.readRows(a, end, skip, q.substring, func(rr *rawRow) bool {

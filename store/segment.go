@@ -68,8 +68,12 @@ type segment struct {
 }
 
 type keyRange struct {
-	key                string
-	start, count       int64
+	key          string
+	start, count int64
+	// samples[i] is the seq of row start+i*seqSampleEvery: a sparse index
+	// that lets a read with a cursor (or Scan's seq window) jump into the
+	// key's range instead of decoding it from the start.
+	samples            []int64
 	minSeq, maxSeq     int64
 	minEpoch, maxEpoch int64
 }
@@ -101,7 +105,26 @@ const (
 	// whole row group) against per-group overhead and compression.
 	rowGroupRows = 16384
 	trigramBits  = 1 << 16
+	// seqSampleEvery: one seq sample per this many rows of a key.
+	seqSampleEvery = 256
 )
+
+// firstRowAfter returns a row r in [start, start+count] such that every row
+// of the key before r has seq <= seq (rows from r on may still be <= seq).
+func (k *keyRange) firstRowAfter(seq int64) int64 {
+	i := sort.Search(len(k.samples), func(i int) bool { return k.samples[i] > seq })
+	if i == 0 {
+		return k.start
+	}
+	return k.start + int64(i-1)*seqSampleEvery
+}
+
+// endRowUpTo returns a row e such that every row of the key from e on has
+// seq > seq.
+func (k *keyRange) endRowUpTo(seq int64) int64 {
+	i := sort.Search(len(k.samples), func(i int) bool { return k.samples[i] > seq })
+	return min(k.start+int64(i)*seqSampleEvery, k.start+k.count)
+}
 
 func segName(first, last int64) string {
 	return fmt.Sprintf("%s%020d-%020d%s", segPrefix, first, last, segSuffix)
@@ -189,6 +212,9 @@ func (sw *segWriter) add(r *Row) error {
 		sw.keys = append(sw.keys, keyRange{key: r.Key, start: sw.rows, minSeq: r.Seq, maxSeq: r.Seq, minEpoch: r.EpochMS, maxEpoch: r.EpochMS})
 	}
 	k := &sw.keys[len(sw.keys)-1]
+	if k.count%seqSampleEvery == 0 {
+		k.samples = append(k.samples, r.Seq)
+	}
 	k.count++
 	k.minSeq, k.maxSeq = min(k.minSeq, r.Seq), max(k.maxSeq, r.Seq)
 	k.minEpoch, k.maxEpoch = min(k.minEpoch, r.EpochMS), max(k.maxEpoch, r.EpochMS)
@@ -282,6 +308,12 @@ func encodeKeys(keys []keyRange) []byte {
 		for _, v := range []int64{k.start, k.count, k.minSeq, k.maxSeq, k.minEpoch, k.maxEpoch} {
 			b = binary.AppendVarint(b, v)
 		}
+		b = binary.AppendUvarint(b, uint64(len(k.samples)))
+		prev := k.minSeq
+		for _, v := range k.samples {
+			b = binary.AppendVarint(b, v-prev)
+			prev = v
+		}
 	}
 	return b
 }
@@ -296,6 +328,16 @@ func decodeKeys(b []byte) ([]keyRange, error) {
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		k := keyRange{key: d.str()}
 		k.start, k.count, k.minSeq, k.maxSeq, k.minEpoch, k.maxEpoch = d.varint(), d.varint(), d.varint(), d.varint(), d.varint(), d.varint()
+		ns := d.uvarint()
+		if ns != uint64((k.count+seqSampleEvery-1)/seqSampleEvery) {
+			return nil, fmt.Errorf("key %q: %d seq samples for %d rows", k.key, ns, k.count)
+		}
+		prev := k.minSeq
+		k.samples = make([]int64, 0, ns)
+		for j := uint64(0); j < ns && d.err == nil; j++ {
+			prev += d.varint()
+			k.samples = append(k.samples, prev)
+		}
 		keys = append(keys, k)
 	}
 	return keys, d.err
