@@ -186,10 +186,10 @@ type segWriter struct {
 	maxE  int64
 }
 
-// Flushes run on the ingest path's CPU, so they use zstd's default level;
+// Flushes run on the ingest path's CPU, so they use zstd's fastest level;
 // compaction rewrites every flushed row anyway and can afford the better one.
 var (
-	flushCodec   = &pqzstd.Codec{Level: pqzstd.SpeedDefault}
+	flushCodec   = &pqzstd.Codec{Level: pqzstd.SpeedFastest}
 	compactCodec = &pqzstd.Codec{Level: pqzstd.SpeedBetterCompression}
 )
 
