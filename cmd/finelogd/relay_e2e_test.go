@@ -144,7 +144,9 @@ func (n *relayNode) kill() {
 // health decodes /health (open, no credentials).
 func (n *relayNode) health() (relayHealthBody, error) {
 	var h relayHealthBody
-	resp, err := http.Get(n.url() + "/health")
+	hc := &http.Client{Timeout: 5 * time.Second}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(n.url() + "/health")
 	if err != nil {
 		return h, err
 	}
@@ -491,7 +493,9 @@ func fetchPrefix(t *testing.T, c *client.Client, prefix string) []*loggingpb.Log
 // metricValue reads one sample from /metrics (-1 when absent).
 func metricValue(t *testing.T, url, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
+	hc := &http.Client{Timeout: 5 * time.Second}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
