@@ -62,8 +62,6 @@ func crashWorkload(s *Store, withRetention bool) []*attempt {
 	s.Flush(ctx)
 	app()
 	s.Flush(ctx)
-	app()
-	s.Flush(ctx)
 	s.Compact(ctx)
 	app()
 	if withRetention {
@@ -186,6 +184,10 @@ func TestCrashAtEveryOperation(t *testing.T) {
 					fs.Crash(rng)
 					label := fmt.Sprintf("killed after op %d of %d (torn=%v)", n, total, torn)
 					s2 := verifyRecovered(t, fs, mkOpts(fs), atts, label)
+					if light && n%4 != 0 {
+						s2.Abandon() // the follow-up checks below run on every 4th case
+						continue
+					}
 					// The recovered store keeps working and numbering densely.
 					ack, err := s2.Append(context.Background(), Batch{Rows: mkRows("/after", 2, 0)})
 					if err != nil || ack.First != s2.Stats().LastSeq-1 {
