@@ -52,6 +52,8 @@ func newRelayNode(t *testing.T, name, dataDir string, args ...string) *relayNode
 	}
 	t.Cleanup(func() {
 		n.kill()
+		// RELAY_E2E_DUMP=1 shows the daemons' logs of a passing run too
+		// (the relay's resume and backoff lines say what each kill did).
 		if t.Failed() || os.Getenv("RELAY_E2E_DUMP") != "" {
 			t.Logf("%s stderr (all runs):\n%s", n.name, n.stderr.String())
 		}
