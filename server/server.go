@@ -209,6 +209,7 @@ func checkWritable(fsys vfs.FS, dir string) error {
 func (s *Server) routes(gate gate) http.Handler {
 	path, svc := loggingpbconnect.NewLogServiceHandler(&logService{s: s},
 		connect.WithReadMaxBytes(int(s.cfg.MaxRequestBytes)),
+		connect.WithCodec(pushCodec{}),
 		connect.WithInterceptors(s.m.interceptor()),
 	)
 	gated := http.NewServeMux()
