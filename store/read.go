@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // levelNames maps a min_level name (case-insensitive) to its value.
@@ -49,6 +50,7 @@ type query struct {
 	cluster   string
 	limit     int
 	tail      bool
+	scan      bool // Scan: every row in seq order, served through the scan window cache
 }
 
 func compileQuery(q Query) (*query, error) {
@@ -219,7 +221,7 @@ func (s *Store) Scan(ctx context.Context, after int64, maxRows int, maxBytes int
 	if maxRows <= 0 {
 		maxRows = DefaultMaxLines
 	}
-	q := &query{scope: ScopePrefix, cursor: after, limit: maxRows}
+	q := &query{scope: ScopePrefix, cursor: after, limit: maxRows, scan: true}
 	// Seqs are dense, so the answer lies in (after, after+maxRows]: the
 	// window lets segment reads skip keys and stop early.
 	q.maxSeq = after + int64(maxRows)
@@ -258,7 +260,13 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			rows, err := sg.collect(q, q.limit-len(out))
+			var rows []Row
+			var err error
+			if q.scan {
+				rows, err = s.scanSegment(sg, max(q.cursor, sg.first-1), q.limit-len(out))
+			} else {
+				rows, err = sg.collect(q, q.limit-len(out))
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -531,4 +539,61 @@ func prefixEnd(p string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// scanWindow is how many seqs a Scan decodes from a segment at once. Segments
+// are key-sorted, so rows in seq order are spread over every key's range and
+// each key costs a page decode; decoding a wide window once and serving the
+// following Scans (the relay catching up moves forward through it) from the
+// cache amortises that. 65536 rows is ~16 MiB of memory.
+const scanWindow = 65536
+
+// scanCache holds the last decoded Scan window of one segment.
+type scanCache struct {
+	mu     sync.Mutex
+	seg    *segment
+	lo, hi int64 // seqs held: rows[i].Seq == lo+i
+	rows   []Row
+}
+
+// scanSegment returns up to n rows of sg with seq > after, in seq order.
+func (s *Store) scanSegment(sg *segment, after int64, n int) ([]Row, error) {
+	want := min(after+int64(n), sg.last)
+	c := &s.scan
+	c.mu.Lock()
+	if c.seg == sg && c.lo <= after+1 && want <= c.hi {
+		out := append([]Row(nil), c.rows[after+1-c.lo:want+1-c.lo]...)
+		c.mu.Unlock()
+		return out, nil
+	}
+	c.mu.Unlock()
+	lo, hi := after+1, min(sg.last, after+int64(max(n, scanWindow)))
+	q := &query{scope: ScopePrefix, cursor: after, maxSeq: hi, limit: int(hi - lo + 1)}
+	rows, err := sg.collect(q, q.limit)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(rows)) != hi-lo+1 || (len(rows) > 0 && rows[0].Seq != lo) {
+		return nil, fmt.Errorf("segment %s: seqs %d..%d should be dense, read %d rows", sg.name, lo, hi, len(rows))
+	}
+	out := append([]Row(nil), rows[:want+1-lo]...)
+	sg.acquire()
+	c.mu.Lock()
+	old := c.seg
+	c.seg, c.lo, c.hi, c.rows = sg, lo, hi, rows
+	c.mu.Unlock()
+	if old != nil {
+		old.release()
+	}
+	return out, nil
+}
+
+func (c *scanCache) drop() {
+	c.mu.Lock()
+	old := c.seg
+	c.seg, c.rows = nil, nil
+	c.mu.Unlock()
+	if old != nil {
+		old.release()
+	}
 }

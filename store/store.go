@@ -58,6 +58,8 @@ type Store struct {
 	lastSeq   atomic.Int64
 	walBytes  atomic.Int64
 	lastFlush time.Time
+
+	scan scanCache
 }
 
 type commitReq struct {
@@ -511,6 +513,7 @@ func (s *Store) Close() error {
 		err = cerr
 	}
 	s.walMu.Unlock()
+	s.scan.drop()
 	s.mu.Lock()
 	segs := s.segs
 	s.segs = nil
@@ -535,6 +538,7 @@ func (s *Store) Abandon() {
 	s.inflight.Wait()
 	close(s.stopCh)
 	s.loops.Wait()
+	s.scan.drop()
 	s.mu.Lock()
 	segs := s.segs
 	s.segs = nil
