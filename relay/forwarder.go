@@ -282,6 +282,13 @@ func New(cfg Config) (*Forwarder, error) {
 	f := &Forwarder{cfg: cfg, log: log, m: m, rng: rng}
 	f.status = Status{State: StateStarting, Target: cfg.Target, Producer: cfg.Producer, Failures: map[string]int64{}}
 	m.setState(StateStarting)
+	// Until the first Step has resolved where to resume (which may wait for
+	// an unreachable target), hold every row: retention on a just-restarted
+	// source must not delete rows that were never forwarded. The store's pin
+	// byte cap still bounds what this holds.
+	if cfg.Pin != nil {
+		cfg.Pin(0)
+	}
 	return f, nil
 }
 

@@ -952,3 +952,22 @@ func TestTargetLosingAckedRowsIsReported(t *testing.T) {
 		t.Errorf("loss not logged:\n%s", h.logs)
 	}
 }
+
+// A just-started relay whose target is unreachable must already hold every
+// row: otherwise retention on a restarted source deletes rows that were never
+// forwarded (found by the simulation, W1 in docs/sim.md).
+func TestPinsEverythingBeforeFirstSuccessfulStep(t *testing.T) {
+	h := newHarness(t)
+	h.src.addN(100)
+	f := h.forwarder(t)
+	if len(h.pins) != 1 || h.pins[0] != 0 {
+		t.Fatalf("pins after New = %v, want [0] (hold everything)", h.pins)
+	}
+	h.tgt.fail = connect.NewError(connect.CodeUnavailable, errors.New("target down"))
+	if _, err := f.Step(context.Background()); err == nil {
+		t.Fatal("step against a down target succeeded")
+	}
+	if h.pins[len(h.pins)-1] != 0 {
+		t.Fatalf("pin moved to %d while nothing was forwarded", h.pins[len(h.pins)-1])
+	}
+}
