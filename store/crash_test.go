@@ -42,7 +42,7 @@ type attempt struct {
 
 // crashWorkload drives a store through appends, flushes, a merge, retention
 // and Close, recording which batches were acked.
-func crashWorkload(s *Store, withRetention bool) []*attempt {
+func crashWorkload(s *Store, withRetention bool) ([]*attempt, bool) {
 	ctx := context.Background()
 	var atts []*attempt
 	n := 0
@@ -62,7 +62,13 @@ func crashWorkload(s *Store, withRetention bool) []*attempt {
 	s.Flush(ctx)
 	app()
 	s.Flush(ctx)
+	app()
+	s.Flush(ctx)
+	app()
+	s.Flush(ctx)
+	before := s.Stats().Segments
 	s.Compact(ctx)
+	merged := s.Stats().Segments < before
 	app()
 	if withRetention {
 		s.Flush(ctx)
@@ -70,7 +76,7 @@ func crashWorkload(s *Store, withRetention bool) []*attempt {
 	}
 	app()
 	s.Close()
-	return atts
+	return atts, merged
 }
 
 // verifyRecovered reopens fs and checks the crash-safety invariants.
@@ -148,7 +154,9 @@ func TestCrashAtEveryOperation(t *testing.T) {
 			fs := vfs.NewMemFS()
 			k := &killer{n: -1}
 			fs.Inject = k.inject
-			crashWorkload(mustOpen(t, mkOpts(fs)), withRetention)
+			if _, merged := crashWorkload(mustOpen(t, mkOpts(fs)), withRetention); !merged {
+				t.Fatal("the workload's Compact merged nothing; the merge's sync points would go untested")
+			}
 			total := k.count
 			if total < 20 {
 				t.Fatalf("workload did only %d fs operations", total)
@@ -173,7 +181,7 @@ func TestCrashAtEveryOperation(t *testing.T) {
 					s, err := Open(mkOpts(fs))
 					var atts []*attempt
 					if err == nil {
-						atts = crashWorkload(s, withRetention)
+						atts, _ = crashWorkload(s, withRetention)
 						s.Abandon()
 					}
 					fs.Inject = nil

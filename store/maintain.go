@@ -127,8 +127,8 @@ func memRowIter(m *memtable) func() (*Row, error) {
 }
 
 // Compact merges runs of adjacent segments smaller than half the target size
-// into one segment of at most about TargetSegmentBytes, so a store keeps few
-// large segments. The merged segment is made durable before the inputs are
+// (at least minMergeRun of them, size-tiered) into one segment of at most
+// about TargetSegmentBytes, so a store keeps few large segments. The merged segment is made durable before the inputs are
 // removed; a crash in between leaves both, and Open deletes the inputs
 // (their seq range lies inside the merged one).
 func (s *Store) Compact(ctx context.Context) error {
@@ -151,33 +151,51 @@ func (s *Store) Compact(ctx context.Context) error {
 	}
 }
 
+// minMergeRun: a merge takes at least this many segments, so each row is
+// rewritten about log4(target/flush size) times rather than once per flush.
+const minMergeRun = 4
+
+// pickCompaction chooses a run of adjacent small segments, size-tiered:
+// walking from the newest, an older segment joins only while it is no larger
+// than twice the run so far, so a big merged segment is not rewritten for
+// every small one that follows it.
 func (s *Store) pickCompaction() []*segment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	small := s.opts.TargetSegmentBytes / 2
+	var best []*segment
 	var run []*segment
 	var bytes int64
-	for _, sg := range s.segs {
-		if sg.size < small && bytes+sg.size <= s.opts.TargetSegmentBytes {
-			run = append(run, sg)
-			bytes += sg.size
-			continue
-		}
-		if len(run) >= 2 {
-			break
+	flush := func() {
+		if len(run) >= minMergeRun && len(best) == 0 {
+			best = run
 		}
 		run, bytes = nil, 0
-		if sg.size < small {
-			run, bytes = []*segment{sg}, sg.size
-		}
 	}
-	if len(run) < 2 {
+	for i := len(s.segs) - 1; i >= 0 && len(best) == 0; i-- {
+		sg := s.segs[i]
+		if sg.size >= small {
+			flush()
+			continue
+		}
+		if len(run) > 0 && (sg.size > 2*bytes || bytes+sg.size > s.opts.TargetSegmentBytes) {
+			flush()
+		}
+		run = append(run, sg)
+		bytes += sg.size
+	}
+	flush()
+	if len(best) == 0 {
 		return nil
 	}
-	for _, sg := range run {
+	// best is newest first; merge wants seq order.
+	for i, j := 0, len(best)-1; i < j; i, j = i+1, j-1 {
+		best[i], best[j] = best[j], best[i]
+	}
+	for _, sg := range best {
 		sg.acquire()
 	}
-	return run
+	return best
 }
 
 func (s *Store) merge(run []*segment) error {

@@ -147,9 +147,14 @@ func trigramHash(a, b, c byte) uint32 {
 	return (uint32(a)<<16 | uint32(b)<<8 | uint32(c)) * 0x9E3779B1 >> 16
 }
 
-func addTrigrams(bits []byte, s string) {
-	for i := 0; i+3 <= len(s); i++ {
-		h := trigramHash(s[i], s[i+1], s[i+2])
+func addTrigrams(bits *[trigramBits / 8]byte, s string) {
+	if len(s) < 3 {
+		return
+	}
+	v := uint32(s[0])<<8 | uint32(s[1])
+	for i := 2; i < len(s); i++ {
+		v = (v<<8 | uint32(s[i])) & 0xffffff
+		h := (v * 0x9E3779B1) >> 16 // == trigramHash; the array type drops bounds checks
 		bits[h>>3] |= 1 << (h & 7)
 	}
 }
@@ -242,7 +247,7 @@ func (sw *segWriter) flushGroup() error {
 		r := &sw.buf[i]
 		g.minSeq, g.maxSeq = min(g.minSeq, r.Seq), max(g.maxSeq, r.Seq)
 		g.minEpoch, g.maxEpoch = min(g.minEpoch, r.EpochMS), max(g.maxEpoch, r.EpochMS)
-		addTrigrams(g.grams, r.Data)
+		addTrigrams((*[trigramBits / 8]byte)(g.grams), r.Data)
 	}
 	sw.rgs = append(sw.rgs, g)
 	if _, err := sw.w.Write(sw.buf); err != nil {
