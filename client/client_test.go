@@ -16,6 +16,7 @@ import (
 	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
+	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/server"
 )
@@ -91,10 +92,12 @@ func TestPushRetries(t *testing.T) {
 
 func TestPushStopsRetryingWhenContextEnds(t *testing.T) {
 	h := &scripted{errs: []error{connect.NewError(connect.CodeUnavailable, errors.New("down"))}}
-	c := client.New(serve(t, h), client.WithRetry(10, time.Hour, time.Hour))
+	clk := clock.NewFake(time.Unix(0, 0))
+	c := client.New(serve(t, h), client.WithRetry(10, time.Hour, time.Hour), client.WithClock(clk))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		for h.attempts.Load() == 0 {
+		// Cancel once the client sleeps before its second attempt.
+		for clk.Pending() == 0 {
 			time.Sleep(time.Millisecond)
 		}
 		cancel()
@@ -102,6 +105,9 @@ func TestPushStopsRetryingWhenContextEnds(t *testing.T) {
 	_, err := c.Push(ctx, push)
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "down") {
 		t.Fatalf("push = %v, want context.Canceled mentioning the last error", err)
+	}
+	if n := h.attempts.Load(); n != 1 {
+		t.Fatalf("%d attempts, want 1", n)
 	}
 }
 
@@ -155,20 +161,26 @@ func TestTailFollows(t *testing.T) {
 		}
 		pushData("old-1", "old-2", "old-3")
 		var got []string
+		pushed := make(chan struct{})
 		for e, err := range c.Tail(ctx, &loggingpb.FetchLogsRequest{Source: key, MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, Tail: true, MaxLines: 2}) {
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("grpc=%v after %q: %v", grpc, got, err)
 			}
 			got = append(got, e.Data)
 			switch len(got) {
 			case 2:
 				// Pushed while the tail waits on its long-poll.
-				go pushData("new-1")
+				go func() { pushData("new-1"); close(pushed) }()
 			case 3:
 				cancel()
 			}
 		}
 		cancel()
+		// The row wakes the tail before its push is answered; let the
+		// push finish before the server goes away.
+		if len(got) >= 2 {
+			<-pushed
+		}
 		if want := "old-2 old-3 new-1"; strings.Join(got, " ") != want {
 			t.Errorf("grpc=%v: tail yielded %q, want %q", grpc, got, want)
 		}
