@@ -105,7 +105,10 @@ func TestCanaryGenerated(t *testing.T) {
 			cfg := config()
 			tc.cfg(&cfg)
 			caught := 0
-			const runs = 30
+			runs := 30
+			if raceEnabled {
+				runs = 10
+			}
 			for i := 0; i < runs; i++ {
 				sched := genSchedule(tc.shape).Example(i)
 				if _, err := run(cfg, int64(i), sched); err != nil {
