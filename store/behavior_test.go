@@ -399,3 +399,24 @@ func TestBackgroundFlushAndClose(t *testing.T) {
 		t.Fatalf("after Close flushed: %+v", st)
 	}
 }
+
+// TestIngestStallsForFlush: with background flushing, memtables never hold
+// much more than maxHeldMemtables × MemtableBytes however fast appends come.
+func TestIngestStallsForFlush(t *testing.T) {
+	opts := memOpts(vfs.NewMemFS())
+	opts.Background = true
+	opts.MemtableBytes = 32 << 10
+	s := mustOpen(t, opts)
+	defer s.Close()
+	var peak int64
+	for i := 0; i < 200; i++ {
+		mustAppend(t, s, mkRows("/k", 50, i*50))
+		peak = max(peak, s.Stats().MemtableBytes)
+	}
+	if limit := (maxHeldMemtables + 1) * opts.MemtableBytes; peak > limit {
+		t.Fatalf("memtables peaked at %d bytes, bound is about %d", peak, limit)
+	}
+	if rows := fetchAll(t, s, Query{Source: "/k", Scope: ScopeExact}); len(rows) != 10000 {
+		t.Fatalf("%d rows readable, want 10000", len(rows))
+	}
+}

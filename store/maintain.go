@@ -42,6 +42,10 @@ func (s *Store) Flush(ctx context.Context) error {
 			return err
 		}
 		sg, err := s.writeSegment(memRowIter(m), int64(m.n), m.bytes, flushCodec, producers)
+		s.mu.Lock()
+		close(s.flushed) // wake a stalled committer either way; it re-checks
+		s.flushed = make(chan struct{})
+		s.mu.Unlock()
 		if err != nil {
 			s.log.Error("flush failed; rows stay in the WAL and memtable", "err", err)
 			return fmt.Errorf("store: flush: %w", err)

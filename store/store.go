@@ -60,6 +60,9 @@ type Store struct {
 	lastFlush time.Time
 
 	scan scanCache
+	// flushed is closed (and replaced) whenever a flush installs a segment
+	// or fails: what a stalled committer waits for.
+	flushed chan struct{}
 }
 
 type commitReq struct {
@@ -111,6 +114,7 @@ func Open(opts Options) (*Store, error) {
 		producers: map[string]int64{},
 		pins:      map[string]int64{},
 		changed:   make(chan struct{}),
+		flushed:   make(chan struct{}),
 	}
 	if err := s.recover(); err != nil {
 		for _, sg := range s.segs {
@@ -304,8 +308,11 @@ func (s *Store) commitLoop() {
 					break drain
 				}
 			}
-			s.commit(group)
+			stall := s.commit(group)
 			clear(group)
+			if stall {
+				s.stallForFlush()
+			}
 		case <-s.stopCh:
 			// Close waited for every in-flight Append, so the channel is
 			// empty; nothing is left to fail.
@@ -316,7 +323,9 @@ func (s *Store) commitLoop() {
 
 // commit writes a group of batches as consecutive records in one write and
 // one fdatasync, then publishes them to the memtable and acks them.
-func (s *Store) commit(group []*commitReq) {
+// It reports whether memtables are over their bound (the caller stalls,
+// outside walMu, which sealing needs).
+func (s *Store) commit(group []*commitReq) (stall bool) {
 	s.walMu.Lock()
 	defer s.walMu.Unlock()
 
@@ -381,7 +390,7 @@ func (s *Store) commit(group []*commitReq) {
 			for _, req := range group {
 				req.done <- commitResult{err: err}
 			}
-			return
+			return false
 		}
 	}
 
@@ -405,6 +414,10 @@ func (s *Store) commit(group []*commitReq) {
 		s.changed = make(chan struct{})
 	}
 	memBytes := s.mem.bytes
+	held := memBytes
+	for _, m := range s.sealed {
+		held += m.bytes
+	}
 	s.mu.Unlock()
 	s.metrics.appended(len(group), rowsN, bytesN)
 	for i, req := range group {
@@ -414,6 +427,40 @@ func (s *Store) commit(group []*commitReq) {
 		select {
 		case s.flushKick <- struct{}{}:
 		default:
+		}
+	}
+	if s.opts.Background && held >= maxHeldMemtables*s.opts.MemtableBytes {
+		stall = true
+	}
+	return stall
+}
+
+// maxHeldMemtables bounds memory when ingest outruns flushing: once the
+// memtables hold this many MemtableBytes, the committer (and so every
+// Append) waits for the background flush. Without Background the caller
+// drives Flush and nothing waits.
+const maxHeldMemtables = 3
+
+func (s *Store) stallForFlush() {
+	for {
+		s.mu.Lock()
+		held := s.mem.bytes
+		for _, m := range s.sealed {
+			held += m.bytes
+		}
+		flushed := s.flushed
+		s.mu.Unlock()
+		if held < maxHeldMemtables*s.opts.MemtableBytes {
+			return
+		}
+		select {
+		case s.flushKick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-flushed:
+		case <-s.stopCh:
+			return
 		}
 	}
 }
