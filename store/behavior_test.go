@@ -393,6 +393,11 @@ func TestBackgroundFlushAndClose(t *testing.T) {
 	if _, err := s.Fetch(context.Background(), Query{Source: "/k", Scope: ScopeExact}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("fetch after close: %v, want ErrClosed", err)
 	}
+	for name, step := range map[string]func(context.Context) error{"Flush": s.Flush, "Compact": s.Compact, "Retain": s.Retain} {
+		if err := step(context.Background()); !errors.Is(err, ErrClosed) {
+			t.Fatalf("%s after close: %v, want ErrClosed", name, err)
+		}
+	}
 	s = mustOpen(t, memOpts(fs))
 	defer s.Close()
 	if st := s.Stats(); st.LastSeq != 400 || st.MemtableRows != 0 {

@@ -17,9 +17,15 @@ import (
 // (e.g. ENOSPC) leaves the sealed memtable readable and in the WAL; the next
 // Flush retries it.
 func (s *Store) Flush(ctx context.Context) error {
-	if s.isClosed() && !s.closing() {
+	if s.isClosed() {
 		return ErrClosed
 	}
+	return s.flush(ctx)
+}
+
+// flush is Flush without the closed check: Close uses it after stopping the
+// goroutines.
+func (s *Store) flush(ctx context.Context) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	if err := s.seal(); err != nil {
@@ -68,15 +74,6 @@ func (s *Store) Flush(ctx context.Context) error {
 			// already holds. The next flush retries the removal.
 			s.log.Warn("trim wal", "err", err)
 		}
-	}
-}
-
-func (s *Store) closing() bool {
-	select {
-	case <-s.stopCh:
-		return true
-	default:
-		return false
 	}
 }
 

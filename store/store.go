@@ -449,8 +449,9 @@ func (s *Store) stallForFlush() {
 			held += m.bytes
 		}
 		flushed := s.flushed
+		closed := s.closed
 		s.mu.Unlock()
-		if held < maxHeldMemtables*s.opts.MemtableBytes {
+		if held < maxHeldMemtables*s.opts.MemtableBytes || closed {
 			return
 		}
 		select {
@@ -554,7 +555,7 @@ func (s *Store) Close() error {
 	s.inflight.Wait()
 	close(s.stopCh)
 	s.loops.Wait()
-	err := s.Flush(context.Background())
+	err := s.flush(context.Background())
 	s.walMu.Lock()
 	if cerr := s.wal.close(); err == nil && cerr != nil {
 		err = cerr
