@@ -371,8 +371,8 @@ func (g *lineGen) entry() *loggingpb.LogEntry {
 	var s string
 	switch k := r.IntN(100); {
 	case k < 45:
-		s = fmt.Sprintf("I1124 04:%02d:%02d.%06d %7d trainer.py:%d] epoch %d step %d loss=%.4f lr=%.2e grad_norm=%.3f tokens/s=%d mem=%.1fGiB",
-			r.IntN(60), r.IntN(60), r.IntN(1e6), 1000+r.IntN(90000), 100+r.IntN(900), r.IntN(100), r.IntN(500000), r.Float64()*4, r.Float64()*1e-3, r.Float64()*10, 10000+r.IntN(90000), 10+r.Float64()*60)
+		s = fmt.Sprintf("I1124 04:%02d:%02d.%06d %7d trainer.py:%d] [rank %d] epoch %d step %d loss=%.4f lr=%.2e grad_norm=%.3f tokens/s=%d mem=%.1fGiB dt=%.3fs",
+			r.IntN(60), r.IntN(60), r.IntN(1e6), 1000+r.IntN(90000), 100+r.IntN(900), r.IntN(512), r.IntN(100), r.IntN(500000), r.Float64()*4, r.Float64()*1e-3, r.Float64()*10, 10000+r.IntN(90000), 10+r.Float64()*60, r.Float64()*2)
 	case k < 70:
 		s = fmt.Sprintf("2026-11-24 04:%02d:%02d,%03d INFO data_loader[worker %d]: loaded shard %05d/%05d from gs://ml-data/%s/part-%05d.parquet (%d rows, %.1f MiB)",
 			r.IntN(60), r.IntN(60), r.IntN(1000), r.IntN(32), r.IntN(4096), 4096, g.hex(8), r.IntN(100000), 1000+r.IntN(200000), r.Float64()*512)
@@ -382,8 +382,8 @@ func (g *lineGen) entry() *loggingpb.LogEntry {
 			r.IntN(512), r.IntN(1e7), 1000+r.IntN(60000), 1+r.IntN(5), g.hex(6))
 	case k < 95:
 		lv = loggingpb.LogLevel_LOG_LEVEL_DEBUG
-		s = fmt.Sprintf("[api-%d] 10.%d.%d.%d - - \"GET /api/v1/jobs/%s/tasks/%d/status HTTP/1.1\" %d %d %dms \"python-requests/2.31.0\"",
-			r.IntN(8), r.IntN(256), r.IntN(256), r.IntN(256), g.hex(12), r.IntN(1000), []int{200, 200, 200, 404, 503}[r.IntN(5)], r.IntN(5000), r.IntN(900))
+		s = fmt.Sprintf("[api-%d] %s 10.%d.%d.%d - - \"GET /api/v1/jobs/%s/tasks/%d/status HTTP/1.1\" %d %d %dms \"python-requests/2.31.0\"",
+			r.IntN(8), "2026-11-24T04:"+strconv.Itoa(10+r.IntN(50))+":"+strconv.Itoa(10+r.IntN(50)), r.IntN(256), r.IntN(256), r.IntN(256), g.hex(12), r.IntN(1000), []int{200, 200, 200, 404, 503}[r.IntN(5)], r.IntN(5000), r.IntN(900))
 	default:
 		lv = loggingpb.LogLevel_LOG_LEVEL_ERROR
 		s = fmt.Sprintf("ERROR checkpoint: failed to upload /mnt/ckpt/run-%s/step_%08d/shard_%03d.safetensors to gs://ckpt: deadline exceeded after %.2fs",
