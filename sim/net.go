@@ -162,8 +162,9 @@ func storeError(err error) error {
 	}
 }
 
-// admit runs the gate and the server's identity-bound write rule.
-func (n *Net) admit(cluster string) error {
+// admit runs the gate and the server's identity-bound write rule: a jwt
+// identity of cluster C may push only rows of cluster C (or none).
+func (n *Net) admit(cluster string, rows ...store.Row) error {
 	h := http.Header{}
 	if n.Token != nil {
 		tok, err := n.Token()
@@ -187,9 +188,18 @@ func (n *Net) admit(cluster string) error {
 		}
 		return connect.NewError(code, fmt.Errorf("denied: %s", reason))
 	}
-	if identity != "" && cluster != "" && identity != cluster && !isCIDRIdentity(identity) {
+	if identity == "" || isCIDRIdentity(identity) {
+		return nil
+	}
+	if cluster != "" && identity != cluster {
 		n.AuthRejections++
 		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("identity %q may not push cluster %q", identity, cluster))
+	}
+	for _, r := range rows {
+		if r.Cluster != "" && r.Cluster != identity {
+			n.AuthRejections++
+			return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("identity %q may not push a row of cluster %q (seq %d)", identity, r.Cluster, r.Seq))
+		}
 	}
 	return nil
 }
@@ -226,7 +236,7 @@ func (s netSink) push(ctx context.Context, b relay.Batch) (store.Ack, error) {
 		n.DropRequests--
 		return store.Ack{}, connect.NewError(connect.CodeUnavailable, errors.New("sim: request dropped"))
 	}
-	if err := n.admit(b.Cluster); err != nil {
+	if err := n.admit(b.Cluster, b.Rows...); err != nil {
 		n.Rejected++
 		return store.Ack{}, err
 	}
