@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
+	"github.com/finelog/finelog/internal/loggen"
 )
 
 func init() {
@@ -102,7 +102,7 @@ type procSample struct {
 func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Writer) (*benchResult, error) {
 	keys := make([]string, bc.keys)
 	for i := range keys {
-		keys[i] = fmt.Sprintf("/bench/job-%d/task-%d:0", i/10, i%10)
+		keys[i] = "/bench" + loggen.Key(i)
 	}
 	batches := (bc.lines + bc.batch - 1) / bc.batch
 	var next, sentLines, sentBytes atomic.Int64
@@ -121,7 +121,7 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Wr
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			gen := newLineGen(bc.seed + uint64(w))
+			gen := loggen.New(int64(bc.seed)+int64(w), time.Now(), bc.keys)
 			// A few distinct batches per pusher, reused round-robin, keep
 			// the generator out of the measurement.
 			const pool = 8
@@ -129,8 +129,8 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Wr
 			sizes := make([]int64, pool)
 			for i := range reqs {
 				reqs[i] = &loggingpb.PushLogsRequest{}
-				for range bc.batch {
-					e := gen.entry()
+				for j := range bc.batch {
+					e := benchEntry(gen, keys[(w*pool+i+j)%len(keys)])
 					sizes[i] += int64(len(e.Data))
 					reqs[i].Entries = append(reqs[i].Entries, e)
 				}
@@ -343,56 +343,15 @@ func (p *procSampler) scrape() (procSample, error) {
 	return s, sc.Err()
 }
 
-// lineGen makes log lines that look like an ML/batch cluster's: trainer
-// steps, data loading, collective warnings, HTTP access, checkpoints —
-// about 150 bytes each, with the numbers and ids that make real logs
-// compress less than repeated text would.
-type lineGen struct {
-	r *rand.Rand
-	b []byte
-}
-
-func newLineGen(seed uint64) *lineGen {
-	return &lineGen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
-}
-
-func (g *lineGen) hex(n int) string {
-	const digits = "0123456789abcdef"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = digits[g.r.IntN(16)]
-	}
-	return string(b)
-}
-
-func (g *lineGen) entry() *loggingpb.LogEntry {
-	r := g.r
-	lv := loggingpb.LogLevel_LOG_LEVEL_INFO
-	var s string
-	switch k := r.IntN(100); {
-	case k < 45:
-		s = fmt.Sprintf("I1124 04:%02d:%02d.%06d %7d trainer.py:%d] [rank %d] epoch %d step %d loss=%.4f lr=%.2e grad_norm=%.3f tokens/s=%d mem=%.1fGiB dt=%.3fs",
-			r.IntN(60), r.IntN(60), r.IntN(1e6), 1000+r.IntN(90000), 100+r.IntN(900), r.IntN(512), r.IntN(100), r.IntN(500000), r.Float64()*4, r.Float64()*1e-3, r.Float64()*10, 10000+r.IntN(90000), 10+r.Float64()*60, r.Float64()*2)
-	case k < 70:
-		s = fmt.Sprintf("2026-11-24 04:%02d:%02d,%03d INFO data_loader[worker %d]: loaded shard %05d/%05d from gs://ml-data/%s/part-%05d.parquet (%d rows, %.1f MiB)",
-			r.IntN(60), r.IntN(60), r.IntN(1000), r.IntN(32), r.IntN(4096), 4096, g.hex(8), r.IntN(100000), 1000+r.IntN(200000), r.Float64()*512)
-	case k < 80:
-		lv = loggingpb.LogLevel_LOG_LEVEL_WARNING
-		s = fmt.Sprintf("WARNING:torch.distributed:NCCL watchdog: rank %d collective allreduce seq %d still pending after %d ms (attempt %d/5) on host node-%s",
-			r.IntN(512), r.IntN(1e7), 1000+r.IntN(60000), 1+r.IntN(5), g.hex(6))
-	case k < 95:
-		lv = loggingpb.LogLevel_LOG_LEVEL_DEBUG
-		s = fmt.Sprintf("[api-%d] %s 10.%d.%d.%d - - \"GET /api/v1/jobs/%s/tasks/%d/status HTTP/1.1\" %d %d %dms \"python-requests/2.31.0\"",
-			r.IntN(8), "2026-11-24T04:"+strconv.Itoa(10+r.IntN(50))+":"+strconv.Itoa(10+r.IntN(50)), r.IntN(256), r.IntN(256), r.IntN(256), g.hex(12), r.IntN(1000), []int{200, 200, 200, 404, 503}[r.IntN(5)], r.IntN(5000), r.IntN(900))
-	default:
-		lv = loggingpb.LogLevel_LOG_LEVEL_ERROR
-		s = fmt.Sprintf("ERROR checkpoint: failed to upload /mnt/ckpt/run-%s/step_%08d/shard_%03d.safetensors to gs://ckpt: deadline exceeded after %.2fs",
-			g.hex(10), r.IntN(500000), r.IntN(256), r.Float64()*120)
-	}
+// benchEntry is one generated line as a wire entry. The lines come from
+// internal/loggen, the generator the store benchmarks use: ~150 bytes with
+// a timestamp, level, component, task and random ids and numbers.
+func benchEntry(g *loggen.Gen, key string) *loggingpb.LogEntry {
+	l := g.NextFor(key)
 	return &loggingpb.LogEntry{
-		Timestamp: &loggingpb.Timestamp{},
+		Timestamp: &loggingpb.Timestamp{EpochMs: l.EpochMS},
 		Source:    "stdout",
-		Data:      s,
-		Level:     lv,
+		Data:      l.Data,
+		Level:     loggingpb.LogLevel(l.Level),
 	}
 }
