@@ -211,16 +211,6 @@ func (w *World) gate(remote string, h http.Header) (bool, bool, string, string) 
 // before the first durable seed from skipping rows.
 func (w *World) startRelay() error {
 	src := w.Source.Store
-	if !w.cfg.Strict {
-		// Workaround W1 (see Workarounds): pin what the durable watermark
-		// has not covered before anything else runs on the restarted
-		// store, as the daemon should.
-		wm, err := w.DurableWatermark()
-		if err != nil {
-			return fmt.Errorf("start relay: %w", err)
-		}
-		src.SetPin(relay.PinName, wm)
-	}
 	f, err := relay.New(relay.Config{
 		Source:         floorSource{w: w, s: src},
 		Sink:           w.Net.Sink(),
@@ -274,9 +264,6 @@ func (f floorSource) LastSeq(ctx context.Context) (int64, error) {
 // it found in the code under test, so the other properties keep being
 // checked. Config.Strict (go test ./sim -sim.strict) turns them off.
 var Workarounds = []string{
-	"W1 relay/store: pins live only in memory and the relay sets its pin only after its first successful resolve, " +
-		"which now asks the target first; a source restarted while the target is unreachable runs retention unpinned " +
-		"and deletes acked rows the relay never forwarded. The harness pins the durable watermark at restart.",
 	"W2 store: Scan(after, n) only looks at seqs (after, after+n], so when retention has deleted seqs just above " +
 		"after it returns nothing although later rows exist (a relay behind the retention floor then stalls forever " +
 		"in state ok). The harness skips its direct check of that read and, for the relay, reads again from the floor.",
