@@ -90,6 +90,23 @@ func TestCanarySkewBeyondLeeway(t *testing.T) {
 	expectViolation(t, cfg, sched, (*World).CheckNoAuthRejections, "refused")
 }
 
+// TestCanaryNondeterminism: a relay whose backoff jitter is seeded from
+// the wall clock must make the determinism check fail.
+func TestCanaryNondeterminism(t *testing.T) {
+	cfg := config()
+	cfg.WallClockJitter = true
+	sched := []Action{appendSome, {Kind: Partition}, step, step, step, {Kind: Heal}, step}
+	w1, _ := run(cfg, 1, sched)
+	w2, _ := run(cfg, 1, sched)
+	if w1 == nil || w2 == nil {
+		t.Fatal("world failed to start")
+	}
+	if w1.Trace.Hash() == w2.Trace.Hash() {
+		t.Fatalf("wall-clock jitter went unnoticed: both traces hash to %s", w1.Trace.Hash())
+	}
+	t.Logf("caught as expected: %s", FirstDiff(w1.Trace, w2.Trace))
+}
+
 // TestCanaryGenerated: the same broken worlds under generated schedules
 // are caught too, not only under the hand-written ones above.
 func TestCanaryGenerated(t *testing.T) {

@@ -64,6 +64,9 @@ type Config struct {
 	SourceSyncLies    bool
 	TargetSyncLies    bool
 	AckWithoutStoring bool
+	// WallClockJitter seeds the relay's backoff jitter from the wall
+	// clock, as careless code would: the determinism check must notice.
+	WallClockJitter bool
 }
 
 // DefaultConfig is the setup the property tests use.
@@ -211,12 +214,16 @@ func (w *World) gate(remote string, h http.Header) (bool, bool, string, string) 
 // before the first durable seed from skipping rows.
 func (w *World) startRelay() error {
 	src := w.Source.Store
+	jitter := rand.New(rand.NewSource(int64(w.SourceCrashes) + 1))
+	if w.cfg.WallClockJitter {
+		jitter = rand.New(rand.NewSource(time.Now().UnixNano()))
+	}
 	f, err := relay.New(relay.Config{
 		Source:         floorSource{w: w, s: src},
 		Sink:           w.Net.Sink(),
 		FS:             w.Source.FS,
 		Clock:          w.Source.Clock,
-		Rand:           rand.New(rand.NewSource(int64(w.SourceCrashes) + 1)),
+		Rand:           jitter,
 		StatePath:      statePath,
 		DeadLetterPath: deadPath,
 		Target:         targetURL,
