@@ -423,6 +423,22 @@ func (s *Store) Retain(ctx context.Context) error {
 	return err
 }
 
+// compactionDebt: how many small segments heavy ingest may leave behind
+// before background compaction runs even while flushes keep coming.
+const compactionDebt = 12
+
+func (s *Store) smallSegments() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sg := range s.segs {
+		if sg.size < s.opts.TargetSegmentBytes/2 {
+			n++
+		}
+	}
+	return n
+}
+
 // backgroundLoop runs the maintenance steps when Options.Background is set:
 // flush when the memtable is full or FlushInterval passed, then compact and
 // apply retention.
@@ -437,6 +453,7 @@ func (s *Store) backgroundLoop() {
 		cancel()
 	}()
 	tick := min(s.opts.FlushInterval, 10*time.Second)
+	kicked := false
 	for {
 		t := s.clk.NewTimer(tick)
 		select {
@@ -445,7 +462,9 @@ func (s *Store) backgroundLoop() {
 			return
 		case <-s.flushKick:
 			t.Stop()
+			kicked = true
 		case <-t.C():
+			kicked = false
 		}
 		s.mu.Lock()
 		due := s.mem.bytes >= s.opts.MemtableBytes || (s.mem.n > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
@@ -455,8 +474,14 @@ func (s *Store) backgroundLoop() {
 				s.log.Error("background flush", "err", err)
 			}
 		}
-		if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
-			s.log.Error("background compaction", "err", err)
+		// Compaction rewrites data ingest already paid for; while ingest
+		// keeps the memtable filling (woken by a full memtable, or a flush
+		// was due) it waits for a quiet tick, unless the small segments it
+		// owes have piled up past compactionDebt.
+		if (!due && !kicked) || s.smallSegments() >= compactionDebt {
+			if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
+				s.log.Error("background compaction", "err", err)
+			}
 		}
 		if err := s.Retain(ctx); err != nil && !errors.Is(err, ErrClosed) {
 			s.log.Error("background retention", "err", err)
