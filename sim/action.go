@@ -27,7 +27,7 @@ const (
 	Delay                    // the next request is held in flight; the sender times out
 	Deliver                  // the oldest held request finally arrives
 	Skew                     // Node's clock is set to true time + D (a jump: D may be negative)
-	FSFault                  // the next Op on Node's disk fails
+	FSFault                  // the next Op on Node's disk fails (N == 1: with ENOSPC)
 )
 
 var kindNames = [...]string{"append", "relay-step", "advance", "flush", "compact", "retain", "crash", "partition", "heal",
@@ -71,6 +71,9 @@ func (a Action) String() string {
 	case Skew:
 		return fmt.Sprintf("skew %s %+v", node, a.D)
 	case FSFault:
+		if a.N == 1 {
+			return fmt.Sprintf("fs-fault %s %s (disk full)", node, a.Op)
+		}
 		return fmt.Sprintf("fs-fault %s %s", node, a.Op)
 	default:
 		return a.Kind.String()
@@ -127,7 +130,7 @@ func (w *World) Do(a Action) {
 		n.setSkew(w.now, a.D)
 	case FSFault:
 		n := w.node(a.Node)
-		n.failOps = append(n.failOps, a.Op)
+		n.failOps = append(n.failOps, fault{op: a.Op, noSpace: a.N == 1})
 	}
 	w.autoFlush(w.Source, w.Target)
 }

@@ -109,7 +109,7 @@ func genAction(sh scheduleShape) *rapid.Generator[Action] {
 				// retention can leave a store that refuses to reopen.
 				ops = faultOps[:len(faultOps)-1]
 			}
-			return Action{Kind: FSFault, Node: node, Op: ops[uniform(t, len(ops), "op")]}
+			return Action{Kind: FSFault, Node: node, Op: ops[uniform(t, len(ops), "op")], N: uniform(t, 2, "nospace")}
 		}
 	})
 }

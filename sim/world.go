@@ -39,8 +39,8 @@ type Node struct {
 	// crashed process so nothing it does after the crash point lands.
 	frozen bool
 	// failOps are scheduled I/O faults: the next operation of that kind on
-	// this node fails (consumed in order).
-	failOps []vfs.Op
+	// this node fails (consumed in order), with ENOSPC when noSpace.
+	failOps []fault
 	// Faults counts injected I/O errors that fired.
 	Faults int
 	trace  *Trace
@@ -67,14 +67,24 @@ func (n *Node) inject(op vfs.Op, name string) error {
 		n.writes[name]++
 	}
 	for i, f := range n.failOps {
-		if f == op {
+		if f.op == op {
 			n.failOps = append(n.failOps[:i], n.failOps[i+1:]...)
 			n.Faults++
-			n.trace.Addf("%s fs fault: %s %s", n.Name, op, name)
-			return fmt.Errorf("%s %s: %w", op, name, errInjected)
+			cause := errInjected
+			if f.noSpace {
+				cause = vfs.ErrNoSpace
+			}
+			n.trace.Addf("%s fs fault: %s %s: %v", n.Name, op, name, cause)
+			return fmt.Errorf("%s %s: %w", op, name, cause)
 		}
 	}
 	return nil
+}
+
+// fault is one scheduled I/O failure.
+type fault struct {
+	op      vfs.Op
+	noSpace bool // fail with ENOSPC (a full disk) instead of a generic I/O error
 }
 
 // open starts the store process from whatever is on the disk.
