@@ -48,17 +48,17 @@ func (s *Store) flush(ctx context.Context) error {
 			return err
 		}
 		sg, err := s.writeSegment(memRowIter(m), int64(m.n), m.bytes, flushCodec, producers)
-		s.mu.Lock()
-		close(s.flushed) // wake a stalled committer either way; it re-checks
-		s.flushed = make(chan struct{})
-		s.mu.Unlock()
 		if err != nil {
+			s.mu.Lock()
+			s.wakeStalledLocked()
+			s.mu.Unlock()
 			s.log.Error("flush failed; rows stay in the WAL and memtable", "err", err)
 			return fmt.Errorf("store: flush: %w", err)
 		}
 		s.mu.Lock()
 		s.segs = append(s.segs, sg)
 		s.sealed = s.sealed[1:]
+		s.wakeStalledLocked() // after the memtable's bytes left the count
 		trimTo := s.mem.walNum
 		if len(s.sealed) > 0 {
 			trimTo = s.sealed[0].walNum
@@ -423,6 +423,13 @@ func (s *Store) Retain(ctx context.Context) error {
 	return err
 }
 
+// wakeStalledLocked wakes a committer waiting in stallForFlush; it re-checks
+// the memtable bytes itself. Caller holds mu.
+func (s *Store) wakeStalledLocked() {
+	close(s.flushed)
+	s.flushed = make(chan struct{})
+}
+
 // compactionDebt: how many small segments heavy ingest may leave behind
 // before background compaction runs even while flushes keep coming.
 const compactionDebt = 12
@@ -467,7 +474,7 @@ func (s *Store) backgroundLoop() {
 			kicked = false
 		}
 		s.mu.Lock()
-		due := s.mem.bytes >= s.opts.MemtableBytes || (s.mem.n > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
+		due := s.mem.bytes >= s.opts.MemtableBytes || len(s.sealed) > 0 || (s.mem.n > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
 		s.mu.Unlock()
 		if due {
 			if err := s.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {
