@@ -172,14 +172,25 @@ var defaultShape = scheduleShape{maxLen: 200, maxSkew: 10 * time.Minute, crashes
 // violation, logging the (shrunk) schedule and the end of the trace.
 func simProperty(t *testing.T, cfg Config, sh scheduleShape, extra func(*World) error) {
 	ign := goleak.IgnoreCurrent()
+	var runs, actions, acked, crashes int
+	defer func() {
+		if runs > 0 {
+			t.Logf("%d runs: %.1f actions, %.1f acked rows, %.2f crashes per run", runs,
+				float64(actions)/float64(runs), float64(acked)/float64(runs), float64(crashes)/float64(runs))
+		}
+	}()
 	rapid.Check(t, func(rt *rapid.T) {
 		seed := rapid.Int64().Draw(rt, "crash_seed")
 		sched := genSchedule(sh).Draw(rt, "schedule")
+		runs++
+		actions += len(sched)
 		rt.Logf("schedule (%d actions):\n%s", len(sched), FormatSchedule(sched))
 		w, err := run(cfg, seed, sched)
 		if w == nil {
 			rt.Fatalf("world: %v", err)
 		}
+		acked += len(w.ackedList)
+		crashes += w.SourceCrashes + w.TargetCrashes
 		if err == nil && extra != nil {
 			err = extra(w)
 		}
