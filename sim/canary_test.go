@@ -16,18 +16,13 @@ import (
 // want from the end-of-run checks plus extra.
 func expectViolation(t *testing.T, cfg Config, sched []Action, extra func(*World) error, want string) {
 	t.Helper()
-	w, err := run(cfg, 1, sched)
+	var extras []func(*World) error
+	if extra != nil {
+		extras = append(extras, extra)
+	}
+	w, err := run(cfg, 1, sched, extras...)
 	if w == nil {
 		t.Fatalf("world: %v", err)
-	}
-	if extra != nil {
-		if e := extra(w); e != nil {
-			if err == nil {
-				err = e
-			} else {
-				err = joinErr(err, e)
-			}
-		}
 	}
 	if err == nil {
 		t.Fatalf("broken world passed every check; schedule:\n%s\ntrace:\n%s", FormatSchedule(sched), w.Trace.Tail(60))
@@ -37,12 +32,6 @@ func expectViolation(t *testing.T, cfg Config, sched []Action, extra func(*World
 	}
 	t.Logf("caught as expected:\n%v", err)
 }
-
-func joinErr(a, b error) error { return &joined{a, b} }
-
-type joined struct{ a, b error }
-
-func (j *joined) Error() string { return j.a.Error() + "\n" + j.b.Error() }
 
 var (
 	appendSome = Action{Kind: Append, N: 5}

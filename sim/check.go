@@ -269,6 +269,27 @@ func (w *World) CheckNoLoss() error {
 	return p.err()
 }
 
+// CheckLossReported: when retention deleted rows the relay had not
+// forwarded (pin cap exceeded) and they never reached the target, the relay
+// must have noticed and counted the gap (finelog_relay_source_gap_rows_total):
+// loss is allowed past the cap, silent loss is not.
+func (w *World) CheckLossReported() error {
+	counts, err := w.targetCounts()
+	if err != nil {
+		return fmt.Errorf("store global: scan: %w", err)
+	}
+	missing := 0
+	for _, d := range w.ackedList {
+		if forwardable(w.rows[d]) && counts[d] == 0 && w.reportedLost(w.acked[d]) {
+			missing++
+		}
+	}
+	if gap := w.Relay.Status().SourceGap; missing > 0 && gap == 0 {
+		return fmt.Errorf("retention deleted %d unforwarded rows (reported by the store) but the relay's source-gap count is 0", missing)
+	}
+	return nil
+}
+
 // reportedLost says whether the source store reported deleting seq while
 // it was pinned.
 func (w *World) reportedLost(seq int64) bool {

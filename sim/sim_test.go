@@ -150,7 +150,7 @@ const drainSteps = 300
 
 // run executes one schedule to completion and returns the world (for its
 // trace) and every property violation.
-func run(cfg Config, seed int64, sched []Action) (*World, error) {
+func run(cfg Config, seed int64, sched []Action, extra ...func(*World) error) (*World, error) {
 	w, err := NewWorld(cfg, seed)
 	if err != nil {
 		return nil, err
@@ -160,6 +160,13 @@ func run(cfg Config, seed int64, sched []Action) (*World, error) {
 	}
 	w.Drain(drainSteps)
 	err = w.CheckAll()
+	if err == nil && w.Source.Store != nil && w.Target.Store != nil {
+		for _, f := range extra {
+			if err = f(w); err != nil {
+				break
+			}
+		}
+	}
 	if cerr := w.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -185,15 +192,16 @@ func simProperty(t *testing.T, cfg Config, sh scheduleShape, extra func(*World) 
 		runs++
 		actions += len(sched)
 		rt.Logf("schedule (%d actions):\n%s", len(sched), FormatSchedule(sched))
-		w, err := run(cfg, seed, sched)
+		var extras []func(*World) error
+		if extra != nil {
+			extras = append(extras, extra)
+		}
+		w, err := run(cfg, seed, sched, extras...)
 		if w == nil {
 			rt.Fatalf("world: %v", err)
 		}
 		acked += len(w.ackedList)
 		crashes += w.SourceCrashes + w.TargetCrashes
-		if err == nil && extra != nil {
-			err = extra(w)
-		}
 		if err != nil {
 			rt.Fatalf("%v\ntrace (tail):\n%s", err, w.Trace.Tail(80))
 		}
@@ -228,7 +236,7 @@ func TestSimNonIdempotent(t *testing.T) {
 func TestSimPinCap(t *testing.T) {
 	cfg := config()
 	cfg.PinMaxBytes = 12 << 10
-	simProperty(t, cfg, defaultShape, nil)
+	simProperty(t, cfg, defaultShape, (*World).CheckLossReported)
 }
 
 // skewShape keeps every clock within half the leeway of true time.
