@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"net/http"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 )
 
@@ -30,7 +32,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		}, []string{"procedure", "code"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "finelog_rpc_in_flight",
-			Help: "LogService requests being served now (parked long-polls included).",
+			Help: "LogService requests being served now, from the first byte of the body (parked long-polls included).",
 		}, []string{"procedure"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "finelog_rpc_duration_seconds",
@@ -68,10 +70,7 @@ func (m *metrics) interceptor() connect.UnaryInterceptorFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			proc := req.Spec().Procedure
 			start := m.clk.Now()
-			inFlight := m.inFlight.WithLabelValues(proc)
-			inFlight.Inc()
 			resp, err := next(ctx, req)
-			inFlight.Dec()
 			m.duration.WithLabelValues(proc).Observe(m.clk.Now().Sub(start).Seconds())
 			code := "ok"
 			if err != nil {
@@ -81,4 +80,24 @@ func (m *metrics) interceptor() connect.UnaryInterceptorFunc {
 			return resp, err
 		}
 	}
+}
+
+// countInFlight wraps the LogService handler so a request counts from the
+// moment it arrives, before its body is read: a slow upload is in flight too.
+func (m *metrics) countInFlight(next http.Handler) http.Handler {
+	known := map[string]bool{
+		loggingpbconnect.LogServicePushLogsProcedure:         true,
+		loggingpbconnect.LogServiceFetchLogsProcedure:        true,
+		loggingpbconnect.LogServiceGetProducerStateProcedure: true,
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proc := r.URL.Path
+		if !known[proc] {
+			proc = "other" // bounded label cardinality
+		}
+		g := m.inFlight.WithLabelValues(proc)
+		g.Inc()
+		defer g.Dec()
+		next.ServeHTTP(w, r)
+	})
 }

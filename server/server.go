@@ -213,7 +213,7 @@ func (s *Server) routes(gate gate) http.Handler {
 		connect.WithInterceptors(s.m.interceptor()),
 	)
 	gated := http.NewServeMux()
-	gated.Handle(path, svc)
+	gated.Handle(path, s.m.countInFlight(svc))
 	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	gated.HandleFunc("/debug/pprof/", pprof.Index)
 	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

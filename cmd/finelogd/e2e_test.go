@@ -452,3 +452,34 @@ func TestE2EBadStartExitsOne(t *testing.T) {
 		})
 	}
 }
+
+// TestE2ESecondSignalExitsAtOnce: a request stuck mid-body holds up the
+// graceful shutdown; a second SIGTERM ends the process right away.
+func TestE2ESecondSignalExitsAtOnce(t *testing.T) {
+	d := start(t, t.TempDir(), nil, "--shutdown-timeout", "10m")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(d.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Promise a body and never send it: the handler waits on it.
+	fmt.Fprintf(conn, "POST /finelog.logging.LogService/PushLogs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+	waitMetric(t, d.url, `finelog_rpc_in_flight{procedure="/finelog.logging.LogService/PushLogs"} 1`)
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(d.stderr.String(), "shutting down") {
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-d.exited:
+		t.Fatalf("finelogd exited before the stuck request finished: %v\n%s", d.err, d.stderr.String())
+	default:
+	}
+	if code := d.signal(syscall.SIGTERM); code != 2 {
+		t.Fatalf("second signal: exit %d, want 2\n%s", code, d.stderr.String())
+	}
+	if !strings.Contains(d.stderr.String(), "second signal") {
+		t.Errorf("stderr does not explain the immediate exit:\n%s", d.stderr.String())
+	}
+}
