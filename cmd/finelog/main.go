@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -59,6 +61,9 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 		return 2
 	}
 	if err := c.run(ctx, env, args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0 // -h: the flag set already printed the usage
+		}
 		fmt.Fprintf(env.stderr, "finelog %s: %v\n", c.name, err)
 		return 1
 	}
