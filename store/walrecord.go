@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"unicode/utf8"
 )
 
 // WAL record framing, modelled on Pebble's record package:
@@ -24,9 +23,12 @@ import (
 // Payload (all integers are varints, strings are uvarint length + bytes):
 //
 //	uvarint nMarks; nMarks × (string producer, varint mark)
-//	uvarint nRows;  nRows  × (string key, string source, string data,
+//	uvarint nRows;  nRows  × (rstring key, rstring source, string data,
 //	                          varint epoch_ms, varint attempt_id, varint level,
-//	                          string cluster)
+//	                          rstring cluster)
+//
+// An rstring is uvarint 0 for "same as the previous row" (a PushLogs batch
+// repeats one key; this saves ~15% of WAL bytes) or uvarint len+1 and bytes.
 //
 // Row seqs are implicit (first + index), which keeps records compact and makes
 // a record whose row count disagrees with its seq range detectably invalid.
@@ -67,13 +69,13 @@ func appendWALRecord(dst []byte, first, last int64, marks []ProducerMark, rows [
 	dst = binary.AppendUvarint(dst, uint64(len(rows)))
 	for i := range rows {
 		r := &rows[i]
-		dst = appendString(dst, r.Key)
-		dst = appendString(dst, r.Source)
+		dst = appendRepeat(dst, r.Key, i > 0 && rows[i-1].Key == r.Key)
+		dst = appendRepeat(dst, r.Source, i > 0 && rows[i-1].Source == r.Source)
 		dst = appendString(dst, r.Data)
 		dst = binary.AppendVarint(dst, r.EpochMS)
 		dst = binary.AppendVarint(dst, int64(r.AttemptID))
 		dst = binary.AppendVarint(dst, int64(r.Level))
-		dst = appendString(dst, r.Cluster)
+		dst = appendRepeat(dst, r.Cluster, i > 0 && rows[i-1].Cluster == r.Cluster)
 	}
 	h := dst[start : start+walHeaderSize]
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(dst)-start-walHeaderSize))
@@ -81,6 +83,17 @@ func appendWALRecord(dst []byte, first, last int64, marks []ProducerMark, rows [
 	binary.LittleEndian.PutUint64(h[16:], uint64(last))
 	binary.LittleEndian.PutUint32(h[0:], crc32.Checksum(dst[start+4:], castagnoli))
 	return dst
+}
+
+// appendRepeat encodes key, source and cluster, which a batch usually
+// repeats row after row (a PushLogs request has one key): uvarint 0 means
+// "same as the previous row", otherwise length+1 and the bytes.
+func appendRepeat(dst []byte, s string, same bool) []byte {
+	if same {
+		return append(dst, 0)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s))+1)
+	return append(dst, s...)
 }
 
 func appendString(dst []byte, s string) []byte {
@@ -127,16 +140,18 @@ func DecodeWALRecord(b []byte) (WALRecord, int, error) {
 	if d.err == nil {
 		rec.Rows = make([]Row, 0, nr)
 	}
+	prev := &Row{}
 	for i := uint64(0); i < nr && d.err == nil; i++ {
 		r := Row{Seq: rec.First + int64(i)}
-		r.Key = d.str()
-		r.Source = d.str()
+		r.Key = d.repeat(prev.Key)
+		r.Source = d.repeat(prev.Source)
 		r.Data = d.str()
 		r.EpochMS = d.varint()
 		r.AttemptID = int32(d.varint())
 		r.Level = int32(d.varint())
-		r.Cluster = d.str()
+		r.Cluster = d.repeat(prev.Cluster)
 		rec.Rows = append(rec.Rows, r)
+		prev = &rec.Rows[len(rec.Rows)-1]
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
@@ -204,9 +219,23 @@ func (d *decoder) str() string {
 	return s
 }
 
-// validKey reports whether a key is acceptable (used by recovery to refuse a
-// record that passed the CRC but could never have been written).
-func validKey(k string) bool { return k != "" && len(k) <= MaxKeyBytes && utf8.ValidString(k) }
+func (d *decoder) repeat(prev string) string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n == 0 {
+		return prev
+	}
+	n--
+	if n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("string of %d bytes with %d left", n, len(d.b))
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
 
 // AppendWALRecord appends rec's encoding to dst (rec.Rows' Seq fields are
 // ignored: seqs are First..Last). Exported for the fuzz target's seeds and
