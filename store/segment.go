@@ -290,7 +290,7 @@ func (sw *segWriter) finish(producers map[string]int64) error {
 
 var (
 	blobEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
-	blobDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0))
+	blobDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
 )
 
 func packBlob(b []byte) string {

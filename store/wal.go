@@ -196,6 +196,7 @@ type walReplay struct {
 	records []WALRecord // continuous, all rows > base
 	files   []walFileInfo
 	maxNum  uint64
+	torn    []string // one line per file that ended in a torn (unacked) record
 }
 
 var errWALGap = errors.New("wal gap")
@@ -219,7 +220,9 @@ func replayWAL(fsys vfs.FS, dir string, names []string, base int64) (walReplay, 
 		if err != nil {
 			return out, fmt.Errorf("stat wal %s: %w", p, err)
 		}
-		_ = torn
+		if torn > 0 {
+			out.torn = append(out.torn, fmt.Sprintf("%s: dropped a torn tail of %d bytes", p, torn))
+		}
 		out.files = append(out.files, walFileInfo{num: num, size: st.Size()})
 		out.maxNum = max(out.maxNum, num)
 		first := true
