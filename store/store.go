@@ -192,7 +192,7 @@ func (s *Store) recover() error {
 		return fmt.Errorf("store: recover %s: %w", s.dir, err)
 	}
 	for _, msg := range rep.torn {
-		s.log.Info("wal recovery: "+msg+" (a write the crash interrupted; it was never acknowledged)")
+		s.log.Info("wal recovery: " + msg + " (a write the crash interrupted; it was never acknowledged)")
 	}
 	s.wal = wal{fs: s.fs, dir: s.dir, next: rep.maxNum + 1, files: rep.files}
 	var firstWAL uint64
