@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -506,5 +507,36 @@ func TestBadStartsFailClearly(t *testing.T) {
 	_, err = New(Config{FS: fs, DataDir: "/ro"})
 	if err == nil || !strings.Contains(err.Error(), "not writable") {
 		t.Errorf("unwritable data dir: %v, want \"not writable\"", err)
+	}
+}
+
+// TestDiskFullIsRetryableResourceExhausted: a full disk fails the push with
+// resource_exhausted marked retryable, reads keep working, and pushes work
+// again once space returns.
+func TestDiskFullIsRetryableResourceExhausted(t *testing.T) {
+	e := newTestServer(t, nil)
+	ctx := context.Background()
+	if _, err := e.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/df", Entries: []*loggingpb.LogEntry{entry("before")}}); err != nil {
+		t.Fatal(err)
+	}
+	var full atomic.Bool
+	full.Store(true)
+	e.fs.Inject = func(op vfs.Op, name string) error {
+		if full.Load() && (op == vfs.OpWrite || op == vfs.OpSync) {
+			return vfs.ErrNoSpace
+		}
+		return nil
+	}
+	_, err := e.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/df", Entries: []*loggingpb.LogEntry{entry("lost")}})
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !client.Retryable(err) {
+		t.Fatalf("push on a full disk: %v, want retryable resource_exhausted", err)
+	}
+	got, err := e.c.Fetch(ctx, &loggingpb.FetchLogsRequest{Source: "/df", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT})
+	if err != nil || len(got.Entries) != 1 {
+		t.Fatalf("read on a full disk: %v %v, want the one acked row", got, err)
+	}
+	full.Store(false)
+	if _, err := e.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/df", Entries: []*loggingpb.LogEntry{entry("after")}}); err != nil {
+		t.Fatalf("push once space returned: %v", err)
 	}
 }
