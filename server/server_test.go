@@ -19,6 +19,7 @@ import (
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
+	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 )
@@ -538,5 +539,40 @@ func TestDiskFullIsRetryableResourceExhausted(t *testing.T) {
 	full.Store(false)
 	if _, err := e.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/df", Entries: []*loggingpb.LogEntry{entry("after")}}); err != nil {
 		t.Fatalf("push once space returned: %v", err)
+	}
+}
+
+// TestProtocolsAndCodecs: every protocol × codec pair a client may use.
+func TestProtocolsAndCodecs(t *testing.T) {
+	e := newTestServer(t, nil)
+	for name, opts := range map[string][]connect.ClientOption{
+		"connect+proto":   nil,
+		"connect+json":    {connect.WithProtoJSON()},
+		"grpc+proto":      {connect.WithGRPC()},
+		"grpc+json":       {connect.WithGRPC(), connect.WithProtoJSON()},
+		"grpcweb+proto":   {connect.WithGRPCWeb()},
+		"grpcweb+json":    {connect.WithGRPCWeb(), connect.WithProtoJSON()},
+		"connect+gzip":    {connect.WithSendGzip()},
+		"grpc+proto+gzip": {connect.WithGRPC(), connect.WithSendGzip()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			hc := client.HTTP1Client()
+			if strings.HasPrefix(name, "grpc+") {
+				hc = client.H2CClient()
+			}
+			c := loggingpbconnect.NewLogServiceClient(hc, e.http.URL, opts...)
+			key := "/codec/" + name
+			_, err := c.PushLogs(context.Background(), connect.NewRequest(&loggingpb.PushLogsRequest{Key: key, Entries: []*loggingpb.LogEntry{{Data: "é ✓", Level: 7}}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := c.FetchLogs(context.Background(), connect.NewRequest(&loggingpb.FetchLogsRequest{Source: key, MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Msg.Entries) != 1 || resp.Msg.Entries[0].Data != "é ✓" || resp.Msg.Entries[0].Level != 7 {
+				t.Fatalf("fetched %v", resp.Msg.Entries)
+			}
+		})
 	}
 }
