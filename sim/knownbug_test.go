@@ -37,6 +37,10 @@ func TestKnownBugs(t *testing.T) {
 		{"W3 failed remove then compact", true, []Action{a(26, "east"), step, a(28, "east"), step,
 			{Kind: FSFault, Op: vfs.OpRemove}, {Kind: Retain}, a(26, ""), {Kind: Retain}, {Kind: Crash},
 			a(26, "east"), {Kind: Compact}}},
+		// W4: Compact's directory sync fails after the merged segment was
+		// renamed into place; the orphan becomes durable with the next
+		// SyncDir and, after a crash, overlaps a later segment.
+		{"W4 failed compaction dir sync", true, w4Schedule()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.open && !*strict {
@@ -52,4 +56,16 @@ func TestKnownBugs(t *testing.T) {
 			}
 		})
 	}
+}
+
+func w4Schedule() []Action {
+	var s []Action
+	for i := 0; i < 5; i++ {
+		s = append(s, Action{Kind: Append, N: 20}, Action{Kind: Flush})
+	}
+	s = append(s, Action{Kind: RelayStep}, Action{Kind: FSFault, Op: vfs.OpSyncDir}, Action{Kind: Compact}, Action{Kind: Retain})
+	for i := 0; i < 5; i++ {
+		s = append(s, Action{Kind: Append, N: 20}, Action{Kind: Flush})
+	}
+	return append(s, Action{Kind: RelayStep}, Action{Kind: Compact}, Action{Kind: Crash})
 }

@@ -279,6 +279,11 @@ var Workarounds = []string{
 		"and readers see deleted rows again with a seq gap after them; Compact then merges across the gap into a " +
 		"segment (e.g. seqs [1,106] holding 78 rows) that the store itself rejects, so the store no longer opens. " +
 		"The harness injects no remove faults and checks seq density only above the retention floor.",
+	"W4 store: when Compact's directory sync fails after the merged segment was renamed into place, Compact " +
+		"returns the error and keeps using its inputs but leaves the merged file in the directory; the next " +
+		"successful SyncDir makes it durable, a later compaction writes a segment overlapping it, and after a " +
+		"crash the store refuses to open (\"segments ... overlap without one containing the other\"). The harness " +
+		"injects no syncdir faults.",
 }
 
 // Advance moves true time forward by d on every node, keeping each node's

@@ -48,8 +48,8 @@ type scheduleShape struct {
 	faults  bool
 }
 
-// faultOps are the I/O operations a FSFault action can fail; OpRemove stays
-// last (non-strict runs leave it out, see W3).
+// faultOps are the I/O operations a FSFault action can fail; OpSyncDir and
+// OpRemove stay last (non-strict runs leave them out, see W3 and W4).
 var faultOps = []vfs.Op{vfs.OpSync, vfs.OpWrite, vfs.OpCreate, vfs.OpRename, vfs.OpSyncDir, vfs.OpRemove}
 
 func genAction(sh scheduleShape) *rapid.Generator[Action] {
@@ -105,9 +105,9 @@ func genAction(sh scheduleShape) *rapid.Generator[Action] {
 			}
 			ops := faultOps
 			if !*strict {
-				// W3 (sim.Workarounds): a failed segment remove during
-				// retention can leave a store that refuses to reopen.
-				ops = faultOps[:len(faultOps)-1]
+				// W3, W4 (sim.Workarounds): a failed segment remove or
+				// directory sync can leave a store that refuses to reopen.
+				ops = faultOps[:len(faultOps)-2]
 			}
 			return Action{Kind: FSFault, Node: node, Op: ops[uniform(t, len(ops), "op")], N: uniform(t, 2, "nospace")}
 		}
