@@ -44,7 +44,7 @@ type query struct {
 	prefix    string // every matching key starts with it (PREFIX, or REGEX's literal prefix)
 	since     int64
 	cursor    int64
-	maxSeq    int64 // rows with seq > maxSeq are out (Scan's window); 0 = none
+	maxSeq    int64 // rows with seq > maxSeq are out (scanSegment's per-segment window); 0 = none
 	substring string
 	minLevel  int32
 	cluster   string
@@ -221,10 +221,13 @@ func (s *Store) Scan(ctx context.Context, after int64, maxRows int, maxBytes int
 	if maxRows <= 0 {
 		maxRows = DefaultMaxLines
 	}
+	// No seq window (after, after+maxRows]: seqs are dense only above the
+	// retention floor, and a reader behind it (a relay whose pin cap was
+	// exceeded) must get the first rows that still exist, not nothing. read
+	// skips sources wholly at or below after, and scanSegment starts each
+	// segment at max(after, first-1) and stops after the remaining count,
+	// so gaps between sources cost nothing.
 	q := &query{scope: ScopePrefix, cursor: after, limit: maxRows, scan: true}
-	// Seqs are dense, so the answer lies in (after, after+maxRows]: the
-	// window lets segment reads skip keys and stop early.
-	q.maxSeq = after + int64(maxRows)
 	rows, err := s.read(ctx, q)
 	if err != nil {
 		return nil, err
