@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"sort"
 	"time"
@@ -241,20 +242,16 @@ func (s *Store) merge(run []*segment) error {
 	s.segs = segs
 	s.mu.Unlock()
 	s.metrics.segmentsChanged()
-	return s.removeSegments(run)
-}
-
-func (s *Store) removeSegments(segs []*segment) error {
-	var firstErr error
-	for _, sg := range segs {
-		if err := s.fs.Remove(path.Join(s.dir, sg.name)); err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("store: remove segment %s: %w", sg.name, err)
-		}
+	// An input that cannot be removed lies inside the merged segment's
+	// range: recovery would delete it, and Retain retries it meanwhile.
+	names := make([]string, len(run))
+	for i, sg := range run {
+		names[i] = sg.name
 	}
-	if err := s.fs.SyncDir(s.dir); err != nil && firstErr == nil {
-		firstErr = fmt.Errorf("store: sync dir: %w", err)
+	if err := s.removeFiles(names); err != nil {
+		return fmt.Errorf("store: compact: %w", err)
 	}
-	return firstErr
+	return nil
 }
 
 // mergeIter merges segments (each sorted by key, seq) into one (key, seq)
@@ -336,11 +333,12 @@ func (s *Store) Retain(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	if s.opts.RetentionAge <= 0 && s.opts.RetentionBytes <= 0 {
-		return nil
-	}
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
+	gcErr := s.removeGarbage()
+	if s.opts.RetentionAge <= 0 && s.opts.RetentionBytes <= 0 {
+		return gcErr
+	}
 	now := s.clk.Now()
 	s.mu.Lock()
 	var total int64
@@ -391,7 +389,7 @@ func (s *Store) Retain(ctx context.Context) error {
 	}
 	if len(victims) == 0 {
 		s.mu.Unlock()
-		return nil
+		return gcErr
 	}
 	meta := storeMeta{FloorSeq: victims[len(victims)-1].last, Producers: map[string]int64{}}
 	for p, v := range s.producers {
@@ -414,13 +412,61 @@ func (s *Store) Retain(ctx context.Context) error {
 			s.opts.OnPinnedLoss(l.pin, l.first, l.last)
 		}
 	}
-	err := s.removeSegments(victims)
+	// The segments are already gone from the list and below the durable
+	// floor: a file that cannot be removed now is garbage that the next
+	// Retain (or, after a restart, recovery) removes; it is never read or
+	// merged again.
+	var names []string
+	for _, sg := range victims {
+		names = append(names, sg.name)
+	}
+	err := s.removeFiles(names)
+	if err != nil {
+		err = fmt.Errorf("store: retention: %w", err)
+	}
 	for _, sg := range victims {
 		sg.release()
 	}
 	s.metrics.segmentsChanged()
 	s.metrics.retainedN(len(victims))
+	if err == nil {
+		err = gcErr
+	}
 	return err
+}
+
+// removeGarbage retries the removal of segment files an earlier Retain could
+// not remove. Caller holds flushMu.
+func (s *Store) removeGarbage() error {
+	if len(s.garbage) == 0 {
+		return nil
+	}
+	names := s.garbage
+	s.garbage = nil
+	if err := s.removeFiles(names); err != nil {
+		return fmt.Errorf("store: retention: %w", err)
+	}
+	return nil
+}
+
+// removeFiles removes segment files no longer in the list (retained or merged)
+// and syncs the directory; a file that cannot be removed is kept in s.garbage
+// for a retry. Caller holds flushMu.
+func (s *Store) removeFiles(names []string) error {
+	var firstErr error
+	for _, n := range names {
+		err := s.fs.Remove(path.Join(s.dir, n))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.garbage = append(s.garbage, n)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("remove segment %s (no longer read; the removal is retried by the next Retain): %w", n, err)
+			}
+		}
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("sync dir %s: %w", s.dir, err)
+	}
+	return firstErr
 }
 
 // wakeStalledLocked wakes a committer waiting in stallForFlush; it re-checks

@@ -514,18 +514,52 @@ func loadSegment(f vfs.File, size int64) (*segment, error) {
 	return sg, nil
 }
 
-// loadSegments opens every segment in names and resolves leftovers of an
-// interrupted compaction: a segment whose seq range lies inside another's is
-// an input the merge already covers, so it is deleted.
-func (s *Store) loadSegments(names []string) ([]*segment, error) {
+// loadSegments opens every segment in names and resolves leftovers:
+//
+//   - a segment wholly at or below floor (meta.json's retention floor) is
+//     one retention already deleted durably but whose file removal failed or
+//     was cut short by a crash. Loading it would bring deleted rows back with
+//     a seq gap after them, which a later compaction would merge into a
+//     segment that fails the rows == last-first+1 check, so it is deleted
+//     and never loaded.
+//   - a segment whose seq range lies inside another's is an input an
+//     interrupted compaction's merge already covers, so it is deleted.
+func (s *Store) loadSegments(names []string, floor int64) ([]*segment, error) {
 	type cand struct {
 		name        string
 		first, last int64
 	}
 	var cs []cand
+	removed := false
 	for _, n := range names {
-		if f, l, ok := parseSegName(n); ok {
-			cs = append(cs, cand{n, f, l})
+		f, l, ok := parseSegName(n)
+		if !ok {
+			continue
+		}
+		if l <= floor {
+			err := s.fs.Remove(path.Join(s.dir, n))
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				// Not fatal: the file is skipped either way and the next
+				// open (or Retain) retries the removal.
+				s.log.Warn("recovery: cannot remove segment below the retention floor; skipping it", "segment", n, "floor_seq", floor, "err", err)
+				s.garbage = append(s.garbage, n)
+				continue
+			}
+			s.log.Info("recovery: removed segment below the retention floor (retention deleted it; its file removal had not completed)", "segment", n, "floor_seq", floor)
+			removed = true
+			continue
+		}
+		if f <= floor {
+			// Retention deletes whole segments, so none straddles the
+			// floor; one that does predates this check. Its rows above the
+			// floor are kept rather than refusing to open.
+			s.log.Warn("recovery: segment straddles the retention floor; rows at or below the floor stay readable", "segment", n, "floor_seq", floor)
+		}
+		cs = append(cs, cand{n, f, l})
+	}
+	if removed {
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			return nil, fmt.Errorf("store: sync dir: %w", err)
 		}
 	}
 	// Widest first among equal starts, so covering segments are seen first.

@@ -56,6 +56,11 @@ type Store struct {
 	pins      map[string]int64
 	changed   chan struct{}
 	floor     int64 // seqs <= floor were deleted by retention
+	// garbage: segment files no longer in segs (below meta.json's floor, or
+	// inside a merged segment's range) whose removal failed; Retain retries
+	// them, and recovery would delete them too.
+	// Guarded by flushMu (set during recovery before any goroutine runs).
+	garbage   []string
 	lastSeq   atomic.Int64
 	walBytes  atomic.Int64
 	lastFlush time.Time
@@ -175,7 +180,7 @@ func (s *Store) recover() error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("store: read %s: %w", metaName, err)
 	}
-	segs, err := s.loadSegments(names)
+	segs, err := s.loadSegments(names, s.floor)
 	if err != nil {
 		return err
 	}
