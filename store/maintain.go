@@ -50,6 +50,14 @@ func (s *Store) flush(ctx context.Context) error {
 		}
 		sg, err := s.writeSegment(memRowIter(m), int64(m.n), m.bytes, flushCodec, producers)
 		if err != nil {
+			if sg != nil {
+				// The directory sync failed after the rename. The file is
+				// left in place, not installed: the memtable stays sealed
+				// and its WAL untrimmed, and the retry writes the same seq
+				// range under the same name (or recovery loads it and skips
+				// those WAL rows), so nothing can overlap it.
+				sg.close()
+			}
 			s.mu.Lock()
 			s.wakeStalledLocked()
 			s.mu.Unlock()
@@ -222,9 +230,18 @@ func (s *Store) merge(run []*segment) error {
 		return err
 	}
 	merged, err := s.writeSegment(it.next, estRows, estBytes, compactCodec, producers)
-	if err != nil {
+	var syncErr *dirSyncError
+	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
 		return fmt.Errorf("store: compact: %w", err)
 	}
+	// A failed directory sync after the rename still installs the merged
+	// segment (W4): left on disk but unused, a later SyncDir would make it
+	// durable beside segments retention and later merges then cut across,
+	// and the store would refuse to open ("segments ... overlap"). Installed,
+	// the list matches the directory; whichever of merged file and inputs a
+	// crash keeps, recovery resolves it (inputs inside the merged range are
+	// deleted), because the inputs' removal becomes durable only with a
+	// directory sync that also persists the merged name.
 	s.mu.Lock()
 	var segs []*segment
 	inserted := false
@@ -248,7 +265,10 @@ func (s *Store) merge(run []*segment) error {
 	for i, sg := range run {
 		names[i] = sg.name
 	}
-	if err := s.removeFiles(names); err != nil {
+	if rerr := s.removeFiles(names); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
 		return fmt.Errorf("store: compact: %w", err)
 	}
 	return nil

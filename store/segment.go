@@ -424,12 +424,33 @@ func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64,
 		return nil, fmt.Errorf("rename segment %s: %w", name, mapNoSpace(err))
 	}
 	if err := s.fs.SyncDir(s.dir); err != nil {
-		// The rename may or may not survive a crash; either way the WAL
-		// (not yet trimmed) still has the rows, and recovery resolves it.
-		return nil, fmt.Errorf("sync dir after segment %s: %w", name, mapNoSpace(err))
+		// The file is complete and fsynced and its name is in the directory;
+		// only whether the name survives a crash is unknown. The caller gets
+		// the opened segment with the error and decides: it must either
+		// install it (a later SyncDir makes the name durable) or remove it,
+		// never leave it on disk unaccounted for (see dirSyncError).
+		sg, oerr := s.openSegment(name)
+		if oerr != nil {
+			return nil, fmt.Errorf("sync dir after segment %s: %w", name, mapNoSpace(err))
+		}
+		return sg, &dirSyncError{name: name, err: mapNoSpace(err)}
 	}
 	return s.openSegment(name)
 }
+
+// dirSyncError: a segment was written and renamed into place, but the
+// directory sync after the rename failed. writeSegment returns it together
+// with the opened segment.
+type dirSyncError struct {
+	name string
+	err  error
+}
+
+func (e *dirSyncError) Error() string {
+	return fmt.Sprintf("sync dir after segment %s: %v", e.name, e.err)
+}
+
+func (e *dirSyncError) Unwrap() error { return e.err }
 
 // ---- opening ------------------------------------------------------------
 
