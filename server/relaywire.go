@@ -82,7 +82,7 @@ func (s *Server) startRelay(ctx context.Context, st logStore) error {
 		Cluster:    s.cfg.Cluster,
 		FS:         s.cfg.FS,
 		Clock:      s.clk,
-		Logger:     s.log.With("component", "relay"),
+		Logger:     s.log, // relay tags its lines with component=relay itself
 		Registerer: s.reg,
 	}, s.self...)
 	if err != nil {
