@@ -76,8 +76,7 @@ type RelayConfig struct {
 	Backfill  bool
 }
 
-// logStore is the part of *store.Store the server uses; tests may pass
-// their own opener.
+// logStore is the part of *store.Store the server uses.
 type logStore interface {
 	Append(ctx context.Context, b store.Batch) (store.Ack, error)
 	Fetch(ctx context.Context, q store.Query) (store.Result, error)
@@ -118,8 +117,6 @@ type Server struct {
 	reg     *prometheus.Registry
 	m       *metrics
 	handler http.Handler
-
-	open func(store.Options) (logStore, error)
 
 	state    atomic.Int32
 	st       atomic.Pointer[storeRef]
@@ -169,7 +166,6 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		clk:      cfg.Clock,
 		reg:      prometheus.NewRegistry(),
-		open:     defaultOpen,
 		stopping: make(chan struct{}),
 	}
 	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
@@ -237,7 +233,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // server answers RPCs once it returns nil.
 func (s *Server) Open(ctx context.Context) error {
 	dir := filepath.Join(s.cfg.DataDir, "store")
-	st, err := s.open(store.Options{
+	st, err := openStore(store.Options{
 		FS:             s.cfg.FS,
 		Clock:          s.clk,
 		Dir:            dir,
