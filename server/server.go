@@ -74,7 +74,15 @@ type RelayConfig struct {
 	StatePath string
 	BatchRows int
 	Backfill  bool
+	// PinMaxBytes caps what retention keeps for the relay's unforwarded
+	// rows (0 = no cap); see DefaultRelayPinMaxBytes.
+	PinMaxBytes int64
 }
+
+// DefaultRelayPinMaxBytes is the default cap on unforwarded rows retention
+// keeps for the relay: a long target outage must not fill the disk, and
+// what is deleted past it is logged and counted, never silent.
+const DefaultRelayPinMaxBytes int64 = 64 << 30
 
 // logStore is the part of *store.Store the server uses.
 type logStore interface {
@@ -243,6 +251,13 @@ func (s *Server) Open(ctx context.Context) error {
 		Background:     true,
 		Logger:         s.log.With("component", "store"),
 		Registerer:     s.reg,
+		PinMaxBytes:    s.cfg.Relay.PinMaxBytes,
+		OnPinnedLoss: func(pin string, first, last int64) {
+			// The relay counts the gap when it reaches it
+			// (finelog_relay_source_gap_rows_total); this is the operator's first word.
+			s.log.Error("retention deleted rows the relay had not forwarded: relay pin byte cap exceeded",
+				"pin", pin, "first_seq", first, "last_seq", last, "cap_bytes", s.cfg.Relay.PinMaxBytes)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", dir, err)

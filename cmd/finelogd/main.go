@@ -61,6 +61,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&c.Relay.StatePath, "relay-state", "", "relay watermark `file` (default <data-dir>/relay/state.json)")
 	fs.IntVar(&c.Relay.BatchRows, "relay-batch-rows", 0, "rows per relay batch (0 = relay default)")
 	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
+	fs.Int64Var(&c.Relay.PinMaxBytes, "relay-pin-max-bytes", server.DefaultRelayPinMaxBytes, "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
@@ -174,12 +175,13 @@ func printConfig(w io.Writer, f *flags) error {
 		"log_level":         f.logLevel,
 		"auth_policy_file":  c.AuthPolicyFile,
 		"relay": map[string]any{
-			"address":    c.Relay.Address,
-			"key_file":   c.Relay.KeyFile,
-			"token_file": c.Relay.TokenFile,
-			"state":      relayState,
-			"batch_rows": c.Relay.BatchRows,
-			"backfill":   c.Relay.Backfill,
+			"address":       c.Relay.Address,
+			"key_file":      c.Relay.KeyFile,
+			"token_file":    c.Relay.TokenFile,
+			"state":         relayState,
+			"batch_rows":    c.Relay.BatchRows,
+			"backfill":      c.Relay.Backfill,
+			"pin_max_bytes": c.Relay.PinMaxBytes,
 		},
 	}
 	// The policy is printed as auth describes it: validated, with inline
