@@ -65,6 +65,9 @@ type Store struct {
 	walBytes  atomic.Int64
 	lastFlush time.Time
 
+	// commitBuf is the committer's reusable group buffer (under walMu).
+	commitBuf []byte
+
 	scan scanCache
 	// appenders counts Append calls between enqueue and reply: how many
 	// batches a group commit could hold right now.
@@ -304,6 +307,10 @@ func validateBatch(b *Batch) (int64, error) {
 
 const maxGroupBytes = 32 << 20
 
+// maxKeptCommitBuf: the committer keeps its group buffer between commits up
+// to this capacity.
+const maxKeptCommitBuf = 8 << 20
+
 // maxCommitSpins bounds how often the committer yields waiting for more
 // concurrent Appends to join a group.
 const maxCommitSpins = 20
@@ -359,7 +366,31 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 	defer s.walMu.Unlock()
 
 	next := s.lastSeq.Load() + 1
-	buf := make([]byte, 0, 64<<10)
+	// One buffer, sized for the whole group up front and reused across
+	// commits: growing a fresh buffer by doubling cost a large allocation,
+	// its zeroing and page faults, and a re-copy per doubling, all on the
+	// single committer between two fdatasyncs (~2.7 ms of a ~10 ms cycle at
+	// batch=1000, writers=4 in BenchmarkAppendDurable).
+	need := 0
+	for _, req := range group {
+		if req.batch.Producer == "" {
+			need += len(req.payload)
+		} else {
+			need += int(req.bytes) + walHeaderSize + len(req.batch.Producer) + 64
+		}
+	}
+	if cap(s.commitBuf) < need {
+		s.commitBuf = make([]byte, 0, need+need/4)
+	}
+	buf := s.commitBuf[:0]
+	defer func() {
+		// Keep a typical group's buffer; let a rare huge one go.
+		if cap(buf) > maxKeptCommitBuf {
+			s.commitBuf = nil
+		} else {
+			s.commitBuf = buf[:0]
+		}
+	}()
 	acks := make([]Ack, len(group))
 	pubRows := make([][]Row, len(group))
 	overlay := map[string]int64{} // producer marks as of earlier batches in this group
