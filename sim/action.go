@@ -215,6 +215,9 @@ func (w *World) background(a Action) {
 	}
 	st := n.Store.Stats()
 	w.Coverage.MaxSegments = max(w.Coverage.MaxSegments, st.Segments)
+	if a.Kind == Retain && n == w.Source && err != nil {
+		w.failedRetainTop = max(w.failedRetainTop, st.LastSeq-int64(st.MemtableRows))
+	}
 	if a.Kind == Retain && n == w.Source {
 		floor := st.LastSeq
 		if st.FirstSeq > 0 {

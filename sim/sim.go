@@ -56,8 +56,8 @@ type Config struct {
 	// Leeway is the target's jwt leeway.
 	Leeway time.Duration
 
-	// Strict turns off the harness's workarounds for known bugs in the
-	// code under test (see Workarounds), so the checkers report them.
+	// Strict turns off the harness's workarounds for known open bugs in
+	// the code under test (see Workarounds), so the checkers report them.
 	Strict bool
 
 	// Canaries: deliberately broken environments the checkers must catch.
@@ -113,6 +113,14 @@ type World struct {
 	// sourceFloor: source seqs at or below it may have been deleted by
 	// retention (as of the last Retain).
 	sourceFloor int64
+	// failedRetainTop bounds what a source Retain that returned an error
+	// may still have deleted: Retain writes the new floor to meta.json
+	// before anything else, and when only the directory sync after its
+	// rename fails, the floor becomes durable with the next successful
+	// sync and recovery then drops the segments below it. The rows it can
+	// cover are the ones in segments at the time (never the memtable). A
+	// crash settles it either way.
+	failedRetainTop int64
 
 	// targetAcked is the highest target seq any acked push covered: every
 	// target row up to it must survive a target crash.
@@ -132,7 +140,12 @@ type Coverage struct {
 	MaxSegments           int
 	TargetCrashesWithRows int
 	DrainSteps            int
-	FloorReads            int // relay reads that needed workaround W2
+	// MaxFileWrites is the most writes any one file took between crashes
+	// (long WAL files: the regime of the MemFS growth bug M1).
+	MaxFileWrites int
+	// FailedRetainFloors counts crashes after which a failed Retain's
+	// floor had taken effect (see failedRetainTop).
+	FailedRetainFloors int
 }
 
 // NewWorld builds both nodes, opens their stores and starts the relay. seed
@@ -219,7 +232,7 @@ func (w *World) startRelay() error {
 		jitter = rand.New(rand.NewSource(time.Now().UnixNano()))
 	}
 	f, err := relay.New(relay.Config{
-		Source:         floorSource{w: w, s: src},
+		Source:         relay.StoreSource{Store: src},
 		Sink:           w.Net.Sink(),
 		FS:             w.Source.FS,
 		Clock:          w.Source.Clock,
@@ -242,48 +255,20 @@ func (w *World) startRelay() error {
 	return nil
 }
 
-// floorSource is relay.StoreSource plus workaround W2: when Scan returns
-// nothing from below the retention floor, read again from the floor so the
-// relay sees (and reports) the gap instead of stalling.
-type floorSource struct {
-	w *World
-	s *store.Store
-}
-
-func (f floorSource) Read(ctx context.Context, after int64, maxRows, maxBytes int) ([]store.Row, error) {
-	rows, err := relay.StoreSource{Store: f.s}.Read(ctx, after, maxRows, maxBytes)
-	if err != nil || len(rows) > 0 || f.w.cfg.Strict || after >= f.s.LastSeq() {
-		return rows, err
-	}
-	if first := f.s.Stats().FirstSeq; first > after+1 {
-		f.w.Trace.Addf("  W2: Scan(after=%d) was empty below the floor; reading from seq %d", after, first)
-		f.w.Coverage.FloorReads++
-		return f.s.Scan(ctx, first-1, maxRows, maxBytes)
-	}
-	return rows, nil
-}
-
-func (f floorSource) LastSeq(ctx context.Context) (int64, error) {
-	return relay.StoreSource{Store: f.s}.LastSeq(ctx)
-}
-
-// Workarounds lists what the harness does by default to step around bugs
-// it found in the code under test, so the other properties keep being
+// Workarounds lists what the harness does by default to step around open
+// bugs it found in the code under test, so the other properties keep being
 // checked. Config.Strict (go test ./sim -sim.strict) turns them off.
 var Workarounds = []string{
-	"W2 store: Scan(after, n) only looks at seqs (after, after+n], so when retention has deleted seqs just above " +
-		"after it returns nothing although later rows exist (a relay behind the retention floor then stalls forever " +
-		"in state ok). The harness skips its direct check of that read and, for the relay, reads again from the floor.",
-	"W3 store: when Retain fails to remove a segment file (I/O error) it has already dropped the segment from its " +
-		"list, so the file leaks; after a restart recovery loads it again although it lies below meta.json's floor, " +
-		"and readers see deleted rows again with a seq gap after them; Compact then merges across the gap into a " +
-		"segment (e.g. seqs [1,106] holding 78 rows) that the store itself rejects, so the store no longer opens. " +
-		"The harness injects no remove faults and checks seq density only above the retention floor.",
-	"W4 store: when Compact's directory sync fails after the merged segment was renamed into place, Compact " +
-		"returns the error and keeps using its inputs but leaves the merged file in the directory; the next " +
-		"successful SyncDir makes it durable, a later compaction writes a segment overlapping it, and after a " +
-		"crash the store refuses to open (\"segments ... overlap without one containing the other\"). The harness " +
-		"injects no syncdir faults.",
+	"W5 store: with PinMaxBytes set, a Retain whose meta.json rename landed but whose directory sync failed " +
+		"returns an error before calling OnPinnedLoss; a later sync makes its floor durable and, after a crash, " +
+		"recovery deletes the pinned, never-forwarded rows below it without any report from the store (the " +
+		"relay still counts them as a source gap). The harness counts the rows below such a floor as reported " +
+		"(so the relay's source-gap check still applies to them).",
+	"W6 relay: when retention deleted pinned rows (PinMaxBytes exceeded), the relay's next batch spans the gap " +
+		"(FirstSeq below the deleted rows so the target sees no gap) and the gap is counted in SourceGap only when " +
+		"that push is acked. If the target applied it but the ack was lost and the relay then restarts, it resumes " +
+		"from the target's applied mark and never counts the gap (the store did report the loss). The harness does " +
+		"not demand a source-gap count for rows inside the span of a push applied without its ack being seen.",
 }
 
 // Advance moves true time forward by d on every node, keeping each node's

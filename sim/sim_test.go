@@ -12,7 +12,7 @@ import (
 	"github.com/finelog/finelog/internal/vfs"
 )
 
-var strict = flag.Bool("sim.strict", false, "run without the harness's workarounds for known bugs (see sim.Workarounds)")
+var strict = flag.Bool("sim.strict", false, "run without the harness's workarounds for open known bugs (see sim.Workarounds)")
 
 // config is DefaultConfig with the -sim.strict choice applied.
 func config() Config {
@@ -48,8 +48,7 @@ type scheduleShape struct {
 	faults  bool
 }
 
-// faultOps are the I/O operations a FSFault action can fail; OpSyncDir and
-// OpRemove stay last (non-strict runs leave them out, see W3 and W4).
+// faultOps are the I/O operations a FSFault action can fail.
 var faultOps = []vfs.Op{vfs.OpSync, vfs.OpWrite, vfs.OpCreate, vfs.OpRename, vfs.OpSyncDir, vfs.OpRemove}
 
 func genAction(sh scheduleShape) *rapid.Generator[Action] {
@@ -104,11 +103,6 @@ func genAction(sh scheduleShape) *rapid.Generator[Action] {
 				return Action{Kind: RelayStep}
 			}
 			ops := faultOps
-			if !*strict {
-				// W3, W4 (sim.Workarounds): a failed segment remove or
-				// directory sync can leave a store that refuses to reopen.
-				ops = faultOps[:len(faultOps)-2]
-			}
 			return Action{Kind: FSFault, Node: node, Op: ops[uniform(t, len(ops), "op")], N: uniform(t, 2, "nospace")}
 		}
 	})
@@ -281,7 +275,7 @@ func TestDeterminism(t *testing.T) {
 // responses after applying them, and fire FS faults.
 func TestSimCoverage(t *testing.T) {
 	var sum struct {
-		retained, targetCrashes, authRejections, ambiguous, faults, acked, forwarded, maxSegs, runs, drainMax, pinnedLoss int
+		retained, targetCrashes, authRejections, ambiguous, faults, removeFaults, syncDirFaults, acked, forwarded, maxSegs, runs, drainMax, pinnedLoss int
 	}
 	n := 60
 	if raceEnabled {
@@ -299,6 +293,8 @@ func TestSimCoverage(t *testing.T) {
 		sum.authRejections += w.Net.AuthRejections
 		sum.ambiguous += w.Net.AmbiguousFailures
 		sum.faults += w.Source.Faults + w.Target.Faults
+		sum.removeFaults += w.Source.FaultsByOp[vfs.OpRemove] + w.Target.FaultsByOp[vfs.OpRemove]
+		sum.syncDirFaults += w.Source.FaultsByOp[vfs.OpSyncDir] + w.Target.FaultsByOp[vfs.OpSyncDir]
 		sum.acked += len(w.ackedList)
 		sum.forwarded += w.Net.Applied
 		sum.maxSegs = max(sum.maxSegs, w.Coverage.MaxSegments)
@@ -322,6 +318,8 @@ func TestSimCoverage(t *testing.T) {
 		"auth refusals":                    sum.authRejections,
 		"applied-but-unacked pushes":       sum.ambiguous,
 		"FS faults fired":                  sum.faults,
+		"failed removes (W3's trigger)":    sum.removeFaults,
+		"failed directory syncs (W4, W5)":  sum.syncDirFaults,
 		"segments (max in one store)":      sum.maxSegs - 1,
 		"reported pinned-row deletions":    sum.pinnedLoss,
 	} {

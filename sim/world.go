@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"strings"
 	"time"
 
 	"github.com/finelog/finelog/internal/clock"
@@ -41,16 +40,20 @@ type Node struct {
 	// failOps are scheduled I/O faults: the next operation of that kind on
 	// this node fails (consumed in order), with ENOSPC when noSpace.
 	failOps []fault
-	// Faults counts injected I/O errors that fired.
-	Faults int
-	trace  *Trace
-	// writes counts writes per file since the node's last crash; see
-	// needsFlush.
+	// Faults counts injected I/O errors that fired; FaultsByOp splits
+	// them by operation.
+	Faults     int
+	FaultsByOp map[vfs.Op]int
+	trace      *Trace
+	// writes counts writes per file since the node's last crash
+	// (Coverage.MaxFileWrites).
 	writes map[string]int
+	// maxWrites is the highest count in writes so far.
+	maxWrites int
 }
 
 func newNode(name string, t *Trace, opts store.Options) *Node {
-	n := &Node{Name: name, Clock: clock.NewFake(Epoch), FS: vfs.NewMemFS(), trace: t, writes: map[string]int{}}
+	n := &Node{Name: name, Clock: clock.NewFake(Epoch), FS: vfs.NewMemFS(), trace: t, writes: map[string]int{}, FaultsByOp: map[vfs.Op]int{}}
 	n.FS.Inject = n.inject
 	opts.FS = n.FS
 	opts.Clock = n.Clock
@@ -65,11 +68,13 @@ func (n *Node) inject(op vfs.Op, name string) error {
 	}
 	if op == vfs.OpWrite {
 		n.writes[name]++
+		n.maxWrites = max(n.maxWrites, n.writes[name])
 	}
 	for i, f := range n.failOps {
 		if f.op == op {
 			n.failOps = append(n.failOps[:i], n.failOps[i+1:]...)
 			n.Faults++
+			n.FaultsByOp[op]++
 			cause := errInjected
 			if f.noSpace {
 				cause = vfs.ErrNoSpace
@@ -112,30 +117,14 @@ func (n *Node) crash(rng *rand.Rand) {
 	clear(n.writes)
 }
 
-// maxWritesPerFile works around a MemFS growth bug: every appending Write
-// doubles the file's capacity (internal/vfs/mem.go memFile.Write), so a
-// file written ~35 times asks for tens of GiB. Keeping WAL files short by
-// flushing (which rotates the WAL) avoids it until MemFS is fixed.
-const maxWritesPerFile = 24
-
-// needsFlush says whether the daemon's background loop would flush now
-// (the memtable reached MemtableBytes), or a WAL file is near the MemFS
-// growth limit.
+// needsFlush says whether the daemon's background loop would flush now:
+// the memtable reached MemtableBytes.
 func (n *Node) needsFlush() (bool, string) {
 	if n.Store == nil {
 		return false, ""
 	}
 	if st := n.Store.Stats(); st.MemtableRows > 0 && st.MemtableBytes >= n.opts.MemtableBytes {
 		return true, "memtable full"
-	}
-	for name, c := range n.writes {
-		// Map order does not matter: any file over the limit triggers.
-		if c >= maxWritesPerFile && strings.Contains(name, "wal") {
-			if _, err := n.FS.Stat(name); err == nil {
-				return n.Store.Stats().MemtableRows > 0, "memfs write limit"
-			}
-			delete(n.writes, name)
-		}
 	}
 	return false, ""
 }
