@@ -145,8 +145,8 @@ func (s *Store) Compact(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	s.flushMu.Lock()
-	defer s.flushMu.Unlock()
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
 	for {
 		run := s.pickCompaction()
 		if len(run) < 2 {
@@ -353,6 +353,8 @@ func (s *Store) Retain(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	gcErr := s.removeGarbage()
@@ -456,7 +458,7 @@ func (s *Store) Retain(ctx context.Context) error {
 }
 
 // removeGarbage retries the removal of segment files an earlier Retain could
-// not remove. Caller holds flushMu.
+// not remove. Caller holds compactMu.
 func (s *Store) removeGarbage() error {
 	if len(s.garbage) == 0 {
 		return nil
@@ -471,7 +473,7 @@ func (s *Store) removeGarbage() error {
 
 // removeFiles removes segment files no longer in the list (retained or merged)
 // and syncs the directory; a file that cannot be removed is kept in s.garbage
-// for a retry. Caller holds flushMu.
+// for a retry. Caller holds compactMu.
 func (s *Store) removeFiles(names []string) error {
 	var firstErr error
 	for _, n := range names {
@@ -512,21 +514,22 @@ func (s *Store) smallSegments() int {
 	return n
 }
 
-// backgroundLoop runs the maintenance steps when Options.Background is set:
-// flush when the memtable is full or FlushInterval passed, then compact and
-// apply retention.
+// backgroundLoop runs the maintenance steps when Options.Background is set.
+// Flushing has a goroutine of its own: a full memtable must become a segment
+// promptly or ingest stalls, so it never waits behind a merge. Compaction
+// and retention (which exclude each other) run in maintainLoop.
 func (s *Store) backgroundLoop() {
 	defer s.loops.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s.loops.Add(1)
+	s.loops.Add(2)
 	go func() {
 		defer s.loops.Done()
 		<-s.stopCh
 		cancel()
 	}()
+	go s.maintainLoop(ctx)
 	tick := min(s.opts.FlushInterval, 10*time.Second)
-	kicked := false
 	for {
 		t := s.clk.NewTimer(tick)
 		select {
@@ -535,23 +538,46 @@ func (s *Store) backgroundLoop() {
 			return
 		case <-s.flushKick:
 			t.Stop()
-			kicked = true
 		case <-t.C():
-			kicked = false
 		}
 		s.mu.Lock()
 		due := s.mem.bytes >= s.opts.MemtableBytes || len(s.sealed) > 0 || (s.mem.n > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
 		s.mu.Unlock()
-		if due {
-			if err := s.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				s.log.Error("background flush", "err", err)
-			}
+		if !due {
+			continue
 		}
-		// Compaction rewrites data ingest already paid for; while ingest
-		// keeps the memtable filling (woken by a full memtable, or a flush
-		// was due) it waits for a quiet tick, unless the small segments it
-		// owes have piled up past compactionDebt.
-		if (!due && !kicked) || s.smallSegments() >= compactionDebt {
+		if err := s.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Error("background flush", "err", err)
+		}
+		select {
+		case s.flushedKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// maintainLoop compacts and applies retention. Compaction rewrites data
+// ingest already paid for, and on a small machine it competes with ingest
+// for CPU: while flushes keep coming (a flush happened since the last tick)
+// it waits for a quiet tick, unless the small segments it owes have piled up
+// past compactionDebt.
+func (s *Store) maintainLoop(ctx context.Context) {
+	defer s.loops.Done()
+	tick := min(s.opts.FlushInterval, 10*time.Second)
+	busy := false
+	for {
+		t := s.clk.NewTimer(tick)
+		select {
+		case <-s.stopCh:
+			t.Stop()
+			return
+		case <-s.flushedKick:
+			t.Stop()
+			busy = true
+		case <-t.C():
+			busy = false
+		}
+		if !busy || s.smallSegments() >= compactionDebt {
 			if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
 				s.log.Error("background compaction", "err", err)
 			}

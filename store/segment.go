@@ -385,7 +385,9 @@ func decodeRGs(b []byte) ([]rgInfo, error) {
 // writeSegment writes rows (already sorted by key, seq) through tmp → fsync →
 // rename → dir fsync and returns the opened segment.
 func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64, codec *pqzstd.Codec, producers map[string]int64) (*segment, error) {
-	tmp := path.Join(s.dir, fmt.Sprintf("seg-writing-%d.tmp", s.clk.Now().UnixNano()))
+	// A counter, not the clock, names the file: a flush and a compaction
+	// write at the same time, and a virtual clock may not move between them.
+	tmp := path.Join(s.dir, fmt.Sprintf("seg-writing-%d.tmp", s.tmpSeq.Add(1)))
 	f, err := s.fs.Create(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("create segment %s: %w", tmp, mapNoSpace(err))

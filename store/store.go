@@ -35,6 +35,8 @@ type Store struct {
 	loops     sync.WaitGroup
 	inflight  sync.WaitGroup // Append calls between the closed check and their reply
 	flushKick chan struct{}
+	// flushedKick tells maintainLoop a flush made a segment.
+	flushedKick chan struct{}
 
 	// walMu serialises WAL writes with sealing: a commit holds it across
 	// write, fdatasync and publish so that a memtable and the WAL files it is
@@ -42,9 +44,17 @@ type Store struct {
 	walMu sync.Mutex
 	wal   wal
 
-	// flushMu serialises Flush, Compact and Retain (the segment set changes
-	// only under it, plus mu for the swap).
+	// flushMu serialises Flush and Retain (the segment set changes only
+	// under flushMu or compactMu, plus mu for the swap).
 	flushMu sync.Mutex
+	// compactMu serialises Compact and Retain, the two that remove segments
+	// (and share garbage). Compaction does not take flushMu: a merge can run
+	// for seconds and must not hold up flushes, or a full memtable stalls
+	// ingest (the committer waits for the flush past 3x MemtableBytes).
+	// Flushed segments only append newer seqs, which a merge never covers.
+	// Lock order: compactMu before flushMu.
+	compactMu sync.Mutex
+	tmpSeq    atomic.Uint64
 
 	// mu guards everything below. Held only for short, non-I/O sections.
 	mu        sync.Mutex
@@ -59,7 +69,7 @@ type Store struct {
 	// garbage: segment files no longer in segs (below meta.json's floor, or
 	// inside a merged segment's range) whose removal failed; Retain retries
 	// them, and recovery would delete them too.
-	// Guarded by flushMu (set during recovery before any goroutine runs).
+	// Guarded by compactMu (set during recovery before any goroutine runs).
 	garbage   []string
 	lastSeq   atomic.Int64
 	walBytes  atomic.Int64
@@ -115,18 +125,19 @@ func Open(opts Options) (*Store, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		opts:      opts,
-		fs:        opts.FS,
-		clk:       opts.Clock,
-		dir:       opts.Dir,
-		log:       opts.Logger,
-		commitCh:  make(chan *commitReq, 4096),
-		stopCh:    make(chan struct{}),
-		flushKick: make(chan struct{}, 1),
-		producers: map[string]int64{},
-		pins:      map[string]int64{},
-		changed:   make(chan struct{}),
-		flushed:   make(chan struct{}),
+		opts:        opts,
+		fs:          opts.FS,
+		clk:         opts.Clock,
+		dir:         opts.Dir,
+		log:         opts.Logger,
+		commitCh:    make(chan *commitReq, 4096),
+		stopCh:      make(chan struct{}),
+		flushKick:   make(chan struct{}, 1),
+		flushedKick: make(chan struct{}, 1),
+		producers:   map[string]int64{},
+		pins:        map[string]int64{},
+		changed:     make(chan struct{}),
+		flushed:     make(chan struct{}),
 	}
 	if err := s.recover(); err != nil {
 		for _, sg := range s.segs {
