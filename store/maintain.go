@@ -418,6 +418,19 @@ func (s *Store) Retain(ctx context.Context) error {
 		meta.Producers[p] = v
 	}
 	s.mu.Unlock()
+	// Pinned losses are reported before the floor is written: once
+	// meta.json's rename has happened the rows are as good as gone (a failed
+	// directory sync may still make it durable later, and a crash then lets
+	// recovery delete them), so reporting after a successful write would
+	// miss that window (W5 in docs/sim.md). If the write fails and the rows
+	// survive, the next Retain reports the range again: a loss is reported
+	// at least once, never silently.
+	for _, l := range losses {
+		s.log.Warn("retention deleting pinned rows: pin exceeded PinMaxBytes", "pin", l.pin, "first_seq", l.first, "last_seq", l.last, "pin_max_bytes", s.opts.PinMaxBytes)
+		if s.opts.OnPinnedLoss != nil {
+			s.opts.OnPinnedLoss(l.pin, l.first, l.last)
+		}
+	}
 	// The floor and producer marks go to meta.json before any segment that
 	// holds them is deleted, so numbering and dedup survive an empty store.
 	data, _ := json.Marshal(meta)
@@ -428,12 +441,6 @@ func (s *Store) Retain(ctx context.Context) error {
 	s.floor = meta.FloorSeq
 	s.segs = s.segs[len(victims):]
 	s.mu.Unlock()
-	for _, l := range losses {
-		s.log.Warn("retention deleted pinned rows: pin exceeded PinMaxBytes", "pin", l.pin, "first_seq", l.first, "last_seq", l.last, "pin_max_bytes", s.opts.PinMaxBytes)
-		if s.opts.OnPinnedLoss != nil {
-			s.opts.OnPinnedLoss(l.pin, l.first, l.last)
-		}
-	}
 	// The segments are already gone from the list and below the durable
 	// floor: a file that cannot be removed now is garbage that the next
 	// Retain (or, after a restart, recovery) removes; it is never read or
