@@ -80,12 +80,6 @@ func (w *World) CheckSourceStore() error {
 		w.Trace.Addf("  east: a failed Retain's floor %d took effect (was %d)", floor, w.sourceFloor)
 		w.Coverage.FailedRetainFloors++
 		w.Coverage.RetainedRows += floor - w.sourceFloor
-		if w.cfg.PinMaxBytes > 0 && !w.cfg.Strict {
-			// W5 (see Workarounds): the store never reported pinned
-			// rows this floor deleted.
-			w.Trace.Addf("  W5: counting seqs %d..%d as reported pinned loss", w.sourceFloor+1, floor)
-			w.pinnedLoss = append(w.pinnedLoss, [2]int64{w.sourceFloor + 1, floor})
-		}
 		w.sourceFloor = floor
 	}
 	w.failedRetainTop = 0

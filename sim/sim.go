@@ -259,11 +259,6 @@ func (w *World) startRelay() error {
 // bugs it found in the code under test, so the other properties keep being
 // checked. Config.Strict (go test ./sim -sim.strict) turns them off.
 var Workarounds = []string{
-	"W5 store: with PinMaxBytes set, a Retain whose meta.json rename landed but whose directory sync failed " +
-		"returns an error before calling OnPinnedLoss; a later sync makes its floor durable and, after a crash, " +
-		"recovery deletes the pinned, never-forwarded rows below it without any report from the store (the " +
-		"relay still counts them as a source gap). The harness counts the rows below such a floor as reported " +
-		"(so the relay's source-gap check still applies to them).",
 	"W6 relay: when retention deleted pinned rows (PinMaxBytes exceeded), the relay's next batch spans the gap " +
 		"(FirstSeq below the deleted rows so the target sees no gap) and the gap is counted in SourceGap only when " +
 		"that push is acked. If the target applied it but the ack was lost and the relay then restarts, it resumes " +
