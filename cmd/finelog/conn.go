@@ -111,3 +111,17 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		args = rest[1:]
 	}
 }
+
+// parseOneArg parses flags around exactly one positional argument, named
+// what (KEY, SOURCE) in the error.
+func parseOneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return "", fmt.Errorf("want exactly one %s, got %d arguments", what, len(pos))
+	}
+	return pos[0], nil
+}

@@ -141,15 +141,11 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stderr, "usage: finelog fetch [flags] SOURCE")
 		fs.PrintDefaults()
 	}
-	pos, err := parseArgs(fs, args)
+	source, err := parseOneArg(fs, args, "SOURCE")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return fmt.Errorf("want exactly one SOURCE, got %d arguments", len(pos))
-	}
-	req, err := filt.request(pos[0], time.Now())
+	req, err := filt.request(source, time.Now())
 	if err != nil {
 		return err
 	}

@@ -34,15 +34,10 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stderr, "usage: finelog push [flags] KEY < lines")
 		fs.PrintDefaults()
 	}
-	pos, err := parseArgs(fs, args)
+	key, err := parseOneArg(fs, args, "KEY")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return fmt.Errorf("want exactly one KEY, got %d arguments", len(pos))
-	}
-	key := pos[0]
 	lv, err := parseLevel(*level)
 	if err != nil {
 		return err
