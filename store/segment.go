@@ -18,7 +18,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go"
-	pqzstd "github.com/parquet-go/parquet-go/compress/zstd"
 
 	"github.com/finelog/finelog/internal/vfs"
 )
@@ -194,13 +193,13 @@ type segWriter struct {
 // Flushes run on the ingest path's CPU, so they use zstd's fastest level;
 // compaction rewrites every flushed row anyway and can afford the better one.
 var (
-	flushCodec   = &pqzstd.Codec{Level: pqzstd.SpeedFastest}
-	compactCodec = &pqzstd.Codec{Level: pqzstd.SpeedBetterCompression}
+	flushCodec   = newPageCodec(zstd.SpeedFastest)
+	compactCodec = newPageCodec(zstd.SpeedBetterCompression)
 )
 
 // newSegWriter sizes its buffers from the expected rows and bytes: large
 // pages compress best, but a small flush should not allocate megabytes.
-func newSegWriter(f vfs.File, estRows, estBytes int64, codec *pqzstd.Codec) *segWriter {
+func newSegWriter(f vfs.File, estRows, estBytes int64, codec *pageCodec) *segWriter {
 	bufBytes := int(min(max(estBytes, 4<<10), 1<<20))
 	bw := bufio.NewWriterSize(f, bufBytes)
 	w := parquet.NewGenericWriter[segRow](bw,
@@ -289,7 +288,11 @@ func (sw *segWriter) finish(producers map[string]int64) error {
 }
 
 var (
-	blobEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	// Footer blobs are at most a few MiB (8 KiB of trigram bitmap per row
+	// group); a 1 MiB window keeps the encoder's history at ~2 MiB instead of
+	// the default 16 MiB held for the life of the process.
+	blobEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression),
+		zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
 	blobDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
 )
 
@@ -384,7 +387,7 @@ func decodeRGs(b []byte) ([]rgInfo, error) {
 
 // writeSegment writes rows (already sorted by key, seq) through tmp → fsync →
 // rename → dir fsync and returns the opened segment.
-func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64, codec *pqzstd.Codec, producers map[string]int64) (*segment, error) {
+func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64, codec *pageCodec, producers map[string]int64) (*segment, error) {
 	// A counter, not the clock, names the file: a flush and a compaction
 	// write at the same time, and a virtual clock may not move between them.
 	tmp := path.Join(s.dir, fmt.Sprintf("seg-writing-%d.tmp", s.tmpSeq.Add(1)))
