@@ -109,7 +109,7 @@ func (s *Store) seal() error {
 		m.producersAtSeal[p] = v
 	}
 	s.sealed = append(s.sealed, m)
-	s.mem = newMemtable(m.last()+1, s.wal.curNum)
+	s.mem = newMemtable(m.last()+1, s.wal.curNum, s.opts.MemtableBytes)
 	return nil
 }
 
@@ -122,13 +122,14 @@ func memRowIter(m *memtable) func() (*Row, error) {
 	sort.Strings(keys)
 	v := m.view()
 	ki, ii := 0, 0
+	var r Row
 	return func() (*Row, error) {
 		for ki < len(keys) {
 			idx := m.keys[keys[ki]]
 			if ii < len(idx) {
-				r := v.at(int(idx[ii]))
+				r = v.at(int(idx[ii]))
 				ii++
-				return r, nil
+				return &r, nil
 			}
 			ki, ii = ki+1, 0
 		}
@@ -225,10 +226,8 @@ func (s *Store) merge(run []*segment) error {
 		estRows += sg.rows
 		estBytes += sg.size * 4
 	}
-	it, err := newMergeIter(run)
-	if err != nil {
-		return err
-	}
+	it := newMergeIter(run)
+	defer it.close()
 	merged, err := s.writeSegment(it.next, estRows, estBytes, compactCodec, producers)
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
@@ -272,76 +271,6 @@ func (s *Store) merge(run []*segment) error {
 		return fmt.Errorf("store: compact: %w", err)
 	}
 	return nil
-}
-
-// mergeIter merges segments (each sorted by key, seq) into one (key, seq)
-// stream, reading each input a row group at a time so memory stays bounded.
-type mergeIter struct {
-	ins []*segCursor
-}
-
-type segCursor struct {
-	sg   *segment
-	gi   int
-	rows []Row
-	pos  int
-}
-
-func newMergeIter(run []*segment) (*mergeIter, error) {
-	m := &mergeIter{}
-	for _, sg := range run {
-		c := &segCursor{sg: sg}
-		if err := c.fill(); err != nil {
-			return nil, err
-		}
-		m.ins = append(m.ins, c)
-	}
-	return m, nil
-}
-
-func (c *segCursor) fill() error {
-	c.rows, c.pos = c.rows[:0], 0
-	for c.gi < len(c.sg.rgs) && len(c.rows) == 0 {
-		g := &c.sg.rgs[c.gi]
-		c.gi++
-		err := c.sg.readRows(g.start, g.start+g.count, nil, "", func(rr *rawRow) bool {
-			c.rows = append(c.rows, rr.row())
-			return true
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *mergeIter) next() (*Row, error) {
-	var best *segCursor
-	for _, c := range m.ins {
-		if c.pos >= len(c.rows) {
-			continue
-		}
-		r := &c.rows[c.pos]
-		if best == nil {
-			best = c
-			continue
-		}
-		b := &best.rows[best.pos]
-		if r.Key < b.Key || (r.Key == b.Key && r.Seq < b.Seq) {
-			best = c
-		}
-	}
-	if best == nil {
-		return nil, nil
-	}
-	r := best.rows[best.pos]
-	best.pos++
-	if best.pos >= len(best.rows) {
-		if err := best.fill(); err != nil {
-			return nil, err
-		}
-	}
-	return &r, nil
 }
 
 // Retain deletes whole segments, oldest first, that are past RetentionAge

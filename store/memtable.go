@@ -1,17 +1,41 @@
 package store
 
+import (
+	"strings"
+	"unsafe"
+)
+
 // memtable holds the rows that are durable in the WAL but not yet in a
 // segment, in seq order. It is append-only: readers copy slice headers under
 // Store.mu and then read without the lock, because appends never modify an
 // element below a length a reader already saw.
+//
+// Rows are stored compactly rather than as Row values: a 40-byte pointer-free
+// memRow per row, the data bytes packed into blocks, and key, source
+// and cluster interned once per memtable. A Row with its own strings costs
+// ~260 bytes for a 150-byte line and is full of pointers the GC must trace;
+// this layout costs ~195 and the GC skips it, which is most of a busy
+// daemon's heap.
 type memtable struct {
 	first int64 // seq of row 0 (or of the next row while empty)
 	// chunks of fixed-size arrays: appending never moves a row (no slice
 	// regrowth copying the whole memtable) and a reader's view of rows < n
 	// never races with the writer filling rows >= n.
-	chunks []*[memChunk]Row
+	chunks []*[memChunk]memRow
 	n      int
-	bytes  int64
+	// bytes is the memory the memtable holds: rows, data, key index and
+	// interned strings (see newMemtable for the one part it leaves out).
+	bytes int64
+	// blocks hold the rows' data bytes, filled in order; used is how much of
+	// the last one is. A block's slice header never changes once appended
+	// (len == cap), so readers may index it without Store.mu.
+	blocks [][]byte
+	used   int
+	block  int // size of a new block
+	// strs are the interned key, source and cluster strings; ids index it.
+	strs  []string
+	ids   map[string]uint32
+	cache [3]internCache // last key, source, cluster: rows come in runs
 	// keys maps a key to the indices of its rows, in seq order, so an EXACT
 	// read does not scan the whole memtable.
 	keys map[string][]int32
@@ -23,26 +47,91 @@ type memtable struct {
 	producersAtSeal map[string]int64
 }
 
-func newMemtable(first int64, walNum uint64) *memtable {
-	return &memtable{first: first, keys: map[string][]int32{}, walNum: walNum}
+// memRow is one row; seq is implicit (memtable.first + index).
+type memRow struct {
+	epoch                int64
+	attempt, level       int32
+	key, source, cluster uint32 // indexes into memtable.strs
+	blk, off, n          uint32 // data is blocks[blk][off:off+n]
 }
 
-// rowBytes is the memory and size accounting for one row.
+type internCache struct {
+	s     string
+	id    uint32
+	valid bool
+}
+
+const (
+	memChunk = 1024
+	// Accounting for what a row and an interned string cost beyond their
+	// bytes: the memRow, the key index entry, and map and header overhead.
+	memRowCost    = int64(unsafe.Sizeof(memRow{})) + 4
+	memStringCost = 64
+)
+
+// newMemtable starts an empty memtable. Data blocks are 1/32 of the
+// memtable bound (1 KiB to 1 MiB): bytes counts the data a row holds, and
+// the unfilled end of the last block, which it does not count, is then at
+// most ~3% of the bound. A line longer than a block gets a block of its own.
+func newMemtable(first int64, walNum uint64, bound int64) *memtable {
+	return &memtable{first: first, keys: map[string][]int32{}, ids: map[string]uint32{}, walNum: walNum,
+		block: int(min(max(bound/32, 1<<10), 1<<20))}
+}
+
+// rowBytes is the size of one row as the limits and read budgets count it.
 func rowBytes(r *Row) int64 {
 	return int64(len(r.Key)+len(r.Source)+len(r.Data)+len(r.Cluster)) + 48
+}
+
+// intern returns the id of s, copying s the first time so the memtable never
+// keeps a request's buffer alive.
+func (m *memtable) intern(c *internCache, s string) uint32 {
+	if c.valid && c.s == s {
+		return c.id
+	}
+	id, ok := m.ids[s]
+	if !ok {
+		s = strings.Clone(s)
+		id = uint32(len(m.strs))
+		m.strs = append(m.strs, s)
+		m.ids[s] = id
+		m.bytes += int64(len(s)) + memStringCost
+	}
+	*c = internCache{s: m.strs[id], id: id, valid: true}
+	return id
+}
+
+// addData copies b into the current block (or a new one) and returns where.
+func (m *memtable) addData(b string) (blk, off uint32) {
+	last := len(m.blocks) - 1
+	if last < 0 || m.used+len(b) > len(m.blocks[last]) {
+		m.blocks = append(m.blocks, make([]byte, max(m.block, len(b))))
+		last++
+		m.used = 0
+	}
+	off = uint32(m.used)
+	m.used += copy(m.blocks[last][m.used:], b)
+	return uint32(last), off
 }
 
 // add appends rows, assigning them the next seqs. Caller holds Store.mu.
 func (m *memtable) add(rows []Row) {
 	for i := range rows {
+		r := &rows[i]
 		if m.n%memChunk == 0 {
-			m.chunks = append(m.chunks, new([memChunk]Row))
+			m.chunks = append(m.chunks, new([memChunk]memRow))
 		}
-		m.chunks[m.n/memChunk][m.n%memChunk] = rows[i]
-		m.chunks[m.n/memChunk][m.n%memChunk].Seq = m.first + int64(m.n)
-		m.keys[rows[i].Key] = append(m.keys[rows[i].Key], int32(m.n))
+		key := m.intern(&m.cache[0], r.Key)
+		blk, off := m.addData(r.Data)
+		m.chunks[m.n/memChunk][m.n%memChunk] = memRow{
+			epoch: r.EpochMS, attempt: r.AttemptID, level: r.Level,
+			key: key, source: m.intern(&m.cache[1], r.Source), cluster: m.intern(&m.cache[2], r.Cluster),
+			blk: blk, off: off, n: uint32(len(r.Data)),
+		}
+		k := m.strs[key]
+		m.keys[k] = append(m.keys[k], int32(m.n))
 		m.n++
-		m.bytes += rowBytes(&rows[i])
+		m.bytes += memRowCost + int64(len(r.Data))
 	}
 }
 
@@ -51,15 +140,38 @@ func (m *memtable) last() int64 { return m.first + int64(m.n) - 1 }
 // view returns the current rows. Caller holds Store.mu (or owns a sealed
 // memtable, which no longer changes).
 func (m *memtable) view() rowsView {
-	return rowsView{chunks: m.chunks[:len(m.chunks):len(m.chunks)], n: m.n}
+	return rowsView{
+		first:  m.first,
+		chunks: m.chunks[:len(m.chunks):len(m.chunks)],
+		blocks: m.blocks[:len(m.blocks):len(m.blocks)],
+		strs:   m.strs[:len(m.strs):len(m.strs)],
+		n:      m.n,
+	}
 }
 
-const memChunk = 4096
-
-// rowsView is an immutable prefix of a memtable.
+// rowsView is an immutable prefix of a memtable: the bytes of its rows'
+// data are never written again.
 type rowsView struct {
-	chunks []*[memChunk]Row
+	first  int64
+	chunks []*[memChunk]memRow
+	blocks [][]byte
+	strs   []string
 	n      int
 }
 
-func (v rowsView) at(i int) *Row { return &v.chunks[i/memChunk][i%memChunk] }
+// at returns row i. Its Data aliases the memtable's block, which is never
+// written again below that row's end, so no copy is needed.
+func (v rowsView) at(i int) Row {
+	r := &v.chunks[i/memChunk][i%memChunk]
+	var data string
+	if r.n > 0 {
+		data = unsafe.String(&v.blocks[r.blk][r.off], r.n)
+	}
+	return Row{
+		Seq: v.first + int64(i), Key: v.strs[r.key], Source: v.strs[r.source], Cluster: v.strs[r.cluster],
+		Data: data, EpochMS: r.epoch, AttemptID: r.attempt, Level: r.level,
+	}
+}
+
+// seqAt is row i's seq without building the row.
+func (v rowsView) seqAt(i int) int64 { return v.first + int64(i) }

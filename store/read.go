@@ -319,8 +319,8 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 	if q.scope == ScopeExact {
 		if q.tail {
 			for i := len(idx) - 1; i >= 0 && len(out) < limit; i-- {
-				if r := rows.at(int(idx[i])); q.memRowOK(r) {
-					out = append(out, *r)
+				if r := rows.at(int(idx[i])); q.memRowOK(&r) {
+					out = append(out, r)
 				}
 			}
 			reverse(out)
@@ -329,43 +329,40 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 		// Skip to the cursor: idx is in seq order and seq = first + index.
 		start := 0
 		if rows.n > 0 {
-			first := rows.at(0).Seq
-			start = sort.Search(len(idx), func(i int) bool { return first+int64(idx[i]) > q.cursor })
+			start = sort.Search(len(idx), func(i int) bool { return rows.seqAt(int(idx[i])) > q.cursor })
 		}
 		for _, i := range idx[start:] {
 			if len(out) >= limit {
 				break
 			}
-			if r := rows.at(int(i)); q.memRowOK(r) {
-				out = append(out, *r)
+			if r := rows.at(int(i)); q.memRowOK(&r) {
+				out = append(out, r)
 			}
 		}
 		return out
 	}
 	if q.tail {
 		for i := rows.n - 1; i >= 0 && len(out) < limit; i-- {
-			r := rows.at(i)
-			if r.Seq <= q.cursor {
+			if rows.seqAt(i) <= q.cursor {
 				break
 			}
-			if q.memRowOK(r) && q.keyMatch(r.Key) {
-				out = append(out, *r)
+			if r := rows.at(i); q.memRowOK(&r) && q.keyMatch(r.Key) {
+				out = append(out, r)
 			}
 		}
 		reverse(out)
 		return out
 	}
 	start := 0
-	if rows.n > 0 && q.cursor >= rows.at(0).Seq {
-		start = int(min(q.cursor-rows.at(0).Seq+1, int64(rows.n)))
+	if rows.n > 0 && q.cursor >= rows.first {
+		start = int(min(q.cursor-rows.first+1, int64(rows.n)))
 	}
 	for i := start; i < rows.n && len(out) < limit; i++ {
-		r := rows.at(i)
-		if q.maxSeq > 0 && r.Seq > q.maxSeq {
+		if q.maxSeq > 0 && rows.seqAt(i) > q.maxSeq {
 			break
 		}
-		if q.memRowOK(r) && q.keyMatch(r.Key) {
-			out = append(out, *r)
+		if r := rows.at(i); q.memRowOK(&r) && q.keyMatch(r.Key) {
+			out = append(out, r)
 		}
 	}
 	return out

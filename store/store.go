@@ -218,7 +218,7 @@ func (s *Store) recover() error {
 	if len(rep.files) > 0 {
 		firstWAL = rep.files[0].num
 	}
-	s.mem = newMemtable(base+1, firstWAL)
+	s.mem = newMemtable(base+1, firstWAL, s.opts.MemtableBytes)
 	for _, rec := range rep.records {
 		s.mem.add(rec.Rows)
 		for _, m := range rec.Marks {
