@@ -142,7 +142,8 @@ type Options struct {
 	Dir   string      // required; created if missing
 
 	// MemtableBytes seals the memtable into a segment once it holds this
-	// many bytes (default 64 MiB). Bounds resident memory under ingest.
+	// many bytes (default 32 MiB). Bounds resident memory under ingest: up
+	// to 3x this is held while flushes catch up.
 	MemtableBytes int64
 	// FlushInterval seals a non-empty memtable at least this often
 	// (default 1 min) so the WAL stays short.

@@ -221,14 +221,21 @@ func (s *Store) merge(run []*segment) error {
 			producers[p] = max(producers[p], v)
 		}
 	}
-	var estRows, estBytes int64
+	var rows, size int64
 	for _, sg := range run {
-		estRows += sg.rows
-		estBytes += sg.size * 4
+		rows += sg.rows
+		size += sg.size
+	}
+	// A merged segment under a quarter of the target will itself be merged
+	// again: it gets the fast level, and only one near its final tier the
+	// better one.
+	codec := flushCodec
+	if size >= s.opts.TargetSegmentBytes/4 {
+		codec = compactCodec
 	}
 	it := newMergeIter(run)
 	defer it.close()
-	merged, err := s.writeSegment(it.next, estRows, estBytes, compactCodec, producers)
+	merged, err := s.writeSegment(it.next, rows, size*4, codec, producers)
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
 		return fmt.Errorf("store: compact: %w", err)

@@ -113,7 +113,7 @@ func Open(opts Options) (*Store, error) {
 		opts.Clock = clock.Real{}
 	}
 	if opts.MemtableBytes <= 0 {
-		opts.MemtableBytes = 64 << 20
+		opts.MemtableBytes = 32 << 20
 	}
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = time.Minute

@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -38,8 +39,19 @@ type flags struct {
 	logFormat   string
 	logLevel    string
 	printConfig bool
+	// memoryLimit is the Go runtime's soft memory limit (0 = none).
+	memoryLimit int64
 	cfg         server.Config
 }
+
+// DefaultMemoryLimit is finelogd's soft memory limit. Its default store
+// holds at most 3x a 32 MiB memtable plus ~30 MiB of buffers live, and the
+// limit makes the collector keep the heap near that instead of letting it
+// grow to twice the live size before collecting.
+const DefaultMemoryLimit = 200 << 20
+
+// DefaultMemtableBytes is the daemon's memtable size; see DefaultMemoryLimit.
+const DefaultMemtableBytes = 32 << 20
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*flags, error) {
 	f := &flags{}
@@ -50,10 +62,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&c.DataDir, "data-dir", "./finelog-data", "`directory` for the store (WAL and segments) and relay state")
 	fs.StringVar(&c.Cluster, "cluster", "", "this store's cluster `name`, stamped on rows pushed without one")
 	fs.DurationVar(&c.RetentionAge, "retention-age", 0, "delete segments whose newest row is older than this (0 = keep forever)")
-	fs.Int64Var(&c.RetentionBytes, "retention-bytes", 0, "delete the oldest segments while segments exceed this many `bytes` (0 = unlimited)")
-	fs.Int64Var(&c.MemtableBytes, "memtable-bytes", 0, "seal the memtable into a segment at this many `bytes` (0 = store default, 64 MiB)")
+	fs.Var((*byteSize)(&c.RetentionBytes), "retention-bytes", "delete the oldest segments while segments exceed this many `bytes` (0 = unlimited)")
+	c.MemtableBytes = DefaultMemtableBytes
+	fs.Var((*byteSize)(&c.MemtableBytes), "memtable-bytes", "seal the memtable into a segment at this many `bytes`; up to 3x this is held while flushes catch up")
+	f.memoryLimit = DefaultMemoryLimit
+	fs.Var((*byteSize)(&f.memoryLimit), "memory-limit", "soft memory `limit` for the Go runtime, at least 4x --memtable-bytes (0 = none; GOMEMLIMIT, if set, wins)")
 	fs.StringVar(&c.AuthPolicyFile, "auth-policy-file", "", "JSON auth policy `file` (or set FINELOG_AUTH_POLICY); neither: loopback peers only")
-	fs.Int64Var(&c.MaxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request body accepted, after decompression")
+	c.MaxRequestBytes = server.DefaultMaxRequestBytes
+	fs.Var((*byteSize)(&c.MaxRequestBytes), "max-request-bytes", "largest request body accepted, after decompression, in `bytes`")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown waits for in-flight requests")
 	fs.StringVar(&c.Relay.Address, "relay-address", "", "forward every row to the global finelogd at this `URL` (unset: no relay, no egress)")
 	fs.StringVar(&c.Relay.KeyFile, "relay-key-file", "", "`file` with this cluster's signing key; the relay mints its own short-lived tokens")
@@ -61,7 +77,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&c.Relay.StatePath, "relay-state", "", "relay watermark `file` (default <data-dir>/relay/state.json)")
 	fs.IntVar(&c.Relay.BatchRows, "relay-batch-rows", 0, "rows per relay batch (0 = relay default)")
 	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
-	fs.Int64Var(&c.Relay.PinMaxBytes, "relay-pin-max-bytes", server.DefaultRelayPinMaxBytes, "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
+	c.Relay.PinMaxBytes = server.DefaultRelayPinMaxBytes
+	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
@@ -70,6 +87,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.MemtableBytes < minMemtableBytes {
+		return nil, fmt.Errorf("--memtable-bytes %s: want at least %s", (*byteSize)(&c.MemtableBytes), (*byteSize)(ptr(int64(minMemtableBytes))))
+	}
+	if f.memoryLimit != 0 && f.memoryLimit < 4*c.MemtableBytes {
+		return nil, fmt.Errorf("--memory-limit %s is below 4x --memtable-bytes %s: memtables alone may hold 3x it while flushes catch up; raise the limit, lower the memtable, or set --memory-limit 0",
+			(*byteSize)(&f.memoryLimit), (*byteSize)(&c.MemtableBytes))
 	}
 	c.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
 	return f, nil
@@ -113,6 +137,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	f.cfg.Logger = log
+	applyMemoryLimit(f.memoryLimit, getenv, log)
 	f.cfg.FS = vfs.OS{}
 	f.cfg.Clock = clock.Real{}
 
@@ -153,6 +178,24 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return 0
 }
 
+// minMemtableBytes: below this a busy store flushes tiny segments and
+// spends its time compacting them.
+const minMemtableBytes = 1 << 20
+
+func ptr[T any](v T) *T { return &v }
+
+// applyMemoryLimit sets the runtime's soft memory limit unless the operator
+// set GOMEMLIMIT, which the runtime has already applied and which wins.
+func applyMemoryLimit(limit int64, getenv func(string) string, log *slog.Logger) {
+	if env := getenv("GOMEMLIMIT"); env != "" {
+		log.Info("memory limit from GOMEMLIMIT; --memory-limit ignored", "GOMEMLIMIT", env)
+		return
+	}
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+}
+
 // printConfig writes the effective configuration. Secrets never appear: the
 // relay key and token are files, and only their paths are printed; an
 // inline policy is printed with every secret-looking value replaced.
@@ -169,6 +212,7 @@ func printConfig(w io.Writer, f *flags) error {
 		"retention_age":     c.RetentionAge.String(),
 		"retention_bytes":   c.RetentionBytes,
 		"memtable_bytes":    c.MemtableBytes,
+		"memory_limit":      f.memoryLimit,
 		"max_request_bytes": c.MaxRequestBytes,
 		"shutdown_timeout":  c.ShutdownTimeout.String(),
 		"log_format":        f.logFormat,
