@@ -48,7 +48,9 @@ func (s *Store) flush(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		start := s.clk.Now()
 		sg, err := s.writeSegment(memRowIter(m), int64(m.n), m.bytes, flushCodec, producers)
+		s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
 		if err != nil {
 			if sg != nil {
 				// The directory sync failed after the rename. The file is
@@ -235,7 +237,9 @@ func (s *Store) merge(run []*segment) error {
 	}
 	it := newMergeIter(run)
 	defer it.close()
+	start := s.clk.Now()
 	merged, err := s.writeSegment(it.next, rows, size*4, codec, producers)
+	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start))
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
 		return fmt.Errorf("store: compact: %w", err)

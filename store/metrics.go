@@ -15,6 +15,8 @@ type metrics struct {
 	bytes        prometheus.Counter
 	fsync        prometheus.Histogram
 	retainedSegs prometheus.Counter
+	stall        prometheus.Counter
+	writes       *prometheus.HistogramVec
 	collectors   []prometheus.Collector
 }
 
@@ -29,10 +31,14 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 	m.fsync = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "finelog_store_fsync_seconds", Help: "WAL write+fdatasync latency per group commit.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
 	m.retainedSegs = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_retention_deleted_segments_total", Help: "Segments deleted by retention."})
+	m.stall = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_ingest_stall_seconds_total",
+		Help: "Time appends waited because memtables held 3x MemtableBytes and flushing had not caught up."})
+	m.writes = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "finelog_store_segment_write_seconds",
+		Help: "Time to write one segment, by kind (flush or merge).", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"kind"})
 	gauge := func(name, help string, f func(Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(s.Stats()) })
 	}
-	m.collectors = []prometheus.Collector{m.appends, m.rows, m.bytes, m.fsync, m.retainedSegs,
+	m.collectors = []prometheus.Collector{m.appends, m.rows, m.bytes, m.fsync, m.retainedSegs, m.stall, m.writes,
 		gauge("finelog_store_segments", "Segment files.", func(st Stats) float64 { return float64(st.Segments) }),
 		gauge("finelog_store_segment_bytes", "Bytes in segment files.", func(st Stats) float64 { return float64(st.SegmentBytes) }),
 		gauge("finelog_store_memtable_bytes", "Bytes held in memtables.", func(st Stats) float64 { return float64(st.MemtableBytes) }),
@@ -75,6 +81,18 @@ func (m *metrics) appended(batches int, rows, bytes int64) {
 }
 
 func (m *metrics) segmentsChanged() {}
+
+func (m *metrics) stalled(d time.Duration) {
+	if m != nil {
+		m.stall.Add(d.Seconds())
+	}
+}
+
+func (m *metrics) wroteSegment(kind string, d time.Duration) {
+	if m != nil {
+		m.writes.WithLabelValues(kind).Observe(d.Seconds())
+	}
+}
 
 func (m *metrics) retainedN(n int) {
 	if m != nil {

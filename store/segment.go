@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress"
 
 	"github.com/finelog/finelog/internal/vfs"
 )
@@ -202,7 +204,7 @@ var (
 
 // newSegWriter sizes its buffers from the expected rows and bytes: large
 // pages compress best, but a small flush should not allocate megabytes.
-func newSegWriter(f vfs.File, estRows, estBytes int64, codec *pageCodec) *segWriter {
+func newSegWriter(f vfs.File, estRows, estBytes int64, codec compress.Codec) *segWriter {
 	bufBytes := int(min(max(estBytes, 4<<10), 1<<20))
 	bw := bufio.NewWriterSize(f, bufBytes)
 	w := parquet.NewGenericWriter[segRow](bw,
@@ -388,6 +390,11 @@ func decodeRGs(b []byte) ([]rgInfo, error) {
 	return rgs, d.err
 }
 
+// yieldEvery: a segment write yields the processor after this many rows
+// (about a millisecond of work), so request goroutines queued behind a
+// flush or merge on a small machine wait that long, not a 10 ms time slice.
+const yieldEvery = 1024
+
 // writeSegment writes rows (already sorted by key, seq) through tmp → fsync →
 // rename → dir fsync and returns the opened segment.
 func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64, codec *pageCodec, producers map[string]int64) (*segment, error) {
@@ -405,6 +412,9 @@ func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64,
 		return nil, mapNoSpace(err)
 	}
 	for {
+		if sw.rows%yieldEvery == yieldEvery-1 {
+			runtime.Gosched()
+		}
 		r, err := next()
 		if err != nil {
 			return fail(err)

@@ -358,7 +358,9 @@ func (s *Store) commitLoop() {
 			stall := s.commit(group)
 			clear(group)
 			if stall {
+				start := s.clk.Now()
 				s.stallForFlush()
+				s.metrics.stalled(s.clk.Now().Sub(start))
 			}
 		case <-s.stopCh:
 			// Close waited for every in-flight Append, so the channel is
