@@ -486,3 +486,34 @@ func TestConcurrentReadsDuringMaintenance(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// TestMergeFanInBounded: many small segments are merged at most
+// maxMergeFanIn at a time (each input costs a row reader's page buffers),
+// and repeated compaction still folds them all together.
+func TestMergeFanInBounded(t *testing.T) {
+	s := mustOpen(t, memOpts(vfs.NewMemFS()))
+	defer s.Close()
+	ctx := context.Background()
+	for i := 0; i < 40; i++ {
+		mustAppend(t, s, mkRows("/k", 20, i*20))
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if run := s.pickCompaction(); len(run) < minMergeRun || len(run) > maxMergeFanIn {
+		t.Fatalf("picked %d inputs, want %d..%d", len(run), minMergeRun, maxMergeFanIn)
+	} else {
+		for _, sg := range run {
+			sg.release()
+		}
+	}
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Segments > 4 {
+		t.Fatalf("%d segments after Compact, want the 40 folded into a few", st.Segments)
+	}
+	if rows := fetchAll(t, s, Query{Source: "/k", Scope: ScopeExact}); len(rows) != 800 {
+		t.Fatalf("%d rows after compaction, want 800", len(rows))
+	}
+}

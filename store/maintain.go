@@ -164,6 +164,11 @@ func (s *Store) Compact(ctx context.Context) error {
 	}
 }
 
+// maxMergeFanIn bounds a merge's inputs: each holds a row reader with a
+// decoded page per column (~0.5 MiB), and a store that flushed many small
+// segments under heavy ingest must not merge them all in one go.
+const maxMergeFanIn = 16
+
 // minMergeRun: a merge takes at least this many segments, so each row is
 // rewritten about log4(target/flush size) times rather than once per flush.
 const minMergeRun = 4
@@ -191,7 +196,7 @@ func (s *Store) pickCompaction() []*segment {
 			flush()
 			continue
 		}
-		if len(run) > 0 && (sg.size > 2*bytes || bytes+sg.size > s.opts.TargetSegmentBytes) {
+		if len(run) > 0 && (sg.size > 2*bytes || bytes+sg.size > s.opts.TargetSegmentBytes || len(run) >= maxMergeFanIn) {
 			flush()
 		}
 		run = append(run, sg)
@@ -228,11 +233,11 @@ func (s *Store) merge(run []*segment) error {
 		rows += sg.rows
 		size += sg.size
 	}
-	// A merged segment under a quarter of the target will itself be merged
-	// again: it gets the fast level, and only one near its final tier the
-	// better one.
+	// A merged segment under half the target will itself be merged again
+	// (pickCompaction leaves only larger ones alone): it gets the fast
+	// level, and only a final one the better level.
 	codec := flushCodec
-	if size >= s.opts.TargetSegmentBytes/4 {
+	if size >= s.opts.TargetSegmentBytes/2 {
 		codec = compactCodec
 	}
 	it := newMergeIter(run)

@@ -193,10 +193,9 @@ type segWriter struct {
 }
 
 // Flushes run on the ingest path's CPU, so they use zstd's fastest level.
-// Compaction uses the better level only for a segment that is large enough
-// to be near its final tier (see Store.merge): a small merged segment is
-// merged again soon, and spending the better level's ~1.3x CPU on it bought
-// nothing that lasted.
+// Compaction uses the better level only for a segment that is final (see
+// Store.merge): a smaller merged segment is merged again, and spending the
+// better level's ~1.3x CPU on it bought nothing that lasted.
 var (
 	flushCodec   = newPageCodec(zstd.SpeedFastest)
 	compactCodec = newPageCodec(zstd.SpeedBetterCompression)
