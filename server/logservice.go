@@ -154,6 +154,8 @@ func (s *Server) storeError(op string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrInvalidArgument):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, store.ErrProducerGap):
+		return connect.NewError(connect.CodeAborted, err)
 	case errors.Is(err, store.ErrNoSpace):
 		ce := connect.NewError(connect.CodeResourceExhausted,
 			errors.New("finelogd's disk is full: nothing was written; retry once space is freed"))

@@ -69,6 +69,10 @@ type Batch struct {
 	Producer string
 	// FirstSeq/LastSeq are the producer seq range the batch covers (optional;
 	// LastSeq lets the mark advance past rows the producer filtered out).
+	// With FirstSeq set, a batch of a known producer whose FirstSeq is past
+	// its applied mark + 1 is refused with ErrProducerGap: an earlier batch
+	// is still on its way, and applying this one first would make the mark
+	// jump over it and drop it as a duplicate when it arrives.
 	FirstSeq, LastSeq int64
 }
 
@@ -131,6 +135,12 @@ var (
 	// ErrNoSpace: the disk is full; nothing was acked; reads still work and
 	// appends work again once space returns.
 	ErrNoSpace = errors.New("disk full")
+	// ErrProducerGap: a producer batch starts past the producer's applied
+	// mark + 1 (Batch.FirstSeq), so applying it would skip the rows of an
+	// earlier batch that has not arrived yet. Nothing was written; the
+	// producer retries once its earlier batches are applied. This is what
+	// lets a producer keep several batches in flight.
+	ErrProducerGap = errors.New("producer batch arrived before an earlier one")
 	// ErrClosed: the store is closed or closing.
 	ErrClosed = errors.New("store closed")
 )

@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -516,4 +518,86 @@ func TestMergeFanInBounded(t *testing.T) {
 	if rows := fetchAll(t, s, Query{Source: "/k", Scope: ScopeExact}); len(rows) != 800 {
 		t.Fatalf("%d rows after compaction, want 800", len(rows))
 	}
+}
+
+// TestProducerGapRefused: a producer batch that starts past the applied
+// mark + 1 is refused, not applied, so the earlier batch it overtook is not
+// dropped as a duplicate when it arrives. This is what lets a relay keep
+// several batches in flight.
+func TestProducerGapRefused(t *testing.T) {
+	s := mustOpen(t, memOpts(vfs.NewMemFS()))
+	defer s.Close()
+	ctx := context.Background()
+	batch := func(first, last int64) Batch {
+		b := Batch{Producer: "east", FirstSeq: first, LastSeq: last}
+		for q := first; q <= last; q++ {
+			b.Rows = append(b.Rows, Row{Seq: q, Key: "/r", Data: fmt.Sprint("p", q)})
+		}
+		return b
+	}
+	// An unknown producer may start anywhere (a relay that starts at the
+	// source's current end).
+	if _, err := s.Append(ctx, batch(101, 110)); err != nil {
+		t.Fatal(err)
+	}
+	// 121..130 overtakes 111..120: refused, nothing written.
+	_, err := s.Append(ctx, batch(121, 130))
+	if !errors.Is(err, ErrProducerGap) || !strings.Contains(err.Error(), "121") || !strings.Contains(err.Error(), "110") {
+		t.Fatalf("overtaking batch: err = %v; want ErrProducerGap naming seq 121 and mark 110", err)
+	}
+	if v, _ := s.ProducerApplied("east"); v != 110 {
+		t.Fatalf("mark moved to %d on a refused batch", v)
+	}
+	// In order they both apply.
+	for _, b := range []Batch{batch(111, 120), batch(121, 130)} {
+		if _, err := s.Append(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A batch without FirstSeq (an older client) is not checked.
+	if _, err := s.Append(ctx, Batch{Producer: "east", Rows: []Row{{Seq: 200, Key: "/r", Data: "p200"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Reaching back is fine (a resend overlapping applied rows).
+	if ack, err := s.Append(ctx, batch(195, 201)); err != nil || ack.Last-ack.First != 0 {
+		t.Fatalf("batch reaching back: %+v %v; want only seq 201 applied", ack, err)
+	}
+	if rows := fetchAll(t, s, Query{Source: "/r", Scope: ScopeExact}); len(rows) != 32 {
+		t.Fatalf("%d rows, want 32 (101..130, 200, 201)", len(rows))
+	}
+	// In one group commit, a batch refused beside an accepted one leaves the
+	// accepted one acked: run many concurrent pairs.
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	for i := 0; i < 16; i++ {
+		first := int64(300 + 20*i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				_, err := s.Append(ctx, batch(first, first+19))
+				if err == nil {
+					return
+				}
+				if !errors.Is(err, ErrProducerGap) {
+					t.Error(err)
+					return
+				}
+				refused.Add(1)
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	// 202..299 is covered by an empty range batch so 300 can follow.
+	if _, err := s.Append(ctx, Batch{Producer: "east", FirstSeq: 202, LastSeq: 299}); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if v, _ := s.ProducerApplied("east"); v != 619 {
+		t.Fatalf("mark %d after the concurrent batches, want 619", v)
+	}
+	if rows := fetchAll(t, s, Query{Source: "/r", Scope: ScopeExact}); len(rows) != 32+320 {
+		t.Fatalf("%d rows, want %d: a refused batch was lost or doubled", len(rows), 32+320)
+	}
+	t.Logf("%d refusals while 16 batches raced", refused.Load())
 }

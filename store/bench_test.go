@@ -128,7 +128,7 @@ const (
 	benchRareToken = "illegal memory access"
 	// Bump when the segment format or the generator changes so a stale
 	// cached store is rebuilt.
-	benchStoreVersion = 4
+	benchStoreVersion = 5
 )
 
 var benchStoreOnce struct {
@@ -149,7 +149,7 @@ func benchStore(b *testing.B) string {
 		}
 		os.RemoveAll(dir)
 		b.Logf("building the benchmark store in %s (once)", dir)
-		s, err := Open(Options{FS: vfs.OS{}, Dir: dir, MemtableBytes: 128 << 20})
+		s, err := Open(Options{FS: vfs.OS{}, Dir: dir}) // the daemon's memtable and segment sizes
 		if err != nil {
 			benchStoreOnce.err = err
 			return
@@ -183,7 +183,7 @@ func benchStore(b *testing.B) string {
 					return
 				}
 				batch = batch[:0]
-				if s.Stats().MemtableBytes >= 128<<20 {
+				if s.Stats().MemtableBytes >= s.opts.MemtableBytes {
 					if err := s.Flush(ctx); err != nil {
 						benchStoreOnce.err = err
 						return

@@ -405,6 +405,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 		}
 	}()
 	acks := make([]Ack, len(group))
+	errs := make([]error, len(group)) // per batch: refused without writing
 	pubRows := make([][]Row, len(group))
 	overlay := map[string]int64{} // producer marks as of earlier batches in this group
 	var marks []ProducerMark
@@ -420,11 +421,16 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 			next = last + 1
 			continue
 		}
-		mark, ok := overlay[b.Producer]
-		if !ok {
+		mark, known := overlay[b.Producer]
+		if !known {
 			s.mu.Lock()
-			mark = s.producers[b.Producer]
+			mark, known = s.producers[b.Producer]
 			s.mu.Unlock()
+		}
+		if known && b.FirstSeq > mark+1 {
+			errs[i] = fmt.Errorf("store: %w: producer %q batch covers seqs from %d but only up to %d are applied; retry it after the earlier batches",
+				ErrProducerGap, b.Producer, b.FirstSeq, mark)
+			continue
 		}
 		var keep []Row
 		for _, r := range b.Rows {
@@ -477,7 +483,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 			rowsN += int64(len(rows))
 			bytesN += req.bytes
 		}
-		if p := req.batch.Producer; p != "" {
+		if p := req.batch.Producer; p != "" && errs[i] == nil {
 			s.producers[p] = max(s.producers[p], acks[i].ProducerApplied)
 		}
 	}
@@ -494,7 +500,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 	s.mu.Unlock()
 	s.metrics.appended(len(group), rowsN, bytesN)
 	for i, req := range group {
-		req.done <- commitResult{ack: acks[i]}
+		req.done <- commitResult{ack: acks[i], err: errs[i]}
 	}
 	if memBytes >= s.opts.MemtableBytes {
 		select {
