@@ -48,6 +48,10 @@ func TestRelayForwardsToTarget(t *testing.T) {
 	}
 	var got []*loggingpb.LogEntry
 	waitFor(t, "the row at the target", func() bool {
+		// The relay runs on the source's fake clock: if its first step ran
+		// before the push, it wakes on the change signal and then lingers
+		// (or polls) on that clock, which only moves when the test moves it.
+		src.clk.Advance(100 * time.Millisecond)
 		resp, err := target.c.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Source: "/job/a", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT})
 		if err != nil {
 			t.Fatal(err)
