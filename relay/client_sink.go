@@ -41,19 +41,19 @@ func (s ClientSink) Push(ctx context.Context, b Batch) (store.Ack, error) {
 	return store.Ack{First: resp.Msg.GetFirstSeq(), Last: resp.Msg.GetLastSeq(), ProducerApplied: resp.Msg.GetProducerAppliedSeq()}, nil
 }
 
-// Applied asks the target (GetProducerState) where producer stopped.
-func (s ClientSink) Applied(ctx context.Context, producer string) (int64, bool, error) {
+// ProducerState asks the target (GetProducerState) where producer stopped.
+func (s ClientSink) ProducerState(ctx context.Context, producer string) (ProducerState, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	req := connect.NewRequest(&loggingpb.GetProducerStateRequest{Producer: producer})
 	if err := s.authorize(ctx, req.Header()); err != nil {
-		return 0, false, err
+		return ProducerState{}, err
 	}
 	resp, err := s.Client.GetProducerState(ctx, req)
 	if err != nil {
-		return 0, false, err
+		return ProducerState{}, err
 	}
-	return resp.Msg.GetAppliedSeq(), resp.Msg.GetKnown(), nil
+	return ProducerState{Applied: resp.Msg.GetAppliedSeq(), Known: resp.Msg.GetKnown(), RefusesGaps: resp.Msg.GetRefusesGaps()}, nil
 }
 
 func (s ClientSink) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -52,7 +52,7 @@ func (s *recordingService) GetProducerState(_ context.Context, req *connect.Requ
 	defer s.mu.Unlock()
 	s.auth = append(s.auth, req.Header().Get("Authorization"))
 	s.producer = req.Msg.GetProducer()
-	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: s.applied, Known: s.known}), nil
+	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: s.applied, Known: s.known, RefusesGaps: true}), nil
 }
 
 // wireCounter counts request body bytes as they arrive, before Connect
@@ -120,9 +120,9 @@ func TestClientSinkMapsBatchToPushLogs(t *testing.T) {
 	if !proto.Equal(got, want) {
 		t.Errorf("request =\n%v\nwant\n%v", got, want)
 	}
-	seq, known, err := sink.Applied(context.Background(), "east/abc")
-	if err != nil || seq != 41 || !known || svc.producer != "east/abc" {
-		t.Errorf("Applied = %d, %v, %v (producer asked %q)", seq, known, err, svc.producer)
+	st, err := sink.ProducerState(context.Background(), "east/abc")
+	if err != nil || st != (ProducerState{Applied: 41, Known: true, RefusesGaps: true}) || svc.producer != "east/abc" {
+		t.Errorf("ProducerState = %+v, %v (producer asked %q)", st, err, svc.producer)
 	}
 	for _, a := range svc.auth {
 		if a != "Bearer tok-123" {

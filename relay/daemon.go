@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -32,6 +33,7 @@ type DaemonConfig struct {
 	TokenFile string // --relay-token-file: a static bearer token (re-read on every RPC, so it can be rotated)
 	StatePath string // --relay-state: the watermark file; dead-letter and producer-id files live beside it
 	BatchRows int    // --relay-batch-rows (default 5000)
+	InFlight  int    // --relay-in-flight (default DaemonInFlight)
 	Backfill  bool   // --relay-backfill
 	Cluster   string // --cluster: this cluster's name
 	// Audience is put in minted tokens when the target's jwt layer
@@ -61,6 +63,12 @@ type LocalStore interface {
 // being acked locally, and a trickle of single-row appends does not become
 // a push and two fsyncs each.
 const DaemonLinger = 100 * time.Millisecond
+
+// DaemonInFlight is how many batches the daemon's relay keeps in flight
+// against a target that refuses overtaking batches (every finelogd from the
+// version that reports it): a backlog drains without waiting a round trip
+// per batch.
+const DaemonInFlight = 4
 
 // PinName is the retention pin the relay holds on its source store.
 const PinName = "relay"
@@ -138,6 +146,7 @@ func NewForStore(st LocalStore, cfg DaemonConfig, selfURLs ...string) (*Forwarde
 		Producer:       producer,
 		Cluster:        cfg.Cluster,
 		BatchRows:      cfg.BatchRows,
+		InFlight:       cmp.Or(cfg.InFlight, DaemonInFlight),
 		Backfill:       cfg.Backfill,
 		Pin:            func(seq int64) { st.SetPin(PinName, seq) },
 		Changed:        st.Changed,

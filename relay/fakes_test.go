@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"connectrpc.com/connect"
 
@@ -111,11 +112,23 @@ type memTarget struct {
 	fail        error  // every push and Applied fail with this while set
 	failWhen    func(Batch) error
 	strictOrder bool // reject a producer batch that would leave a gap (Aborted)
+
+	// Concurrency seen by Push (before it takes mu); beforePush, if set,
+	// runs there too.
+	active, maxActive atomic.Int32
+	beforePush        func(active int32)
 }
 
 func newMemTarget() *memTarget { return &memTarget{applied: map[string]int64{}} }
 
 func (t *memTarget) Push(_ context.Context, b Batch) (store.Ack, error) {
+	n := t.active.Add(1)
+	defer t.active.Add(-1)
+	for m := t.maxActive.Load(); n > m && !t.maxActive.CompareAndSwap(m, n); m = t.maxActive.Load() {
+	}
+	if t.beforePush != nil {
+		t.beforePush(n)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.pushes++
@@ -178,14 +191,14 @@ func (t *memTarget) Push(_ context.Context, b Batch) (store.Ack, error) {
 	return ack, nil
 }
 
-func (t *memTarget) Applied(_ context.Context, producer string) (int64, bool, error) {
+func (t *memTarget) ProducerState(_ context.Context, producer string) (ProducerState, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.fail != nil {
-		return 0, false, t.fail
+		return ProducerState{}, t.fail
 	}
 	m, ok := t.applied[producer]
-	return m, ok, nil
+	return ProducerState{Applied: m, Known: ok, RefusesGaps: t.strictOrder}, nil
 }
 
 // counts returns how many copies of each producer seq the target holds.

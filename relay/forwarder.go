@@ -60,11 +60,11 @@ type Config struct {
 	BatchRows  int // rows per push (default 5000)
 	BatchBytes int // approximate bytes per push (default 8 MiB)
 	// InFlight is how many batches are pushed concurrently (default 1).
-	// More than 1 is safe only against a target that applies one
-	// producer's batches in seq order (it rejects a batch that would leave
-	// a gap); a target that dedups by high-water mark alone can drop an
-	// earlier batch that arrives after a later one. InFlight 1 makes no
-	// goroutines and is fully deterministic.
+	// More than 1 is used only against a target that says it refuses a
+	// batch that would leave a gap (ProducerState.RefusesGaps); a target
+	// that dedups by high-water mark alone could drop an earlier batch that
+	// arrives after a later one, so against it the relay pushes one at a
+	// time. InFlight 1 makes no goroutines and is fully deterministic.
 	InFlight int
 	// Backfill starts a relay with no watermark, whose target knows nothing
 	// of this producer, at the source's first row instead of its newest.
@@ -201,6 +201,9 @@ type Forwarder struct {
 	// target sees stay contiguous and an in-order target never sees a gap.
 	targetMark int64
 	markKnown  bool
+	// refusesGaps: the target said it refuses a batch that would overtake
+	// an earlier one, so more than one may be in flight (Config.InFlight).
+	refusesGaps bool
 	// deadRun counts rows dead-lettered since the target last accepted a
 	// push (see MaxDeadLetterRun).
 	deadRun     int
@@ -418,15 +421,19 @@ func (f *Forwarder) resolve(ctx context.Context) error {
 	var applied int64
 	known := false
 	if !f.cfg.NonIdempotent {
-		a, ok, err := f.cfg.Sink.Applied(ctx, f.cfg.Producer)
+		st, err := f.cfg.Sink.ProducerState(ctx, f.cfg.Producer)
 		switch {
 		case err != nil && connect.CodeOf(err) == connect.CodeUnimplemented:
 			f.log.Warn("target does not report producer state (old finelogd?); starting without it", "err", err)
 		case err != nil:
 			return fmt.Errorf("ask target where producer %q stopped: %w", f.cfg.Producer, err)
-		case ok:
-			applied, known = a, true
-			f.targetMark, f.markKnown = a, true
+		default:
+			applied, known = st.Applied, st.Known
+			f.targetMark, f.markKnown = st.Applied, st.Known
+		}
+		f.refusesGaps = err == nil && st.RefusesGaps
+		if f.cfg.InFlight > 1 && !f.refusesGaps {
+			f.log.Warn("target does not refuse out-of-order batches (older finelogd?); pushing one batch at a time", "in_flight", f.cfg.InFlight)
 		}
 	}
 	last, err := f.cfg.Source.LastSeq(ctx)
@@ -520,7 +527,7 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 	var batches []*pending
 	after := f.wm.Cursor
 	inFlight := f.cfg.InFlight
-	if !f.primed {
+	if !f.primed || !f.refusesGaps {
 		inFlight = 1
 	}
 	for len(batches) < inFlight {
@@ -588,6 +595,14 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 		}
 	}
 	if stop != nil {
+		if connect.CodeOf(stop) == connect.CodeAborted {
+			// The target refused a batch as overtaking even after its
+			// predecessors settled: its mark is not where the relay
+			// thinks (it lost rows, or another relay shares the producer
+			// id). Ask it again before the next round; resolve reports a
+			// mark that went back.
+			f.started = false
+		}
 		return false, stop
 	}
 	return more, nil

@@ -35,8 +35,21 @@ type Source interface {
 type Sink interface {
 	// Push sends one batch; a nil error means the target durably applied it.
 	Push(ctx context.Context, b Batch) (store.Ack, error)
-	// Applied asks the target for the highest seq it applied from producer.
-	Applied(ctx context.Context, producer string) (seq int64, known bool, err error)
+	// ProducerState asks the target what it has applied from producer.
+	ProducerState(ctx context.Context, producer string) (ProducerState, error)
+}
+
+// ProducerState is what a target knows of one producer.
+type ProducerState struct {
+	// Applied is the highest producer seq the target applied (its mark).
+	Applied int64
+	Known   bool
+	// RefusesGaps: the target refuses (Aborted) a batch whose FirstSeq is
+	// past Applied+1 instead of applying it over an earlier batch still in
+	// flight. Only then does the relay keep more than one batch in flight;
+	// against an older target that dedups by high-water mark alone, an
+	// overtaking batch would make it drop the earlier one.
+	RefusesGaps bool
 }
 
 // Batch is one PushLogs to the target. Rows keep their source Seq; Cluster

@@ -63,10 +63,11 @@ func (s StoreSink) Push(ctx context.Context, b Batch) (store.Ack, error) {
 	return ack, nil
 }
 
-// Applied reports the store's applied mark for producer.
-func (s StoreSink) Applied(_ context.Context, producer string) (int64, bool, error) {
+// ProducerState reports the store's applied mark for producer. A store
+// refuses batches that would leave a gap (store.ErrProducerGap).
+func (s StoreSink) ProducerState(_ context.Context, producer string) (ProducerState, error) {
 	seq, ok := s.Store.ProducerApplied(producer)
-	return seq, ok, nil
+	return ProducerState{Applied: seq, Known: ok, RefusesGaps: true}, nil
 }
 
 func storeErrorToConnect(err error) error {

@@ -146,7 +146,8 @@ func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[
 		return nil, err
 	}
 	seq, known := st.ProducerApplied(req.Msg.GetProducer())
-	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: seq, Known: known}), nil
+	// The store refuses overtaking producer batches (store.ErrProducerGap).
+	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: seq, Known: known, RefusesGaps: true}), nil
 }
 
 // storeError maps store errors to Connect codes a client can act on.

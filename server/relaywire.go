@@ -37,7 +37,7 @@ type relayHealth struct {
 func (s *Server) newRelay() error {
 	r := s.cfg.Relay
 	if r.Address == "" {
-		if r.KeyFile != "" || r.TokenFile != "" || r.Backfill || r.BatchRows != 0 {
+		if r.KeyFile != "" || r.TokenFile != "" || r.Backfill || r.BatchRows != 0 || r.InFlight != 0 {
 			return fmt.Errorf("relay flags are set but --relay-address is not: set it or drop the other --relay-* flags")
 		}
 		return nil
@@ -78,6 +78,7 @@ func (s *Server) startRelay(ctx context.Context, st logStore) error {
 		TokenFile:  r.TokenFile,
 		StatePath:  r.StatePath,
 		BatchRows:  r.BatchRows,
+		InFlight:   r.InFlight,
 		Backfill:   r.Backfill,
 		Cluster:    s.cfg.Cluster,
 		FS:         s.cfg.FS,

@@ -73,7 +73,10 @@ type RelayConfig struct {
 	TokenFile string
 	StatePath string
 	BatchRows int
-	Backfill  bool
+	// InFlight: batches pushed at once (0 = relay.DaemonInFlight); more
+	// than one only against a target that refuses overtaking batches.
+	InFlight int
+	Backfill bool
 	// PinMaxBytes caps what retention keeps for the relay's unforwarded
 	// rows (0 = no cap); see DefaultRelayPinMaxBytes.
 	PinMaxBytes int64

@@ -266,11 +266,11 @@ func (s netSink) push(ctx context.Context, b relay.Batch) (store.Ack, error) {
 	return ack, nil
 }
 
-func (s netSink) Applied(ctx context.Context, producer string) (int64, bool, error) {
+func (s netSink) ProducerState(ctx context.Context, producer string) (relay.ProducerState, error) {
 	n := s.n
 	seq, known, err := s.applied(producer)
 	n.trace.Addf("net applied %q: seq=%d known=%v err=%v", producer, seq, known, errString(err))
-	return seq, known, err
+	return relay.ProducerState{Applied: seq, Known: known, RefusesGaps: true}, err
 }
 
 func (s netSink) applied(producer string) (int64, bool, error) {

@@ -76,6 +76,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&c.Relay.TokenFile, "relay-token-file", "", "`file` with a static bearer token for the relay target")
 	fs.StringVar(&c.Relay.StatePath, "relay-state", "", "relay watermark `file` (default <data-dir>/relay/state.json)")
 	fs.IntVar(&c.Relay.BatchRows, "relay-batch-rows", 0, "rows per relay batch (0 = relay default)")
+	fs.IntVar(&c.Relay.InFlight, "relay-in-flight", 0, "relay batches pushed at once, against a target that refuses overtaking batches (0 = relay default, 4)")
 	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
 	c.Relay.PinMaxBytes = server.DefaultRelayPinMaxBytes
 	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
@@ -224,6 +225,7 @@ func printConfig(w io.Writer, f *flags) error {
 			"token_file":    c.Relay.TokenFile,
 			"state":         relayState,
 			"batch_rows":    c.Relay.BatchRows,
+			"in_flight":     c.Relay.InFlight,
 			"backfill":      c.Relay.Backfill,
 			"pin_max_bytes": c.Relay.PinMaxBytes,
 		},

@@ -666,8 +666,12 @@ func (x *GetProducerStateRequest) GetProducer() string {
 type GetProducerStateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Highest producer seq this store has applied; 0 when it knows none.
-	AppliedSeq    int64 `protobuf:"varint,1,opt,name=applied_seq,json=appliedSeq,proto3" json:"applied_seq,omitempty"`
-	Known         bool  `protobuf:"varint,2,opt,name=known,proto3" json:"known,omitempty"`
+	AppliedSeq int64 `protobuf:"varint,1,opt,name=applied_seq,json=appliedSeq,proto3" json:"applied_seq,omitempty"`
+	Known      bool  `protobuf:"varint,2,opt,name=known,proto3" json:"known,omitempty"`
+	// The store refuses (ABORTED) a producer batch whose first_seq is past
+	// applied_seq + 1, so a producer may keep several batches in flight
+	// without an overtaking batch making the store drop an earlier one.
+	RefusesGaps   bool `protobuf:"varint,3,opt,name=refuses_gaps,json=refusesGaps,proto3" json:"refuses_gaps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +716,13 @@ func (x *GetProducerStateResponse) GetAppliedSeq() int64 {
 func (x *GetProducerStateResponse) GetKnown() bool {
 	if x != nil {
 		return x.Known
+	}
+	return false
+}
+
+func (x *GetProducerStateResponse) GetRefusesGaps() bool {
+	if x != nil {
+		return x.RefusesGaps
 	}
 	return false
 }
@@ -761,11 +772,12 @@ const file_finelog_logging_logging_proto_rawDesc = "" +
 	"\x06cursor\x18\x02 \x01(\x03R\x06cursor\x12*\n" +
 	"\x11max_lines_applied\x18d \x01(\x05R\x0fmaxLinesApplied\"5\n" +
 	"\x17GetProducerStateRequest\x12\x1a\n" +
-	"\bproducer\x18\x01 \x01(\tR\bproducer\"Q\n" +
+	"\bproducer\x18\x01 \x01(\tR\bproducer\"t\n" +
 	"\x18GetProducerStateResponse\x12\x1f\n" +
 	"\vapplied_seq\x18\x01 \x01(\x03R\n" +
 	"appliedSeq\x12\x14\n" +
-	"\x05known\x18\x02 \x01(\bR\x05known*\x8e\x01\n" +
+	"\x05known\x18\x02 \x01(\bR\x05known\x12!\n" +
+	"\frefuses_gaps\x18\x03 \x01(\bR\vrefusesGaps*\x8e\x01\n" +
 	"\bLogLevel\x12\x15\n" +
 	"\x11LOG_LEVEL_UNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n" +
