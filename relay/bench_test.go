@@ -54,27 +54,31 @@ func BenchmarkRelayDrain(b *testing.B) {
 	src := openOSStore(b, filepath.Join(b.TempDir(), "east"))
 	defer src.Close()
 	appendRows(b, src, realisticRows(n, 3))
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		b.StopTimer()
-		sink, dst := newGlobal(b)
-		dir := b.TempDir()
-		f, err := New(Config{Source: StoreSource{src}, Sink: sink, FS: vfs.OS{}, StatePath: filepath.Join(dir, "state.json"),
-			DeadLetterPath: filepath.Join(dir, "dl.jsonl"), Target: "bench", Producer: "east/bench", Cluster: "east", Backfill: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		if _, err := f.Step(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		if got := dst.LastSeq(); got != int64(n) {
-			b.Fatalf("target has %d rows, want %d", got, n)
-		}
-		b.StartTimer()
+	for _, inFlight := range []int{1, DaemonInFlight} {
+		b.Run("in-flight="+strconv.Itoa(inFlight), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				sink, dst := newGlobal(b)
+				dir := b.TempDir()
+				f, err := New(Config{Source: StoreSource{src}, Sink: sink, FS: vfs.OS{}, StatePath: filepath.Join(dir, "state.json"),
+					DeadLetterPath: filepath.Join(dir, "dl.jsonl"), Target: "bench", Producer: "east/bench", Cluster: "east", Backfill: true,
+					InFlight: inFlight})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if _, err := f.Step(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if got := dst.LastSeq(); got != int64(n) {
+					b.Fatalf("target has %d rows, want %d", got, n)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
 	}
-	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
 
 // BenchmarkDirectIngest pushes the same rows straight to the target in
