@@ -32,6 +32,16 @@ type relayHealth struct {
 	Stopped bool `json:"stopped"`
 }
 
+// relayPins holds the relay's retention pin from the moment the store
+// opens: background retention must not delete unforwarded rows in the
+// moment before the relay has read its watermark and pinned it.
+func relayPins(r RelayConfig) []string {
+	if r.Address == "" {
+		return nil
+	}
+	return []string{relay.PinName}
+}
+
 // newRelay checks the relay flags that need no store, so a bad
 // combination fails before the port is bound.
 func (s *Server) newRelay() error {

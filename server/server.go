@@ -244,7 +244,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // server answers RPCs once it returns nil.
 func (s *Server) Open(ctx context.Context) error {
 	dir := filepath.Join(s.cfg.DataDir, "store")
-	st, err := openStore(store.Options{
+	st, err := store.Open(store.Options{
 		FS:             s.cfg.FS,
 		Clock:          s.clk,
 		Dir:            dir,
@@ -255,6 +255,7 @@ func (s *Server) Open(ctx context.Context) error {
 		Logger:         s.log.With("component", "store"),
 		Registerer:     s.reg,
 		PinMaxBytes:    s.cfg.Relay.PinMaxBytes,
+		Pins:           relayPins(s.cfg.Relay),
 		OnPinnedLoss: func(pin string, first, last int64) {
 			// The relay counts the gap when it reaches it
 			// (finelog_relay_source_gap_rows_total); this is the operator's first word.

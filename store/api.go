@@ -168,6 +168,10 @@ type Options struct {
 	// RetentionBytes deletes the oldest segments while segments exceed this
 	// (0 = unlimited).
 	RetentionBytes int64
+	// Pins are pin names held at seq 0 from Open on, until their owner's
+	// SetPin moves them: with Background set, retention could otherwise
+	// run before the owner (the daemon's relay) has pinned anything.
+	Pins []string
 	// PinMaxBytes is the hard cap on bytes retention keeps for pins
 	// (SetPin); past it pinned rows are deleted anyway and OnPinnedLoss is
 	// called. 0 = pins are honoured without a cap.

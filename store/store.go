@@ -139,6 +139,9 @@ func Open(opts Options) (*Store, error) {
 		changed:     make(chan struct{}),
 		flushed:     make(chan struct{}),
 	}
+	for _, name := range opts.Pins {
+		s.pins[name] = 0
+	}
 	if err := s.recover(); err != nil {
 		for _, sg := range s.segs {
 			sg.close()
