@@ -226,7 +226,9 @@ func tokenSource(cfg DaemonConfig) (func(context.Context) (string, error), error
 // producer, so the target does not drop its rows as already applied. The
 // file lives beside the watermark and goes when the data dir does.
 func LoadProducerID(fsys vfs.FS, path, cluster string) (string, error) {
-	data, err := vfs.ReadFile(fsys, path)
+	// Durable read: a first write whose directory sync failed leaves the
+	// file visible; a crash must not then swap the id under the watermark.
+	data, err := vfs.ReadFileDurable(fsys, path)
 	switch {
 	case err == nil:
 		id := strings.TrimSpace(string(data))

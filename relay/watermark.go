@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 
 	"github.com/finelog/finelog/internal/vfs"
 )
@@ -64,6 +65,13 @@ func readWatermark(fsys vfs.FS, path string) (*Watermark, error) {
 		return nil, fmt.Errorf("%w: %s has no producer", ErrCorruptWatermark, path)
 	case w.Cursor < 0:
 		return nil, fmt.Errorf("%w: %s has negative cursor %d", ErrCorruptWatermark, path, w.Cursor)
+	}
+	// The relay acts on this watermark, so its name must be durable: a
+	// write whose directory sync failed leaves it visible but able to
+	// vanish in a crash, and a relay that resumed from it would then
+	// restart from the target's mark and miss the gaps it had seen (W6).
+	if err := fsys.SyncDir(filepath.Dir(path)); err != nil {
+		return nil, stateError{fmt.Errorf("make relay watermark %s durable: %w", path, err)}
 	}
 	return &w, nil
 }

@@ -74,9 +74,6 @@ type Net struct {
 	// requests that were later delivered. With non-idempotent batches each
 	// may cost at most one duplicate batch.
 	AmbiguousFailures int
-	// UnackedSpans are the source seq spans (FirstSeq..LastSeq) of those
-	// applied pushes whose ack the relay never saw (workaround W6).
-	UnackedSpans [][2]int64
 	// AuthRejections counts requests the gate refused.
 	AuthRejections int
 }
@@ -104,7 +101,6 @@ func (n *Net) Deliver(ctx context.Context) {
 	ack, err := n.apply(ctx, t, b)
 	if err == nil {
 		n.AmbiguousFailures++
-		n.UnackedSpans = append(n.UnackedSpans, [2]int64{b.FirstSeq, b.LastSeq})
 	}
 	n.trace.Addf("net deliver %s: %s", batchString(b), ackString(ack, err))
 }
@@ -260,7 +256,6 @@ func (s netSink) push(ctx context.Context, b relay.Batch) (store.Ack, error) {
 	if n.DropResponses > 0 {
 		n.DropResponses--
 		n.AmbiguousFailures++
-		n.UnackedSpans = append(n.UnackedSpans, [2]int64{b.FirstSeq, b.LastSeq})
 		return store.Ack{}, connect.NewError(connect.CodeUnavailable, errors.New("sim: response lost after apply"))
 	}
 	return ack, nil

@@ -258,13 +258,7 @@ func (w *World) startRelay() error {
 // Workarounds lists what the harness does by default to step around open
 // bugs it found in the code under test, so the other properties keep being
 // checked. Config.Strict (go test ./sim -sim.strict) turns them off.
-var Workarounds = []string{
-	"W6 relay: when retention deleted pinned rows (PinMaxBytes exceeded), the relay's next batch spans the gap " +
-		"(FirstSeq below the deleted rows so the target sees no gap) and the gap is counted in SourceGap only when " +
-		"that push is acked. If the target applied it but the ack was lost and the relay then restarts, it resumes " +
-		"from the target's applied mark and never counts the gap (the store did report the loss). The harness does " +
-		"not demand a source-gap count for rows inside the span of a push applied without its ack being seen.",
-}
+var Workarounds []string
 
 // Advance moves true time forward by d on every node, keeping each node's
 // skew.

@@ -5,6 +5,7 @@ package vfs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"path/filepath"
@@ -86,4 +87,20 @@ func ReadFile(fsys FS, name string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// ReadFileDurable reads the whole file and then syncs its directory, so the
+// name that was read survives a crash. A WriteFileAtomic whose final
+// directory sync failed leaves a file that is visible but whose rename is
+// not durable; a caller that acts on what it read (a relay resuming from a
+// watermark) must not have it vanish afterwards.
+func ReadFileDurable(fsys FS, name string) ([]byte, error) {
+	data, err := ReadFile(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := fsys.SyncDir(filepath.Dir(name)); err != nil {
+		return nil, fmt.Errorf("sync directory of %s: %w", name, err)
+	}
+	return data, nil
 }
