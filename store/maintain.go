@@ -49,7 +49,8 @@ func (s *Store) flush(ctx context.Context) error {
 			return err
 		}
 		start := s.clk.Now()
-		sg, err := s.writeSegment(memRowIter(m), int64(m.n), m.bytes, flushCodec, producers)
+		rows, grams := memFlush(m)
+		sg, err := s.writeSegment(rows, grams, int64(m.n), m.bytes, flushCodec, producers)
 		s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
 		if err != nil {
 			if sg != nil {
@@ -113,30 +114,6 @@ func (s *Store) seal() error {
 	s.sealed = append(s.sealed, m)
 	s.mem = newMemtable(m.last()+1, s.wal.curNum, s.opts.MemtableBytes)
 	return nil
-}
-
-// memRowIter yields a memtable's rows sorted by (key, seq).
-func memRowIter(m *memtable) func() (*Row, error) {
-	keys := make([]string, 0, len(m.keys))
-	for k := range m.keys {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	v := m.view()
-	ki, ii := 0, 0
-	var r Row
-	return func() (*Row, error) {
-		for ki < len(keys) {
-			idx := m.keys[keys[ki]]
-			if ii < len(idx) {
-				r = v.at(int(idx[ii]))
-				ii++
-				return &r, nil
-			}
-			ki, ii = ki+1, 0
-		}
-		return nil, nil
-	}
 }
 
 // Compact merges runs of adjacent segments smaller than half the target size
@@ -243,7 +220,7 @@ func (s *Store) merge(run []*segment) error {
 	it := newMergeIter(run)
 	defer it.close()
 	start := s.clk.Now()
-	merged, err := s.writeSegment(it.next, rows, size*4, codec, producers)
+	merged, err := s.writeSegment(it.next, nil, rows, size*4, codec, producers)
 	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start))
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {

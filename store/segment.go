@@ -184,6 +184,7 @@ type segWriter struct {
 	w     *parquet.GenericWriter[segRow]
 	buf   []segRow
 	rows  int64
+	grams [][]byte // precomputed row-group bitmaps (see writeSegment)
 	keys  []keyRange
 	rgs   []rgInfo
 	first int64
@@ -243,14 +244,22 @@ func (sw *segWriter) flushGroup() error {
 	if len(sw.buf) == 0 {
 		return nil
 	}
-	g := rgInfo{start: sw.rows - int64(len(sw.buf)), count: int64(len(sw.buf)), grams: make([]byte, trigramBits/8)}
+	g := rgInfo{start: sw.rows - int64(len(sw.buf)), count: int64(len(sw.buf))}
+	build := len(sw.rgs) >= len(sw.grams)
+	if build {
+		g.grams = make([]byte, trigramBits/8)
+	} else {
+		g.grams = sw.grams[len(sw.rgs)]
+	}
 	g.minSeq, g.maxSeq = sw.buf[0].Seq, sw.buf[0].Seq
 	g.minEpoch, g.maxEpoch = sw.buf[0].EpochMS, sw.buf[0].EpochMS
 	for i := range sw.buf {
 		r := &sw.buf[i]
 		g.minSeq, g.maxSeq = min(g.minSeq, r.Seq), max(g.maxSeq, r.Seq)
 		g.minEpoch, g.maxEpoch = min(g.minEpoch, r.EpochMS), max(g.maxEpoch, r.EpochMS)
-		addTrigrams((*[trigramBits / 8]byte)(g.grams), r.Data)
+		if build {
+			addTrigrams((*[trigramBits / 8]byte)(g.grams), r.Data)
+		}
 	}
 	sw.rgs = append(sw.rgs, g)
 	if _, err := sw.w.Write(sw.buf); err != nil {
@@ -396,7 +405,11 @@ const yieldEvery = 1024
 
 // writeSegment writes rows (already sorted by key, seq) through tmp → fsync →
 // rename → dir fsync and returns the opened segment.
-func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64, codec *pageCodec, producers map[string]int64) (*segment, error) {
+//
+// grams, when not nil, holds the trigram bitmap of each row group in order
+// (a flush builds them in memtable order, see memFlush); otherwise the
+// writer builds them from the rows.
+func (s *Store) writeSegment(next func() (*Row, error), grams [][]byte, estRows, estBytes int64, codec *pageCodec, producers map[string]int64) (*segment, error) {
 	// A counter, not the clock, names the file: a flush and a compaction
 	// write at the same time, and a virtual clock may not move between them.
 	tmp := path.Join(s.dir, fmt.Sprintf("seg-writing-%d.tmp", s.tmpSeq.Add(1)))
@@ -405,6 +418,7 @@ func (s *Store) writeSegment(next func() (*Row, error), estRows, estBytes int64,
 		return nil, fmt.Errorf("create segment %s: %w", tmp, mapNoSpace(err))
 	}
 	sw := newSegWriter(f, estRows, estBytes, codec)
+	sw.grams = grams
 	fail := func(err error) (*segment, error) {
 		f.Close()
 		s.fs.Remove(tmp)
