@@ -8,8 +8,8 @@ import "sort"
 // Rows are yielded key by key, which jumps around the memtable. The bitmaps
 // are built in a separate pass in memtable order instead, where the data
 // bytes are read front to back: hashing every byte of lines fetched from
-// scattered places made the trigram pass a third of a flush's CPU (~0.8 µs
-// a row with many interleaved keys, against ~0.2 µs in order).
+// scattered places made the trigram pass a third of a flush's CPU with many
+// interleaved keys (~0.8 µs a row, against ~0.45 µs in memtable order).
 func memFlush(m *memtable) (next func() (*Row, error), grams [][]byte) {
 	keys := make([]string, 0, len(m.keys))
 	for k := range m.keys {

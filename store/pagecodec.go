@@ -13,9 +13,9 @@ import (
 // GC-cleared pool, so a busy store both held ~100 MiB of history and kept
 // reallocating it. A parquet page is compressed on its own (EncodeAll), and
 // finelog's pages are at most pageWindow bytes, so a longer window can never
-// find a match: it only costs memory. Encoders and decoders are kept in a
-// small bounded free list instead of a sync.Pool, so the steady state
-// allocates nothing and the idle state holds a fixed few MiB.
+// find a match: it only costs memory. Encoders are kept in a small bounded
+// free list instead of a sync.Pool, so the steady state allocates nothing
+// and the idle state holds a fixed few MiB.
 type pageCodec struct {
 	level zstd.EncoderLevel
 	encs  chan *zstd.Encoder

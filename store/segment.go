@@ -19,7 +19,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go"
-	"github.com/parquet-go/parquet-go/compress"
 
 	"github.com/finelog/finelog/internal/vfs"
 )
@@ -204,7 +203,7 @@ var (
 
 // newSegWriter sizes its buffers from the expected rows and bytes: large
 // pages compress best, but a small flush should not allocate megabytes.
-func newSegWriter(f vfs.File, estRows, estBytes int64, codec compress.Codec) *segWriter {
+func newSegWriter(f vfs.File, estRows, estBytes int64, codec *pageCodec) *segWriter {
 	bufBytes := int(min(max(estBytes, 4<<10), 1<<20))
 	bw := bufio.NewWriterSize(f, bufBytes)
 	w := parquet.NewGenericWriter[segRow](bw,

@@ -36,14 +36,11 @@ func (b *byteSize) Set(s string) error {
 
 // String prints the largest unit that divides the value exactly, so help
 // text shows "32MiB" rather than 33554432.
-func (b *byteSize) String() string {
-	if b == nil {
-		return "0"
-	}
+func (b byteSize) String() string {
 	for _, u := range byteUnits {
-		if *b != 0 && int64(*b)%u.mult == 0 {
-			return fmt.Sprintf("%d%s", int64(*b)/u.mult, u.suffix)
+		if b != 0 && int64(b)%u.mult == 0 {
+			return fmt.Sprintf("%d%s", int64(b)/u.mult, u.suffix)
 		}
 	}
-	return strconv.FormatInt(int64(*b), 10)
+	return strconv.FormatInt(int64(b), 10)
 }

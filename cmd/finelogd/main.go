@@ -90,11 +90,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if c.MemtableBytes < minMemtableBytes {
-		return nil, fmt.Errorf("--memtable-bytes %s: want at least %s", (*byteSize)(&c.MemtableBytes), (*byteSize)(ptr(int64(minMemtableBytes))))
+		return nil, fmt.Errorf("--memtable-bytes %s: want at least %s", byteSize(c.MemtableBytes), byteSize(minMemtableBytes))
 	}
 	if f.memoryLimit != 0 && f.memoryLimit < 4*c.MemtableBytes {
 		return nil, fmt.Errorf("--memory-limit %s is below 4x --memtable-bytes %s: memtables alone may hold 3x it while flushes catch up; raise the limit, lower the memtable, or set --memory-limit 0",
-			(*byteSize)(&f.memoryLimit), (*byteSize)(&c.MemtableBytes))
+			byteSize(f.memoryLimit), byteSize(c.MemtableBytes))
 	}
 	c.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
 	return f, nil
@@ -182,8 +182,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 // minMemtableBytes: below this a busy store flushes tiny segments and
 // spends its time compacting them.
 const minMemtableBytes = 1 << 20
-
-func ptr[T any](v T) *T { return &v }
 
 // applyMemoryLimit sets the runtime's soft memory limit unless the operator
 // set GOMEMLIMIT, which the runtime has already applied and which wins.
