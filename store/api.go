@@ -162,8 +162,10 @@ type Options struct {
 	// (default 256 MiB).
 	TargetSegmentBytes int64
 
-	// RetentionAge deletes whole segments whose newest row is older than
-	// this (0 = keep forever).
+	// RetentionAge deletes whole segments whose rows were all written to
+	// the store longer ago than this, by the store's clock (0 = keep
+	// forever). Rows' own timestamps are the client's and can be anything:
+	// they neither expire rows early nor keep them forever.
 	RetentionAge time.Duration
 	// RetentionBytes deletes the oldest segments while segments exceed this
 	// (0 = unlimited).

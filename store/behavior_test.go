@@ -240,18 +240,10 @@ func TestRetentionAgeBytesAndPins(t *testing.T) {
 	s := mustOpen(t, opts)
 	defer s.Close()
 	ctx := context.Background()
-	// Three segments of 10 rows with ages 3h, 2h, 10min; then WAL-only rows
-	// that are even older (their age must not matter).
-	for i, age := range []time.Duration{3 * time.Hour, 2 * time.Hour, 10 * time.Minute} {
-		rows := mkRows("/k", 10, i*10)
-		for j := range rows {
-			rows[j].EpochMS = t0.Add(-age).UnixMilli()
-		}
-		mustAppend(t, s, rows)
-		if err := s.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Three segments of 10 rows written 3h, 2h and 10min ago; then
+	// WAL-only rows whose client timestamps are ancient (they must not
+	// matter).
+	agedSegments(t, s, 0, 3*time.Hour, 2*time.Hour, 10*time.Minute)
 	old := mkRows("/k", 5, 30)
 	for j := range old {
 		old[j].EpochMS = 1

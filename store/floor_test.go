@@ -10,15 +10,16 @@ import (
 )
 
 // agedSegments appends and flushes one 10-row segment per age, oldest first,
-// so RetentionAge can delete a chosen prefix of them.
+// so RetentionAge can delete a chosen prefix of them. Age is by the store's
+// clock: each segment is written with the clock set back by its age.
 func agedSegments(t *testing.T, s *Store, from int, ages ...time.Duration) {
 	t.Helper()
+	clk := s.clk.(*clock.Fake)
+	now := clk.Now()
+	defer clk.Set(now)
 	for i, age := range ages {
-		rows := mkRows("/k", 10, from+i*10)
-		for j := range rows {
-			rows[j].EpochMS = t0.Add(-age).UnixMilli()
-		}
-		mustAppend(t, s, rows)
+		clk.Set(now.Add(-age))
+		mustAppend(t, s, mkRows("/k", 10, from+i*10))
 		if err := s.Flush(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -84,5 +85,55 @@ func TestScanBelowFloorIntoMemtable(t *testing.T) {
 	rows, err := s.Scan(ctx, 0, 2, 0)
 	if err != nil || !equalSeqs(seqsOf(rows), []int64{21, 22}) {
 		t.Fatalf("Scan(0, 2) = %v, %v; want seqs [21 22]", seqsOf(rows), err)
+	}
+}
+
+// Age retention counts from when the store wrote the rows, by its own clock:
+// a client whose clock says 1970 must not have its rows deleted at once, and
+// one whose clock says 2100 must not keep them forever. A merge keeps the
+// newest of its inputs' times.
+func TestRetentionAgeIgnoresClientClocks(t *testing.T) {
+	clk := clock.NewFake(t0)
+	s := mustOpen(t, Options{FS: vfs.NewMemFS(), Dir: "/data", Clock: clk, RetentionAge: time.Hour})
+	defer s.Close()
+	ctx := context.Background()
+	for _, epoch := range []int64{1, time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()} {
+		rows := mkRows("/k", 10, int(s.LastSeq()))
+		for i := range rows {
+			rows[i].EpochMS = epoch
+		}
+		mustAppend(t, s, rows)
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(40 * time.Minute)
+	}
+	// t0+80m: the first segment (written at t0) is past the hour whatever
+	// its rows say; the second (t0+40m) is not.
+	if err := s.Retain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.FirstSeq != 11 || st.Segments != 1 {
+		t.Fatalf("at t0+80m: %+v; want seqs 1..10 deleted, 11..20 kept", st)
+	}
+	clk.Advance(30 * time.Minute) // t0+110m: the 2100-stamped rows go too
+	if err := s.Retain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Segments != 0 {
+		t.Fatalf("at t0+110m: %+v; want the future-stamped segment deleted", st)
+	}
+
+	// Merged: inputs written 3h and 10min ago make a segment as young as
+	// the newer one.
+	agedSegments(t, s, 20, 3*time.Hour, 10*time.Minute, 10*time.Minute, 10*time.Minute)
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Retain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Segments != 1 || st.SegmentRows != 40 {
+		t.Fatalf("after compacting old and new: %+v; want one merged segment of 40 rows kept", st)
 	}
 }

@@ -50,7 +50,8 @@ func (s *Store) flush(ctx context.Context) error {
 		}
 		start := s.clk.Now()
 		rows, grams := memFlush(m)
-		sg, err := s.writeSegment(rows, grams, int64(m.n), m.bytes, flushCodec, producers)
+		sg, err := s.writeSegment(rows, segOut{estRows: int64(m.n), estBytes: m.bytes, codec: flushCodec,
+			producers: producers, grams: grams, writtenMS: s.clk.Now().UnixMilli()})
 		s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
 		if err != nil {
 			if sg != nil {
@@ -205,10 +206,11 @@ func (s *Store) merge(run []*segment) error {
 			producers[p] = max(producers[p], v)
 		}
 	}
-	var rows, size int64
+	var rows, size, written int64
 	for _, sg := range run {
 		rows += sg.rows
 		size += sg.size
+		written = max(written, sg.written)
 	}
 	// A merged segment under half the target will itself be merged again
 	// (pickCompaction leaves only larger ones alone): it gets the fast
@@ -220,7 +222,7 @@ func (s *Store) merge(run []*segment) error {
 	it := newMergeIter(run)
 	defer it.close()
 	start := s.clk.Now()
-	merged, err := s.writeSegment(it.next, nil, rows, size*4, codec, producers)
+	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, producers: producers, writtenMS: written})
 	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start))
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
@@ -267,7 +269,8 @@ func (s *Store) merge(run []*segment) error {
 }
 
 // Retain deletes whole segments, oldest first, that are past RetentionAge
-// (their newest row is older) or while segments exceed RetentionBytes. Rows
+// (their newest row was received longer ago, by the store's clock) or while
+// segments exceed RetentionBytes. Rows
 // only in the WAL or memtable are never deleted. Pins (SetPin) hold back
 // segments with unforwarded rows until pinned bytes exceed PinMaxBytes; past
 // that the segment goes anyway and OnPinnedLoss reports the lost range.
@@ -300,7 +303,7 @@ func (s *Store) Retain(ctx context.Context) error {
 	}
 	var losses []loss
 	for _, sg := range s.segs {
-		aged := s.opts.RetentionAge > 0 && sg.maxEpoch < now.Add(-s.opts.RetentionAge).UnixMilli()
+		aged := s.opts.RetentionAge > 0 && sg.written < now.Add(-s.opts.RetentionAge).UnixMilli()
 		over := s.opts.RetentionBytes > 0 && total > s.opts.RetentionBytes
 		if !aged && !over {
 			break

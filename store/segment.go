@@ -56,6 +56,7 @@ type segment struct {
 	size        int64
 	minEpoch    int64
 	maxEpoch    int64
+	written     int64 // segMeta.Written (or MaxEpoch for older segments)
 	producers   map[string]int64
 
 	f    vfs.File
@@ -273,20 +274,25 @@ func (sw *segWriter) flushGroup() error {
 }
 
 type segMeta struct {
-	First     int64            `json:"first_seq"`
-	Last      int64            `json:"last_seq"`
-	Rows      int64            `json:"rows"`
-	MinEpoch  int64            `json:"min_epoch_ms"`
-	MaxEpoch  int64            `json:"max_epoch_ms"`
+	First    int64 `json:"first_seq"`
+	Last     int64 `json:"last_seq"`
+	Rows     int64 `json:"rows"`
+	MinEpoch int64 `json:"min_epoch_ms"`
+	MaxEpoch int64 `json:"max_epoch_ms"`
+	// Written is the store's clock when the rows were written to a segment
+	// (the flush; a merge keeps its inputs' newest), so no row in it
+	// arrived later. Age retention counts from it. Absent in segments from
+	// before it was recorded, where retention falls back to MaxEpoch.
+	Written   int64            `json:"written_ms,omitempty"`
 	Producers map[string]int64 `json:"producers,omitempty"`
 }
 
 // finish writes the footer and fsyncs the file.
-func (sw *segWriter) finish(producers map[string]int64) error {
+func (sw *segWriter) finish(producers map[string]int64, writtenMS int64) error {
 	if err := sw.flushGroup(); err != nil {
 		return err
 	}
-	meta, _ := json.Marshal(segMeta{First: sw.first, Last: sw.last, Rows: sw.rows, MinEpoch: sw.minE, MaxEpoch: sw.maxE, Producers: producers})
+	meta, _ := json.Marshal(segMeta{First: sw.first, Last: sw.last, Rows: sw.rows, MinEpoch: sw.minE, MaxEpoch: sw.maxE, Written: writtenMS, Producers: producers})
 	sw.w.SetKeyValueMetadata("finelog.segment", string(meta))
 	sw.w.SetKeyValueMetadata("finelog.keys", packBlob(encodeKeys(sw.keys)))
 	sw.w.SetKeyValueMetadata("finelog.rowgroups", packBlob(encodeRGs(sw.rgs)))
@@ -402,13 +408,23 @@ func decodeRGs(b []byte) ([]rgInfo, error) {
 // flush or merge on a small machine wait that long, not a 10 ms time slice.
 const yieldEvery = 1024
 
+// segOut describes a segment about to be written.
+type segOut struct {
+	estRows, estBytes int64 // size the writer's buffers
+	codec             *pageCodec
+	producers         map[string]int64 // marks recorded in the footer
+	// grams, when not nil, holds the trigram bitmap of each row group in
+	// order (a flush builds them in memtable order, see memFlush);
+	// otherwise the writer builds them from the rows.
+	grams [][]byte
+	// writtenMS is segMeta.Written: the store's clock at the flush, or the
+	// newest of a merge's inputs. Age retention counts from it.
+	writtenMS int64
+}
+
 // writeSegment writes rows (already sorted by key, seq) through tmp → fsync →
 // rename → dir fsync and returns the opened segment.
-//
-// grams, when not nil, holds the trigram bitmap of each row group in order
-// (a flush builds them in memtable order, see memFlush); otherwise the
-// writer builds them from the rows.
-func (s *Store) writeSegment(next func() (*Row, error), grams [][]byte, estRows, estBytes int64, codec *pageCodec, producers map[string]int64) (*segment, error) {
+func (s *Store) writeSegment(next func() (*Row, error), o segOut) (*segment, error) {
 	// A counter, not the clock, names the file: a flush and a compaction
 	// write at the same time, and a virtual clock may not move between them.
 	tmp := path.Join(s.dir, fmt.Sprintf("seg-writing-%d.tmp", s.tmpSeq.Add(1)))
@@ -416,8 +432,8 @@ func (s *Store) writeSegment(next func() (*Row, error), grams [][]byte, estRows,
 	if err != nil {
 		return nil, fmt.Errorf("create segment %s: %w", tmp, mapNoSpace(err))
 	}
-	sw := newSegWriter(f, estRows, estBytes, codec)
-	sw.grams = grams
+	sw := newSegWriter(f, o.estRows, o.estBytes, o.codec)
+	sw.grams = o.grams
 	fail := func(err error) (*segment, error) {
 		f.Close()
 		s.fs.Remove(tmp)
@@ -441,7 +457,7 @@ func (s *Store) writeSegment(next func() (*Row, error), grams [][]byte, estRows,
 	if sw.rows == 0 {
 		return fail(errors.New("write segment: no rows"))
 	}
-	if err := sw.finish(producers); err != nil {
+	if err := sw.finish(o.producers, o.writtenMS); err != nil {
 		return fail(fmt.Errorf("write segment %s: %w", tmp, err))
 	}
 	if err := f.Close(); err != nil {
@@ -524,6 +540,10 @@ func loadSegment(f vfs.File, size int64) (*segment, error) {
 		return nil, fmt.Errorf("finelog.segment metadata: %w", err)
 	}
 	sg.first, sg.last, sg.rows, sg.minEpoch, sg.maxEpoch, sg.producers = m.First, m.Last, m.Rows, m.MinEpoch, m.MaxEpoch, m.Producers
+	sg.written = m.Written
+	if sg.written == 0 {
+		sg.written = m.MaxEpoch
+	}
 	if sg.rows != pf.NumRows() || sg.rows != sg.last-sg.first+1 {
 		return nil, fmt.Errorf("segment claims %d rows for seqs [%d,%d], file has %d", sg.rows, sg.first, sg.last, pf.NumRows())
 	}

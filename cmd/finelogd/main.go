@@ -61,7 +61,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "`address` to serve HTTP/1.1 and h2c on (loopback by default)")
 	fs.StringVar(&c.DataDir, "data-dir", "./finelog-data", "`directory` for the store (WAL and segments) and relay state")
 	fs.StringVar(&c.Cluster, "cluster", "", "this store's cluster `name`, stamped on rows pushed without one")
-	fs.DurationVar(&c.RetentionAge, "retention-age", 0, "delete segments whose newest row is older than this (0 = keep forever)")
+	fs.DurationVar(&c.RetentionAge, "retention-age", 0, "delete segments written longer ago than this, by finelogd's clock (0 = keep forever)")
 	fs.Var((*byteSize)(&c.RetentionBytes), "retention-bytes", "delete the oldest segments while segments exceed this many `bytes` (0 = unlimited)")
 	c.MemtableBytes = DefaultMemtableBytes
 	fs.Var((*byteSize)(&c.MemtableBytes), "memtable-bytes", "seal the memtable into a segment at this many `bytes`; up to 3x this is held while flushes catch up")
