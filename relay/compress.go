@@ -1,10 +1,9 @@
 package relay
 
 import (
-	"io"
-
 	"connectrpc.com/connect"
-	"github.com/klauspost/compress/gzip"
+
+	"github.com/finelog/finelog/internal/gzipwire"
 )
 
 // gzipLevel 6 (klauspost's default is 5): egress is paid cross-region
@@ -19,12 +18,7 @@ const gzipLevel = 6
 // was a third of the relay's CPU.
 func GzipClientOptions() []connect.ClientOption {
 	return []connect.ClientOption{
-		connect.WithAcceptCompression("gzip",
-			func() connect.Decompressor { return &gzip.Reader{} },
-			func() connect.Compressor {
-				w, _ := gzip.NewWriterLevel(io.Discard, gzipLevel)
-				return w
-			}),
-		connect.WithSendCompression("gzip"),
+		connect.WithAcceptCompression(gzipwire.Name, gzipwire.NewDecompressor, gzipwire.Compressor(gzipLevel)),
+		connect.WithSendCompression(gzipwire.Name),
 	}
 }
