@@ -24,7 +24,7 @@ import (
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
-	"github.com/finelog/finelog/internal/gzipwire"
+	"github.com/finelog/finelog/internal/wirecompress"
 )
 
 // RetryHeader is the error metadata key finelogd sets on a
@@ -111,9 +111,9 @@ func New(baseURL string, opts ...Option) *Client {
 	}
 	// gzip both ways through klauspost's implementation (ordinary gzip on
 	// the wire, several times faster than the standard library's).
-	copts = append(copts, connect.WithAcceptCompression(gzipwire.Name, gzipwire.NewDecompressor, gzipwire.Compressor(gzip.DefaultCompression)))
+	copts = append(copts, connect.WithAcceptCompression(wirecompress.Gzip, wirecompress.GzipDecompressor, wirecompress.GzipCompressor(gzip.DefaultCompression)))
 	if o.gzip {
-		copts = append(copts, connect.WithSendCompression(gzipwire.Name))
+		copts = append(copts, connect.WithSendCompression(wirecompress.Gzip))
 	}
 	if o.token != nil {
 		copts = append(copts, connect.WithInterceptors(bearer(o.token)))

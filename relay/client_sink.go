@@ -12,10 +12,16 @@ import (
 )
 
 // ClientSink is the Sink the daemon uses: the target finelogd's LogService
-// over Connect. Build the client with connect.WithSendGzip() so egress is
+// over Connect. Build the client with GzipClientOptions so egress is
 // compressed (see docs/relay.md for bytes per row).
 type ClientSink struct {
 	Client loggingpbconnect.LogServiceClient
+	// ZstdClient, if set, is the same target with ZstdClientOptions: pushes
+	// use it once a response from the target lists zstd in its
+	// Accept-Encoding, and fall back to Client if the target stops
+	// accepting it.
+	ZstdClient loggingpbconnect.LogServiceClient
+	zstd       *zstdChoice
 	// Token, if set, is called before every RPC and sent as a bearer token
 	// (a delegation token minted from the cluster key and refreshed before
 	// expiry, or a static token). It is never logged.
@@ -34,8 +40,14 @@ func (s ClientSink) Push(ctx context.Context, b Batch) (store.Ack, error) {
 	if err := s.authorize(ctx, req.Header()); err != nil {
 		return store.Ack{}, err
 	}
-	resp, err := s.Client.PushLogs(ctx, req)
+	c, zstd := s.pushClient()
+	resp, err := c.PushLogs(ctx, req)
 	if err != nil {
+		if zstd && connect.CodeOf(err) == connect.CodeUnimplemented {
+			// An older target behind the same address: back to gzip on
+			// the retry.
+			s.zstd.ok.Store(false)
+		}
 		return store.Ack{}, err
 	}
 	return store.Ack{First: resp.Msg.GetFirstSeq(), Last: resp.Msg.GetLastSeq(), ProducerApplied: resp.Msg.GetProducerAppliedSeq()}, nil
@@ -53,7 +65,23 @@ func (s ClientSink) ProducerState(ctx context.Context, producer string) (Produce
 	if err != nil {
 		return ProducerState{}, err
 	}
+	if s.zstd != nil {
+		s.zstd.learn(resp.Header())
+	}
 	return ProducerState{Applied: resp.Msg.GetAppliedSeq(), Known: resp.Msg.GetKnown(), RefusesGaps: resp.Msg.GetRefusesGaps()}, nil
+}
+
+// WithZstd returns the sink with c as its ZstdClient.
+func (s ClientSink) WithZstd(c loggingpbconnect.LogServiceClient) ClientSink {
+	s.ZstdClient, s.zstd = c, &zstdChoice{}
+	return s
+}
+
+func (s ClientSink) pushClient() (c loggingpbconnect.LogServiceClient, zstd bool) {
+	if s.ZstdClient != nil && s.zstd != nil && s.zstd.ok.Load() {
+		return s.ZstdClient, true
+	}
+	return s.Client, false
 }
 
 func (s ClientSink) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -20,6 +20,7 @@ import (
 
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
+	"github.com/finelog/finelog/internal/wirecompress"
 	"github.com/finelog/finelog/store"
 )
 
@@ -74,7 +75,7 @@ func (w *wireCounter) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 func newTestServer(t *testing.T, svc *recordingService) (*httptest.Server, *wireCounter) {
 	t.Helper()
 	mux := http.NewServeMux()
-	path, h := loggingpbconnect.NewLogServiceHandler(svc)
+	path, h := loggingpbconnect.NewLogServiceHandler(svc, wirecompress.HandlerOptions()...)
 	mux.Handle(path, h)
 	wc := &wireCounter{next: mux}
 	srv := httptest.NewServer(wc)
@@ -222,7 +223,8 @@ func TestEgressBytesPerRow(t *testing.T) {
 	}{
 		{"uncompressed", nil},
 		{"connect.WithSendGzip (compress/gzip)", []connect.ClientOption{connect.WithSendGzip()}},
-		{"GzipClientOptions (klauspost gzip, what the daemon sends)", GzipClientOptions()},
+		{"GzipClientOptions (klauspost gzip, what the daemon sends to an older target)", GzipClientOptions()},
+		{"ZstdClientOptions (what the daemon sends to a target that lists zstd)", ZstdClientOptions()},
 	} {
 		wc.bytes.Store(0)
 		sink := ClientSink{Client: loggingpbconnect.NewLogServiceClient(srv.Client(), srv.URL, tc.opts...)}
@@ -234,7 +236,7 @@ func TestEgressBytesPerRow(t *testing.T) {
 			t.Errorf("%s: request body %d bytes is not under half the raw %d: compression not applied?", tc.name, wc.bytes.Load(), len(raw))
 		}
 	}
-	if len(svc.pushes) != 3 || !proto.Equal(svc.pushes[2], svc.pushes[0]) {
+	if len(svc.pushes) != 4 || !proto.Equal(svc.pushes[2], svc.pushes[0]) || !proto.Equal(svc.pushes[3], svc.pushes[0]) {
 		t.Fatal("the server did not decode the compressed requests to the same message")
 	}
 	t.Logf("5000-row batch: proto %d B (%.1f B/row), gzip %d B (%.1f B/row, %.2fx), zstd %d B (%.1f B/row, %.2fx)",

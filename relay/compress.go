@@ -1,9 +1,13 @@
 package relay
 
 import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+
 	"connectrpc.com/connect"
 
-	"github.com/finelog/finelog/internal/gzipwire"
+	"github.com/finelog/finelog/internal/wirecompress"
 )
 
 // gzipLevel 6 (klauspost's default is 5): egress is paid cross-region
@@ -18,7 +22,37 @@ const gzipLevel = 6
 // was a third of the relay's CPU.
 func GzipClientOptions() []connect.ClientOption {
 	return []connect.ClientOption{
-		connect.WithAcceptCompression(gzipwire.Name, gzipwire.NewDecompressor, gzipwire.Compressor(gzipLevel)),
-		connect.WithSendCompression(gzipwire.Name),
+		connect.WithAcceptCompression(wirecompress.Gzip, wirecompress.GzipDecompressor, wirecompress.GzipCompressor(gzipLevel)),
+		connect.WithSendCompression(wirecompress.Gzip),
 	}
+}
+
+// ZstdClientOptions make a Connect client send zstd-compressed requests, for
+// a target that lists zstd in Accept-Encoding: about 2x less CPU than gzip
+// level 6 for slightly fewer bytes.
+func ZstdClientOptions() []connect.ClientOption {
+	return []connect.ClientOption{
+		connect.WithAcceptCompression(wirecompress.Zstd, wirecompress.ZstdDecompressor, wirecompress.ZstdCompressor),
+		connect.WithSendCompression(wirecompress.Zstd),
+	}
+}
+
+// zstdChoice remembers whether the target accepts zstd: learned from the
+// Accept-Encoding its responses carry (Connect lists the compressions a
+// handler supports), dropped again if a zstd push is refused as
+// unimplemented (an older target took its place).
+type zstdChoice struct{ ok atomic.Bool }
+
+func (z *zstdChoice) learn(h http.Header) {
+	z.ok.Store(listsEncoding(h.Get("Accept-Encoding"), wirecompress.Zstd) ||
+		listsEncoding(h.Get("Grpc-Accept-Encoding"), wirecompress.Zstd))
+}
+
+func listsEncoding(header, name string) bool {
+	for _, e := range strings.Split(header, ",") {
+		if strings.EqualFold(strings.TrimSpace(e), name) {
+			return true
+		}
+	}
+	return false
 }

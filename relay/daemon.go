@@ -134,7 +134,7 @@ func NewForStore(st LocalStore, cfg DaemonConfig, selfURLs ...string) (*Forwarde
 		Client:  loggingpbconnect.NewLogServiceClient(httpClient, target, GzipClientOptions()...),
 		Token:   token,
 		Timeout: timeout,
-	}
+	}.WithZstd(loggingpbconnect.NewLogServiceClient(httpClient, target, ZstdClientOptions()...))
 	return New(Config{
 		Source:         StoreSource{Store: st},
 		Sink:           sink,

@@ -22,6 +22,7 @@ import (
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/internal/wirecompress"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -336,6 +337,33 @@ func TestOversizeRequestRejectedServerKeepsServing(t *testing.T) {
 	}
 }
 
+// zstdClient sends zstd, as the relay does to a finelogd that lists it.
+func zstdClient() []connect.ClientOption {
+	return []connect.ClientOption{
+		connect.WithAcceptCompression(wirecompress.Zstd, wirecompress.ZstdDecompressor, wirecompress.ZstdCompressor),
+		connect.WithSendCompression(wirecompress.Zstd),
+	}
+}
+
+// A compressed request is limited by its decompressed size: a body of a few
+// hundred bytes that inflates past the limit is refused the same way, and
+// nothing of it is stored.
+func TestCompressedOversizeRequestRejected(t *testing.T) {
+	e := newTestServer(t, func(c *Config) { c.MaxRequestBytes = 64 << 10 })
+	big := strings.Repeat("x", 4<<20) // compresses to a few KiB
+	for name, opts := range map[string][]connect.ClientOption{"gzip": {connect.WithSendGzip()}, "zstd": zstdClient()} {
+		c := loggingpbconnect.NewLogServiceClient(client.HTTP1Client(), e.http.URL, opts...)
+		_, err := c.PushLogs(context.Background(), connect.NewRequest(&loggingpb.PushLogsRequest{Key: "/bomb", Entries: []*loggingpb.LogEntry{entry(big)}}))
+		if connect.CodeOf(err) != connect.CodeResourceExhausted {
+			t.Errorf("%s: 4 MiB inflating from a small body: %v, want resource_exhausted", name, err)
+		}
+	}
+	resp, err := e.c.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Source: "/bomb", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT})
+	if err != nil || len(resp.Entries) != 0 {
+		t.Fatalf("after refused bombs: %v entries, %v", len(resp.GetEntries()), err)
+	}
+}
+
 func TestConnectJSONOverPlainHTTP(t *testing.T) {
 	e := newTestServer(t, nil)
 	post := func(proc, body string) map[string]any {
@@ -554,6 +582,8 @@ func TestProtocolsAndCodecs(t *testing.T) {
 		"grpcweb+json":    {connect.WithGRPCWeb(), connect.WithProtoJSON()},
 		"connect+gzip":    {connect.WithSendGzip()},
 		"grpc+proto+gzip": {connect.WithGRPC(), connect.WithSendGzip()},
+		"connect+zstd":    zstdClient(),
+		"grpc+proto+zstd": append(zstdClient(), connect.WithGRPC()),
 	} {
 		t.Run(name, func(t *testing.T) {
 			hc := client.HTTP1Client()
