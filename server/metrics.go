@@ -20,6 +20,7 @@ type metrics struct {
 	pushRows  prometheus.Counter
 	pushBytes prometheus.Counter
 	fetchRows prometheus.Counter
+	busy      prometheus.Counter
 	clk       clock.Clock
 }
 
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Name: "finelog_fetch_rows_total",
 			Help: "Rows returned by FetchLogs.",
 		}),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "finelog_rpc_busy_rejections_total",
+			Help: "Requests refused (resource_exhausted, retryable) because the bytes of requests in flight stayed at --max-inflight-request-bytes for the wait limit.",
+		}),
 	}
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "finelog_ready",
@@ -61,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.requests, m.inFlight, m.duration, m.pushRows, m.pushBytes, m.fetchRows, up)
+	reg.MustRegister(m.requests, m.inFlight, m.duration, m.pushRows, m.pushBytes, m.fetchRows, m.busy, up)
 	return m
 }
 

@@ -32,6 +32,12 @@ import (
 // Defaults for Config fields left zero.
 const (
 	DefaultMaxRequestBytes = 32 << 20
+	// DefaultMaxInflightRequestBytes is twice the default request limit:
+	// two largest requests, or hundreds of typical ones, at once.
+	DefaultMaxInflightRequestBytes = 2 * DefaultMaxRequestBytes
+	// inflightWait is how long a request waits for its share of the
+	// in-flight limit before it is refused as busy.
+	inflightWait           = 5 * time.Second
 	DefaultMaxWait         = 30 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 )
@@ -53,6 +59,11 @@ type Config struct {
 	// MaxRequestBytes caps a request body (after decompression); larger
 	// requests get resource_exhausted naming the limit.
 	MaxRequestBytes int64
+	// MaxInflightRequestBytes caps the request bytes being read and decoded
+	// at once across all requests (a compressed body counts at 8x its
+	// length, an unknown length as MaxRequestBytes). Past it requests
+	// wait, then get a retryable resource_exhausted.
+	MaxInflightRequestBytes int64
 	// MaxWait caps a FetchLogs long-poll (wait_ms).
 	MaxWait time.Duration
 	// ShutdownTimeout bounds how long graceful shutdown waits for
@@ -164,6 +175,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
 	}
+	if cfg.MaxInflightRequestBytes <= 0 {
+		cfg.MaxInflightRequestBytes = max(DefaultMaxInflightRequestBytes, cfg.MaxRequestBytes)
+	}
+	if cfg.MaxInflightRequestBytes < cfg.MaxRequestBytes {
+		return nil, fmt.Errorf("%w (%d < %d)", errInflightConfig, cfg.MaxInflightRequestBytes, cfg.MaxRequestBytes)
+	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
@@ -224,7 +241,8 @@ func (s *Server) routes(gate gate) http.Handler {
 		connect.WithInterceptors(s.m.interceptor()),
 	)
 	gated := http.NewServeMux()
-	gated.Handle(path, s.m.countInFlight(svc))
+	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
+	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
 	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	gated.HandleFunc("/debug/pprof/", pprof.Index)
 	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

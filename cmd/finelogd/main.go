@@ -70,6 +70,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&c.AuthPolicyFile, "auth-policy-file", "", "JSON auth policy `file` (or set FINELOG_AUTH_POLICY); neither: loopback peers only")
 	c.MaxRequestBytes = server.DefaultMaxRequestBytes
 	fs.Var((*byteSize)(&c.MaxRequestBytes), "max-request-bytes", "largest request body accepted, after decompression, in `bytes`")
+	fs.Var((*byteSize)(&c.MaxInflightRequestBytes), "max-inflight-request-bytes", "request `bytes` read and decoded at once across all requests; past it requests wait, then get a retryable resource_exhausted (0 = twice --max-request-bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown waits for in-flight requests")
 	fs.StringVar(&c.Relay.Address, "relay-address", "", "forward every row to the global finelogd at this `URL` (unset: no relay, no egress)")
 	fs.StringVar(&c.Relay.KeyFile, "relay-key-file", "", "`file` with this cluster's signing key; the relay mints its own short-lived tokens")
@@ -205,18 +206,19 @@ func printConfig(w io.Writer, f *flags) error {
 		relayState = c.DataDir + "/relay/state.json"
 	}
 	out := map[string]any{
-		"listen":            f.listen,
-		"data_dir":          c.DataDir,
-		"cluster":           c.Cluster,
-		"retention_age":     c.RetentionAge.String(),
-		"retention_bytes":   c.RetentionBytes,
-		"memtable_bytes":    c.MemtableBytes,
-		"memory_limit":      f.memoryLimit,
-		"max_request_bytes": c.MaxRequestBytes,
-		"shutdown_timeout":  c.ShutdownTimeout.String(),
-		"log_format":        f.logFormat,
-		"log_level":         f.logLevel,
-		"auth_policy_file":  c.AuthPolicyFile,
+		"listen":                     f.listen,
+		"data_dir":                   c.DataDir,
+		"cluster":                    c.Cluster,
+		"retention_age":              c.RetentionAge.String(),
+		"retention_bytes":            c.RetentionBytes,
+		"memtable_bytes":             c.MemtableBytes,
+		"memory_limit":               f.memoryLimit,
+		"max_request_bytes":          c.MaxRequestBytes,
+		"max_inflight_request_bytes": c.MaxInflightRequestBytes,
+		"shutdown_timeout":           c.ShutdownTimeout.String(),
+		"log_format":                 f.logFormat,
+		"log_level":                  f.logLevel,
+		"auth_policy_file":           c.AuthPolicyFile,
 		"relay": map[string]any{
 			"address":       c.Relay.Address,
 			"key_file":      c.Relay.KeyFile,

@@ -1,0 +1,98 @@
+package server
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/finelog/finelog/client"
+)
+
+func rpcRequest(length int64, encoding string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/finelog.logging.LogService/PushLogs", strings.NewReader(""))
+	r.ContentLength = length
+	r.Header.Set("Content-Type", "application/proto")
+	r.Header.Set("Connect-Protocol-Version", "1")
+	if encoding != "" {
+		r.Header.Set("Content-Encoding", encoding)
+	}
+	return r
+}
+
+func TestInflightLimitWeights(t *testing.T) {
+	l := newInflightLimit(1000, 400, time.Second, func() {})
+	for _, tc := range []struct {
+		length   int64
+		encoding string
+		want     int64
+	}{
+		{100, "", 100},
+		{30, "gzip", 240},  // compressed: 8x its length
+		{100, "zstd", 400}, // capped at the per-request limit
+		{-1, "", 400},      // unknown length: the per-request limit
+		{0, "", 1},
+	} {
+		if got := l.weight(rpcRequest(tc.length, tc.encoding)); got != tc.want {
+			t.Errorf("weight(len %d, %q) = %d, want %d", tc.length, tc.encoding, got, tc.want)
+		}
+	}
+}
+
+// Requests past the in-flight limit wait their turn; one that waits too
+// long is refused with a retryable resource_exhausted naming the limit, and
+// the next one after the holders finish runs.
+func TestInflightLimitBackpressure(t *testing.T) {
+	var rejected atomic.Int32
+	l := newInflightLimit(100, 100, 50*time.Millisecond, func() { rejected.Add(1) })
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	h := l.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		w.WriteHeader(http.StatusOK)
+	}))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.ServeHTTP(httptest.NewRecorder(), rpcRequest(80, ""))
+	}()
+	<-entered // 80 of 100 bytes held
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, rpcRequest(30, "")) // needs 30: waits 50 ms, refused
+	if rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "resource_exhausted") ||
+		!strings.Contains(rec.Body.String(), "--max-inflight-request-bytes") {
+		t.Fatalf("over the limit: %d %s; want 429 resource_exhausted naming the flag", rec.Code, rec.Body)
+	}
+	if rec.Header().Get(client.RetryHeader) == "" {
+		t.Errorf("busy refusal not marked retryable (%s missing): %v", client.RetryHeader, rec.Header())
+	}
+	if rejected.Load() != 1 {
+		t.Errorf("rejections counted: %d, want 1", rejected.Load())
+	}
+
+	// A small request that fits beside the holder runs at once.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.ServeHTTP(httptest.NewRecorder(), rpcRequest(20, ""))
+	}()
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a request that fits the remaining 20 bytes did not run")
+	}
+	close(release)
+	wg.Wait()
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, rpcRequest(100, ""))
+	<-entered
+	if rec.Code != http.StatusOK {
+		t.Fatalf("after the holders finished: %d, want 200", rec.Code)
+	}
+}
