@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/finelog/finelog/client"
+	"github.com/finelog/finelog/internal/vfs"
 )
 
 func rpcRequest(length int64, encoding string) *http.Request {
@@ -94,5 +95,12 @@ func TestInflightLimitBackpressure(t *testing.T) {
 	<-entered
 	if rec.Code != http.StatusOK {
 		t.Fatalf("after the holders finished: %d, want 200", rec.Code)
+	}
+}
+
+func TestInflightLimitBelowRequestLimitRefused(t *testing.T) {
+	_, err := New(Config{FS: vfs.NewMemFS(), DataDir: "/d", MaxRequestBytes: 1 << 20, MaxInflightRequestBytes: 1 << 10})
+	if err == nil || !strings.Contains(err.Error(), "--max-inflight-request-bytes") {
+		t.Fatalf("in-flight limit below the request limit: %v, want a start error naming the flag", err)
 	}
 }
