@@ -29,9 +29,7 @@ type segCursor struct {
 	buf  []parquet.Row
 	rows []Row
 	pos  int
-	// last key, source and cluster: rows of one key share them, so a
-	// cursor reuses the previous string instead of allocating a copy.
-	key, source, cluster string
+	cp   rowCopier
 }
 
 func newMergeIter(run []*segment) *mergeIter {
@@ -74,7 +72,7 @@ func (c *segCursor) fill() error {
 		for i := 0; i < n; i++ {
 			var rr rawRow
 			c.sg.fill(&rr, c.buf[i])
-			c.rows = append(c.rows, c.row(&rr))
+			c.rows = append(c.rows, c.cp.row(&rr))
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read segment %s row group %d: %w", c.sg.name, c.gi-1, err)
@@ -86,21 +84,6 @@ func (c *segCursor) fill() error {
 		}
 	}
 	return nil
-}
-
-// row copies a decoded row out of the reader's buffers, sharing the
-// cursor's previous key/source/cluster string when it is the same.
-func (c *segCursor) row(rr *rawRow) Row {
-	if string(rr.key) != c.key { // compared without a copy
-		c.key = string(rr.key)
-	}
-	if string(rr.source) != c.source { // compared without a copy
-		c.source = string(rr.source)
-	}
-	if string(rr.cluster) != c.cluster { // compared without a copy
-		c.cluster = string(rr.cluster)
-	}
-	return Row{Seq: rr.seq, Key: c.key, Source: c.source, Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: c.cluster}
 }
 
 // next returns the smallest (key, seq) row of all inputs, or nil at the end.

@@ -415,8 +415,7 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 	// Several keys: their row ranges are adjacent runs of the file, so read
 	// each run once (row group pruning still applies) and keep the wanted
 	// end by seq. Reading per key instead would re-decode shared pages.
-	type run struct{ a, b int64 }
-	var runs []run
+	var runs []rowRun
 	for ki := lo; ki < hi; ki++ {
 		k := &sg.keys[ki]
 		if k.maxSeq <= q.cursor || (q.maxSeq > 0 && k.minSeq > q.maxSeq) || (q.since > 0 && k.maxEpoch <= q.since) {
@@ -435,7 +434,7 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		if n := len(runs); n > 0 && runs[n-1].b == a {
 			runs[n-1].b = b
 		} else {
-			runs = append(runs, run{a, b})
+			runs = append(runs, rowRun{a, b})
 		}
 	}
 	var out []Row
@@ -449,19 +448,18 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 			}
 		}
 	}
-	for _, r := range runs {
-		err := sg.readRows(r.a, r.b, skip, q.substring, func(rr *rawRow) bool {
-			if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
-				out = append(out, rr.row())
-				if len(out) >= 4*limit+1024 {
-					trim()
-				}
+	var cp rowCopier
+	err := sg.readRuns(runs, skip, q.substring, func(rr *rawRow) bool {
+		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
+			out = append(out, cp.row(rr))
+			if len(out) >= 4*limit+1024 {
+				trim()
 			}
-			return true
-		})
-		if err != nil {
-			return nil, err
 		}
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	trim()
 	return out, nil

@@ -742,6 +742,78 @@ func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, sub string, fn 
 	return nil
 }
 
+// rowRun is a half-open range [a, b) of a segment's rows.
+type rowRun struct{ a, b int64 }
+
+// readRuns reads several row runs, in increasing order, with one row reader
+// per row group, seeking forward from run to run. A seq-ordered Scan wants a
+// short run from every key, and a fresh reader per run decoded each page
+// again for every key in it; a forward seek within the page the reader
+// holds re-serves that page. With a substring, each run goes through
+// readRows, which prunes by the data column first.
+func (sg *segment) readRuns(runs []rowRun, skip func(*rgInfo) bool, sub string, fn func(*rawRow) bool) error {
+	if sub != "" {
+		for _, r := range runs {
+			if err := sg.readRows(r.a, r.b, skip, sub, fn); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	buf := make([]parquet.Row, 512)
+	rgsF := sg.pf.RowGroups()
+	var rr rawRow
+	for i := 0; i < len(runs); {
+		gi := sg.rgFor(runs[i].a)
+		if gi >= len(sg.rgs) {
+			return nil
+		}
+		g := &sg.rgs[gi]
+		end := g.start + g.count
+		if skip != nil && skip(g) {
+			for i < len(runs) && runs[i].b <= end {
+				i++
+			}
+			if i < len(runs) && runs[i].a < end {
+				runs[i].a = end // the rest of this run lies in later groups
+			}
+			continue
+		}
+		rows := rgsF[gi].Rows()
+		for ; i < len(runs) && runs[i].a < end; i++ {
+			a, b := runs[i].a, min(runs[i].b, end)
+			if err := rows.SeekToRow(a - g.start); err != nil {
+				rows.Close()
+				return fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
+			}
+			for a < b {
+				n, err := rows.ReadRows(buf[:min(int64(len(buf)), b-a)])
+				for j := 0; j < n; j++ {
+					sg.fill(&rr, buf[j])
+					if !fn(&rr) {
+						rows.Close()
+						return nil
+					}
+				}
+				a += int64(n)
+				if err != nil && !(errors.Is(err, io.EOF) && a >= b) {
+					rows.Close()
+					if errors.Is(err, io.EOF) {
+						err = fmt.Errorf("row group ended at row %d, expected %d", a-g.start, b-g.start)
+					}
+					return fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
+				}
+			}
+			if runs[i].b > end {
+				runs[i].a = end // continue this run in the next group
+				break
+			}
+		}
+		rows.Close()
+	}
+	return nil
+}
+
 // maxSubHits: past this many hits in a row group, decoding it whole is
 // cheaper than seeking to each hit.
 const maxSubHits = 64
@@ -859,6 +931,24 @@ func (sg *segment) fill(rr *rawRow, r parquet.Row) {
 	rr.source = r[c.source].ByteArray()
 	rr.cluster = r[c.cluster].ByteArray()
 	rr.data = r[c.data].ByteArray()
+}
+
+// rowCopier copies decoded rows out of a reader's buffers, reusing the
+// previous row's key, source and cluster string when they are the same:
+// rows come key by key, so most rows allocate only their data.
+type rowCopier struct{ key, source, cluster string }
+
+func (c *rowCopier) row(rr *rawRow) Row {
+	if string(rr.key) != c.key { // compared without a copy
+		c.key = string(rr.key)
+	}
+	if string(rr.source) != c.source {
+		c.source = string(rr.source)
+	}
+	if string(rr.cluster) != c.cluster {
+		c.cluster = string(rr.cluster)
+	}
+	return Row{Seq: rr.seq, Key: c.key, Source: c.source, Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: c.cluster}
 }
 
 func (rr *rawRow) row() Row {
