@@ -1,10 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -39,19 +43,47 @@ func newInflightLimit(total, perReq int64, maxWait time.Duration, rejected func(
 		rejected: rejected, ew: connect.NewErrorWriter()}
 }
 
-// weight is what a request is counted as: its body length when known, a
-// multiple of it when compressed, the per-request limit when unknown
-// (chunked), never more than the per-request limit (which is at most the
-// total, so every request can eventually run).
+// weight is what a request is counted as: its body length, a multiple of
+// it when compressed, never more than the per-request limit (which is at
+// most the total, so every request can eventually run).
+//
+// gRPC and Connect streaming bodies carry no Content-Length, but they are
+// enveloped: the first 5 bytes hold a compressed flag and the message
+// length, so weight reads them (and puts them back) rather than counting
+// every such request at the per-request limit, which let only two gRPC
+// pushes run at once. A body of unknown length otherwise counts at the
+// limit.
 func (l *inflightLimit) weight(r *http.Request) int64 {
 	n := r.ContentLength
-	switch {
-	case n < 0:
+	compressed := r.Header.Get("Content-Encoding") != ""
+	if n < 0 {
 		n = l.perReq
-	case r.Header.Get("Content-Encoding") != "" || r.Header.Get("Connect-Content-Encoding") != "" || r.Header.Get("Grpc-Encoding") != "":
+		if size, flagCompressed, ok := peekEnvelope(r); ok {
+			n, compressed = size, flagCompressed
+		}
+	}
+	if compressed {
 		n *= compressedWeight
 	}
 	return max(1, min(n, l.perReq, l.total))
+}
+
+// peekEnvelope reads an enveloped body's 5-byte prefix and restores it.
+func peekEnvelope(r *http.Request) (size int64, compressed, ok bool) {
+	ct := r.Header.Get("Content-Type")
+	if !strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/connect+") {
+		return 0, false, false
+	}
+	var prefix [5]byte
+	n, err := io.ReadFull(r.Body, prefix[:])
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(prefix[:n]), r.Body), r.Body}
+	if err != nil {
+		return 0, false, false // let the protocol handler report the short body
+	}
+	return int64(binary.BigEndian.Uint32(prefix[1:])), prefix[0]&1 != 0, true
 }
 
 func (l *inflightLimit) wrap(next http.Handler) http.Handler {

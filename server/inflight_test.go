@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -102,5 +104,28 @@ func TestInflightLimitBelowRequestLimitRefused(t *testing.T) {
 	_, err := New(Config{FS: vfs.NewMemFS(), DataDir: "/d", MaxRequestBytes: 1 << 20, MaxInflightRequestBytes: 1 << 10})
 	if err == nil || !strings.Contains(err.Error(), "--max-inflight-request-bytes") {
 		t.Fatalf("in-flight limit below the request limit: %v, want a start error naming the flag", err)
+	}
+}
+
+// gRPC bodies have no Content-Length; their envelope prefix says how long
+// the message is, and the body still reads whole afterwards.
+func TestInflightLimitWeighsGRPCEnvelope(t *testing.T) {
+	l := newInflightLimit(1<<20, 1<<20, time.Second, func() {})
+	msg := bytes.Repeat([]byte("m"), 3000)
+	for _, tc := range []struct {
+		flag byte
+		want int64
+	}{{0, 3000}, {1, 3000 * compressedWeight}} {
+		body := append([]byte{tc.flag, 0, 0, 0x0b, 0xb8}, msg...) // 0x0bb8 = 3000
+		r := httptest.NewRequest(http.MethodPost, "/finelog.logging.LogService/PushLogs", bytes.NewReader(body))
+		r.ContentLength = -1
+		r.Header.Set("Content-Type", "application/grpc+proto")
+		if got := l.weight(r); got != tc.want {
+			t.Errorf("flag %d: weight %d, want %d", tc.flag, got, tc.want)
+		}
+		rest, _ := io.ReadAll(r.Body)
+		if !bytes.Equal(rest, body) {
+			t.Errorf("flag %d: body after the peek differs (%d bytes, want %d)", tc.flag, len(rest), len(body))
+		}
 	}
 }
