@@ -61,8 +61,9 @@ type Config struct {
 	MaxRequestBytes int64
 	// MaxInflightRequestBytes caps the request bytes being read and decoded
 	// at once across all requests (a compressed body counts at 8x its
-	// length, an unknown length as MaxRequestBytes). Past it requests
-	// wait, then get a retryable resource_exhausted.
+	// length, a gRPC body by its envelope's message length, any other
+	// unknown length as MaxRequestBytes). Past it requests wait, then get a
+	// retryable resource_exhausted.
 	MaxInflightRequestBytes int64
 	// MaxWait caps a FetchLogs long-poll (wait_ms).
 	MaxWait time.Duration
