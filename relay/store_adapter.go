@@ -58,7 +58,7 @@ func (s StoreSink) Push(ctx context.Context, b Batch) (store.Ack, error) {
 	}
 	ack, err := s.Store.Append(ctx, store.Batch{Rows: rows, Producer: b.Producer, FirstSeq: b.FirstSeq, LastSeq: b.LastSeq})
 	if err != nil {
-		return ack, storeErrorToConnect(err)
+		return ack, StoreErrorToConnect(err)
 	}
 	return ack, nil
 }
@@ -70,10 +70,15 @@ func (s StoreSink) ProducerState(_ context.Context, producer string) (ProducerSt
 	return ProducerState{Applied: seq, Known: ok, RefusesGaps: true}, nil
 }
 
-func storeErrorToConnect(err error) error {
+// StoreErrorToConnect gives a store error the Connect code finelogd's
+// server answers it with, for in-process targets (StoreSink, the
+// simulation's network) that must look the same to the relay.
+func StoreErrorToConnect(err error) error {
 	switch {
 	case errors.Is(err, store.ErrInvalidArgument):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, store.ErrProducerGap):
+		return connect.NewError(connect.CodeAborted, err)
 	case errors.Is(err, store.ErrNoSpace):
 		return connect.NewError(connect.CodeResourceExhausted, err)
 	case errors.Is(err, store.ErrClosed):

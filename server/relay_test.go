@@ -3,13 +3,20 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/relay"
+	"github.com/finelog/finelog/store"
 )
 
 func healthOf(t *testing.T, s *Server) (int, healthStatus) {
@@ -100,5 +107,19 @@ func TestRelayFlagsWithoutAddressRejected(t *testing.T) {
 	_, err = New(Config{FS: vfs.NewMemFS(), DataDir: "/d", Relay: RelayConfig{Address: "http://x:1"}})
 	if err == nil {
 		t.Fatal("--relay-address without --cluster accepted")
+	}
+}
+
+// In-process targets (relay.StoreSink, the simulation's network) must give
+// the relay the same Connect code the server gives a remote relay for
+// every store error, or the relay would classify them differently.
+func TestStoreErrorCodesMatchInProcessTargets(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	for _, err := range []error{store.ErrInvalidArgument, store.ErrProducerGap, store.ErrNoSpace, store.ErrClosed,
+		context.Canceled, context.DeadlineExceeded, errors.New("something else")} {
+		wrapped := fmt.Errorf("store: %w", err)
+		if got, want := connect.CodeOf(relay.StoreErrorToConnect(wrapped)), connect.CodeOf(s.storeError("push", wrapped)); got != want {
+			t.Errorf("%v: in-process target answers %v, server answers %v", err, got, want)
+		}
 	}
 }

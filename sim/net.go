@@ -139,27 +139,13 @@ func (n *Net) apply(ctx context.Context, t Endpoint, b relay.Batch) (store.Ack, 
 	}
 	ack, err := t.Append(ctx, store.Batch{Rows: rows, Producer: b.Producer, FirstSeq: b.FirstSeq, LastSeq: b.LastSeq})
 	if err != nil {
-		return store.Ack{}, storeError(err)
+		return store.Ack{}, relay.StoreErrorToConnect(err)
 	}
 	n.Applied++
 	if n.OnApplied != nil {
 		n.OnApplied(ack)
 	}
 	return ack, nil
-}
-
-// storeError maps a store error to the Connect code the server sends.
-func storeError(err error) error {
-	switch {
-	case errors.Is(err, store.ErrInvalidArgument):
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, store.ErrNoSpace):
-		return connect.NewError(connect.CodeResourceExhausted, err)
-	case errors.Is(err, store.ErrClosed):
-		return connect.NewError(connect.CodeUnavailable, err)
-	default:
-		return connect.NewError(connect.CodeInternal, err)
-	}
 }
 
 // admit runs the gate and the server's identity-bound write rule: a jwt
