@@ -469,9 +469,10 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 // tail read backward in growing chunks from its end, until limit rows match.
 func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInfo) bool) ([]Row, error) {
 	var out []Row
+	var cp rowCopier
 	match := func(rr *rawRow) bool {
 		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
-			out = append(out, rr.row())
+			out = append(out, cp.row(rr))
 		}
 		return true
 	}

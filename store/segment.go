@@ -914,7 +914,7 @@ func (sg *segment) readGroup(rg parquet.RowGroup, a, b int64, buf []parquet.Row,
 }
 
 // rawRow is a decoded parquet row whose strings still alias the reader's
-// buffers; row() copies them out for a row that passed the filters.
+// buffers; rowCopier.row copies them out for a row that passed the filters.
 type rawRow struct {
 	key, source, cluster, data []byte
 	seq, epoch                 int64
@@ -949,8 +949,4 @@ func (c *rowCopier) row(rr *rawRow) Row {
 		c.cluster = string(rr.cluster)
 	}
 	return Row{Seq: rr.seq, Key: c.key, Source: c.source, Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: c.cluster}
-}
-
-func (rr *rawRow) row() Row {
-	return Row{Seq: rr.seq, Key: string(rr.key), Source: string(rr.source), Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: string(rr.cluster)}
 }
