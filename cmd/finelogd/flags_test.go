@@ -47,6 +47,14 @@ func TestFlagsRefuseMemoryLimitBelowMemtables(t *testing.T) {
 	}
 }
 
+func TestFlagsRefuseNegativeRelayCounts(t *testing.T) {
+	for _, args := range [][]string{{"--relay-in-flight", "-1"}, {"--relay-batch-rows", "-5"}} {
+		if _, err := parseFlags(args, noEnv, io.Discard); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%q: err = %v; want a refusal naming %s", args, err, args[0])
+		}
+	}
+}
+
 func TestMemoryLimitFlagAndGOMEMLIMIT(t *testing.T) {
 	prev := debug.SetMemoryLimit(-1)
 	defer debug.SetMemoryLimit(prev)

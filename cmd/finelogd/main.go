@@ -90,6 +90,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	if c.Relay.BatchRows < 0 || c.Relay.InFlight < 0 {
+		return nil, fmt.Errorf("--relay-batch-rows %d and --relay-in-flight %d: want 0 (the relay default) or more", c.Relay.BatchRows, c.Relay.InFlight)
+	}
 	if c.MemtableBytes < minMemtableBytes {
 		return nil, fmt.Errorf("--memtable-bytes %s: want at least %s", byteSize(c.MemtableBytes), byteSize(minMemtableBytes))
 	}
