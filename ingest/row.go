@@ -108,17 +108,16 @@ const rowOverhead = 48
 // limits, so a refused row is refused here with its stream named rather
 // than failing the whole append.
 func checkRow(r *Row) error {
+	if err := checkAttributes(r.Attributes); err != nil {
+		return err
+	}
 	switch {
 	case r.Key == "":
 		return fmt.Errorf("key is empty: %w", ErrRefused)
 	case len(r.Key) > store.MaxKeyBytes:
 		return fmt.Errorf("key is %d bytes, limit is %d: %w", len(r.Key), store.MaxKeyBytes, ErrRefused)
 	}
-	n := rowOverhead + len(r.Key) + len(r.Source) + len(r.Data) + len(r.Cluster)
-	if err := checkAttributes(r.Attributes); err != nil {
-		return err
-	}
-	n += attributesBytes(r.Attributes)
+	n := rowOverhead + len(r.Key) + len(r.Source) + len(r.Data) + len(r.Cluster) + attributesBytes(r.Attributes)
 	if n > store.MaxRowBytes {
 		return fmt.Errorf("row is %d bytes with its attributes, limit is %d: %w", n, store.MaxRowBytes, ErrRefused)
 	}
