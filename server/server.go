@@ -244,6 +244,7 @@ func (s *Server) routes(gate gate) http.Handler {
 	gated := http.NewServeMux()
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
 	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
+	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(limit.wrap(h)) })
 	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	gated.HandleFunc("/debug/pprof/", pprof.Index)
 	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
