@@ -251,11 +251,11 @@ func TestOTLPJSON(t *testing.T) {
 
 func TestOTLPMalformed(t *testing.T) {
 	for name, body := range map[string]string{
-		"not JSON":            `{"resourceLogs":[`,
-		"traceId not hex":     `{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"zzf7651916cd43dd8448eb211c80319c"}]}]}]}`,
-		"traceId wrong size":  `{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"0af76519"}]}]}]}`,
-		"spanId not hex":      `{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"spanId":"xyzw6b7169203331"}]}]}]}`,
-		"wrong type":          `{"resourceLogs":{"a":1}}`,
+		"not JSON":           `{"resourceLogs":[`,
+		"traceId not hex":    `{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"zzf7651916cd43dd8448eb211c80319c"}]}]}]}`,
+		"traceId wrong size": `{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"0af76519"}]}]}]}`,
+		"spanId not hex":     `{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"spanId":"xyzw6b7169203331"}]}]}]}`,
+		"wrong type":         `{"resourceLogs":{"a":1}}`,
 	} {
 		if _, err := UnmarshalOTLPJSON([]byte(body)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrMalformed", name, err)

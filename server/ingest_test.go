@@ -351,3 +351,52 @@ func TestIngestAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestOTLPGRPCAuthAndPartialSuccess: the gRPC Export is gated and bound by
+// identity like the HTTP routes, and reports refused records.
+func TestOTLPGRPCAuthAndPartialSuccess(t *testing.T) {
+	e, secret := jwtEnv(t)
+	tok, err := auth.Mint(secret, "east", time.Hour, "", e.clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := connect.NewClient[collogspb.ExportLogsServiceRequest, collogspb.ExportLogsServiceResponse](
+		client.H2CClient(), e.http.URL+OTLPLogsExportProcess, connect.WithGRPC())
+	call := func(token string, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error) {
+		r := connect.NewRequest(req)
+		if token != "" {
+			r.Header().Set("Authorization", "Bearer "+token)
+		}
+		resp, err := c.CallUnary(context.Background(), r)
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+	if _, err := call("", otlpExport("/grpc", "x")); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("no token: %v, want unauthenticated", err)
+	}
+	west := otlpExport("/grpc", "x")
+	west.ResourceLogs[0].Resource.Attributes = append(west.ResourceLogs[0].Resource.Attributes,
+		&commonpb.KeyValue{Key: "finelog.cluster", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "west"}}})
+	if _, err := call(tok, west); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("east writing west: %v, want permission_denied", err)
+	}
+	req := otlpExport("/grpc", "kept", "refused")
+	req.ResourceLogs[0].ScopeLogs[0].LogRecords[1].Attributes = []*commonpb.KeyValue{{Key: strings.Repeat("n", 300)}}
+	resp, err := call(tok, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := resp.GetPartialSuccess(); ps.GetRejectedLogRecords() != 1 || !strings.Contains(ps.GetErrorMessage(), "limit is 256") {
+		t.Errorf("partial_success %v, want 1 record refused for its attribute name", ps)
+	}
+	tc := client.New(e.http.URL, client.WithRetry(1, 0, 0), client.WithToken(func(context.Context) (string, error) { return tok, nil }))
+	got, err := tc.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Source: "/grpc", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Entries) != 1 || got.Entries[0].Data != "kept" || got.Entries[0].Cluster != "east" {
+		t.Errorf("stored %v, want only the kept record, cluster east", got.Entries)
+	}
+}
