@@ -50,6 +50,9 @@ func DecodeLokiProto(body []byte, maxBytes int64, nowMS int64) (Batch, error) {
 	}
 	var b Batch
 	for _, s := range req.GetStreams() {
+		if len(s.GetEntries()) == 0 {
+			continue // nothing to store, nothing to refuse
+		}
 		entries := make([]lokiEntry, len(s.GetEntries()))
 		for i, e := range s.GetEntries() {
 			ts := e.GetTimestamp()

@@ -27,6 +27,9 @@ func DecodeLokiJSON(body []byte, nowMS int64) (Batch, error) {
 	}
 	var b Batch
 	for si, s := range req.Streams {
+		if len(s.Values) == 0 {
+			continue // nothing to store, nothing to refuse
+		}
 		labels := make([]label, 0, len(s.Stream))
 		for k, v := range s.Stream {
 			labels = append(labels, label{k, v})
