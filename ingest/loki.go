@@ -4,9 +4,6 @@ import (
 	"fmt"
 
 	"github.com/klauspost/compress/snappy"
-	"google.golang.org/protobuf/proto"
-
-	pushpb "github.com/finelog/finelog/gen/loki/push"
 )
 
 // Labels with a meaning to finelog rather than to the user: they pick the
@@ -44,34 +41,22 @@ func DecodeLokiProto(body []byte, maxBytes int64, nowMS int64) (Batch, error) {
 	if err != nil {
 		return Batch{}, fmt.Errorf("%w: not a snappy block (Loki's protobuf body is snappy-compressed): %v", ErrMalformed, err)
 	}
-	var req pushpb.PushRequest
-	if err := proto.Unmarshal(raw, &req); err != nil {
-		return Batch{}, fmt.Errorf("%w: not a Loki PushRequest: %v", ErrMalformed, err)
-	}
 	var b Batch
-	for _, s := range req.GetStreams() {
-		if len(s.GetEntries()) == 0 {
-			continue // nothing to store, nothing to refuse
+	var d lokiWire
+	err = d.decode(raw, func(labelText string, entries []lokiEntry) {
+		if len(entries) == 0 {
+			return // nothing to store, nothing to refuse
 		}
-		entries := make([]lokiEntry, len(s.GetEntries()))
-		for i, e := range s.GetEntries() {
-			ts := e.GetTimestamp()
-			entries[i] = lokiEntry{
-				ns:          ts.GetSeconds()*1e9 + int64(ts.GetNanos()),
-				line:        e.GetLine(),
-				noTimestamp: ts == nil,
-			}
-			for _, m := range e.GetStructuredMetadata() {
-				entries[i].meta = append(entries[i].meta, label{m.GetName(), m.GetValue()})
-			}
-		}
-		labels, err := parseSelector(s.GetLabels())
+		labels, err := parseSelector(labelText)
 		if err != nil {
-			b.Rejected = append(b.Rejected, Rejection{Stream: s.GetLabels(), Records: len(entries),
+			b.Rejected = append(b.Rejected, Rejection{Stream: labelText, Records: len(entries),
 				Err: fmt.Errorf("%v: %w", err, ErrRefused)})
-			continue
+			return
 		}
 		b.addLokiStream(labels, entries, nowMS)
+	})
+	if err != nil {
+		return Batch{}, fmt.Errorf("%w: not a Loki PushRequest: %v", ErrMalformed, err)
 	}
 	return b, nil
 }
@@ -107,12 +92,14 @@ func (b *Batch) addLokiStream(labels []label, entries []lokiEntry, nowMS int64) 
 			break
 		}
 	}
+	streamCheck := checkAttrs(streamAttrs)
 	var refused int
 	var firstErr error
 	for i := range entries {
 		e := &entries[i]
 		r := Row{Attributes: streamAttrs}
 		r.Key, r.Cluster, r.Source, r.Data, r.Level = key, cluster, SourceLoki, e.line, streamLevel
+		check := streamCheck
 		r.EpochMS = floorDiv(e.ns, 1e6)
 		if e.noTimestamp || e.ns == 0 {
 			r.EpochMS = nowMS
@@ -130,6 +117,7 @@ func (b *Batch) addLokiStream(labels []label, entries []lokiEntry, nowMS int64) 
 				}
 			}
 			r.Attributes = attrs
+			check = checkAttrs(attrs)
 			if streamLevel == 0 {
 				for _, name := range lokiLevelLabels {
 					if v, ok := attrs[name]; ok {
@@ -139,7 +127,7 @@ func (b *Batch) addLokiStream(labels []label, entries []lokiEntry, nowMS int64) 
 				}
 			}
 		}
-		if err := checkRow(&r); err != nil {
+		if err := checkRow(&r, check); err != nil {
 			refused++
 			if firstErr == nil {
 				firstErr = fmt.Errorf("entry %d: %w", i, err)

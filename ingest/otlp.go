@@ -87,8 +87,9 @@ func DecodeOTLP(req *collogspb.ExportLogsServiceRequest, nowMS int64) Batch {
 			for _, kv := range scope.GetAttributes() {
 				scopeAttrs["scope."+kv.GetKey()] = attributeValue(kv.GetValue())
 			}
+			scopeCheck := checkAttrs(scopeAttrs)
 			for i, lr := range sl.GetLogRecords() {
-				attrs := scopeAttrs
+				attrs, check := scopeAttrs, scopeCheck
 				if len(lr.GetAttributes()) > 0 || len(lr.GetTraceId()) > 0 || len(lr.GetSpanId()) > 0 {
 					attrs = make(map[string]string, len(scopeAttrs)+len(lr.GetAttributes())+2)
 					for k, v := range scopeAttrs {
@@ -103,6 +104,7 @@ func DecodeOTLP(req *collogspb.ExportLogsServiceRequest, nowMS int64) Batch {
 					if id := lr.GetSpanId(); len(id) > 0 {
 						attrs["span_id"] = hex.EncodeToString(id)
 					}
+					check = checkAttrs(attrs)
 				}
 				r := Row{Attributes: attrs}
 				r.Key, r.Cluster, r.Source = key, cluster, SourceOTLP
@@ -119,7 +121,7 @@ func DecodeOTLP(req *collogspb.ExportLogsServiceRequest, nowMS int64) Batch {
 				default:
 					r.EpochMS = nowMS
 				}
-				if err := checkRow(&r); err != nil {
+				if err := checkRow(&r, check); err != nil {
 					refused++
 					if firstErr == nil {
 						firstErr = fmt.Errorf("log record %d of scope %q: %w", i, scope.GetName(), err)

@@ -104,12 +104,23 @@ func truncateUTF8(s string, n int) string {
 // (store's rowBytes); attributes add their names and values on top.
 const rowOverhead = 48
 
-// checkRow applies the store's key and row-size limits and the attribute
-// limits, so a refused row is refused here with its stream named rather
-// than failing the whole append.
-func checkRow(r *Row) error {
-	if err := checkAttributes(r.Attributes); err != nil {
-		return err
+// attrCheck is the attribute part of checkRow for one attributes map:
+// rows of a stream share their map, so it is checked once, not per row.
+type attrCheck struct {
+	err   error
+	bytes int
+}
+
+func checkAttrs(attrs map[string]string) attrCheck {
+	return attrCheck{err: checkAttributes(attrs), bytes: attributesBytes(attrs)}
+}
+
+// checkRow applies the attribute limits (a is the check of r.Attributes)
+// and the store's key and row-size limits, so a refused row is refused
+// here with its stream named rather than failing the whole append.
+func checkRow(r *Row, a attrCheck) error {
+	if a.err != nil {
+		return a.err
 	}
 	switch {
 	case r.Key == "":
@@ -117,7 +128,7 @@ func checkRow(r *Row) error {
 	case len(r.Key) > store.MaxKeyBytes:
 		return fmt.Errorf("key is %d bytes, limit is %d: %w", len(r.Key), store.MaxKeyBytes, ErrRefused)
 	}
-	n := rowOverhead + len(r.Key) + len(r.Source) + len(r.Data) + len(r.Cluster) + attributesBytes(r.Attributes)
+	n := rowOverhead + len(r.Key) + len(r.Source) + len(r.Data) + len(r.Cluster) + a.bytes
 	if n > store.MaxRowBytes {
 		return fmt.Errorf("row is %d bytes with its attributes, limit is %d: %w", n, store.MaxRowBytes, ErrRefused)
 	}

@@ -38,6 +38,8 @@ type benchConfig struct {
 	progress    time.Duration
 	seed        uint64
 	gzip        bool
+	protocol    string
+	push        benchPusher // nil: PushLogs through the client
 }
 
 func runBench(ctx context.Context, env *cliEnv, args []string) error {
@@ -54,6 +56,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.DurationVar(&bc.progress, "progress", 2*time.Second, "progress line interval")
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the line generator")
 	fs.BoolVar(&bc.gzip, "gzip", false, "gzip request bodies")
+	fs.StringVar(&bc.protocol, "protocol", benchPushLogs, "push over `pushlogs`, loki (push API, protobuf+snappy), otlp (OTLP/HTTP protobuf), or all (each in turn, with ratios to pushlogs)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -75,6 +78,9 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	// Fail fast with the friendly error if the server is not there.
 	if _, err := c.Fetch(ctx, &loggingpb.FetchLogsRequest{Source: "/bench/", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, MaxLines: 1}); err != nil {
 		return conn.friendly(err)
+	}
+	if bc.protocol != benchPushLogs {
+		return runProtocolBench(ctx, env, c, conn, bc)
 	}
 	r, err := bench(ctx, c, bc, env.stderr)
 	if err != nil {
@@ -153,7 +159,12 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Wr
 					e.Timestamp.EpochMs = now
 				}
 				t0 := time.Now()
-				_, err := c.Push(ctx, req)
+				var err error
+				if bc.push != nil {
+					err = bc.push(ctx, req)
+				} else {
+					_, err = c.Push(ctx, req)
+				}
 				d := time.Since(t0)
 				req.Entries = full
 				if err != nil {
