@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/klauspost/compress/snappy"
 )
@@ -93,6 +94,7 @@ func (b *Batch) addLokiStream(labels []label, entries []lokiEntry, nowMS int64) 
 		}
 	}
 	streamCheck := checkAttrs(streamAttrs)
+	b.Rows = slices.Grow(b.Rows, len(entries))
 	var refused int
 	var firstErr error
 	for i := range entries {

@@ -89,6 +89,8 @@ func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch)
 			clusters[r.Cluster] = c
 		}
 		r.Cluster = c
+		// As for PushLogs: a key's trailing ":<int>" is its attempt.
+		r.AttemptID = attemptFromKey(r.Key)
 		rows[i] = r
 	}
 	ack, err := st.Append(ctx, store.Batch{Rows: rows})
@@ -165,17 +167,23 @@ func (in *ingester) otlpHTTP(w http.ResponseWriter, r *http.Request) {
 		writeOTLPStatus(w, isJSON, err)
 		return
 	}
-	var req *collogspb.ExportLogsServiceRequest
+	now := in.s.clk.Now().UnixMilli()
+	var b ingest.Batch
 	if isJSON {
-		req, err = ingest.UnmarshalOTLPJSON(body)
+		var req *collogspb.ExportLogsServiceRequest
+		if req, err = ingest.UnmarshalOTLPJSON(body); err == nil {
+			b = ingest.DecodeOTLP(req, now)
+		}
 	} else {
-		req, err = ingest.UnmarshalOTLPProto(body)
+		// body is this request's own buffer, never reused: the rows may
+		// point into it.
+		b, err = ingest.DecodeOTLPProto(body, now)
 	}
 	if err != nil {
 		writeOTLPStatus(w, isJSON, &httpError{http.StatusBadRequest, "nothing was stored: " + err.Error()})
 		return
 	}
-	resp, err := in.export(r.Context(), req)
+	resp, err := in.export(r.Context(), &b)
 	if err != nil {
 		writeOTLPStatus(w, isJSON, err)
 		return
@@ -185,7 +193,8 @@ func (in *ingester) otlpHTTP(w http.ResponseWriter, r *http.Request) {
 
 // otlpExport is OTLP/gRPC LogsService/Export.
 func (in *ingester) otlpExport(ctx context.Context, req *connect.Request[collogspb.ExportLogsServiceRequest]) (*connect.Response[collogspb.ExportLogsServiceResponse], error) {
-	resp, err := in.export(ctx, req.Msg)
+	b := ingest.DecodeOTLP(req.Msg, in.s.clk.Now().UnixMilli())
+	resp, err := in.export(ctx, &b)
 	if err != nil {
 		// OTLP/gRPC exporters retry UNAVAILABLE but RESOURCE_EXHAUSTED
 		// only with RetryInfo; a full disk is worth retrying.
@@ -198,9 +207,8 @@ func (in *ingester) otlpExport(ctx context.Context, req *connect.Request[collogs
 	return connect.NewResponse(resp), nil
 }
 
-func (in *ingester) export(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error) {
-	b := ingest.DecodeOTLP(req, in.s.clk.Now().UnixMilli())
-	if err := in.store(ctx, ingest.SourceOTLP, &b); err != nil {
+func (in *ingester) export(ctx context.Context, b *ingest.Batch) (*collogspb.ExportLogsServiceResponse, error) {
+	if err := in.store(ctx, ingest.SourceOTLP, b); err != nil {
 		return nil, err
 	}
 	resp := &collogspb.ExportLogsServiceResponse{}
