@@ -236,7 +236,7 @@ func TestLokiProtoMatchesJSON(t *testing.T) {
 	if len(pb.Rows) != 3 {
 		t.Fatalf("protobuf decoded %d rows, want 3", len(pb.Rows))
 	}
-	if diff := cmp.Diff(pb, js, cmp.Comparer(func(a, b error) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(pb, js, batchCmp); diff != "" {
 		t.Errorf("protobuf vs JSON (-pb +json):\n%s", diff)
 	}
 }

@@ -199,7 +199,7 @@ func (m *otlpMapper) record(i int, lr *otlpRecord) {
 
 func (m *otlpMapper) endResource() {
 	if m.refused > 0 {
-		m.b.Rejected = append(m.b.Rejected, Rejection{Stream: m.key, Records: m.refused, Err: m.firstErr})
+		m.b.Rejected = append(m.b.Rejected, Rejection{Stream: m.key, Records: m.refused, Err: m.firstErr, otlp: true})
 	}
 }
 

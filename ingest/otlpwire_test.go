@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-var batchCmp = cmp.Comparer(func(a, b error) bool { return a.Error() == b.Error() })
+var batchCmp = cmp.Options{cmp.Comparer(func(a, b error) bool { return a.Error() == b.Error() }), cmp.AllowUnexported(Rejection{})}
 
 // checkOTLPWire: where the library decodes, DecodeOTLPProto gives the
 // same batch; where the library fails, DecodeOTLPProto fails too, unless

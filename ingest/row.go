@@ -44,12 +44,14 @@ type Row struct {
 	Attributes map[string]string
 }
 
-// Rejection is a part of a request that was refused: a Loki stream or the
-// records of one OTLP key. Err wraps ErrRefused.
+// Rejection is a part of a request that was refused: entries of a Loki
+// stream, or records of one OTLP resource (Stream is then its key). Err
+// wraps ErrRefused.
 type Rejection struct {
 	Stream  string
 	Records int
 	Err     error
+	otlp    bool
 }
 
 // Batch is what one request decodes to: the rows to store, in request
@@ -78,14 +80,18 @@ func (b *Batch) RejectionMessage() string {
 	var sb strings.Builder
 	for i, r := range b.Rejected {
 		if i == 10 {
-			fmt.Fprintf(&sb, "... and %d more refused streams\n", len(b.Rejected)-i)
+			fmt.Fprintf(&sb, "... and %d more\n", len(b.Rejected)-i)
 			break
 		}
 		name := r.Stream
 		if len(name) > maxStreamInMessage {
 			name = truncateUTF8(name, maxStreamInMessage) + "..."
 		}
-		fmt.Fprintf(&sb, "stream %s: %d entries refused: %v\n", name, r.Records, r.Err)
+		if r.otlp {
+			fmt.Fprintf(&sb, "key %s: %d records refused: %v\n", name, r.Records, r.Err)
+		} else {
+			fmt.Fprintf(&sb, "stream %s: %d entries refused: %v\n", name, r.Records, r.Err)
+		}
 	}
 	return strings.TrimSuffix(sb.String(), "\n")
 }
