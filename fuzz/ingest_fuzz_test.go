@@ -138,6 +138,13 @@ func FuzzOTLPLogs(f *testing.F) {
 			checkRows(t, ingest.DecodeOTLP(req, ingestNowMS))
 			return
 		}
+		// The server's protobuf path: every kept row storable whatever
+		// the bytes (its agreement with the library is FuzzOTLPWire's).
+		if wb, err := ingest.DecodeOTLPProto(in[1:], ingestNowMS); err == nil {
+			checkRows(t, wb)
+		} else if !errors.Is(err, ingest.ErrMalformed) {
+			t.Fatalf("protobuf error %v is not ErrMalformed", err)
+		}
 		req, err := ingest.UnmarshalOTLPProto(in[1:])
 		if err != nil {
 			return
