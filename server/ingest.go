@@ -69,8 +69,8 @@ type ingester struct {
 // acknowledged after fsync. The attributes are not stored yet: the store's
 // row has no column for them (docs/ingest.md).
 func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch) error {
-	in.refused.WithLabelValues(protocol).Add(float64(b.RejectedRecords()))
 	if len(b.Rows) == 0 {
+		in.refused.WithLabelValues(protocol).Add(float64(b.RejectedRecords()))
 		return nil
 	}
 	st, err := in.s.store()
@@ -100,6 +100,7 @@ func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch)
 	if ack.Last > 0 {
 		in.rows.WithLabelValues(protocol).Add(float64(ack.Last - ack.First + 1))
 	}
+	in.refused.WithLabelValues(protocol).Add(float64(b.RejectedRecords()))
 	return nil
 }
 
@@ -111,10 +112,12 @@ func (in *ingester) lokiPush(w http.ResponseWriter, r *http.Request) {
 		writeText(w, err)
 		return
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "" && mt != "application/x-protobuf" && mt != "application/json" {
-		writeText(w, &httpError{http.StatusUnsupportedMediaType,
-			fmt.Sprintf("Content-Type %q is not a Loki push: send application/x-protobuf (snappy-compressed) or application/json", mt)})
+	mt, err := mediaType(r)
+	if err == nil && mt != "" && mt != "application/x-protobuf" && mt != "application/json" {
+		err = fmt.Errorf("Content-Type %q is not a Loki push: send application/x-protobuf (snappy-compressed) or application/json", mt)
+	}
+	if err != nil {
+		writeText(w, &httpError{http.StatusUnsupportedMediaType, err.Error()})
 		return
 	}
 	body, err := in.readBody(r)
@@ -151,11 +154,13 @@ func (in *ingester) lokiPush(w http.ResponseWriter, r *http.Request) {
 // request's encoding. Records refused for a limit are reported in
 // partial_success; the export itself succeeds.
 func (in *ingester) otlpHTTP(w http.ResponseWriter, r *http.Request) {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, err := mediaType(r)
 	isJSON := mt == "application/json"
-	if !isJSON && mt != "application/x-protobuf" {
-		writeOTLPStatus(w, isJSON, &httpError{http.StatusUnsupportedMediaType,
-			fmt.Sprintf("Content-Type %q is not OTLP/HTTP: send application/x-protobuf or application/json", mt)})
+	if err == nil && !isJSON && mt != "application/x-protobuf" {
+		err = fmt.Errorf("Content-Type %q is not OTLP/HTTP: send application/x-protobuf or application/json", mt)
+	}
+	if err != nil {
+		writeOTLPStatus(w, isJSON, &httpError{http.StatusUnsupportedMediaType, err.Error()})
 		return
 	}
 	if _, err := in.s.store(); err != nil {
@@ -219,6 +224,20 @@ func (in *ingester) export(ctx context.Context, b *ingest.Batch) (*collogspb.Exp
 		}
 	}
 	return resp, nil
+}
+
+// mediaType is the request's Content-Type without parameters ("" when
+// there is none).
+func mediaType(r *http.Request) (string, error) {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return "", nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "", fmt.Errorf("Content-Type %q: %v", ct, err)
+	}
+	return mt, nil
 }
 
 // readBody reads a shipper's body, inflating gzip or deflate, and stops

@@ -190,6 +190,25 @@ func TestLokiBadInput(t *testing.T) {
 	if got := e.prefix(t, `{app="big"`); len(got) != 0 {
 		t.Fatalf("refused stream was stored: %v", got)
 	}
+	// Operators see both on /metrics (the over-limit stream pushed alone
+	// above was refused too).
+	resp, metrics := e.get(t, "/metrics")
+	for _, want := range []string{`finelog_ingest_rows_total{protocol="loki"} 1`, `finelog_ingest_refused_rows_total{protocol="loki"} 3`} {
+		if resp.StatusCode != 200 || !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func (e *testEnv) get(t testing.TB, path string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get(e.http.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
 }
 
 func TestLokiDiskFullIs503(t *testing.T) {
