@@ -56,6 +56,7 @@ func (s *Server) ingestRoutes(mux *http.ServeMux, wrap func(http.Handler) http.H
 	mux.Handle(OTLPLogsExportProcess, wrap(connect.NewUnaryHandler(OTLPLogsExportProcess, in.otlpExport,
 		append(wirecompress.HandlerOptions(),
 			connect.WithReadMaxBytes(int(s.cfg.MaxRequestBytes)),
+			connect.WithCodec(otlpProtoCodec{}), connect.WithCodec(otlpJSONCodec{}),
 			connect.WithInterceptors(s.m.interceptor()))...)))
 }
 
@@ -197,8 +198,17 @@ func (in *ingester) otlpHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // otlpExport is OTLP/gRPC LogsService/Export.
-func (in *ingester) otlpExport(ctx context.Context, req *connect.Request[collogspb.ExportLogsServiceRequest]) (*connect.Response[collogspb.ExportLogsServiceResponse], error) {
-	b := ingest.DecodeOTLP(req.Msg, in.s.clk.Now().UnixMilli())
+func (in *ingester) otlpExport(ctx context.Context, req *connect.Request[otlpExportRequest]) (*connect.Response[collogspb.ExportLogsServiceResponse], error) {
+	now := in.s.clk.Now().UnixMilli()
+	var b ingest.Batch
+	if req.Msg.msg != nil {
+		b = ingest.DecodeOTLP(req.Msg.msg, now)
+	} else {
+		var err error
+		if b, err = ingest.DecodeOTLPProto(req.Msg.body, now); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("nothing was stored: %w", err))
+		}
+	}
 	resp, err := in.export(ctx, &b)
 	if err != nil {
 		// OTLP/gRPC exporters retry UNAVAILABLE but RESOURCE_EXHAUSTED

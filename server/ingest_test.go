@@ -419,3 +419,53 @@ func TestOTLPGRPCAuthAndPartialSuccess(t *testing.T) {
 		t.Errorf("stored %v, want only the kept record, cluster east", got.Entries)
 	}
 }
+
+// TestOTLPGRPCCodecs: Export over gRPC and Connect, protobuf and JSON,
+// plain and gzip, stores the same rows; a malformed protobuf message is
+// INVALID_ARGUMENT and stores nothing.
+func TestOTLPGRPCCodecs(t *testing.T) {
+	e := newTestServer(t, nil)
+	for name, opts := range map[string][]connect.ClientOption{
+		"grpc+proto":      {connect.WithGRPC()},
+		"grpc+proto+gzip": {connect.WithGRPC(), connect.WithSendGzip()},
+		"grpc+json":       {connect.WithGRPC(), connect.WithProtoJSON()},
+		"connect+json":    {connect.WithProtoJSON()},
+		"connect+proto":   nil,
+	} {
+		hc := client.HTTP1Client()
+		if strings.HasPrefix(name, "grpc") {
+			hc = client.H2CClient()
+		}
+		c := connect.NewClient[collogspb.ExportLogsServiceRequest, collogspb.ExportLogsServiceResponse](hc, e.http.URL+OTLPLogsExportProcess, opts...)
+		key := "/codec/" + name
+		req := otlpExport(key, "hello", "world")
+		req.ResourceLogs[0].ScopeLogs[0].LogRecords[0].TraceId = bytes.Repeat([]byte{0xab}, 16)
+		if _, err := c.CallUnary(context.Background(), connect.NewRequest(req)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got := e.prefix(t, key)
+		if len(got) != 2 || got[0].Data != "hello" || got[1].Data != "world" || got[0].Source != "otlp" {
+			t.Errorf("%s: stored %v", name, got)
+		}
+	}
+
+	before := e.srv.st.Load().s.LastSeq()
+	payload := []byte{0x0a, 0xff, 0xff, 0x01}
+	frame := append([]byte{0, 0, 0, 0, byte(len(payload))}, payload...)
+	hr, _ := http.NewRequest(http.MethodPost, e.http.URL+OTLPLogsExportProcess, bytes.NewReader(frame))
+	hr.Header.Set("Content-Type", "application/grpc")
+	hr.Header.Set("Te", "trailers")
+	resp, err := client.H2CClient().Do(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	status := resp.Trailer.Get("Grpc-Status") + resp.Header.Get("Grpc-Status")
+	if status != "3" { // INVALID_ARGUMENT
+		t.Errorf("malformed gRPC export: grpc-status %q (%s), want 3", status, resp.Trailer.Get("Grpc-Message")+resp.Header.Get("Grpc-Message"))
+	}
+	if e.srv.st.Load().s.LastSeq() != before {
+		t.Error("a malformed export stored rows")
+	}
+}
