@@ -75,3 +75,23 @@ func BenchmarkDecodeOTLPLibrary(b *testing.B) {
 		DecodeOTLP(req, now)
 	}
 }
+
+func BenchmarkDecodeLokiJSON(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"streams":[{"stream":{"app":"api","env":"prod","host":"web-1","level":"info"},"values":[`)
+	for i := range 1000 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `["%d",%q]`, 1_700_000_000_000_000_000+i, benchLine(i))
+	}
+	sb.WriteString(`]}]}`)
+	body := []byte(sb.String())
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeLokiJSON(body, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -63,7 +63,7 @@ func lokiProto(t testing.TB, streams []testStream, orders [][]string) []byte {
 	return snappy.Encode(nil, raw)
 }
 
-func lokiJSON(t testing.TB, streams []testStream) []byte {
+func lokiJSONBody(t testing.TB, streams []testStream) []byte {
 	t.Helper()
 	type js struct {
 		Stream map[string]string `json:"stream"`
@@ -199,7 +199,7 @@ func TestLokiMapping(t *testing.T) {
 				if form == "protobuf" {
 					b, err = DecodeLokiProto(lokiProto(t, []testStream{tc.stream}, [][]string{tc.order}), 1<<20, now)
 				} else {
-					b, err = DecodeLokiJSON(lokiJSON(t, []testStream{tc.stream}), now)
+					b, err = DecodeLokiJSON(lokiJSONBody(t, []testStream{tc.stream}), now)
 				}
 				if err != nil {
 					t.Fatalf("%s: %v", form, err)
@@ -229,7 +229,7 @@ func TestLokiProtoMatchesJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := DecodeLokiJSON(lokiJSON(t, streams), now)
+	js, err := DecodeLokiJSON(lokiJSONBody(t, streams), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,8 +258,8 @@ func TestLokiMalformed(t *testing.T) {
 		{"non-numeric timestamp", "json", []byte(`{"streams":[{"stream":{"a":"b"},"values":[["yesterday","x"]]}]}`), `timestamp "yesterday"`},
 		{"numeric (not string) timestamp", "json", []byte(`{"streams":[{"stream":{"a":"b"},"values":[[1700000000000000000,"x"]]}]}`), "string of unix nanoseconds"},
 		{"value with one element", "json", []byte(`{"streams":[{"stream":{"a":"b"},"values":[["1"]]}]}`), "want"},
-		{"line not a string", "json", []byte(`{"streams":[{"stream":{"a":"b"},"values":[["1",5]]}]}`), "line 5"},
-		{"metadata not strings", "json", []byte(`{"streams":[{"stream":{"a":"b"},"values":[["1","x",{"k":1}]]}]}`), "structured metadata"},
+		{"line not a string", "json", []byte(`{"streams":[{"stream":{"a":"b"},"values":[["1",5]]}]}`), "line: want a string"},
+		{"metadata not strings", "json", []byte(`{"streams":[{"stream":{"a":"b"},"values":[["1","x",{"k":1}]]}]}`), `"k": want a string value`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -322,7 +322,7 @@ func TestLokiLimits(t *testing.T) {
 				if form == "protobuf" {
 					b, err = DecodeLokiProto(lokiProto(t, []testStream{ok, tc.bad}, order), 4<<20, now)
 				} else {
-					b, err = DecodeLokiJSON(lokiJSON(t, []testStream{ok, tc.bad}), now)
+					b, err = DecodeLokiJSON(lokiJSONBody(t, []testStream{ok, tc.bad}), now)
 				}
 				if err != nil {
 					t.Fatalf("%s: %v", form, err)
