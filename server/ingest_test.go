@@ -437,7 +437,7 @@ func TestOTLPGRPCCodecs(t *testing.T) {
 			hc = client.H2CClient()
 		}
 		c := connect.NewClient[collogspb.ExportLogsServiceRequest, collogspb.ExportLogsServiceResponse](hc, e.http.URL+OTLPLogsExportProcess, opts...)
-		key := "/codec/" + name
+		key := "/otlp-codec/" + name + "/"
 		req := otlpExport(key, "hello", "world")
 		req.ResourceLogs[0].ScopeLogs[0].LogRecords[0].TraceId = bytes.Repeat([]byte{0xab}, 16)
 		if _, err := c.CallUnary(context.Background(), connect.NewRequest(req)); err != nil {
