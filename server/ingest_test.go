@@ -254,7 +254,7 @@ func TestOTLPHTTPEncodings(t *testing.T) {
 	for _, tc := range []struct{ ct, enc string }{
 		{"application/x-protobuf", ""}, {"application/json", ""}, {"application/x-protobuf", "gzip"}, {"application/json", "gzip"},
 	} {
-		key := "/otlp-http/" + tc.ct + tc.enc
+		key := "/otlp-http/" + tc.ct + "+" + tc.enc + "/"
 		req := otlpExport(key, "one", "two")
 		big := strings.Repeat("x", 5000)
 		req.ResourceLogs[0].ScopeLogs[0].LogRecords[1].Attributes = []*commonpb.KeyValue{
