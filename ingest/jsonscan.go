@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -66,7 +65,7 @@ func (s *jsonScan) null() (bool, error) {
 }
 
 func (s *jsonScan) literal(lit string) error {
-	if !strings.HasPrefix(unsafe.String(unsafe.SliceData(s.b[s.i:]), len(s.b)-s.i), lit) {
+	if len(s.b)-s.i < len(lit) || string(s.b[s.i:s.i+len(lit)]) != lit {
 		return s.errorf("invalid literal")
 	}
 	s.i += len(lit)
