@@ -85,8 +85,11 @@ func (s *jsonScan) str() (string, error) {
 		case c == '"':
 			v := s.b[start:s.i]
 			s.i++
+			if len(v) == 0 {
+				return "", nil
+			}
 			if utf8.Valid(v) {
-				return unsafe.String(unsafe.SliceData(v), len(v)), nil
+				return unsafe.String(&v[0], len(v)), nil
 			}
 			return replaceInvalidUTF8(v), nil
 		case c == '\\':
