@@ -42,7 +42,6 @@ type benchConfig struct {
 
 func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
 	conn := addConnFlags(fs, env)
 	var bc benchConfig
 	fs.IntVar(&bc.lines, "lines", 5_000_000, "total lines to push")
@@ -54,7 +53,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.DurationVar(&bc.progress, "progress", 2*time.Second, "progress line interval")
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the line generator")
 	fs.BoolVar(&bc.gzip, "gzip", false, "gzip request bodies")
-	pos, err := parseArgs(fs, args)
+	pos, err := parseArgs(env, fs, args)
 	if err != nil {
 		return err
 	}
