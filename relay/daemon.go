@@ -130,11 +130,14 @@ func NewForStore(st LocalStore, cfg DaemonConfig, selfURLs ...string) (*Forwarde
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	sink := ClientSink{
+	em := newEgressMetrics(cfg.Registerer)
+	httpClient = countingClient{next: httpClient, m: em}
+	var sink Sink = ClientSink{
 		Client:  loggingpbconnect.NewLogServiceClient(httpClient, target, GzipClientOptions()...),
 		Token:   token,
 		Timeout: timeout,
 	}.WithZstd(loggingpbconnect.NewLogServiceClient(httpClient, target, ZstdClientOptions()...))
+	sink = timedSink{Sink: sink, clk: cfg.Clock, m: em}
 	return New(Config{
 		Source:         StoreSource{Store: st},
 		Sink:           sink,
