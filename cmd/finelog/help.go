@@ -26,7 +26,7 @@ var helps = map[string]helpDoc{}
 var envVars = [][2]string{
 	{"FINELOG_ADDR", "finelogd URL (default http://127.0.0.1:7070); --addr wins"},
 	{"FINELOG_TOKEN_FILE", "file holding a bearer token; --token-file wins"},
-	{"FINELOG_AUTH_POLICY", "auth policy JSON that `policy check` reads when --policy-file is not given"},
+	{"FINELOG_AUTH_POLICY", "the server's auth policy JSON, read by `policy check` and `token mint` when --policy-file is not given"},
 }
 
 func printHelp(w io.Writer, fs *flag.FlagSet) {

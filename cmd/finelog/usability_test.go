@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/finelog/finelog/auth"
+	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/server"
 	"github.com/finelog/finelog/store"
 )
@@ -332,5 +335,41 @@ func TestBenchSpawnsAThrowAwayDaemon(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); dir == "" || !os.IsNotExist(err) {
 		t.Errorf("spawned data dir %q still exists (%v)", dir, err)
+	}
+}
+
+func TestTokenMintRefusesAClusterTheKeyIsNot(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	withTokenClock(t, at)
+	keyFile := writeAuthFile(t, "east.key", cliTestSecret+"\n")
+	westFile := writeAuthFile(t, "west.key", cliTestSecret+"-west-other\n")
+	policy := `[{"type":"jwt","keys":[{"cluster":"east","secret_file":"` + keyFile + `"},{"cluster":"west","secret_file":"` + westFile + `"}]}]`
+	env := map[string]string{"FINELOG_AUTH_POLICY": policy}
+
+	code, _, errs := authCLI(t, env, "", "token", "mint", "--cluster", "nope", "--secret-file", keyFile)
+	if code != 1 || !strings.Contains(errs, `configured for cluster "east"`) {
+		t.Fatalf("--cluster nope with east's key: exit %d %q, want a refusal naming east", code, errs)
+	}
+	code, _, errs = authCLI(t, env, "", "token", "mint", "--cluster", "west", "--secret-file", keyFile)
+	if code != 1 || !strings.Contains(errs, `configured for cluster "east"`) {
+		t.Fatalf("--cluster west with east's key: exit %d %q", code, errs)
+	}
+	code, out, errs := authCLI(t, env, "", "token", "mint", "--secret-file", keyFile)
+	if code != 0 {
+		t.Fatalf("mint without --cluster, policy known: exit %d %q", code, errs)
+	}
+	p, err := auth.ParsePolicy([]byte(policy), nil, clock.NewFake(at))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := p.Admit("192.0.2.9:1", http.Header{"Authorization": {"Bearer " + strings.TrimSpace(out)}}); !v.Admitted || v.Identity.Cluster != "east" {
+		t.Fatalf("minted token: %+v, want east", v)
+	}
+	stranger := writeAuthFile(t, "other.key", strings.Repeat("z", 40))
+	if code, _, errs := authCLI(t, env, "", "token", "mint", "--secret-file", stranger); code != 1 || !strings.Contains(errs, "does not admit") {
+		t.Fatalf("key not in the policy: exit %d %q", code, errs)
+	}
+	if code, _, errs := authCLI(t, nil, "", "token", "mint", "--secret-file", keyFile); code != 1 || !strings.Contains(errs, "--cluster is required") {
+		t.Fatalf("no policy, no --cluster: exit %d %q", code, errs)
 	}
 }
