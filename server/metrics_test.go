@@ -102,20 +102,24 @@ func TestRelayPushLatencyAndEgressBytes(t *testing.T) {
 	if _, err := src.c.Push(context.Background(), &loggingpb.PushLogsRequest{Key: "/job/m", Entries: []*loggingpb.LogEntry{entry(data)}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the row at the target", func() bool {
-		src.clk.Advance(100 * time.Millisecond)
-		resp, err := target.c.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Source: "/job/m", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT})
-		return err == nil && len(resp.Entries) == 1
-	})
-	body := scrape(t, src)
 	var count, egress float64 = -1, -1
-	for _, l := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(l, `finelog_relay_push_duration_seconds_count{result="ok"} `); ok {
-			count = parseFloat(t, v)
+	// The target applies the row before the relay's push returns, so wait
+	// for the relay to have seen its ack, not only for the row.
+	waitFor(t, "an acked relay push", func() bool {
+		src.clk.Advance(100 * time.Millisecond)
+		for _, l := range strings.Split(scrape(t, src), "\n") {
+			if v, ok := strings.CutPrefix(l, `finelog_relay_push_duration_seconds_count{result="ok"} `); ok {
+				count = parseFloat(t, v)
+			}
+			if v, ok := strings.CutPrefix(l, `finelog_relay_egress_bytes_total `); ok {
+				egress = parseFloat(t, v)
+			}
 		}
-		if v, ok := strings.CutPrefix(l, `finelog_relay_egress_bytes_total `); ok {
-			egress = parseFloat(t, v)
-		}
+		return count >= 1
+	})
+	resp, err := target.c.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Source: "/job/m", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT})
+	if err != nil || len(resp.Entries) != 1 {
+		t.Fatalf("target after an acked push: %v %v", resp, err)
 	}
 	if count < 1 {
 		t.Errorf("push latency histogram count %v, want at least one ok push", count)

@@ -16,7 +16,7 @@ import (
 func init() {
 	register(command{
 		name:    "token",
-		summary: "mint an HS256 bearer token for a cluster key (token mint --cluster C --secret-file F)",
+		summary: "mint an HS256 bearer token with a cluster key (token mint --secret-file F [--cluster C])",
 		run:     runToken,
 	})
 	helps["token mint"] = helpDoc{
