@@ -437,3 +437,13 @@ func mustOK(t *testing.T) func(int, []byte) []byte {
 		return body
 	}
 }
+
+// The CLI repairs invalid UTF-8 in data; the server still refuses it, in a
+// key above all, with invalid_argument saying why (not internal).
+func TestInvalidUTF8KeyRefusedClearly(t *testing.T) {
+	e := newTestServer(t, nil)
+	code, body := rawCall(t, e.http.URL, pushPath, encodePush("/k/\xff", "", []string{"x"}, nil), nil)
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "invalid_argument") || !strings.Contains(string(body), "UTF-8") {
+		t.Fatalf("invalid UTF-8 key: HTTP %d %s, want 400 invalid_argument naming UTF-8", code, body)
+	}
+}
