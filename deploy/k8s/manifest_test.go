@@ -308,9 +308,9 @@ func TestManifestCheckRefusesBrokenManifests(t *testing.T) {
 		return c
 	}
 	for _, tc := range []struct {
-		name  string
-		break_ func(docs []doc) []doc
-		want  string
+		name   string
+		mutate func(docs []doc) []doc
+		want   string
 	}{
 		{"jwt layer with an inline secret", func(docs []doc) []doc {
 			cm, _ := east(docs)
@@ -359,7 +359,7 @@ func TestManifestCheckRefusesBrokenManifests(t *testing.T) {
 		}, "PersistentVolumeClaim"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			docs := tc.break_(loadManifests(t))
+			docs := tc.mutate(loadManifests(t))
 			errs := checkManifests(docs)
 			for _, err := range errs {
 				if strings.Contains(err.Error(), tc.want) {
