@@ -63,7 +63,7 @@ func (l *lineReader) next() (string, error) {
 			frag, err := l.r.ReadSlice('\n')
 			switch {
 			case err == nil:
-				frag = bytes.TrimSuffix(bytes.TrimSuffix(frag, []byte{'\n'}), []byte{'\r'})
+				frag = bytes.TrimSuffix(frag, []byte{'\n'})
 				l.ended = true
 			case errors.Is(err, bufio.ErrBufferFull):
 			case err == io.EOF:
@@ -80,6 +80,12 @@ func (l *lineReader) next() (string, error) {
 				continue
 			}
 			l.cur = append(l.cur, frag...)
+			if l.ended {
+				// A CRLF line end (or a CR before EOF) loses its CR, as
+				// with bufio.ScanLines; the CR may have come in the
+				// previous fragment.
+				l.cur = bytes.TrimSuffix(l.cur, []byte{'\r'})
+			}
 		}
 		if len(l.cur) > room {
 			cut := runeCut(l.cur, room)
