@@ -285,17 +285,20 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stderr, "finelog fetch: more rows: use --max N or --all\n")
 	}
 	if printed == 0 && *cursor == 0 && req.MatchScope == loggingpb.MatchScope_MATCH_SCOPE_EXACT {
-		// A prefix typed without --prefix matches no key exactly.
-		asPrefix := proto.Clone(req).(*loggingpb.FetchLogsRequest)
-		asPrefix.MatchScope = loggingpb.MatchScope_MATCH_SCOPE_PREFIX
-		asPrefix.Cursor, asPrefix.Tail, asPrefix.UntilCursor = 0, false, 0
-		if source != "" {
-			if found, err := more(asPrefix); err == nil && found {
-				fmt.Fprintf(env.stderr, "finelog fetch: no rows for key %q; did you mean --prefix? (keys starting with it have rows)\n", source)
-				return nil
-			}
+		// Say why nothing was printed: the filters, a key with no rows,
+		// or a prefix typed without --prefix.
+		probe := func(scope loggingpb.MatchScope) bool {
+			found, err := more(&loggingpb.FetchLogsRequest{Source: source, MatchScope: scope, Cluster: req.Cluster})
+			return err == nil && found
 		}
-		fmt.Fprintf(env.stderr, "finelog fetch: no rows for key %q\n", source)
+		switch {
+		case probe(loggingpb.MatchScope_MATCH_SCOPE_EXACT):
+			fmt.Fprintf(env.stderr, "finelog fetch: key %q has rows, but none match the filters\n", source)
+		case source != "" && probe(loggingpb.MatchScope_MATCH_SCOPE_PREFIX):
+			fmt.Fprintf(env.stderr, "finelog fetch: no rows for key %q; did you mean --prefix? (keys starting with it have rows)\n", source)
+		default:
+			fmt.Fprintf(env.stderr, "finelog fetch: no rows for key %q\n", source)
+		}
 	}
 	return nil
 }

@@ -373,3 +373,13 @@ func TestTokenMintRefusesAClusterTheKeyIsNot(t *testing.T) {
 		t.Fatalf("no policy, no --cluster: exit %d %q", code, errs)
 	}
 }
+
+func TestFetchSaysFiltersExcludedEverything(t *testing.T) {
+	addr := testServer(t, server.Config{})
+	ctx := context.Background()
+	cli(t, ctx, addr, "calm\n", "push", "--level", "info", "/u/f")
+	_, out, errs := cli(t, ctx, addr, "", "fetch", "--level", "warn", "/u/f")
+	if out != "" || !strings.Contains(errs, `key "/u/f" has rows, but none match the filters`) || strings.Contains(errs, "no rows for key") {
+		t.Fatalf("filtered out: out %q, stderr %q", out, errs)
+	}
+}
