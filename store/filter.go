@@ -54,18 +54,20 @@ func compileRegex(what, src string) (*regexp.Regexp, error) {
 // source. As in the existing finelog server, the source's leading literal
 // (its text before the first metacharacter) must be a prefix of the key,
 // and the whole expression is then searched in the key unanchored: so
-// "cf/job/" matches "cf/job/1" but not "/cf/job/1". A quantifier right after
-// the literal applies to its last character, which is therefore not part of
-// it ("/ab*" requires "/a"). A source that starts with a metacharacter (such
-// as "^" or "(?i)") has no leading literal; "^/user/" still prunes by the
-// prefix its anchor guarantees.
+// "cf/job/" matches "cf/job/1" but not "/cf/job/1". A quantifier that allows
+// zero repetitions (*, ?, {) right after the literal makes its last
+// character optional, so that character is not part of it ("/ab*" requires
+// "/a"); + requires the character and keeps it ("/ab+" requires "/ab"). A
+// source that starts with a metacharacter (such as "^" or "(?i)") has no
+// leading literal; "^/user/" still prunes by the prefix its anchor
+// guarantees.
 func regexKeyPrefix(src string) string {
 	i := strings.IndexAny(src, `\.+*?()|[]{}^$`)
 	if i < 0 {
 		return src
 	}
 	lit := src[:i]
-	if lit != "" && strings.ContainsRune("*+?{", rune(src[i])) {
+	if lit != "" && strings.ContainsRune("*?{", rune(src[i])) {
 		_, size := utf8.DecodeLastRuneInString(lit)
 		lit = lit[:len(lit)-size]
 	}

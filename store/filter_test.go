@@ -15,7 +15,8 @@ func TestRegexKeyPrefix(t *testing.T) {
 		{"cf/job/", "cf/job/"},
 		{"/user/job-[0-9]+/", "/user/job-"},
 		{"/ab*c", "/a"},
-		{"/ab+", "/a"},
+		{"/ab+", "/ab"}, // + requires the b
+		{"/ab+c", "/ab"},
 		{"/ab?", "/a"},
 		{"/ab{2}", "/a"},
 		{"/é*", "/"},

@@ -41,10 +41,10 @@ func (m *model) fetch(q Query) (Result, error) {
 		}
 		// The existing server's rule: the text before the first
 		// metacharacter must start the key (less the character a
-		// quantifier right after it applies to).
+		// zero-allowing quantifier right after it makes optional).
 		for i, c := range q.Source {
 			if strings.ContainsRune(`\.+*?()|[]{}^$`, c) {
-				if strings.ContainsRune("*+?{", c) && i > 0 {
+				if strings.ContainsRune("*?{", c) && i > 0 {
 					lit = lit[:len(lit)-1]
 				}
 				break
