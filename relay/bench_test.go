@@ -54,15 +54,15 @@ func BenchmarkRelayDrain(b *testing.B) {
 	src := openOSStore(b, filepath.Join(b.TempDir(), "east"))
 	defer src.Close()
 	appendRows(b, src, realisticRows(n, 3))
-	for _, inFlight := range []int{1, DaemonInFlight} {
+	for _, inFlight := range []int{1, 4} {
 		b.Run("in-flight="+strconv.Itoa(inFlight), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				sink, dst := newGlobal(b)
 				dir := b.TempDir()
 				f, err := New(Config{Source: StoreSource{src}, Sink: sink, FS: vfs.OS{}, StatePath: filepath.Join(dir, "state.json"),
-					DeadLetterPath: filepath.Join(dir, "dl.jsonl"), Target: "bench", Producer: "east/bench", Cluster: "east", Backfill: true,
-					InFlight: inFlight})
+					DeadLetterPath: filepath.Join(dir, "dl.jsonl"), Target: "bench", Producer: "east/bench", Cluster: "east",
+					Options: Options{Backfill: true, InFlight: inFlight}})
 				if err != nil {
 					b.Fatal(err)
 				}

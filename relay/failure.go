@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"connectrpc.com/connect"
@@ -23,45 +24,131 @@ var ErrTargetRejecting = errors.New("target rejects every row")
 // stops until the process restarts with a new producer id or watermark.
 var ErrSourceBehind = errors.New("relay resume point is ahead of the local store")
 
+// ErrTargetAhead means the target's applied mark for this relay's producer
+// is past every seq the relay sent it: someone else pushed under this
+// producer id (another store sharing it, or a client forging it). The
+// target would drop the relay's next rows up to that mark as already
+// applied, so the relay stops and holds them instead of reporting ok.
+var ErrTargetAhead = errors.New("target's applied mark for this producer is ahead of anything the relay sent")
+
+// delayKind is how long a failure waits before the next Step.
+type delayKind int
+
+const (
+	delayBackoff delayKind = iota // full-jitter exponential backoff
+	delaySlow                     // AuthRetry with jitter: needs an operator, but may fix itself
+	delayStopped                  // AuthRetry: re-checked until an operator acts
+)
+
+// failure is one row of the failure table: what an error means for the
+// relay's state, its failure class, and the wait before the next Step.
+type failure struct {
+	is    func(error) bool
+	class string
+	state State
+	delay delayKind
+	level slog.Level
+	msg   string
+}
+
+func isErr(target error) func(error) bool {
+	return func(err error) bool { return errors.Is(err, target) }
+}
+
+func hasCode(codes ...connect.Code) func(error) bool {
+	return func(err error) bool {
+		c := connect.CodeOf(err)
+		for _, want := range codes {
+			if c == want {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// failures is the one failure table: classify, fail and the retry
+// decisions all read it, first match wins. Errors that are ours (the
+// watermark, the seed, the source) come before the connect codes, so a
+// wrapped connect error inside them cannot change their meaning.
+var failures = []failure{
+	{isErr(ErrCorruptWatermark), ClassCorruptWatermark, StateCorruptWatermark, delayStopped, slog.LevelError,
+		"relay stopped: fix or remove the watermark file (removing it resumes from the target's applied mark, else from the seed)"},
+	{isErr(ErrCorruptSeed), ClassCorruptSeed, StateCorruptSeed, delayStopped, slog.LevelError,
+		"relay stopped: fix or remove the seed file (removing it starts forwarding at the source's current end)"},
+	{isErr(ErrSourceBehind), ClassSourceBehind, StateSourceBehind, delayStopped, slog.LevelError,
+		"relay stopped: the local store is behind the resume point"},
+	{isErr(ErrTargetAhead), ClassTargetAhead, StateTargetAhead, delayStopped, slog.LevelError,
+		"relay stopped: the target's mark for this producer is ahead of anything the relay sent; rows are kept"},
+	{isErr(ErrTargetRejecting), ClassInvalidArgument, StateRejecting, delayStopped, slog.LevelError,
+		"target rejects every row; rows are kept and retried"},
+	{isErr(ErrTargetIsSource), ClassTargetIsSource, StateTargetIsSource, delayStopped, slog.LevelError,
+		"relay stopped: it is forwarding into its own store"},
+	{func(err error) bool { var e sourceError; return errors.As(err, &e) }, ClassSource, StateBackoff, delayBackoff, slog.LevelWarn,
+		"relay step failed; backing off"},
+	{func(err error) bool { var e stateError; return errors.As(err, &e) }, ClassState, StateBackoff, delayBackoff, slog.LevelWarn,
+		"relay step failed; backing off"},
+	// Credentials rarely fix themselves quickly; retry slowly but never
+	// give up or drop anything.
+	{hasCode(connect.CodeUnauthenticated, connect.CodePermissionDenied), ClassAuth, StateAuthFailing, delaySlow, slog.LevelError,
+		"target refuses the relay's credentials; rows are kept and retried"},
+	{hasCode(connect.CodeInvalidArgument), ClassInvalidArgument, StateBackoff, delayBackoff, slog.LevelWarn,
+		"relay step failed; backing off"},
+}
+
+// retryFailure is the default row: Unavailable, DeadlineExceeded, Unknown,
+// Internal, ResourceExhausted, Aborted and anything unexpected are retried
+// with backoff. Dropping rows is never the default.
+var retryFailure = failure{class: ClassUnavailable, state: StateBackoff, delay: delayBackoff, level: slog.LevelWarn,
+	msg: "relay step failed; backing off"}
+
+// lookupFailure returns the table row for err.
+func lookupFailure(err error) failure {
+	for _, r := range failures {
+		if r.is(err) {
+			return r
+		}
+	}
+	return retryFailure
+}
+
+// classify maps an error to its failure class (see the package comment).
+func classify(err error) string { return lookupFailure(err).class }
+
+func retryable(err error) bool { return classify(err) == ClassUnavailable }
+
 // fail records a failed Step and picks the delay before the next one.
 func (f *Forwarder) fail(ctx context.Context, err error) (time.Duration, error) {
 	if ctx.Err() != nil {
 		// Shutting down is not a failure.
 		return 0, ctx.Err()
 	}
-	class := classify(err)
+	r := lookupFailure(err)
 	var next time.Duration
-	var state State
-	switch {
-	case errors.Is(err, ErrTargetRejecting):
-		state, next = StateRejecting, f.cfg.AuthRetry
-		f.log.Error("target rejects every row; rows are kept and retried", "err", err, "retry_in", next)
-	case class == ClassTargetIsSource:
-		state, next = StateTargetIsSource, f.cfg.AuthRetry
-		f.log.Error("relay stopped: it is forwarding into its own store", "err", err)
-	case class == ClassSourceBehind:
-		state, next = StateSourceBehind, f.cfg.AuthRetry
-		f.log.Error("relay stopped: the local store is behind the resume point", "err", err)
-	case class == ClassCorruptWatermark:
-		state, next = StateCorruptWatermark, f.cfg.AuthRetry
-		f.log.Error("relay stopped: fix or remove the watermark file (removing it resumes from the target's applied mark)",
-			"file", f.cfg.StatePath, "err", err)
-	case class == ClassAuth:
-		// Credentials rarely fix themselves quickly; retry slowly but never
-		// give up or drop anything.
-		state = StateAuthFailing
+	switch r.delay {
+	case delayStopped:
+		next = f.cfg.AuthRetry
+	case delaySlow:
 		next = f.cfg.AuthRetry/2 + time.Duration(f.rng.Int63n(int64(f.cfg.AuthRetry/2)+1))
-		f.log.Error("target refuses the relay's credentials; rows are kept and retried", "err", err, "retry_in", next)
 	default:
-		state = StateBackoff
 		next = f.backoff()
-		f.log.Warn("relay step failed; backing off", "class", class, "attempt", f.attempts, "retry_in", next, "err", err)
 	}
-	f.countFailure(class)
-	f.m.setState(state)
+	attrs := []any{"err", err, "retry_in", next}
+	if r.delay == delayBackoff {
+		attrs = append(attrs, "class", r.class, "attempt", f.attempts)
+	}
+	switch r.class {
+	case ClassCorruptWatermark:
+		attrs = append(attrs, "file", f.cfg.StatePath)
+	case ClassCorruptSeed:
+		attrs = append(attrs, "file", f.cfg.SeedPath)
+	}
+	f.log.Log(ctx, r.level, r.msg, attrs...)
+	f.countFailure(r.class)
+	f.m.setState(r.state)
 	f.observeLag(ctx)
 	f.setStatus(func(s *Status) {
-		s.State = state
+		s.State = r.state
 		s.LastError = err.Error()
 		s.NextRetry = next
 	})
@@ -95,35 +182,11 @@ type stateError struct{ error }
 
 func (e stateError) Unwrap() error { return e.error }
 
-// classify maps an error to its failure class (see the package comment).
-func classify(err error) string {
-	var se sourceError
-	var st stateError
-	switch {
-	case errors.Is(err, ErrCorruptWatermark):
-		return ClassCorruptWatermark
-	case errors.Is(err, ErrSourceBehind):
-		return ClassSourceBehind
-	case errors.Is(err, ErrTargetRejecting):
-		return ClassInvalidArgument
-	case errors.Is(err, ErrTargetIsSource):
-		return ClassTargetIsSource
-	case errors.As(err, &se):
-		return ClassSource
-	case errors.As(err, &st):
-		return ClassState
+// StateOf is the state a Step failing with err leaves the relay in
+// (StateOK for nil), from the failure table.
+func StateOf(err error) State {
+	if err == nil {
+		return StateOK
 	}
-	switch connect.CodeOf(err) {
-	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
-		return ClassAuth
-	case connect.CodeInvalidArgument:
-		return ClassInvalidArgument
-	default:
-		// Unavailable, DeadlineExceeded, Unknown, Internal,
-		// ResourceExhausted, Aborted and anything unexpected: retry with
-		// backoff. Dropping rows is never the default.
-		return ClassUnavailable
-	}
+	return lookupFailure(err).state
 }
-
-func retryable(err error) bool { return classify(err) == ClassUnavailable }

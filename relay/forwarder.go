@@ -19,7 +19,11 @@ type Forwarder struct {
 	m   *metrics
 	rng *rand.Rand
 
-	stepMu   sync.Mutex // serializes Step; guards the fields below
+	stepMu sync.Mutex // serializes Step; guards the fields below
+	// enabled once the start point is fixed durably (Enable); seed is the
+	// seed file's content when no watermark existed then.
+	enabled  bool
+	seed     Seed
 	started  bool
 	wm       Watermark // the durable watermark
 	attempts int       // consecutive retryable failures (backoff exponent)
@@ -43,7 +47,12 @@ type Forwarder struct {
 	refusesGaps bool
 	// deadRun counts rows dead-lettered since the target last accepted a
 	// push (see MaxDeadLetterRun).
-	deadRun     int
+	deadRun int
+	// sentMark is the highest producer seq this relay may have made the
+	// target apply: the target's mark when it was last asked, or the end
+	// of a batch pushed since. An ack whose mark is past it means someone
+	// else pushes under this producer id (ErrTargetAhead).
+	sentMark    int64
 	behindSince time.Time
 	lastSuccess time.Time
 
@@ -125,6 +134,9 @@ func (f *Forwarder) Step(ctx context.Context) (time.Duration, error) {
 	}
 	if f.stuck != nil {
 		return f.fail(ctx, f.stuck)
+	}
+	if err := f.enable(ctx); err != nil {
+		return f.fail(ctx, err)
 	}
 	if !f.started {
 		if err := f.resolve(ctx); err != nil {

@@ -58,7 +58,7 @@ func (h *harness) config() Config {
 	cfg := Config{
 		Source: h.src, Sink: h.tgt, FS: h.fs, Clock: h.clk, Rand: rand.New(rand.NewSource(1)),
 		StatePath: statePath, DeadLetterPath: dlPath, Target: target, Producer: producer, Cluster: "east",
-		BatchRows: 100, Backfill: true,
+		Options: Options{BatchRows: 100, Backfill: true},
 		Pin:    func(seq int64) { h.pins = append(h.pins, seq) },
 		Logger: slog.New(slog.NewTextHandler(h.logs, nil)),
 	}

@@ -18,9 +18,24 @@ const (
 	StateSourceBehind     State = "stopped_source_behind"
 	StateRejecting        State = "target_rejecting"
 	StateTargetIsSource   State = "stopped_target_is_source"
+	StateCorruptSeed      State = "stopped_corrupt_seed"
+	StateTargetAhead      State = "stopped_target_ahead"
 )
 
-var allStates = []State{StateStarting, StateOK, StateBackoff, StateAuthFailing, StateCorruptWatermark, StateSourceBehind, StateRejecting, StateTargetIsSource}
+var allStates = []State{StateStarting, StateOK, StateBackoff, StateAuthFailing, StateCorruptWatermark, StateSourceBehind, StateRejecting, StateTargetIsSource, StateCorruptSeed, StateTargetAhead}
+
+// Stopped reports whether the relay forwards nothing until an operator
+// acts: it keeps every row and re-checks now and then, but no retry alone
+// can fix what it found. This is the one definition of "stopped": the
+// server's /health/relay and docs/relay.md use it.
+func (s State) Stopped() bool {
+	switch s {
+	case StateCorruptWatermark, StateCorruptSeed, StateSourceBehind, StateTargetIsSource, StateTargetAhead:
+		return true
+	default:
+		return false
+	}
+}
 
 // Status is a snapshot for /health and tests. It marshals to JSON as
 // /health shows it (it holds no secret).
@@ -47,10 +62,10 @@ type Status struct {
 }
 
 // Healthy reports whether the relay is moving (ok or merely backing off).
-// An auth failure, a corrupt watermark, a source behind the resume point or
-// a target that rejects every row needs an operator.
+// A stopped relay, an auth failure or a target that rejects every row
+// needs an operator.
 func (s Status) Healthy() bool {
-	return s.State == StateOK || s.State == StateStarting || s.State == StateBackoff
+	return !s.State.Stopped() && s.State != StateAuthFailing && s.State != StateRejecting
 }
 
 func (s *Status) fromWatermark(w Watermark) {
