@@ -97,25 +97,41 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
-			// Honour the backoff: new rows must not hammer a failing target.
-			wake = nil
-		}
+		failing := err != nil
 		t := f.cfg.Clock.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C():
-		case <-wake:
-			t.Stop()
-			// Let a burst of appends gather into one push rather than one
-			// push (and two watermark fsyncs) per append.
-			if err := clock.Sleep(ctx, f.cfg.Clock, f.cfg.Linger); err != nil {
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
 				return nil
+			case <-t.C():
+				break wait
+			case <-wake:
+				if failing {
+					// Honour the backoff: new rows must not hammer a
+					// failing target. They still count as lag at once.
+					f.refreshLag(ctx)
+					wake = f.cfg.Changed()
+					continue
+				}
+				t.Stop()
+				// Let a burst of appends gather into one push rather than
+				// one push (and two watermark fsyncs) per append.
+				if err := clock.Sleep(ctx, f.cfg.Clock, f.cfg.Linger); err != nil {
+					return nil
+				}
+				break wait
 			}
 		}
 	}
+}
+
+// refreshLag updates the lag figures between Steps (while backing off).
+func (f *Forwarder) refreshLag(ctx context.Context) {
+	f.stepMu.Lock()
+	defer f.stepMu.Unlock()
+	f.observeLag(ctx)
 }
 
 // Step does one deterministic unit of work: on the first call it resolves

@@ -59,8 +59,8 @@ func (h *harness) config() Config {
 		Source: h.src, Sink: h.tgt, FS: h.fs, Clock: h.clk, Rand: rand.New(rand.NewSource(1)),
 		StatePath: statePath, DeadLetterPath: dlPath, Target: target, Producer: producer, Cluster: "east",
 		Options: Options{BatchRows: 100, Backfill: true},
-		Pin:    func(seq int64) { h.pins = append(h.pins, seq) },
-		Logger: slog.New(slog.NewTextHandler(h.logs, nil)),
+		Pin:     func(seq int64) { h.pins = append(h.pins, seq) },
+		Logger:  slog.New(slog.NewTextHandler(h.logs, nil)),
 	}
 	if h.tweak != nil {
 		h.tweak(&cfg)
