@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -30,6 +31,16 @@ var ErrSourceBehind = errors.New("relay resume point is ahead of the local store
 // target would drop the relay's next rows up to that mark as already
 // applied, so the relay stops and holds them instead of reporting ok.
 var ErrTargetAhead = errors.New("target's applied mark for this producer is ahead of anything the relay sent")
+
+// targetAheadError is a push the target acked with a mark past anything
+// the relay sent.
+type targetAheadError struct{ mark, sent int64 }
+
+func (e *targetAheadError) Error() string {
+	return fmt.Sprintf("%v: the target acked with applied mark %d, past %d", ErrTargetAhead, e.mark, e.sent)
+}
+
+func (e *targetAheadError) Is(target error) bool { return target == ErrTargetAhead }
 
 // delayKind is how long a failure waits before the next Step.
 type delayKind int

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -72,6 +73,9 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 	if len(batches) == 0 {
 		return false, nil
 	}
+	// Nothing pushed in this round can make the target's mark pass the
+	// last batch's end; a mark past it was put there by someone else.
+	f.sentMark = max(f.sentMark, batches[len(batches)-1].batch.LastSeq)
 	f.pushAll(ctx, batches)
 
 	// Settle batches in seq order; the watermark may only move over a
@@ -103,6 +107,10 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 		}
 	}
 	if stop != nil {
+		var ahead *targetAheadError
+		if errors.As(stop, &ahead) {
+			return false, f.targetAhead(ahead.mark, ahead.sent, "the end of the last batch it sent")
+		}
 		if connect.CodeOf(stop) == connect.CodeAborted {
 			// The target refused a batch as overtaking even after its
 			// predecessors settled: its mark is not where the relay
@@ -196,10 +204,17 @@ func (f *Forwarder) acked(b Batch) {
 	}
 }
 
+// push sends one batch. It may run concurrently with other pushes of the
+// round, so it only reads Forwarder state.
 func (f *Forwarder) push(ctx context.Context, b Batch) (store.Ack, error) {
 	ack, err := f.cfg.Sink.Push(ctx, b)
 	if err != nil {
 		return ack, fmt.Errorf("push seqs %d..%d (%d rows) to %s: %w", b.FirstSeq, b.LastSeq, len(b.Rows), f.cfg.Target, err)
+	}
+	if b.Producer != "" && ack.ProducerApplied > f.sentMark {
+		// The target may have dropped these rows as already applied: the
+		// batch is not settled.
+		return ack, &targetAheadError{mark: ack.ProducerApplied, sent: f.sentMark}
 	}
 	return ack, nil
 }
