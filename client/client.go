@@ -25,12 +25,13 @@ import (
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/wirecompress"
+	"github.com/finelog/finelog/wire"
 )
 
 // RetryHeader is the error metadata key finelogd sets on a
 // resource_exhausted error that is transient (the disk is full), so clients
 // can tell it apart from an oversize request, which is permanent.
-const RetryHeader = "Finelog-Retryable"
+const RetryHeader = wire.RetryHeader
 
 // Client talks to one finelogd.
 type Client struct {
