@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/finelog/finelog/client"
-	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/store"
@@ -43,7 +42,7 @@ func newGlobal(b *testing.B) (ClientSink, *store.Store) {
 	dst := openOSStore(b, filepath.Join(b.TempDir(), "global"))
 	b.Cleanup(func() { dst.Close() })
 	srv := serveTarget(b, &targetService{st: dst})
-	return ClientSink{Client: loggingpbconnect.NewLogServiceClient(client.HTTP1Client(), srv.URL, GzipClientOptions()...)}, dst
+	return ClientSink{Client: sinkClient(srv.URL, client.HTTP1Client(), GzipClientOptions()...)}, dst
 }
 
 // BenchmarkRelayDrain measures how fast the relay empties a backlog from a

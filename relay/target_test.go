@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/store"
@@ -67,4 +68,10 @@ func serveTarget(t testing.TB, svc *targetService) *httptest.Server {
 		srv.Close()
 	})
 	return srv
+}
+
+// sinkClient is a client.Client as ClientSink wants it (no retries of its
+// own) with the given Connect options.
+func sinkClient(url string, hc connect.HTTPClient, opts ...connect.ClientOption) *client.Client {
+	return client.New(url, client.WithHTTPClient(hc), client.WithRetry(1, 0, 0), client.WithConnectOptions(opts...))
 }

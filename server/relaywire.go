@@ -15,7 +15,6 @@ import (
 
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/client"
-	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/relay"
 	"github.com/finelog/finelog/store"
@@ -238,11 +237,7 @@ func (s *Server) buildRelay(st relayStore) (*relay.Forwarder, error) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	sink := relay.ClientSink{
-		Client:  loggingpbconnect.NewLogServiceClient(httpClient, target, relay.GzipClientOptions()...),
-		Token:   token,
-		Timeout: timeout,
-	}.WithZstd(loggingpbconnect.NewLogServiceClient(httpClient, target, relay.ZstdClientOptions()...))
+	sink := relay.NewClientSink(target, httpClient, token, timeout)
 	opts := cfg.Options
 	if opts.InFlight == 0 {
 		opts.InFlight = DefaultRelayInFlight
