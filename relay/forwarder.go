@@ -33,8 +33,8 @@ type Forwarder struct {
 	// time, because a target that does not know the producer yet accepts
 	// any batch and a later one arriving first would mask the earlier.
 	primed bool
-	// stuck is a permanent error found at start (ErrSourceBehind): every
-	// Step returns it until the process restarts.
+	// stuck is a permanent error (ErrSourceBehind, ErrTargetIsSource,
+	// ErrTargetAhead): every Step returns it until the process restarts.
 	stuck error
 	// targetMark is a lower bound of the target's applied mark for this
 	// producer (markKnown once learned). A batch that follows dead-lettered
@@ -61,7 +61,9 @@ type Forwarder struct {
 }
 
 // Watermark returns the durable watermark: every source seq at or below it
-// is forwarded, dead-lettered or filtered. 0 before the first Step.
+// is forwarded, dead-lettered or filtered. Before the target first
+// answered it is the seed (seqs at or below it were stored before the
+// relay was enabled); 0 before Enable.
 func (f *Forwarder) Watermark() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -22,6 +22,7 @@ type storeWorld struct {
 	srcFS, dstFS *vfs.MemFS
 	src, dst     *store.Store
 	down         bool
+	downErr      error // what the target answers while down (default: connection refused)
 	clk          *clock.Fake
 }
 
@@ -46,16 +47,23 @@ func (w *storeWorld) crashSource(t *testing.T) {
 	w.src = openStore(t, w.srcFS, "/east/store")
 }
 
+func (w *storeWorld) refusal() error {
+	if w.downErr != nil {
+		return w.downErr
+	}
+	return connect.NewError(connect.CodeUnavailable, errors.New("connection refused"))
+}
+
 func (w *storeWorld) Push(ctx context.Context, b Batch) (store.Ack, error) {
 	if w.down {
-		return store.Ack{}, connect.NewError(connect.CodeUnavailable, errors.New("connection refused"))
+		return store.Ack{}, w.refusal()
 	}
 	return StoreSink{Store: w.dst}.Push(ctx, b)
 }
 
 func (w *storeWorld) ProducerState(ctx context.Context, producer string) (ProducerState, error) {
 	if w.down {
-		return ProducerState{}, connect.NewError(connect.CodeUnavailable, errors.New("connection refused"))
+		return ProducerState{}, w.refusal()
 	}
 	return StoreSink{Store: w.dst}.ProducerState(ctx, producer)
 }
@@ -110,9 +118,22 @@ func wantRows(from, to int) []string {
 // of the source, all arrive once it is up, and those stored before the
 // relay was enabled do not (no backfill).
 func TestSeedFixedBeforeTargetIsReached(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		state State
+	}{
+		{"unreachable", nil, StateBackoff},
+		{"refusing the credentials", connect.NewError(connect.CodePermissionDenied, errors.New("token audience does not match this layer")), StateAuthFailing},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testSeedFixedBeforeTargetIsReached(t, tc.err, tc.state) })
+	}
+}
+
+func testSeedFixedBeforeTargetIsReached(t *testing.T, refusal error, downState State) {
 	w := newStoreWorld(t)
 	w.add(t, 0, 10) // before the relay was enabled
-	w.down = true
+	w.down, w.downErr = true, refusal
 	f := w.forwarder(t, false)
 	if err := f.Enable(context.Background()); err != nil {
 		t.Fatal(err)
@@ -121,7 +142,7 @@ func TestSeedFixedBeforeTargetIsReached(t *testing.T) {
 	if _, err := f.Step(context.Background()); err == nil {
 		t.Fatal("step succeeded with the target down")
 	}
-	if st := f.Status(); st.LagRows != 100 || st.State != StateBackoff {
+	if st := f.Status(); st.LagRows != 100 || st.State != downState {
 		t.Fatalf("status with the target down = %+v, want 100 rows of lag", st)
 	}
 	if got := testutil.ToFloat64(f.m.lagRows); got != 100 {

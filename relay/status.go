@@ -43,7 +43,7 @@ type Status struct {
 	State         State     `json:"state"`
 	Target        string    `json:"target"`
 	Producer      string    `json:"producer"`
-	Watermark     int64     `json:"watermark"` // durable: every seq <= Watermark is forwarded, dead-lettered or filtered
+	Watermark     int64     `json:"watermark"` // durable: every seq <= Watermark is forwarded, dead-lettered or filtered (or, before the target answered, stored before the relay was enabled)
 	SourceLastSeq int64     `json:"source_last_seq"`
 	LagRows       int64     `json:"lag_rows"`
 	LagSeconds    float64   `json:"lag_seconds"`
