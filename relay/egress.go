@@ -13,16 +13,19 @@ import (
 	"github.com/finelog/finelog/store"
 )
 
-// egressMetrics are the daemon relay's network-side series: how long a
+// EgressMetrics are the daemon relay's network-side series: how long a
 // push takes on the wire and how many bytes leave the cluster, which is
-// what an egress bill and a slow global store show up in.
-type egressMetrics struct {
+// what an egress bill and a slow global store show up in. Wrap the relay's
+// HTTP client with Client and its sink with Sink.
+type EgressMetrics struct {
 	pushSeconds *prometheus.HistogramVec
 	egressBytes prometheus.Counter
 }
 
-func newEgressMetrics(reg prometheus.Registerer) *egressMetrics {
-	m := &egressMetrics{
+// NewEgressMetrics registers finelog_relay_push_duration_seconds and
+// finelog_relay_egress_bytes_total on reg (nil: unregistered).
+func NewEgressMetrics(reg prometheus.Registerer) *EgressMetrics {
+	m := &EgressMetrics{
 		pushSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "finelog_relay_push_duration_seconds",
 			Help:    "Latency of one relay push to the target (until the target's durable ack), by result (ok or the Connect code).",
@@ -54,11 +57,21 @@ func registerOrExisting[C prometheus.Collector](reg prometheus.Registerer, c C) 
 	return c
 }
 
+// Client returns hc counting the request bytes it sends.
+func (m *EgressMetrics) Client(hc connect.HTTPClient) connect.HTTPClient {
+	return countingClient{next: hc, m: m}
+}
+
+// Sink returns s observing every Push's latency on clk.
+func (m *EgressMetrics) Sink(s Sink, clk clock.Clock) Sink {
+	return timedSink{Sink: s, clk: clk, m: m}
+}
+
 // timedSink observes every Push's latency.
 type timedSink struct {
 	Sink
 	clk clock.Clock
-	m   *egressMetrics
+	m   *EgressMetrics
 }
 
 func (t timedSink) Push(ctx context.Context, b Batch) (store.Ack, error) {
@@ -76,7 +89,7 @@ func (t timedSink) Push(ctx context.Context, b Batch) (store.Ack, error) {
 // to send, so the figure is what left, compressed, retries included.
 type countingClient struct {
 	next connect.HTTPClient
-	m    *egressMetrics
+	m    *EgressMetrics
 }
 
 func (c countingClient) Do(r *http.Request) (*http.Response, error) {

@@ -28,7 +28,7 @@ func (c Config) Effective() Config {
 			c.Relay.StatePath = filepath.Join(c.DataDir, "relay", "state.json")
 		}
 		c.Relay.BatchRows = cmp.Or(c.Relay.BatchRows, relay.DefaultBatchRows)
-		c.Relay.InFlight = cmp.Or(c.Relay.InFlight, relay.DaemonInFlight)
+		c.Relay.InFlight = cmp.Or(c.Relay.InFlight, DefaultRelayInFlight)
 	}
 	return c
 }

@@ -17,6 +17,7 @@ import (
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/relay"
 )
 
 func scrape(t *testing.T, e *testEnv) string {
@@ -96,7 +97,7 @@ func TestRelayPushLatencyAndEgressBytes(t *testing.T) {
 	target := newTestServer(t, func(c *Config) { c.Cluster = "global" })
 	src := newTestServer(t, func(c *Config) {
 		c.Cluster = "east"
-		c.Relay = RelayConfig{Address: "http://" + target.http.Listener.Addr().String(), Backfill: true}
+		c.Relay = RelayConfig{Address: "http://" + target.http.Listener.Addr().String(), Options: relay.Options{Backfill: true}}
 	})
 	data := strings.Repeat("payload ", 200)
 	if _, err := src.c.Push(context.Background(), &loggingpb.PushLogsRequest{Key: "/job/m", Entries: []*loggingpb.LogEntry{entry(data)}}); err != nil {

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
-	"github.com/finelog/finelog/store"
+	"github.com/finelog/finelog/wire"
 )
 
 func init() {
@@ -235,7 +235,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 	if *tail {
 		// The newest rows come back in one page.
 		req.Tail = true
-		req.MaxLines = int32(min(*maxLines, store.MaxMaxLines))
+		req.MaxLines = int32(min(*maxLines, wire.MaxMaxLines))
 		resp, err := c.Fetch(ctx, req)
 		if err != nil {
 			return conn.friendly(err)
@@ -254,9 +254,9 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		// Page forward by cursor until --max lines or the end.
 		left := *maxLines
 		for *all || left > 0 {
-			req.MaxLines = int32(store.MaxMaxLines)
+			req.MaxLines = int32(wire.MaxMaxLines)
 			if !*all {
-				req.MaxLines = int32(min(left, store.MaxMaxLines))
+				req.MaxLines = int32(min(left, wire.MaxMaxLines))
 			}
 			resp, err := c.Fetch(ctx, req)
 			if err != nil {

@@ -12,7 +12,7 @@ import (
 	"unicode/utf8"
 
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
-	"github.com/finelog/finelog/store"
+	"github.com/finelog/finelog/wire"
 )
 
 func init() {
@@ -59,7 +59,7 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	// Room for the data of one row: the row limit less the key, source,
 	// a generous cluster name and the per-row overhead.
-	lr, err := newLineReader(env.stdin, store.MaxRowBytes-len(key)-len(*source)-1024, *longLines)
+	lr, err := newLineReader(env.stdin, wire.MaxRowBytes-len(key)-len(*source)-1024, *longLines)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/server"
-	"github.com/finelog/finelog/store"
+	"github.com/finelog/finelog/wire"
 )
 
 func TestPushReplacesInvalidUTF8AndKeepsTheBatch(t *testing.T) {
@@ -42,7 +42,7 @@ func TestPushReplacesInvalidUTF8AndKeepsTheBatch(t *testing.T) {
 func TestPushLongLineSplitsAndKeepsGoing(t *testing.T) {
 	addr := testServer(t, server.Config{})
 	ctx := context.Background()
-	long := strings.Repeat("é", store.MaxRowBytes) // 2 MiB: two-byte runes, so a cut must respect them
+	long := strings.Repeat("é", wire.MaxRowBytes) // 2 MiB: two-byte runes, so a cut must respect them
 	in := "before\n" + long + "\nafter\n"
 	code, _, errs := cli(t, ctx, addr, in, "push", "/u/long")
 	if code != 0 {

@@ -50,7 +50,7 @@ func TestPrintConfigShowsEffectiveDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.MaxInflight != server.DefaultMaxInflightRequestBytes || cfg.Relay.BatchRows != relay.DefaultBatchRows ||
-		cfg.Relay.InFlight != relay.DaemonInFlight || cfg.Relay.State != "/srv/d/relay/state.json" {
+		cfg.Relay.InFlight != server.DefaultRelayInFlight || cfg.Relay.State != "/srv/d/relay/state.json" {
 		t.Fatalf("print-config shows %+v; want the values that run, not 0", cfg)
 	}
 }
