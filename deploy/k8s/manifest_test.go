@@ -370,3 +370,25 @@ func TestManifestCheckRefusesBrokenManifests(t *testing.T) {
 		})
 	}
 }
+
+// The manifests' flags must be flags finelogd has: a typo would only show
+// as a crash-looping pod.
+func TestManifestFlagsExist(t *testing.T) {
+	src, err := os.ReadFile("../../cmd/finelogd/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range loadManifests(t) {
+		if d.kind() != "StatefulSet" {
+			continue
+		}
+		for _, ci := range list(get(get(get(d.m, "spec"), "template"), "spec"), "containers") {
+			c, _ := ci.(map[string]any)
+			for flag := range containerArgs(c) {
+				if !bytes.Contains(src, []byte(`"`+strings.TrimPrefix(flag, "--")+`"`)) {
+					t.Errorf("%s: flag %s is not defined in cmd/finelogd", d, flag)
+				}
+			}
+		}
+	}
+}
