@@ -221,7 +221,9 @@ func (s *Server) routes(gate gate) http.Handler {
 	)
 	gated := http.NewServeMux()
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
-	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
+	rpc := s.m.countInFlight(limit.wrap(svc))
+	gated.Handle(path, rpc)
+	gated.Handle(legacyServicePath, legacyService(rpc))
 	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	gated.HandleFunc("/debug/pprof/", pprof.Index)
 	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -233,7 +235,7 @@ func (s *Server) routes(gate gate) http.Handler {
 	root.HandleFunc("/health", s.health)
 	root.HandleFunc("/health/relay", s.healthRelay)
 	root.Handle("/", gate(gated))
-	return root
+	return stripForwardedPrefix(root)
 }
 
 // Handler is the server's single HTTP handler.
