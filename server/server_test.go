@@ -310,7 +310,7 @@ func TestMetricsCountRequests(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
-		`finelog_rpc_requests_total{code="ok",procedure="/finelog.logging.LogService/PushLogs"} 1`,
+		`finelog_rpc_requests_total{code="ok",procedure="/finelog.logging.LogService/PushLogs",reason=""} 1`,
 		"finelog_push_rows_total 2",
 		"process_cpu_seconds_total",
 	} {
