@@ -37,40 +37,83 @@ const (
 // pushes the same lines under the same keys.
 type benchPusher func(ctx context.Context, req *loggingpb.PushLogsRequest) error
 
-// runProtocolBench runs the bench over the chosen shipper protocol, or
-// over every protocol in turn with each one's throughput as a ratio of
-// PushLogs' in the same run.
+// benchRounds is how many rounds --protocol all runs. One daemon serves
+// every run, and a run pays for the flushes of the rows before it, so each
+// round starts with a different protocol and each gets every position.
+const benchRounds = 3
+
+// runProtocolBench runs the bench over one shipper protocol, or with all
+// over the three protocols in rotated rounds (--lines split among them),
+// then prints each protocol's totals and its ratios to PushLogs.
 func runProtocolBench(ctx context.Context, env *cliEnv, c *client.Client, conn *connFlags, bc benchConfig) error {
 	protocols := []string{bc.protocol}
+	rounds := 1
 	switch bc.protocol {
 	case benchLoki, benchOTLP:
 	case benchAll:
 		protocols = []string{benchPushLogs, benchLoki, benchOTLP}
+		rounds = benchRounds
+		bc.lines = max(1, bc.lines/(rounds*len(protocols)))
 	default:
 		return fmt.Errorf("--protocol %q: want pushlogs, loki, otlp or all", bc.protocol)
 	}
-	rates := map[string]float64{}
+	pushers := map[string]benchPusher{}
 	for _, p := range protocols {
-		bc.push = nil
 		if p != benchPushLogs {
 			push, err := newHTTPPusher(p, conn, bc.gzip)
 			if err != nil {
 				return err
 			}
-			bc.push = push
+			pushers[p] = push
 		}
-		fmt.Fprintf(env.stdout, "protocol     %s\n", p)
-		r, err := bench(ctx, c, bc, env.stderr)
-		if err != nil {
-			return conn.friendly(fmt.Errorf("%s: %w", p, err))
-		}
-		r.print(env.stdout, bc)
-		rates[p] = float64(r.lines) / r.elapsed.Seconds()
 	}
-	if base := rates[benchPushLogs]; base > 0 {
-		for _, p := range protocols[1:] {
-			fmt.Fprintf(env.stdout, "ratio        %s / pushlogs = %.2fx\n", p, rates[p]/base)
+	type total struct {
+		lines int64
+		secs  float64
+		cpu   float64 // <0 unknown
+	}
+	totals := map[string]*total{}
+	for round := range rounds {
+		for i := range protocols {
+			p := protocols[(round+i)%len(protocols)]
+			bc.push = pushers[p]
+			if rounds > 1 {
+				fmt.Fprintf(env.stdout, "protocol     %s (round %d of %d)\n", p, round+1, rounds)
+			} else {
+				fmt.Fprintf(env.stdout, "protocol     %s\n", p)
+			}
+			r, err := bench(ctx, c, bc, env.stderr)
+			if err != nil {
+				return conn.friendly(fmt.Errorf("%s: %w", p, err))
+			}
+			r.print(env.stdout, bc)
+			t := totals[p]
+			if t == nil {
+				t = &total{}
+				totals[p] = t
+			}
+			t.lines += r.lines
+			t.secs += r.elapsed.Seconds()
+			if r.cpu < 0 || t.cpu < 0 {
+				t.cpu = -1
+			} else {
+				t.cpu += r.cpu
+			}
 		}
+	}
+	if rounds == 1 {
+		return nil
+	}
+	base := totals[benchPushLogs]
+	for _, p := range protocols {
+		t := totals[p]
+		line := fmt.Sprintf("total        %-8s %.0f lines/s (%.2fx pushlogs)", p, float64(t.lines)/t.secs,
+			float64(t.lines)/t.secs/(float64(base.lines)/base.secs))
+		if t.cpu >= 0 && base.cpu > 0 {
+			line += fmt.Sprintf(", server CPU %.2f s per million lines (pushlogs/this %.2fx)", t.cpu/float64(t.lines)*1e6,
+				(base.cpu/float64(base.lines))/(t.cpu/float64(t.lines)))
+		}
+		fmt.Fprintln(env.stdout, line)
 	}
 	return nil
 }

@@ -11,16 +11,16 @@ import (
 )
 
 // TestBenchProtocols: --protocol all pushes the same lines over PushLogs,
-// the Loki push API and OTLP/HTTP, every line arrives under the bench
-// keys, and the ratios are printed.
+// the Loki push API and OTLP/HTTP in three rotated rounds, every line
+// arrives under the bench keys, and the totals and ratios are printed.
 func TestBenchProtocols(t *testing.T) {
 	addr := testServer(t, server.Config{})
 	ctx := context.Background()
-	code, out, errs := cli(t, ctx, addr, "", "bench", "--protocol", "all", "--lines", "1500", "--keys", "5", "--batch", "100", "--concurrency", "2", "--gzip")
+	code, out, errs := cli(t, ctx, addr, "", "bench", "--protocol", "all", "--lines", "4500", "--keys", "5", "--batch", "100", "--concurrency", "2", "--gzip")
 	if code != 0 {
 		t.Fatalf("bench: exit %d: %s", code, errs)
 	}
-	for _, want := range []string{"protocol     pushlogs", "protocol     loki", "protocol     otlp", "loki / pushlogs = ", "otlp / pushlogs = "} {
+	for _, want := range []string{"protocol     loki (round 1 of 3)", "protocol     pushlogs (round 3 of 3)", "total        loki ", "total        otlp ", "x pushlogs)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("bench output lacks %q:\n%s", want, out)
 		}
