@@ -224,6 +224,7 @@ func (s *Server) routes(gate gate) http.Handler {
 	rpc := s.m.countInFlight(limit.wrap(svc))
 	gated.Handle(path, rpc)
 	gated.Handle(legacyServicePath, legacyService(rpc))
+	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(limit.wrap(h)) })
 	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	gated.HandleFunc("/debug/pprof/", pprof.Index)
 	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

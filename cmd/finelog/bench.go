@@ -48,6 +48,8 @@ type benchConfig struct {
 	seed        uint64
 	gzip        bool
 	prefix      string
+	protocol    string
+	push        benchPusher // nil: PushLogs through the client
 }
 
 func runBench(ctx context.Context, env *cliEnv, args []string) error {
@@ -63,6 +65,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.DurationVar(&bc.progress, "progress", 2*time.Second, "progress line interval")
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the line generator")
 	fs.BoolVar(&bc.gzip, "gzip", false, "gzip request bodies")
+	fs.StringVar(&bc.protocol, "protocol", benchPushLogs, "push over `pushlogs`, loki (push API, protobuf+snappy), otlp (OTLP/HTTP protobuf), or all (each in turn, with ratios to pushlogs)")
 	fs.StringVar(&bc.prefix, "prefix", "/bench/run-"+time.Now().UTC().Format("20060102T150405Z")+"/", "key `prefix` the bench rows are written under")
 	spawn := fs.Bool("spawn", false, "start a throw-away finelogd (empty data dir, free loopback port) for a clean measurement, report its CPU and RSS, then stop it and delete its data")
 	finelogd := fs.String("finelogd", "", "finelogd `binary` for --spawn (default: next to finelog, else on PATH)")
@@ -116,6 +119,9 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	if es := other.GetEntries(); len(es) > 0 {
 		fmt.Fprintf(env.stderr, "finelog bench: warning: the store at %s already holds data (e.g. key %q): the bench adds %d rows to it under %s; use --spawn for a clean measurement\n",
 			conn.addr, es[0].GetKey(), bc.lines, bc.prefix)
+	}
+	if bc.protocol != benchPushLogs {
+		return runProtocolBench(ctx, env, c, conn, bc)
 	}
 	r, err := bench(ctx, c, bc, env.stderr)
 	if err != nil {
@@ -194,7 +200,12 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Wr
 					e.Timestamp.EpochMs = now
 				}
 				t0 := time.Now()
-				_, err := c.Push(ctx, req)
+				var err error
+				if bc.push != nil {
+					err = bc.push(ctx, req)
+				} else {
+					_, err = c.Push(ctx, req)
+				}
 				d := time.Since(t0)
 				req.Entries = full
 				if err != nil {
