@@ -30,9 +30,18 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 	if err != nil {
 		return nil, err
 	}
-	cluster, err := l.s.stampCluster(ctx, msg.GetCluster())
+	c := callerFrom(ctx)
+	cluster, err := l.s.stampCluster(c, msg.GetCluster())
 	if err != nil {
 		return nil, err
+	}
+	if p := msg.GetProducer(); p != "" {
+		if err := l.s.checkProducer(c, p); err != nil {
+			return nil, err
+		}
+		if err := l.s.producers.use(c.key, p, l.s.clk.Now()); err != nil {
+			return nil, err
+		}
 	}
 	rows, err := rowsFromPush(msg, cluster, l.s.clk.Now().UnixMilli())
 	if err != nil {
@@ -65,15 +74,20 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 // stampCluster decides the cluster of a push's rows: a JWT identity is bound
 // to its cluster (it may write only that cluster's rows, and rows with no
 // cluster become its); otherwise the request's cluster, else the server's.
-func (s *Server) stampCluster(ctx context.Context, reqCluster string) (string, error) {
-	if c, bound := boundCluster(ctx); bound {
-		if reqCluster != "" && reqCluster != c {
+// A cluster named by any other writer is checked like a key label, so
+// what is stored is safe in a log line, a metric label and a header.
+func (s *Server) stampCluster(c caller, reqCluster string) (string, error) {
+	if c.jwt {
+		if reqCluster != "" && reqCluster != c.cluster {
 			return "", connect.NewError(connect.CodePermissionDenied,
-				fmt.Errorf("identity of cluster %q may not write rows of cluster %q", c, reqCluster))
+				fmt.Errorf("identity of cluster %q may not write rows of cluster %q", c.cluster, reqCluster))
 		}
-		return c, nil
+		return c.cluster, nil
 	}
 	if reqCluster != "" {
+		if err := checkClusterLabel(reqCluster); err != nil {
+			return "", connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cluster: %w", err))
+		}
 		return reqCluster, nil
 	}
 	return s.cfg.Cluster, nil
@@ -89,6 +103,10 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 	}
 	q, err := queryFromFetch(req.Msg)
 	if err != nil {
+		return nil, err
+	}
+	c := callerFrom(ctx)
+	if q.Cluster, err = readCluster(c, q.Cluster); err != nil {
 		return nil, err
 	}
 	wait := min(time.Duration(req.Msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
@@ -140,6 +158,9 @@ func (l *logService) fetchResponse(res store.Result) *connect.Response[loggingpb
 func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[loggingpb.GetProducerStateRequest]) (*connect.Response[loggingpb.GetProducerStateResponse], error) {
 	if req.Msg.GetProducer() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("producer is required"))
+	}
+	if err := l.s.checkProducer(callerFrom(ctx), req.Msg.GetProducer()); err != nil {
+		return nil, err
 	}
 	st, err := l.s.store()
 	if err != nil {

@@ -18,11 +18,12 @@ type relayRunner struct {
 	done   chan struct{}
 }
 
-// relayHealth is the relay part of /health.
+// relayHealth is the relay part of /health. It leaves out the producer
+// id: /health is open, and the id is what another writer would need to
+// aim at this relay's applied mark at the target.
 type relayHealth struct {
 	State       string    `json:"state"`
 	Target      string    `json:"target"`
-	Producer    string    `json:"producer"`
 	Watermark   int64     `json:"watermark"`
 	LagRows     int64     `json:"lag_rows"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
@@ -130,7 +131,6 @@ func (s *Server) relayHealth() *relayHealth {
 	return &relayHealth{
 		State:       string(st.State),
 		Target:      st.Target,
-		Producer:    st.Producer,
 		Watermark:   st.Watermark,
 		LagRows:     st.LagRows,
 		LastSuccess: st.LastSuccess,

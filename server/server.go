@@ -65,6 +65,9 @@ type Config struct {
 	// unknown length as MaxRequestBytes). Past it requests wait, then get a
 	// retryable resource_exhausted.
 	MaxInflightRequestBytes int64
+	// MaxProducersPerIdentity caps the producers one identity keeps
+	// active (0 = DefaultMaxProducersPerIdentity).
+	MaxProducersPerIdentity int
 	// MaxWait caps a FetchLogs long-poll (wait_ms).
 	MaxWait time.Duration
 	// ShutdownTimeout bounds how long graceful shutdown waits for
@@ -151,6 +154,11 @@ type Server struct {
 	// waiting, so a test can act exactly then instead of sleeping.
 	onPark func()
 
+	// ownsNamespace reports whether a producer namespace belongs to a jwt
+	// key of the policy (see tenancy.go).
+	ownsNamespace func(cluster string) bool
+	producers     *producerBook
+
 	relay *relayRunner // nil when no relay is configured
 	self  []string     // this daemon's own URLs (the relay refuses them as a target)
 }
@@ -185,6 +193,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
+	if cfg.MaxProducersPerIdentity <= 0 {
+		cfg.MaxProducersPerIdentity = DefaultMaxProducersPerIdentity
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -192,11 +203,12 @@ func New(cfg Config) (*Server, error) {
 		cfg.Relay.StatePath = filepath.Join(cfg.DataDir, "relay", "state.json")
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		clk:      cfg.Clock,
-		reg:      prometheus.NewRegistry(),
-		stopping: make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		clk:       cfg.Clock,
+		reg:       prometheus.NewRegistry(),
+		stopping:  make(chan struct{}),
+		producers: newProducerBook(cfg.MaxProducersPerIdentity),
 	}
 	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
 		return nil, err
@@ -244,12 +256,12 @@ func (s *Server) routes(gate gate) http.Handler {
 	gated := http.NewServeMux()
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
 	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
-	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	gated.HandleFunc("/debug/pprof/", pprof.Index)
-	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	gated.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	gated.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	gated.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	gated.Handle("/metrics", requireAdmin(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})))
+	gated.Handle("/debug/pprof/", requireAdmin(http.HandlerFunc(pprof.Index)))
+	gated.Handle("/debug/pprof/cmdline", requireAdmin(http.HandlerFunc(pprof.Cmdline)))
+	gated.Handle("/debug/pprof/profile", requireAdmin(boundProfile(pprof.Profile)))
+	gated.Handle("/debug/pprof/symbol", requireAdmin(http.HandlerFunc(pprof.Symbol)))
+	gated.Handle("/debug/pprof/trace", requireAdmin(boundProfile(pprof.Trace)))
 
 	root := http.NewServeMux()
 	root.HandleFunc("/health", s.health)
