@@ -37,9 +37,12 @@ const (
 	DefaultMaxInflightRequestBytes = 2 * DefaultMaxRequestBytes
 	// inflightWait is how long a request waits for its share of the
 	// in-flight limit before it is refused as busy.
-	inflightWait           = 5 * time.Second
-	DefaultMaxWait         = 30 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
+	inflightWait   = 5 * time.Second
+	DefaultMaxWait = 30 * time.Second
+	// DefaultRequestBodyTimeout lets a largest (32 MiB) body arrive at
+	// about 0.5 MiB/s.
+	DefaultRequestBodyTimeout = 60 * time.Second
+	DefaultShutdownTimeout    = 30 * time.Second
 )
 
 // Config is everything the daemon decides. Effects (FS, Clock, Logger) are
@@ -59,12 +62,15 @@ type Config struct {
 	// MaxRequestBytes caps a request body (after decompression); larger
 	// requests get resource_exhausted naming the limit.
 	MaxRequestBytes int64
-	// MaxInflightRequestBytes caps the request bytes being read and decoded
-	// at once across all requests (a compressed body counts at 8x its
-	// length, a gRPC body by its envelope's message length, any other
-	// unknown length as MaxRequestBytes). Past it requests wait, then get a
-	// retryable resource_exhausted.
+	// MaxInflightRequestBytes caps the request bytes held at once across
+	// all requests, charged as they arrive (after decompression); one
+	// identity holds at most MaxRequestBytes of it. Past it requests wait,
+	// then get a retryable resource_exhausted.
 	MaxInflightRequestBytes int64
+	// RequestBodyTimeout bounds how long a request body may take to
+	// arrive (0 = DefaultRequestBodyTimeout); past it the request is dropped
+	// and its share of the in-flight budget freed.
+	RequestBodyTimeout time.Duration
 	// MaxProducersPerIdentity caps the producers one identity keeps
 	// active (0 = DefaultMaxProducersPerIdentity).
 	MaxProducersPerIdentity int
@@ -158,6 +164,7 @@ type Server struct {
 	// key of the policy (see tenancy.go).
 	ownsNamespace func(cluster string) bool
 	producers     *producerBook
+	intake        *intake
 
 	relay *relayRunner // nil when no relay is configured
 	self  []string     // this daemon's own URLs (the relay refuses them as a target)
@@ -192,6 +199,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.RequestBodyTimeout <= 0 {
+		cfg.RequestBodyTimeout = DefaultRequestBodyTimeout
 	}
 	if cfg.MaxProducersPerIdentity <= 0 {
 		cfg.MaxProducersPerIdentity = DefaultMaxProducersPerIdentity
@@ -255,7 +265,8 @@ func (s *Server) routes(gate gate) http.Handler {
 	)
 	gated := http.NewServeMux()
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
-	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
+	s.intake = newIntake(limit, s.cfg.MaxRequestBytes, s.cfg.RequestBodyTimeout)
+	gated.Handle(path, s.m.countInFlight(s.intake.wrap(svc)))
 	gated.Handle("/metrics", requireAdmin(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})))
 	gated.Handle("/debug/pprof/", requireAdmin(http.HandlerFunc(pprof.Index)))
 	gated.Handle("/debug/pprof/cmdline", requireAdmin(http.HandlerFunc(pprof.Cmdline)))
