@@ -111,21 +111,34 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 	}
 	wait := min(time.Duration(req.Msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
 	var timer clock.Timer
+	parked := false
 	defer func() {
 		if timer != nil {
 			timer.Stop()
+		}
+		if parked {
+			l.s.longPolls.give(c.key)
 		}
 	}()
 	for {
 		// Take the change signal before reading so an append between the
 		// read and the wait still wakes us.
 		changed := st.Changed()
-		res, err := st.Fetch(ctx, q)
+		res, err := l.s.fetchOnce(ctx, c, st, q)
 		if err != nil {
-			return nil, l.s.storeError("fetch", err)
+			return nil, err
 		}
 		if len(res.Rows) > 0 || wait <= 0 {
 			return l.fetchResponse(res), nil
+		}
+		if !parked {
+			// Past the long-poll caps a long-poll answers at once, as
+			// if its wait had run out: the client asks again.
+			if !l.s.longPolls.tryTake(c.key) {
+				l.s.m.longPollsShed.Inc()
+				return l.fetchResponse(res), nil
+			}
+			parked = true
 		}
 		if timer == nil {
 			timer = l.s.clk.NewTimer(wait)
@@ -143,6 +156,21 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 			return nil, contextError(ctx.Err())
 		}
 	}
+}
+
+// fetchOnce runs one store read in one of the caller's read slots (a
+// parked long-poll holds none).
+func (s *Server) fetchOnce(ctx context.Context, c caller, st logStore, q store.Query) (store.Result, error) {
+	release, err := s.readSlot(ctx, c)
+	if err != nil {
+		return store.Result{}, err
+	}
+	defer release()
+	res, err := st.Fetch(ctx, q)
+	if err != nil {
+		return store.Result{}, s.storeError("fetch", err)
+	}
+	return res, nil
 }
 
 func (l *logService) fetchResponse(res store.Result) *connect.Response[loggingpb.FetchLogsResponse] {
@@ -171,8 +199,16 @@ func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[
 	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: seq, Known: known, RefusesGaps: true}), nil
 }
 
+// budgetError is a store error that says a read ran out of one of its
+// budgets (rows examined, time, regex program size); Budget names it.
+type budgetError interface {
+	error
+	Budget() string
+}
+
 // storeError maps store errors to Connect codes a client can act on.
 func (s *Server) storeError(op string, err error) error {
+	var be budgetError
 	switch {
 	case errors.Is(err, store.ErrInvalidArgument):
 		return connect.NewError(connect.CodeInvalidArgument, err)
@@ -184,6 +220,10 @@ func (s *Server) storeError(op string, err error) error {
 		ce.Meta().Set(client.RetryHeader, "disk-full")
 		s.log.Error(op+" failed: disk full", "err", err)
 		return ce
+	case errors.As(err, &be):
+		// Not retryable: the same query would exceed the same budget.
+		return connect.NewError(connect.CodeResourceExhausted,
+			fmt.Errorf("query exceeded the %s budget; narrow it (a longer literal prefix, a cluster, since_ms or cursor): %w", be.Budget(), err))
 	case errors.Is(err, store.ErrClosed):
 		return connect.NewError(connect.CodeUnavailable, errors.New("finelogd is shutting down"))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -74,6 +74,17 @@ type Config struct {
 	// MaxProducersPerIdentity caps the producers one identity keeps
 	// active (0 = DefaultMaxProducersPerIdentity).
 	MaxProducersPerIdentity int
+	// MaxReadsPerIdentity caps the FetchLogs store scans one identity runs
+	// at once (0 = DefaultMaxReadsPerIdentity).
+	MaxReadsPerIdentity int
+	// MaxLongPolls and MaxLongPollsPerIdentity cap parked long-polls
+	// (0 = the defaults); past them a long-poll answers at once.
+	MaxLongPolls            int
+	MaxLongPollsPerIdentity int
+	// MaxConnections and MaxConnectionsPerPeer cap open connections, in
+	// all and per peer address (0 = the defaults). Run enforces them.
+	MaxConnections        int
+	MaxConnectionsPerPeer int
 	// MaxWait caps a FetchLogs long-poll (wait_ms).
 	MaxWait time.Duration
 	// ShutdownTimeout bounds how long graceful shutdown waits for
@@ -165,6 +176,8 @@ type Server struct {
 	ownsNamespace func(cluster string) bool
 	producers     *producerBook
 	intake        *intake
+	reads         *slots // concurrent store scans per identity
+	longPolls     *slots // parked long-polls, in all and per identity
 
 	relay *relayRunner // nil when no relay is configured
 	self  []string     // this daemon's own URLs (the relay refuses them as a target)
@@ -203,6 +216,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RequestBodyTimeout <= 0 {
 		cfg.RequestBodyTimeout = DefaultRequestBodyTimeout
 	}
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{
+		{&cfg.MaxReadsPerIdentity, DefaultMaxReadsPerIdentity},
+		{&cfg.MaxLongPolls, DefaultMaxLongPolls},
+		{&cfg.MaxLongPollsPerIdentity, DefaultMaxLongPollsPerIdentity},
+		{&cfg.MaxConnections, DefaultMaxConnections},
+		{&cfg.MaxConnectionsPerPeer, DefaultMaxConnectionsPerPeer},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
 	if cfg.MaxProducersPerIdentity <= 0 {
 		cfg.MaxProducersPerIdentity = DefaultMaxProducersPerIdentity
 	}
@@ -219,6 +246,8 @@ func New(cfg Config) (*Server, error) {
 		reg:       prometheus.NewRegistry(),
 		stopping:  make(chan struct{}),
 		producers: newProducerBook(cfg.MaxProducersPerIdentity),
+		reads:     newSlots(0, cfg.MaxReadsPerIdentity, cfg.Clock),
+		longPolls: newSlots(cfg.MaxLongPolls, cfg.MaxLongPollsPerIdentity, cfg.Clock),
 	}
 	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
 		return nil, err
@@ -373,6 +402,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetUnencryptedHTTP2(true)
 
+	ln = newCapListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerPeer, s.m.connRefused.Inc)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	s.self = selfURLs(ln.Addr())
