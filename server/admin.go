@@ -22,6 +22,23 @@ func requireAdmin(next http.Handler) http.Handler {
 	})
 }
 
+// adminWriteTimeout bounds a /metrics or /debug/pprof/* response (other
+// than a profile or trace, which get their duration plus profileSlack).
+const adminWriteTimeout = 60 * time.Second
+
+// rpcWriteSlack is what an RPC may take beyond its body and long-poll
+// wait: the store work and writing the response.
+const rpcWriteSlack = 60 * time.Second
+
+// writeWithin bounds a response by a write deadline. Wall clock: it is the
+// transport's deadline.
+func writeWithin(d time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+		next.ServeHTTP(w, r)
+	})
+}
+
 // MaxProfileSeconds bounds ?seconds= of /debug/pprof/profile and trace.
 const MaxProfileSeconds = 60
 
@@ -42,6 +59,7 @@ func boundProfile(h http.HandlerFunc) http.Handler {
 			}
 			sec = n
 		}
+		// Wall clock: the transport's deadline, not simulated time.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Duration(sec)*time.Second + profileSlack))
 		h(w, r)
 	})

@@ -35,15 +35,19 @@ type intake struct {
 	limit       *inflightLimit
 	maxBytes    int64
 	bodyTimeout time.Duration
-	ew          *connect.ErrorWriter
+	// writeTimeout bounds the whole exchange (body, handler including a
+	// long-poll, response): the per-route equivalent of http.Server's
+	// WriteTimeout, which would also cut long-polls short.
+	writeTimeout time.Duration
+	ew           *connect.ErrorWriter
 	// onInflate, when set (tests), counts bytes produced by decompressors.
 	onInflate func(n int)
 
 	gzip, zstd sync.Pool
 }
 
-func newIntake(limit *inflightLimit, maxBytes int64, bodyTimeout time.Duration) *intake {
-	in := &intake{limit: limit, maxBytes: maxBytes, bodyTimeout: bodyTimeout, ew: connect.NewErrorWriter()}
+func newIntake(limit *inflightLimit, maxBytes int64, bodyTimeout, writeTimeout time.Duration) *intake {
+	in := &intake{limit: limit, maxBytes: maxBytes, bodyTimeout: bodyTimeout, writeTimeout: writeTimeout, ew: connect.NewErrorWriter()}
 	in.gzip.New = func() any { return wirecompress.GzipDecompressor() }
 	in.zstd.New = func() any { return wirecompress.ZstdDecompressor() }
 	return in
@@ -82,7 +86,9 @@ func (in *intake) wrap(next http.Handler) http.Handler {
 		// Wall-clock deadlines: they are the transport's, not simulated
 		// time.
 		rc := http.NewResponseController(w)
-		deadlineSet := rc.SetReadDeadline(time.Now().Add(in.bodyTimeout)) == nil
+		now := time.Now()
+		deadlineSet := rc.SetReadDeadline(now.Add(in.bodyTimeout)) == nil
+		_ = rc.SetWriteDeadline(now.Add(in.writeTimeout))
 
 		c := in.limit.open(r.Context(), callerFrom(r.Context()).key)
 		defer c.release()

@@ -31,6 +31,9 @@ type slots struct {
 	global, perKey int
 	clk            clock.Clock
 
+	// onWait, when set (tests), is called each time a take starts waiting.
+	onWait func()
+
 	mu    sync.Mutex
 	total int
 	byKey map[string]int
@@ -69,6 +72,9 @@ func (s *slots) take(ctx context.Context, key string, wait time.Duration) error 
 		}
 		freed := s.freed
 		s.mu.Unlock()
+		if s.onWait != nil {
+			s.onWait()
+		}
 		select {
 		case <-freed:
 		case <-t.C():
