@@ -27,15 +27,24 @@ import (
 // single tenant's slow bodies cannot take everyone's share, and the body
 // deadline ends a stalled request (see intake.go).
 //
-// When the budget is exhausted a read waits (FIFO) up to maxWait, then the
-// request fails with resource_exhausted marked retryable: backpressure a
-// client backs off from, stated with the limit, rather than a crash.
+// When the budget is exhausted a request's first bytes wait (FIFO) up to
+// maxWait; a request that already holds bytes waits only when no other
+// holder does (see grow). Past that the request fails with
+// resource_exhausted marked retryable: backpressure a client backs off
+// from, stated with the limit, rather than a crash.
 type inflightLimit struct {
 	sem      *semaphore.Weighted
 	total    int64
 	perReq   int64
 	maxWait  time.Duration
 	rejected func()
+
+	// grow is held by the one request that may wait for more budget while
+	// already holding some. Holding and waiting is how partial holders
+	// deadlock (each holds a part, all wait for more, none finishes): with
+	// one waiter at a time, every other holder that cannot grow at once is
+	// refused and gives its bytes back, so the waiter finishes.
+	grow chan struct{}
 
 	mu      sync.Mutex
 	perUser map[string]*semaphore.Weighted
@@ -47,7 +56,7 @@ const chargeChunk = 64 << 10
 
 func newInflightLimit(total, perReq int64, maxWait time.Duration, rejected func()) *inflightLimit {
 	return &inflightLimit{sem: semaphore.NewWeighted(total), total: total, perReq: perReq, maxWait: maxWait,
-		rejected: rejected, perUser: map[string]*semaphore.Weighted{}}
+		rejected: rejected, grow: make(chan struct{}, 1), perUser: map[string]*semaphore.Weighted{}}
 }
 
 // identity returns the per-identity share for key. Keys are identities of
@@ -90,6 +99,24 @@ func (c *charge) take(n int64) error {
 		// than block on an unsatisfiable charge.
 		return errors.New("request charged past its limit")
 	}
+	if c.ident.TryAcquire(want) {
+		if c.l.sem.TryAcquire(want) {
+			c.held += want
+			return nil
+		}
+		c.ident.Release(want)
+	}
+	// A request that holds nothing waits its turn (FIFO); one that holds
+	// bytes waits only if no other holder is waiting (see grow), else it
+	// is refused at once and releases what it holds.
+	if c.held > 0 {
+		select {
+		case c.l.grow <- struct{}{}:
+			defer func() { <-c.l.grow }()
+		default:
+			return c.busy(nil, "requests being read hold --max-inflight-request-bytes")
+		}
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.l.maxWait)
 	defer cancel()
 	if err := c.ident.Acquire(ctx, want); err != nil {
@@ -109,8 +136,8 @@ func (c *charge) busy(err error, what string) error {
 	}
 	c.l.rejected()
 	ce := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-		"finelogd is busy: %s (%d bytes in all, %d per identity), and this request waited %s for room for its next bytes; retry with backoff",
-		what, c.l.total, c.l.perReq, c.l.maxWait))
+		"finelogd is busy: %s (%d bytes in all, %d per identity) and there was no room for this request's next bytes; retry with backoff",
+		what, c.l.total, c.l.perReq))
 	ce.Meta().Set(client.RetryHeader, "busy")
 	return ce
 }

@@ -73,3 +73,36 @@ func TestInflightLimitBelowRequestLimitRefused(t *testing.T) {
 		t.Fatalf("in-flight limit below the request limit: %v, want a start error naming the flag", err)
 	}
 }
+
+// Two requests each holding part of the budget and both needing more would
+// wait for each other forever (until both time out busy). One of them may
+// wait; the other is refused at once, and its release lets the first on.
+func TestInflightHoldersDoNotDeadlock(t *testing.T) {
+	l := newInflightLimit(256<<10, 256<<10, 10*time.Second, func() {})
+	ctx := context.Background()
+	a, b := l.open(ctx, "cidr 127.0.0.0/8"), l.open(ctx, "cidr 127.0.0.0/8")
+	if err := a.take(128 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.take(128 << 10); err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.take(64 << 10) }()
+	// a waits holding the grow slot; b cannot grow and is refused at once.
+	waitForGrow := time.Now()
+	for len(l.grow) == 0 {
+		if time.Since(waitForGrow) > 5*time.Second {
+			t.Fatal("the first holder never started waiting")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := b.take(64 << 10); connect.CodeOf(err) != connect.CodeResourceExhausted || !client.Retryable(err) {
+		t.Fatalf("second holder needing more while another waits: %v, want retryable resource_exhausted at once", err)
+	}
+	b.release()
+	if err := <-aDone; err != nil {
+		t.Fatalf("the waiting holder after the other released: %v", err)
+	}
+	a.release()
+}

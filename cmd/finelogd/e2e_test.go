@@ -60,6 +60,11 @@ func finelogdBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("end-to-end test builds and runs finelogd; skipped with -short")
 	}
+	// FINELOG_E2E_BINARY runs the end-to-end tests against another build
+	// (an older one, to measure what a fix changed).
+	if p := os.Getenv("FINELOG_E2E_BINARY"); p != "" {
+		return p
+	}
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "finelogd-e2e-")
 		if buildErr != nil {
