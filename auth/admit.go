@@ -259,12 +259,12 @@ func (p *Policy) Describe() []string {
 				}
 				scope := "reads every cluster"
 				if !k.read.All() {
-					scope = "reads " + string(k.read)
+					scope = "reads " + strings.Join(k.read.Clusters(), "+")
 				}
 				if k.admin {
-					scope += ", admin"
+					scope += " and is admin"
 				}
-				keys = append(keys, fmt.Sprintf("%s (%s; %s)", k.cluster, src, scope))
+				keys = append(keys, fmt.Sprintf("%s (%s) %s", k.cluster, src, scope))
 			}
 			aud := "any audience"
 			if l.audience != "" {
