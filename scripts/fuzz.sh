@@ -43,8 +43,9 @@ for file in $files; do
 		go test "$pkg" -run '^$' -fuzz "^${f}\$" -fuzztime "$dur" >"$log" 2>&1
 		rc=$?
 		after=$(ls "$corpus" 2>/dev/null | wc -l)
-		# The last progress line: "fuzz: elapsed: 1m0s, execs: 123456 (2057/sec), new interesting: 12 (total: 40)"
-		progress=$(grep -o 'execs: [0-9]* ([0-9]*/sec), new interesting: [0-9]* (total: [0-9]*)' "$log" | tail -1)
+		# The last progress line: "fuzz: elapsed: 1m0s, execs: 123456 (2057/sec), new interesting: 12 (total: 40)";
+		# its rate is over the last interval only, so it is left out.
+		progress=$(grep -o 'execs: [0-9]* ([0-9]*/sec), new interesting: [0-9]* (total: [0-9]*)' "$log" | tail -1 | sed 's/ ([0-9]*\/sec)//')
 		if [ $rc -eq 0 ]; then
 			result="no failure"
 		elif [ "$after" -gt "$before" ] || grep -q -e '--- FAIL' -e 'Failing input written' "$log"; then
@@ -59,7 +60,7 @@ for file in $files; do
 			found=1
 		fi
 		printf '%-24s %-8s %s; %s\n' "$f" "$dur" "${progress:-execs: ?}" "$result"
-		if [ "$result" != "no failure" ] && [[ "$result" != no\ failure* ]]; then
+		if [ "${result#no failure}" = "$result" ]; then
 			sed 's/^/    /' "$log" | tail -40
 		fi
 	done
