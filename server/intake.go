@@ -87,7 +87,10 @@ func (in *intake) wrap(next http.Handler) http.Handler {
 		// time.
 		rc := http.NewResponseController(w)
 		now := time.Now()
-		deadlineSet := rc.SetReadDeadline(now.Add(in.bodyTimeout)) == nil
+		// A request without a body gets no read deadline: for HTTP/1 the
+		// connection is already being watched for the client going away,
+		// and a deadline there would cancel a long handler.
+		deadlineSet := r.Body != nil && r.Body != http.NoBody && rc.SetReadDeadline(now.Add(in.bodyTimeout)) == nil
 		_ = rc.SetWriteDeadline(now.Add(in.writeTimeout))
 
 		c := in.limit.open(r.Context(), callerFrom(r.Context()).key)
