@@ -44,12 +44,15 @@ type intake struct {
 	onInflate func(n int)
 
 	gzip, zstd sync.Pool
+	// zstdSlots bounds the zstd decoders inflating at once (zstdwindow.go).
+	zstdSlots chan struct{}
 }
 
 func newIntake(limit *inflightLimit, maxBytes int64, bodyTimeout, writeTimeout time.Duration) *intake {
 	in := &intake{limit: limit, maxBytes: maxBytes, bodyTimeout: bodyTimeout, writeTimeout: writeTimeout, ew: connect.NewErrorWriter()}
 	in.gzip.New = func() any { return wirecompress.GzipDecompressor() }
-	in.zstd.New = func() any { return wirecompress.ZstdDecompressor() }
+	in.zstd.New = func() any { return newServerZstd() }
+	in.zstdSlots = make(chan struct{}, zstdDecoders)
 	return in
 }
 
@@ -96,6 +99,7 @@ func (in *intake) wrap(next http.Handler) http.Handler {
 		c := in.limit.open(r.Context(), callerFrom(r.Context()).key)
 		defer c.release()
 		b := &body{in: in, src: r.Body, c: c, rc: rc, deadlineSet: deadlineSet}
+		defer b.finish()
 		switch enc := strings.ToLower(r.Header.Get(encHeader)); enc {
 		case "", "identity":
 		case wirecompress.Gzip, wirecompress.Zstd:
@@ -227,23 +231,47 @@ func (b *body) inflate(p []byte, dec io.Reader) (int, error) {
 	return n, err
 }
 
+// decompressor takes a pooled decompressor reading src; for zstd it first
+// takes one of the decoder slots, waiting up to the in-flight wait.
 func (b *body) decompressor(src io.Reader) (connect.Decompressor, error) {
+	if b.pool == &b.in.zstd {
+		t := time.NewTimer(b.in.limit.maxWait) // wall clock, like the in-flight wait
+		defer t.Stop()
+		select {
+		case b.in.zstdSlots <- struct{}{}:
+		case <-t.C:
+			return nil, b.c.busy(nil, fmt.Sprintf("%d zstd requests are being inflated", zstdDecoders))
+		case <-b.c.ctx.Done():
+			return nil, contextError(b.c.ctx.Err())
+		}
+	}
 	d := b.pool.Get().(connect.Decompressor)
 	if err := d.Reset(src); err != nil {
-		b.pool.Put(d)
+		b.putDecompressor(d)
 		return nil, err
 	}
 	return d, nil
 }
 
-func (b *body) Close() error {
+// putDecompressor returns d to its pool and gives back its zstd slot.
+func (b *body) putDecompressor(d connect.Decompressor) {
+	_ = d.Close()
+	b.pool.Put(d)
+	if b.pool == &b.in.zstd {
+		<-b.in.zstdSlots
+	}
+}
+
+// finish releases the unary decompressor once the handler is done,
+// whether or not it closed the body.
+func (b *body) finish() {
 	if b.dec != nil {
-		_ = b.dec.Close()
-		b.pool.Put(b.dec)
+		b.putDecompressor(b.dec)
 		b.dec = nil
 	}
-	return b.src.Close()
 }
+
+func (b *body) Close() error { return b.src.Close() }
 
 // rawReader reads the transport body of b (for a decompressor).
 type rawReader struct{ b *body }
@@ -327,7 +355,7 @@ func (e *envelopes) next() error {
 	if err != nil {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("decompress request message: %w", err))
 	}
-	defer func() { _ = dec.Close(); e.b.pool.Put(dec) }()
+	defer e.b.putDecompressor(dec)
 	// The prefix is written with a placeholder length and patched once
 	// the message is inflated (straight into the output buffer).
 	e.out.Write(prefix[:])

@@ -18,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
@@ -228,5 +229,45 @@ func TestStalledBodiesDoNotStarveOthers(t *testing.T) {
 		case <-time.After(bodyTimeout + 20*time.Second):
 			t.Fatal("a stalled request was still held well past the body deadline")
 		}
+	}
+}
+
+// A zstd frame that asks for a window larger than the server's limit is
+// refused before the decoder allocates it (a 7 KB body could otherwise cost
+// 32 MiB each); the relay's 1 MiB and zstd's usual 8 MiB are accepted.
+func TestZstdWindowLimit(t *testing.T) {
+	e := newTestServer(t, nil)
+	push := func(window int) (int, string) {
+		t.Helper()
+		req := &loggingpb.PushLogsRequest{Key: "/w"}
+		for range 20 {
+			req.Entries = append(req.Entries, entry(strings.Repeat("z", 512<<10)))
+		}
+		msg, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		w, _ := zstd.NewWriter(&out, zstd.WithWindowSize(window), zstd.WithEncoderConcurrency(1))
+		w.Write(msg)
+		w.Close()
+		hreq, _ := http.NewRequest("POST", e.http.URL+loggingpbconnect.LogServicePushLogsProcedure, bytes.NewReader(out.Bytes()))
+		hreq.Header.Set("Content-Type", "application/proto")
+		hreq.Header.Set("Content-Encoding", "zstd")
+		resp, err := http.DefaultClient.Do(hreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	for _, win := range []int{1 << 20, zstdServerMaxWindow} {
+		if code, body := push(win); code != http.StatusOK {
+			t.Errorf("zstd window %d MiB: %d %s, want 200", win>>20, code, body)
+		}
+	}
+	if code, body := push(32 << 20); code != http.StatusBadRequest || !strings.Contains(body, "window") {
+		t.Errorf("zstd window 32 MiB: %d %s, want 400 naming the window", code, body)
 	}
 }
