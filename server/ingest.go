@@ -84,7 +84,7 @@ func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch)
 		r := b.Rows[i].Row
 		c, ok := clusters[r.Cluster]
 		if !ok {
-			if c, err = in.s.stampCluster(ctx, r.Cluster); err != nil {
+			if c, err = in.s.stampCluster(callerFrom(ctx), r.Cluster); err != nil {
 				return err
 			}
 			clusters[r.Cluster] = c
@@ -296,6 +296,14 @@ func (in *ingester) readBody(r *http.Request) ([]byte, error) {
 	if err != nil {
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return nil, contextError(ctxErr)
+		}
+		var oe *oversizeError
+		if errors.As(err, &oe) {
+			return nil, &httpError{http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("body is over %d bytes (after decompression), the --max-request-bytes limit: send smaller batches", limit)}
+		}
+		if connect.CodeOf(err) == connect.CodeResourceExhausted {
+			return nil, &httpError{http.StatusTooManyRequests, "finelogd is busy: " + err.Error()}
 		}
 		return nil, &httpError{http.StatusBadRequest, "reading the body: " + err.Error()}
 	}

@@ -88,6 +88,14 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 	fs.Var((*byteSize)(&c.MaxRequestBytes), "max-request-bytes", "largest request body accepted, after decompression, in `bytes`")
 	fs.Var((*byteSize)(&c.MaxInflightRequestBytes), "max-inflight-request-bytes", "request `bytes` read and decoded at once across all requests; past it requests wait, then get a retryable resource_exhausted (0 = the larger of 64MiB and --max-request-bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown waits for in-flight requests")
+	// Hostile-client bounds (docs/operations.md "Limits").
+	fs.DurationVar(&c.RequestBodyTimeout, "request-body-timeout", server.DefaultRequestBodyTimeout, "a request body must arrive within this `duration`; past it the request is dropped and its share of the in-flight budget freed")
+	fs.IntVar(&c.MaxConnections, "max-connections", server.DefaultMaxConnections, "open connections at most; past it new connections are closed at accept")
+	fs.IntVar(&c.MaxConnectionsPerPeer, "max-connections-per-peer", server.DefaultMaxConnectionsPerPeer, "open connections at most from one peer address")
+	fs.IntVar(&c.MaxLongPolls, "max-long-polls", server.DefaultMaxLongPolls, "parked long-polls (FetchLogs wait_ms) at most; past it a long-poll answers at once")
+	fs.IntVar(&c.MaxLongPollsPerIdentity, "max-long-polls-per-identity", server.DefaultMaxLongPollsPerIdentity, "parked long-polls at most per identity")
+	fs.IntVar(&c.MaxReadsPerIdentity, "max-reads-per-identity", server.DefaultMaxReadsPerIdentity, "FetchLogs store scans one identity runs at once; past it a fetch waits, then gets a retryable resource_exhausted")
+	fs.IntVar(&c.MaxProducersPerIdentity, "max-producers-per-identity", server.DefaultMaxProducersPerIdentity, "relay producers one identity keeps active (a producer stops counting after 24h idle)")
 	fs.StringVar(&c.Relay.Address, "relay-address", "", "forward every row to the global finelogd at this `URL` (unset: no relay, no egress)")
 	fs.StringVar(&c.Relay.KeyFile, "relay-key-file", "", "`file` with this cluster's signing key; the relay mints its own short-lived tokens")
 	fs.StringVar(&c.Relay.TokenFile, "relay-token-file", "", "`file` with a static bearer token for the relay target")
@@ -111,6 +119,21 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 
 func validateFlags(f *flags) error {
 	c := &f.cfg
+	for _, v := range []struct {
+		name string
+		n    int
+	}{
+		{"--max-connections", c.MaxConnections}, {"--max-connections-per-peer", c.MaxConnectionsPerPeer},
+		{"--max-long-polls", c.MaxLongPolls}, {"--max-long-polls-per-identity", c.MaxLongPollsPerIdentity},
+		{"--max-reads-per-identity", c.MaxReadsPerIdentity}, {"--max-producers-per-identity", c.MaxProducersPerIdentity},
+	} {
+		if v.n < 1 {
+			return fmt.Errorf("%s %d: want at least 1", v.name, v.n)
+		}
+	}
+	if c.RequestBodyTimeout < time.Second {
+		return fmt.Errorf("--request-body-timeout %v: want at least 1s", c.RequestBodyTimeout)
+	}
 	if c.Relay.BatchRows < 0 || c.Relay.InFlight < 0 {
 		return fmt.Errorf("--relay-batch-rows %d and --relay-in-flight %d: want 0 (the relay default) or more", c.Relay.BatchRows, c.Relay.InFlight)
 	}
@@ -239,9 +262,18 @@ func printConfig(w io.Writer, f *flags) error {
 		"max_request_bytes":          c.MaxRequestBytes,
 		"max_inflight_request_bytes": c.MaxInflightRequestBytes,
 		"shutdown_timeout":           c.ShutdownTimeout.String(),
-		"log_format":                 f.logFormat,
-		"log_level":                  f.logLevel,
-		"auth_policy_file":           c.AuthPolicyFile,
+		"limits": map[string]any{
+			"request_body_timeout":        c.RequestBodyTimeout.String(),
+			"max_connections":             c.MaxConnections,
+			"max_connections_per_peer":    c.MaxConnectionsPerPeer,
+			"max_long_polls":              c.MaxLongPolls,
+			"max_long_polls_per_identity": c.MaxLongPollsPerIdentity,
+			"max_reads_per_identity":      c.MaxReadsPerIdentity,
+			"max_producers_per_identity":  c.MaxProducersPerIdentity,
+		},
+		"log_format":       f.logFormat,
+		"log_level":        f.logLevel,
+		"auth_policy_file": c.AuthPolicyFile,
 		"relay": map[string]any{
 			"address":             c.Relay.Address,
 			"key_file":            c.Relay.KeyFile,
