@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"log/slog"
 	"path"
@@ -29,6 +30,9 @@ type Store struct {
 	dir     string
 	log     *slog.Logger
 	metrics *metrics
+	// lock is the data dir's LOCK, held from before recovery reads anything
+	// until Close (or Abandon, which models the process dying).
+	lock io.Closer
 
 	commitCh  chan *commitReq
 	stopCh    chan struct{} // closed by Close: stops background loops
@@ -162,6 +166,10 @@ func Open(opts Options) (*Store, error) {
 		for _, sg := range s.segs {
 			sg.close()
 		}
+		s.wal.close()
+		if s.lock != nil {
+			s.lock.Close()
+		}
 		return nil, err
 	}
 	s.metrics = newMetrics(opts.Registerer, s)
@@ -186,9 +194,38 @@ type storeMeta struct {
 
 const metaName = "meta.json"
 
+// lockName is the data dir's lock file: two processes on one data dir would
+// hand out the same seqs and delete each other's files.
+const lockName = "LOCK"
+
+// ErrDirInUse: another process (or another open Store in this one) has the
+// data dir open.
+var ErrDirInUse = errors.New("data dir is in use")
+
+func (s *Store) takeLock() error {
+	l, err := s.fs.Lock(path.Join(s.dir, lockName))
+	var le *vfs.LockedError
+	switch {
+	case errors.As(err, &le):
+		who := "pid unknown"
+		if le.PID > 0 {
+			who = fmt.Sprintf("pid %d", le.PID)
+		}
+		return fmt.Errorf("store: data dir %s is in use by another finelogd (%s): stop it first, or use another --data-dir (lock file %s): %w",
+			s.dir, who, le.Path, ErrDirInUse)
+	case err != nil:
+		return fmt.Errorf("store: lock data dir %s: %w", s.dir, mapNoSpace(err))
+	}
+	s.lock = l
+	return nil
+}
+
 func (s *Store) recover() error {
 	if err := s.fs.MkdirAll(s.dir); err != nil {
 		return fmt.Errorf("store: create dir %s: %w", s.dir, mapNoSpace(err))
+	}
+	if err := s.takeLock(); err != nil {
+		return err
 	}
 	names, err := s.fs.List(s.dir)
 	if err != nil {
@@ -708,6 +745,9 @@ func (s *Store) Close() error {
 		sg.release()
 	}
 	s.metrics.unregister()
+	if cerr := s.lock.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("store: release %s: %w", lockName, cerr)
+	}
 	return err
 }
 
@@ -733,6 +773,8 @@ func (s *Store) Abandon() {
 		sg.release()
 	}
 	s.metrics.unregister()
+	// A dead process's flock is gone; so is this one.
+	s.lock.Close()
 }
 
 func (s *Store) isClosed() bool {
