@@ -488,7 +488,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 			if len(rec.Rows) == 0 && len(rec.Marks) == 0 {
 				continue
 			}
-			buf = appendWALRecord(buf, rec.First, rec.Last, rec.Marks, rec.Rows)
+			buf = encodeWALRecord(buf, rec.First, rec.Last, uint32(len(buf)), rec.Marks, rec.Rows)
 			pubRows[i] = rec.Rows
 			recMarks[i], recLast[i] = rec.Marks, rec.Last
 			next = rec.Last + 1
@@ -499,7 +499,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 			first, last := next, next+int64(len(b.Rows))-1
 			start := len(buf)
 			buf = append(buf, req.payload...)
-			patchWALHeader(buf[start:], first, last)
+			patchWALHeader(buf[start:], first, last, start)
 			acks[i] = Ack{First: first, Last: last}
 			pubRows[i] = b.Rows
 			next = last + 1
@@ -534,7 +534,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 		}
 		first, last := next, next+int64(len(keep))-1
 		marks = append(marks[:0], ProducerMark{Producer: b.Producer, Seq: newMark})
-		buf = appendWALRecord(buf, first, last, marks, keep)
+		buf = encodeWALRecord(buf, first, last, uint32(len(buf)), marks, keep)
 		recMarks[i], recLast[i] = []ProducerMark{marks[0]}, last
 		acks[i] = Ack{ProducerApplied: newMark}
 		if len(keep) > 0 {
@@ -783,10 +783,12 @@ func (s *Store) isClosed() bool {
 	return s.closed
 }
 
-// patchWALHeader sets the seq range of an encoded record and recomputes its
-// checksum (rows are encoded before their seqs are known).
-func patchWALHeader(rec []byte, first, last int64) {
+// patchWALHeader sets the seq range and group offset of an encoded record
+// and recomputes its checksum (rows are encoded before their seqs and their
+// place in a group commit are known).
+func patchWALHeader(rec []byte, first, last int64, back int) {
 	binary.LittleEndian.PutUint64(rec[8:], uint64(first))
 	binary.LittleEndian.PutUint64(rec[16:], uint64(last))
+	binary.LittleEndian.PutUint32(rec[walHeaderSize:], uint32(back))
 	binary.LittleEndian.PutUint32(rec[0:], crc32.Checksum(rec[4:], castagnoli))
 }

@@ -149,9 +149,9 @@ func (w *wal) close() error {
 	return err
 }
 
-// readWALFile returns the valid records of one file. A bad record with no
-// valid record after it is a torn tail and is dropped; one followed by a
-// valid record is corruption.
+// readWALFile returns the valid records of one file. A bad record is a torn
+// tail (dropped) unless a valid record of a later group commit follows it,
+// which is corruption (see walrecord.go on back).
 func readWALFile(fsys vfs.FS, name string) ([]WALRecord, int64, error) {
 	f, err := fsys.Open(name)
 	if err != nil {
@@ -165,28 +165,37 @@ func readWALFile(fsys vfs.FS, name string) ([]WALRecord, int64, error) {
 	var recs []WALRecord
 	off := 0
 	for off < len(data) {
-		rec, n, err := DecodeWALRecord(data[off:])
+		rec, n, _, err := decodeWALFrame(data[off:])
 		if err == nil {
 			recs = append(recs, rec)
 			off += n
 			continue
 		}
-		if later, ok := findValidRecord(data, off+1); ok {
-			return nil, 0, fmt.Errorf("wal %s: corrupt record at offset %d (%v) followed by a valid record at offset %d: refusing to skip acknowledged data", name, off, err, later)
+		if later, ok := findLaterGroup(data, off); ok {
+			return nil, 0, fmt.Errorf("wal %s: corrupt record at offset %d (%v) followed by a valid record of a later group commit at offset %d: refusing to skip acknowledged data", name, off, err, later)
 		}
 		return recs, int64(len(data) - off), nil // torn tail
 	}
 	return recs, 0, nil
 }
 
-func findValidRecord(data []byte, from int) (int, bool) {
-	for i := from; i+walHeaderSize <= len(data); i++ {
+// findLaterGroup looks past the bad record at off for a valid record that
+// proves off's group commit was synced: one whose group starts after off,
+// or one that does not say where its group starts (older files). Valid
+// records of off's own group are what a torn write leaves; they are skipped.
+func findLaterGroup(data []byte, off int) (int, bool) {
+	for i := off + 1; i+walHeaderSize <= len(data); i++ {
 		if !plausibleHeader(data[i:]) {
 			continue
 		}
-		if _, _, err := DecodeWALRecord(data[i:]); err == nil {
+		_, n, back, err := decodeWALFrame(data[i:])
+		if err != nil {
+			continue
+		}
+		if back < 0 || int64(i)-back > int64(off) {
 			return i, true
 		}
+		i += n - 1
 	}
 	return 0, false
 }
