@@ -40,10 +40,6 @@ func (s *Store) flush(ctx context.Context) error {
 			return nil
 		}
 		m := s.sealed[0]
-		producers := make(map[string]int64, len(s.producers))
-		for p, v := range m.producersAtSeal {
-			producers[p] = v
-		}
 		s.mu.Unlock()
 		if err := ctx.Err(); err != nil {
 			return err
@@ -51,7 +47,7 @@ func (s *Store) flush(ctx context.Context) error {
 		start := s.clk.Now()
 		rows, grams := memFlush(m)
 		sg, err := s.writeSegment(rows, segOut{estRows: int64(m.n), estBytes: m.bytes, codec: flushCodec,
-			producers: producers, grams: grams, writtenMS: s.clk.Now().UnixMilli()})
+			grams: grams, writtenMS: s.clk.Now().UnixMilli()})
 		s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
 		if err != nil {
 			if sg != nil {
@@ -71,7 +67,12 @@ func (s *Store) flush(ctx context.Context) error {
 		s.mu.Lock()
 		s.segs = append(s.segs, sg)
 		s.sealed = s.sealed[1:]
-		s.segMarks = producers
+		s.segMarks = make(map[string]int64, len(m.producersAtSeal))
+		for p, v := range m.producersAtSeal {
+			if _, ok := s.producers[p]; ok { // not forgotten since the seal
+				s.segMarks[p] = v
+			}
+		}
 		s.wakeStalledLocked() // after the memtable's bytes left the count
 		trimTo := s.mem.walNum
 		if len(s.sealed) > 0 {
@@ -79,6 +80,14 @@ func (s *Store) flush(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		s.metrics.segmentsChanged()
+		// The marks as of the new segment's end go to producers.json
+		// before the WAL records that hold them are trimmed; until that
+		// write succeeds the WAL stays, and recovery reads the marks from
+		// it (producers.json says which seq it is as of).
+		if err := s.persistSegMarks(); err != nil {
+			s.log.Error("flush: producer marks not written; the WAL is kept until they are", "err", err)
+			return fmt.Errorf("store: flush: %w", err)
+		}
 		s.walMu.Lock()
 		err = s.wal.trimBefore(trimTo)
 		s.walBytes.Store(s.wal.bytes())
@@ -201,12 +210,6 @@ func (s *Store) merge(run []*segment) error {
 			sg.release()
 		}
 	}()
-	producers := map[string]int64{}
-	for _, sg := range run {
-		for p, v := range sg.producers {
-			producers[p] = max(producers[p], v)
-		}
-	}
 	var rows, size, written int64
 	for _, sg := range run {
 		rows += sg.rows
@@ -223,7 +226,7 @@ func (s *Store) merge(run []*segment) error {
 	it := newMergeIter(run)
 	defer it.close()
 	start := s.clk.Now()
-	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, producers: producers, writtenMS: written})
+	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, writtenMS: written})
 	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start))
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
@@ -287,6 +290,11 @@ func (s *Store) Retain(ctx context.Context) error {
 	if s.opts.RetentionAge <= 0 && s.opts.RetentionBytes <= 0 {
 		return gcErr
 	}
+	if s.expireProducers() {
+		if err := s.persistSegMarks(); err != nil {
+			return fmt.Errorf("store: retention: forget idle producers: %w", err)
+		}
+	}
 	now := s.clk.Now()
 	s.mu.Lock()
 	var total int64
@@ -339,10 +347,7 @@ func (s *Store) Retain(ctx context.Context) error {
 		s.mu.Unlock()
 		return gcErr
 	}
-	meta := storeMeta{FloorSeq: victims[len(victims)-1].last, Producers: map[string]int64{}}
-	for p, v := range s.producers {
-		meta.Producers[p] = v
-	}
+	meta := storeMeta{FloorSeq: victims[len(victims)-1].last}
 	s.mu.Unlock()
 	// Pinned losses are reported before the floor is written: once
 	// meta.json's rename has happened the rows are as good as gone (a failed
@@ -357,8 +362,9 @@ func (s *Store) Retain(ctx context.Context) error {
 			s.opts.OnPinnedLoss(l.pin, l.first, l.last)
 		}
 	}
-	// The floor and producer marks go to meta.json before any segment that
-	// holds them is deleted, so numbering and dedup survive an empty store.
+	// The floor goes to meta.json before any segment that holds it is
+	// deleted, so numbering survives an empty store (producer marks are in
+	// producers.json, which does not depend on any segment).
 	data, _ := json.Marshal(meta)
 	if err := vfs.WriteFileAtomic(s.fs, path.Join(s.dir, metaName), data); err != nil {
 		return fmt.Errorf("store: retention: write %s: %w", metaName, mapNoSpace(err))

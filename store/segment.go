@@ -283,16 +283,20 @@ type segMeta struct {
 	// (the flush; a merge keeps its inputs' newest), so no row in it
 	// arrived later. Age retention counts from it. Absent in segments from
 	// before it was recorded, where retention falls back to MaxEpoch.
-	Written   int64            `json:"written_ms,omitempty"`
+	Written int64 `json:"written_ms,omitempty"`
+	// Producers: the producer map as of the segment's flush, in segments
+	// written before producers.json held it. Read at Open (when there is
+	// no producers.json yet), never written: a copy per segment made
+	// segments grow with the number of producers.
 	Producers map[string]int64 `json:"producers,omitempty"`
 }
 
 // finish writes the footer and fsyncs the file.
-func (sw *segWriter) finish(producers map[string]int64, writtenMS int64) error {
+func (sw *segWriter) finish(writtenMS int64) error {
 	if err := sw.flushGroup(); err != nil {
 		return err
 	}
-	meta, _ := json.Marshal(segMeta{First: sw.first, Last: sw.last, Rows: sw.rows, MinEpoch: sw.minE, MaxEpoch: sw.maxE, Written: writtenMS, Producers: producers})
+	meta, _ := json.Marshal(segMeta{First: sw.first, Last: sw.last, Rows: sw.rows, MinEpoch: sw.minE, MaxEpoch: sw.maxE, Written: writtenMS})
 	sw.w.SetKeyValueMetadata("finelog.segment", string(meta))
 	sw.w.SetKeyValueMetadata("finelog.keys", packBlob(encodeKeys(sw.keys)))
 	sw.w.SetKeyValueMetadata("finelog.rowgroups", packBlob(encodeRGs(sw.rgs)))
@@ -412,7 +416,6 @@ const yieldEvery = 1024
 type segOut struct {
 	estRows, estBytes int64 // size the writer's buffers
 	codec             *pageCodec
-	producers         map[string]int64 // marks recorded in the footer
 	// grams, when not nil, holds the trigram bitmap of each row group in
 	// order (a flush builds them in memtable order, see memFlush);
 	// otherwise the writer builds them from the rows.
@@ -457,7 +460,7 @@ func (s *Store) writeSegment(next func() (*Row, error), o segOut) (*segment, err
 	if sw.rows == 0 {
 		return fail(errors.New("write segment: no rows"))
 	}
-	if err := sw.finish(o.producers, o.writtenMS); err != nil {
+	if err := sw.finish(o.writtenMS); err != nil {
 		return fail(fmt.Errorf("write segment %s: %w", tmp, err))
 	}
 	if err := f.Close(); err != nil {

@@ -67,9 +67,12 @@ type Store struct {
 	sealed    []*memtable // oldest first; being written as segments
 	segs      []*segment  // seq order, disjoint
 	producers map[string]int64
-	pins      map[string]int64
-	changed   chan struct{}
-	floor     int64 // seqs <= floor were deleted by retention
+	// producerSeen is when each producer last sent a batch (store clock,
+	// ms): Retain forgets producers idle past RetentionAge.
+	producerSeen map[string]int64
+	pins         map[string]int64
+	changed      chan struct{}
+	floor        int64 // seqs <= floor were deleted by retention
 	// segMarks are the producer marks as of the newest segment's last seq
 	// (or the floor when there is none): what a Tail that reads rows from
 	// segments, where marks have no position, delivers when it reaches
@@ -143,21 +146,22 @@ func Open(opts Options) (*Store, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		opts:        opts,
-		fs:          opts.FS,
-		clk:         opts.Clock,
-		dir:         opts.Dir,
-		log:         opts.Logger,
-		commitCh:    make(chan *commitReq, 4096),
-		stopCh:      make(chan struct{}),
-		flushKick:   make(chan struct{}, 1),
-		flushedKick: make(chan struct{}, 1),
-		producers:   map[string]int64{},
-		segMarks:    map[string]int64{},
-		tailCh:      make(chan struct{}),
-		pins:        map[string]int64{},
-		changed:     make(chan struct{}),
-		flushed:     make(chan struct{}),
+		opts:         opts,
+		fs:           opts.FS,
+		clk:          opts.Clock,
+		dir:          opts.Dir,
+		log:          opts.Logger,
+		commitCh:     make(chan *commitReq, 4096),
+		stopCh:       make(chan struct{}),
+		flushKick:    make(chan struct{}, 1),
+		flushedKick:  make(chan struct{}, 1),
+		producers:    map[string]int64{},
+		producerSeen: map[string]int64{},
+		segMarks:     map[string]int64{},
+		tailCh:       make(chan struct{}),
+		pins:         map[string]int64{},
+		changed:      make(chan struct{}),
+		flushed:      make(chan struct{}),
 	}
 	for _, name := range opts.Pins {
 		s.pins[name] = 0
@@ -188,7 +192,9 @@ func Open(opts Options) (*Store, error) {
 type storeMeta struct {
 	// FloorSeq: every seq <= FloorSeq was deleted by retention, so a store
 	// whose segments and WAL are all gone still continues numbering after it.
-	FloorSeq  int64            `json:"floor_seq"`
+	FloorSeq int64 `json:"floor_seq"`
+	// Producers: producer marks, in stores from before producers.json. Read
+	// (when there is no producers.json), never written.
 	Producers map[string]int64 `json:"producers,omitempty"`
 }
 
@@ -238,15 +244,18 @@ func (s *Store) recover() error {
 			s.fs.Remove(path.Join(s.dir, n))
 		}
 	}
+	pf, havePF, err := s.readProducers()
+	if err != nil {
+		return err
+	}
+	var legacyMarks []map[string]int64 // from before producers.json
 	if data, err := vfs.ReadFile(s.fs, path.Join(s.dir, metaName)); err == nil {
 		var m storeMeta
 		if err := json.Unmarshal(data, &m); err != nil {
-			return fmt.Errorf("store: %s is corrupt (%v); it records the retention floor and producer marks, restore it or remove it to reset them", path.Join(s.dir, metaName), err)
+			return fmt.Errorf("store: %s is corrupt (%v); it records the retention floor, restore it or remove it to reset it", path.Join(s.dir, metaName), err)
 		}
 		s.floor = m.FloorSeq
-		for p, v := range m.Producers {
-			s.producers[p] = max(s.producers[p], v)
-		}
+		legacyMarks = append(legacyMarks, m.Producers)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("store: read %s: %w", metaName, err)
 	}
@@ -258,13 +267,37 @@ func (s *Store) recover() error {
 	base := s.floor
 	for _, sg := range segs {
 		base = max(base, sg.last)
-		for p, v := range sg.producers {
-			s.producers[p] = max(s.producers[p], v)
+		legacyMarks = append(legacyMarks, sg.producers)
+	}
+	nowMS := s.clk.Now().UnixMilli()
+	// The marks as of base: producers.json's (as of its as_of_seq) plus
+	// those of the WAL records between that seq and base, which a flush
+	// keeps until producers.json is written. A store from before
+	// producers.json has them in meta.json and segment footers instead.
+	markBase := base
+	if havePF {
+		markBase = min(max(pf.AsOf, s.floor), base)
+		for _, e := range pf.Producers {
+			s.producers[e.Name] = max(s.producers[e.Name], e.Seq)
+			s.producerSeen[e.Name] = e.SeenMS
+		}
+	} else {
+		for _, lm := range legacyMarks {
+			for p, v := range lm {
+				s.producers[p] = max(s.producers[p], v)
+				s.producerSeen[p] = nowMS
+			}
 		}
 	}
-	rep, err := replayWAL(s.fs, s.dir, names, base)
+	rep, err := replayWAL(s.fs, s.dir, names, base, markBase)
 	if err != nil {
 		return fmt.Errorf("store: recover %s: %w", s.dir, err)
+	}
+	for _, rec := range rep.flushed {
+		for _, m := range rec.Marks {
+			s.producers[m.Producer] = max(s.producers[m.Producer], m.Seq)
+			s.producerSeen[m.Producer] = nowMS
+		}
 	}
 	for _, msg := range rep.torn {
 		s.log.Info("wal recovery: " + msg + " (a write the crash interrupted; it was never acknowledged)")
@@ -282,6 +315,7 @@ func (s *Store) recover() error {
 		s.mem.add(rec.Rows)
 		for _, m := range rec.Marks {
 			s.producers[m.Producer] = max(s.producers[m.Producer], m.Seq)
+			s.producerSeen[m.Producer] = nowMS
 			s.markSeq++
 			s.mem.addMark(s.markSeq, rec.Last, m)
 		}
@@ -297,6 +331,14 @@ func (s *Store) recover() error {
 	}
 	if len(rep.files) == 0 {
 		s.mem.walNum = s.wal.curNum
+	}
+	if !havePF || markBase < base {
+		// Give the marks as of base their one durable place now, before a
+		// flush trims the WAL records or a merge drops the footers that
+		// held some of them.
+		if err := s.persistSegMarks(); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
 	}
 	s.log.Info("store opened", "dir", s.dir, "segments", len(segs), "wal_records", len(rep.records), "last_seq", s.lastSeq.Load())
 	return nil
@@ -371,8 +413,8 @@ func validateBatch(b *Batch) (int64, error) {
 	if total > MaxBatchBytes {
 		return 0, fmt.Errorf("batch is %d bytes, limit is %d (MaxBatchBytes): split it: %w", total, MaxBatchBytes, ErrInvalidArgument)
 	}
-	if b.Producer != "" && len(b.Producer) > MaxKeyBytes {
-		return 0, fmt.Errorf("producer name is %d bytes, limit is %d: %w", len(b.Producer), MaxKeyBytes, ErrInvalidArgument)
+	if b.Producer != "" && len(b.Producer) > MaxProducerBytes {
+		return 0, fmt.Errorf("producer name is %d bytes, limit is %d (MaxProducerBytes): %w", len(b.Producer), MaxProducerBytes, ErrInvalidArgument)
 	}
 	return total, nil
 }
@@ -473,7 +515,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 	acks := make([]Ack, len(group))
 	errs := make([]error, len(group)) // per batch: refused without writing
 	pubRows := make([][]Row, len(group))
-	overlay := map[string]int64{} // producer marks as of earlier batches in this group
+	overlay := groupMarks{} // producer marks as of earlier batches in this group
 	var marks []ProducerMark
 	// recMarks[i] are the marks written in batch i's record, durable with
 	// seq recLast[i].
@@ -505,29 +547,11 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 			next = last + 1
 			continue
 		}
-		mark, known := overlay[b.Producer]
-		if !known {
-			s.mu.Lock()
-			mark, known = s.producers[b.Producer]
-			s.mu.Unlock()
-		}
-		if known && b.FirstSeq > mark+1 {
-			errs[i] = fmt.Errorf("store: %w: producer %q batch covers seqs from %d but only up to %d are applied; retry it after the earlier batches",
-				ErrProducerGap, b.Producer, b.FirstSeq, mark)
+		keep, mark, newMark, err := s.dedupe(b, &overlay)
+		if err != nil {
+			errs[i] = err
 			continue
 		}
-		var keep []Row
-		for _, r := range b.Rows {
-			if r.Seq > mark {
-				keep = append(keep, r)
-			}
-		}
-		newMark := mark
-		if len(b.Rows) > 0 {
-			newMark = max(newMark, b.Rows[len(b.Rows)-1].Seq)
-		}
-		newMark = max(newMark, b.LastSeq)
-		overlay[b.Producer] = newMark
 		if len(keep) == 0 && newMark == mark {
 			acks[i] = Ack{ProducerApplied: mark} // pure duplicate: nothing to write
 			continue
@@ -559,6 +583,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 	}
 
 	// Publish: seqs must be assigned to the rows before they become visible.
+	nowMS := s.clk.Now().UnixMilli()
 	s.mu.Lock()
 	var rowsN, bytesN int64
 	for i, req := range group {
@@ -570,10 +595,12 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 		}
 		if p := req.batch.Producer; p != "" && errs[i] == nil {
 			s.producers[p] = max(s.producers[p], acks[i].ProducerApplied)
+			s.producerSeen[p] = nowMS
 		}
 		for _, m := range recMarks[i] {
 			if req.repl != nil {
 				s.producers[m.Producer] = max(s.producers[m.Producer], m.Seq)
+				s.producerSeen[m.Producer] = nowMS
 			}
 			s.markSeq++
 			s.mem.addMark(s.markSeq, recLast[i], m)

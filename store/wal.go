@@ -203,6 +203,9 @@ func findLaterGroup(data []byte, off int) (int, bool) {
 // walReplay is the outcome of reading every WAL file at Open.
 type walReplay struct {
 	records []WALRecord // continuous, all rows > base
+	// flushed are the records whose rows are all in segments (last <= base)
+	// but whose marks may not be in producers.json yet (last > markBase).
+	flushed []WALRecord
 	files   []walFileInfo
 	maxNum  uint64
 	torn    []string // one line per file that ended in a torn (unacked) record
@@ -211,8 +214,31 @@ type walReplay struct {
 var errWALGap = errors.New("wal gap")
 
 // replayWAL reads the WAL files in order and returns the continuous run of
-// records after base (the highest seq already in segments).
-func replayWAL(fsys vfs.FS, dir string, names []string, base int64) (walReplay, error) {
+// records after markBase (where producers.json's marks are as of, <= base),
+// split at base (the highest seq already in segments).
+func replayWAL(fsys vfs.FS, dir string, names []string, base, markBase int64) (walReplay, error) {
+	out, err := replayWALAfter(fsys, dir, names, markBase)
+	if err != nil {
+		return out, err
+	}
+	recs := out.records
+	out.records = nil
+	for _, rec := range recs {
+		switch {
+		case rec.Last <= base:
+			out.flushed = append(out.flushed, rec)
+		case rec.First <= base: // straddles the segment boundary
+			rec.Rows = rec.Rows[base-rec.First+1:]
+			rec.First = base + 1
+			out.records = append(out.records, rec)
+		default:
+			out.records = append(out.records, rec)
+		}
+	}
+	return out, nil
+}
+
+func replayWALAfter(fsys vfs.FS, dir string, names []string, base int64) (walReplay, error) {
 	var out walReplay
 	expected := base + 1
 	for _, name := range names {
