@@ -44,11 +44,18 @@ func (s *Store) flush(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		start := s.clk.Now()
-		rows, grams := memFlush(m)
-		sg, err := s.writeSegment(rows, segOut{estRows: int64(m.n), estBytes: m.bytes, codec: flushCodec,
-			grams: grams, writtenMS: s.clk.Now().UnixMilli()})
-		s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
+		var sg *segment
+		var err error
+		if m.n > 0 {
+			start := s.clk.Now()
+			rows, grams := memFlush(m)
+			sg, err = s.writeSegment(rows, segOut{estRows: int64(m.n), estBytes: m.bytes, codec: flushCodec,
+				grams: grams, writtenMS: s.clk.Now().UnixMilli()})
+			s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
+		}
+		// A memtable without rows holds marks of batches that only moved a
+		// mark, all at the newest segment's last seq: they join the marks
+		// as of that seq, and no segment is written.
 		if err != nil {
 			if sg != nil {
 				// The directory sync failed after the rename. The file is
@@ -65,7 +72,11 @@ func (s *Store) flush(ctx context.Context) error {
 			return fmt.Errorf("store: flush: %w", err)
 		}
 		s.mu.Lock()
-		s.segs = append(s.segs, sg)
+		if sg != nil {
+			s.segs = append(s.segs, sg)
+		} else if n := len(m.marks); n > 0 {
+			s.foldedMarkID = m.marks[n-1].id
+		}
 		s.sealed = s.sealed[1:]
 		s.segMarks = make(map[string]int64, len(m.producersAtSeal))
 		for p, v := range m.producersAtSeal {
@@ -106,7 +117,9 @@ func (s *Store) seal() error {
 	s.walMu.Lock()
 	defer s.walMu.Unlock()
 	s.mu.Lock()
-	empty := s.mem.n == 0
+	// A memtable of marks alone is sealed too: batches that only move a
+	// mark must not pile up in memory (and stall ingest) for want of rows.
+	empty := s.mem.n == 0 && len(s.mem.marks) == 0
 	s.mu.Unlock()
 	if empty {
 		return nil

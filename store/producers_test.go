@@ -283,3 +283,70 @@ func TestCorruptProducersFileOpens(t *testing.T) {
 		t.Fatalf("after an empty producers.json: mark %d known %v", v, ok)
 	}
 }
+
+// Batches that only move a mark (no rows) are sealed and flushed like rows:
+// they do not pile up in memory or the WAL, the mark survives a crash, and
+// a stream that had not read them before the flush still gets the mark.
+func TestMarkOnlyBatchesAreFlushed(t *testing.T) {
+	ctx := context.Background()
+	fs := vfs.NewMemFS()
+	opts := memOpts(fs)
+	s := mustOpen(t, opts)
+	mustAppend(t, s, mkRows("/k", 3, 0))
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Tail(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := s.Append(ctx, Batch{Producer: "other", FirstSeq: 1, LastSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := st.Next(ctx); err != nil || len(rec.Marks) != 1 || rec.Marks[0] != (ProducerMark{"other", 1}) {
+		t.Fatalf("first mark record: %+v %v", rec, err)
+	}
+	for i := 1; i <= 2000; i++ {
+		if _, err := s.Append(ctx, Batch{Producer: "relay", FirstSeq: int64(i), LastSeq: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	walSize := func() (n int64) {
+		for _, f := range walFiles(t, fs) {
+			st, _ := fs.Stat(f)
+			n += st.Size()
+		}
+		return n
+	}
+	before, walBefore := s.Stats(), walSize()
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, walAfter := s.Stats(), walSize()
+	if after.MemtableBytes >= before.MemtableBytes/10 || walAfter >= walBefore/10 {
+		t.Fatalf("mark-only batches not flushed: memtable %d -> %d bytes, wal %d -> %d bytes", before.MemtableBytes, after.MemtableBytes, walBefore, walAfter)
+	}
+	var got int64
+	nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for got < 2000 {
+		rec, err := st.Next(nctx)
+		if err != nil {
+			t.Fatalf("stream after the flush of mark-only batches: mark %d of 2000: %v", got, err)
+		}
+		if len(rec.Rows) > 0 {
+			t.Fatalf("unexpected rows %d..%d", rec.First, rec.Last)
+		}
+		for _, m := range rec.Marks {
+			got = max(got, m.Seq)
+		}
+	}
+	s.Abandon()
+	fs.Crash(nil)
+	s = mustOpen(t, opts)
+	defer s.Close()
+	if v, _ := s.ProducerApplied("relay"); v != 2000 {
+		t.Fatalf("mark after crash = %d, want 2000", v)
+	}
+}

@@ -80,6 +80,10 @@ type Store struct {
 	segMarks map[string]int64
 	// markSeq numbers marks in commit order (markAt.id).
 	markSeq uint64
+	// foldedMarkID is the newest mark a flush folded into segMarks from a
+	// memtable without rows: a RecordStream past it in seq order but not in
+	// marks gets segMarks again.
+	foldedMarkID uint64
 	// tailCh is closed (and replaced) whenever rows or marks are published:
 	// what a waiting RecordStream wakes on. Changed fires only for new seqs,
 	// and a mark can come without rows.

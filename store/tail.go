@@ -112,16 +112,17 @@ func (t *RecordStream) Next(ctx context.Context) (Record, error) {
 		if n := len(s.segs); n > 0 {
 			segEnd = max(segEnd, s.segs[n-1].last)
 		}
-		if !t.started {
+		if t.after == segEnd && len(s.segMarks) > 0 && (!t.started || s.foldedMarkID > t.markID) {
+			// The reader may have the rows up to segEnd from an earlier
+			// stream that ended before the marks that follow them, or
+			// marks at segEnd were flushed before this stream read them.
 			t.started = true
-			if t.after == segEnd && len(s.segMarks) > 0 {
-				// The reader may have the rows up to segEnd from an earlier
-				// stream that ended before the marks that follow them.
-				t.snap = sortedMarks(s.segMarks)
-				s.mu.Unlock()
-				continue
-			}
+			t.markID = max(t.markID, s.foldedMarkID)
+			t.snap = sortedMarks(s.segMarks)
+			s.mu.Unlock()
+			continue
 		}
+		t.started = true
 		if t.after < floor {
 			// Rows up to the floor are gone: jump over them.
 			t.after = floor
@@ -174,6 +175,7 @@ func (t *RecordStream) fromSegments(segEnd, floor int64) (Record, error) {
 	}
 	end := min(t.after+TailMaxRows, segEnd)
 	var snap []ProducerMark
+	folded := s.foldedMarkID
 	if end == segEnd {
 		snap = sortedMarks(s.segMarks)
 	}
@@ -216,6 +218,9 @@ segments:
 	rec := Record{First: t.after + 1, Last: after, Rows: rows, Floor: floor}
 	t.after = after
 	t.snap = snap
+	if snap != nil {
+		t.markID = max(t.markID, folded)
+	}
 	return rec, nil
 }
 
