@@ -717,7 +717,7 @@ func (sg *segment) keysBetween(from string, to string, unbounded bool) (int, int
 // which skip returns true. fn returns false to stop. With a substring, only
 // rows whose data contains it are passed, and a row group's data column is
 // searched first so the other columns are decoded only for hits.
-func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, sub string, fn func(*rawRow) bool) error {
+func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, sub string, bud *budget, fn func(*rawRow) bool) error {
 	buf := make([]parquet.Row, min(512, max(b-a, 1)))
 	rgsF := sg.pf.RowGroups()
 	for gi := sg.rgFor(a); gi < len(sg.rgs) && a < b; gi++ {
@@ -730,7 +730,7 @@ func (sg *segment) readRows(a, b int64, skip func(*rgInfo) bool, sub string, fn 
 		var stop bool
 		var err error
 		if sub != "" {
-			stop, err = sg.readGroupSub(rgsF[gi], a-g.start, end-g.start, buf, sub, fn)
+			stop, err = sg.readGroupSub(rgsF[gi], a-g.start, end-g.start, buf, sub, bud, fn)
 		} else {
 			stop, err = sg.readGroup(rgsF[gi], a-g.start, end-g.start, buf, fn)
 		}
@@ -754,11 +754,14 @@ type rowRun struct{ a, b int64 }
 // again for every key in it; a forward seek within the page the reader
 // holds re-serves that page. With a substring, each run goes through
 // readRows, which prunes by the data column first.
-func (sg *segment) readRuns(runs []rowRun, skip func(*rgInfo) bool, sub string, fn func(*rawRow) bool) error {
+func (sg *segment) readRuns(runs []rowRun, skip func(*rgInfo) bool, sub string, bud *budget, fn func(*rawRow) bool) error {
 	if sub != "" {
 		for _, r := range runs {
-			if err := sg.readRows(r.a, r.b, skip, sub, fn); err != nil {
+			if err := sg.readRows(r.a, r.b, skip, sub, bud, fn); err != nil {
 				return err
+			}
+			if bud != nil && bud.err != nil {
+				return nil
 			}
 		}
 		return nil
@@ -821,10 +824,13 @@ func (sg *segment) readRuns(runs []rowRun, skip func(*rgInfo) bool, sub string, 
 // cheaper than seeking to each hit.
 const maxSubHits = 64
 
-func (sg *segment) readGroupSub(rg parquet.RowGroup, a, b int64, buf []parquet.Row, sub string, fn func(*rawRow) bool) (bool, error) {
-	hits, ok, err := sg.dataHits(rg, a, b, []byte(sub))
+func (sg *segment) readGroupSub(rg parquet.RowGroup, a, b int64, buf []parquet.Row, sub string, bud *budget, fn func(*rawRow) bool) (bool, error) {
+	hits, ok, err := sg.dataHits(rg, a, b, []byte(sub), bud)
 	if err != nil {
 		return false, err
+	}
+	if bud != nil && bud.err != nil {
+		return true, nil
 	}
 	filter := func(rr *rawRow) bool {
 		if !bytes.Contains(rr.data, []byte(sub)) {
@@ -847,7 +853,9 @@ func (sg *segment) readGroupSub(rg parquet.RowGroup, a, b int64, buf []parquet.R
 // dataHits returns the rows in [a, b) of a row group whose data contains
 // sub, decoding only the data column. ok is false when the column's pages
 // are not in the plain layout this reads (then the caller decodes rows).
-func (sg *segment) dataHits(rg parquet.RowGroup, a, b int64, sub []byte) (hits []int64, ok bool, err error) {
+// Each value searched counts against bud (nil: no budget); when it runs
+// out, dataHits stops and bud.err says why.
+func (sg *segment) dataHits(rg parquet.RowGroup, a, b int64, sub []byte, bud *budget) (hits []int64, ok bool, err error) {
 	pages := rg.ColumnChunks()[sg.col.data].Pages()
 	defer pages.Close()
 	if err := pages.SeekToRow(a); err != nil {
@@ -874,6 +882,10 @@ func (sg *segment) dataHits(rg parquet.RowGroup, a, b int64, sub []byte) (hits [
 			return nil, false, nil
 		}
 		for i := 0; i < n && row < b; i++ {
+			if bud != nil && !bud.step() {
+				parquet.Release(p)
+				return hits, true, nil
+			}
 			if bytes.Contains(data[offs[i]:offs[i+1]], sub) {
 				hits = append(hits, row)
 			}

@@ -134,7 +134,7 @@ func (t *RecordStream) Next(ctx context.Context) (Record, error) {
 			return rec, nil
 		}
 		if t.after < segEnd {
-			rec, err := t.fromSegments(segEnd, floor)
+			rec, err := t.fromSegments(ctx, segEnd, floor)
 			if err != nil {
 				return Record{}, err
 			}
@@ -164,7 +164,7 @@ func (s *Store) floorNow() int64 {
 
 // fromSegments reads the next rows, all at or below segEnd, from segments.
 // Called with s.mu held; returns with it released.
-func (t *RecordStream) fromSegments(segEnd, floor int64) (Record, error) {
+func (t *RecordStream) fromSegments(ctx context.Context, segEnd, floor int64) (Record, error) {
 	s := t.s
 	var segs []*segment
 	for _, sg := range s.segs {
@@ -196,7 +196,7 @@ segments:
 		if sg.first > after+1 {
 			return Record{}, fmt.Errorf("store: tail: segment %s starts at seq %d, expected %d", sg.name, sg.first, after+1)
 		}
-		got, err := s.scanSegment(&t.cache, sg, after, int(end-after))
+		got, err := s.scanSegment(ctx, &t.cache, sg, after, int(end-after))
 		if err != nil {
 			return Record{}, fmt.Errorf("store: tail: %w", err)
 		}
