@@ -219,3 +219,11 @@ func (s *Store) expireProducers() bool {
 	}
 	return len(gone) > 0
 }
+
+// ProducerApplied returns an idempotent producer's durable high-water mark.
+func (s *Store) ProducerApplied(producer string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.producers[producer]
+	return v, ok
+}
