@@ -53,7 +53,7 @@ func TestCancelledReadStopsPromptly(t *testing.T) {
 			s := mustOpen(t, memOpts(vfs.NewMemFS()))
 			defer s.Close()
 			total := manyKeys(t, s, flush)
-			q := Query{Source: "[a-z]{1,1000}X", Scope: ScopeRegex, MaxLines: 10}
+			q := Query{Source: "[a-z]{1,400}X", Scope: ScopeRegex, MaxLines: 10}
 			ctx := &cancelAfter{Context: context.Background()}
 			ctx.n.Store(3) // the first checks pass; cancelled from the fourth
 			res, err := s.Fetch(ctx, q)
@@ -95,7 +95,7 @@ func TestQueryBudget(t *testing.T) {
 			defer s.Close()
 			manyKeys(t, s, flush)
 			for _, q := range []Query{
-				{Source: "[a-z]{1,1000}X", Scope: ScopeRegex, MaxExamined: 5000},
+				{Source: "[a-z]{1,400}X", Scope: ScopeRegex, MaxExamined: 5000},
 				{Source: "/user/", Scope: ScopePrefix, Substring: "not there", MaxExamined: 5000},
 			} {
 				res, err := s.Fetch(context.Background(), q)
@@ -115,5 +115,19 @@ func TestQueryBudget(t *testing.T) {
 				t.Fatalf("negative budget: %v", err)
 			}
 		})
+	}
+}
+
+// A regex whose program is too large to try on every key is refused up
+// front, naming the limit.
+func TestRegexProgramBudget(t *testing.T) {
+	s := mustOpen(t, memOpts(vfs.NewMemFS()))
+	defer s.Close()
+	_, err := s.Fetch(context.Background(), Query{Source: "[a-z]{1,1000}X", Scope: ScopeRegex})
+	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "MaxRegexProgram") || !strings.Contains(err.Error(), "2002") {
+		t.Fatalf("huge regex: %v, want an invalid argument naming MaxRegexProgram and the program size", err)
+	}
+	if _, err := s.Fetch(context.Background(), Query{Source: "^/user/job-[0-9]+/task-.*$", Scope: ScopeRegex}); err != nil {
+		t.Fatalf("ordinary regex: %v", err)
 	}
 }

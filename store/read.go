@@ -85,6 +85,10 @@ func compileQuery(q Query) (*query, error) {
 		if err != nil {
 			return nil, fmt.Errorf("source %q is not a valid regular expression: %v: %w", q.Source, err, ErrInvalidArgument)
 		}
+		if n := regexProgramSize(q.Source); n > MaxRegexProgram {
+			return nil, fmt.Errorf("source regular expression compiles to %d instructions, limit is %d (MaxRegexProgram): matching costs time in proportion, so simplify it (a bounded repetition like {1,1000} repeats its operand that often): %w",
+				n, MaxRegexProgram, ErrInvalidArgument)
+		}
 		c.re = re
 		c.prefix = anchoredLiteralPrefix(q.Source)
 	default:
@@ -96,6 +100,26 @@ func compileQuery(q Query) (*query, error) {
 	}
 	c.limit = min(c.limit, MaxMaxLines)
 	return c, nil
+}
+
+// MaxRegexProgram bounds a REGEX source's compiled program. Go's regexp
+// runs in time linear in the input but also in the program's size, so
+// "[a-z]{1,1000}X" (2002 instructions) costs a hundred times what a typical
+// key pattern (10-30) does on every key it is tried on.
+const MaxRegexProgram = 1000
+
+// regexProgramSize is the instruction count of src's compiled program (0
+// if it does not parse; regexp.Compile reports that).
+func regexProgramSize(src string) int {
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil {
+		return 0
+	}
+	p, err := syntax.Compile(re.Simplify())
+	if err != nil {
+		return 0
+	}
+	return len(p.Inst)
 }
 
 // anchoredLiteralPrefix returns a literal every match of an unanchored regex

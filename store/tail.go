@@ -234,10 +234,14 @@ func (t *RecordStream) fromMemtables(floor int64) (Record, bool) {
 	mems = append(mems, s.mem)
 	// Marks not yet delivered, in commit order (their positions never
 	// decrease).
+	// Only the first TailMaxMarks matter to this record.
 	var pending []markAt
 	for _, m := range mems {
+		if len(pending) >= TailMaxMarks {
+			break
+		}
 		i := sort.Search(len(m.marks), func(i int) bool { return m.marks[i].id > t.markID })
-		pending = append(pending, m.marks[i:]...)
+		pending = append(pending, m.marks[i:min(len(m.marks), i+TailMaxMarks-len(pending))]...)
 	}
 	if len(pending) > 0 && pending[0].pos <= t.after {
 		// Marks of records without rows after the rows already delivered.
