@@ -161,6 +161,8 @@ func (s *Store) jumpFloor(ctx context.Context, floor int64) error {
 	s.lastSeq.Store(floor)
 	close(s.changed)
 	s.changed = make(chan struct{})
+	close(s.tailCh) // a stream of this store (a chained standby) must jump too
+	s.tailCh = make(chan struct{})
 	s.mu.Unlock()
 	s.scan.drop()
 	names := make([]string, 0, len(victims))
