@@ -207,4 +207,5 @@ type Stats struct {
 	SegmentBytes  int64
 	SegmentRows   int64
 	WALBytes      int64
+	Producers     int // idempotent producers remembered (at most MaxProducers)
 }

@@ -215,6 +215,7 @@ func (s *Store) Stats() Stats {
 		st.FirstSeq = s.mem.first
 	}
 	st.WALBytes = s.walBytes.Load()
+	st.Producers = len(s.producers)
 	return st
 }
 
