@@ -350,3 +350,29 @@ func TestMarkOnlyBatchesAreFlushed(t *testing.T) {
 		t.Fatalf("mark after crash = %d, want 2000", v)
 	}
 }
+
+// A batch that only moves a mark, right after a flush, sits at the new
+// segment's last seq but is not in the marks written with that segment: a
+// crash must not lose it.
+func TestMarkAtSegmentEndSurvivesCrash(t *testing.T) {
+	ctx := context.Background()
+	fs := vfs.NewMemFS()
+	opts := memOpts(fs)
+	s := mustOpen(t, opts)
+	if _, err := s.Append(ctx, Batch{Producer: "p", Rows: producerRows("p", 1, 3), FirstSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, Batch{Producer: "p", FirstSeq: 4, LastSeq: 9}); err != nil {
+		t.Fatal(err)
+	}
+	s.Abandon()
+	fs.Crash(nil)
+	s = mustOpen(t, opts)
+	defer s.Close()
+	if v, _ := s.ProducerApplied("p"); v != 9 {
+		t.Fatalf("mark after crash = %d, want the acked 9", v)
+	}
+}

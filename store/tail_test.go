@@ -425,3 +425,65 @@ func TestTailRecordLimits(t *testing.T) {
 		marks += len(rec.Marks)
 	}
 }
+
+// The stream yields only committed records: after the primary crashes (the
+// adversarial crash model) and recovers, it still holds everything a
+// follower got from it, so the follower resumes without ErrTailAhead and
+// ends identical.
+func TestTailYieldsOnlyDurableRecords(t *testing.T) {
+	ctx := context.Background()
+	for seed := int64(0); seed < 30; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		pfs := vfs.NewMemFS()
+		popts := memOpts(pfs)
+		primary := mustOpen(t, popts)
+		replica := mustOpen(t, memOpts(vfs.NewMemFS()))
+		next := int64(1)
+		for round := 0; round < 4; round++ {
+			for i := 0; i < 5; i++ {
+				n := rng.Intn(4)
+				b := Batch{Producer: "p", Rows: producerRows("p", int(next), n), FirstSeq: next, LastSeq: next + int64(n)}
+				if _, err := primary.Append(ctx, b); err != nil {
+					t.Fatal(err)
+				}
+				next = b.LastSeq + 1
+				mustAppend(t, primary, mkRows("/plain", 1+rng.Intn(3), round*100+i*10))
+				if rng.Intn(4) == 0 {
+					primary.Flush(ctx)
+				}
+			}
+			h := &markHistory{}
+			h.note(primary, "p")
+			h.at[0].last = 0
+			followAll(t, primary, replica, h, []string{"p"})
+			// Crash the primary with writes in flight that were never acked.
+			mBefore, _ := primary.ProducerApplied("p")
+			lBefore := primary.LastSeq()
+			stBefore := primary.Stats()
+			k := &killer{n: rng.Intn(4)}
+			pfs.Inject = k.inject
+			primary.Append(ctx, Batch{Rows: mkRows("/unacked", 2, 0)})
+			primary.Abandon()
+			pfs.Inject = nil
+			pfs.Crash(rng)
+			primary = mustOpen(t, popts)
+			if m, _ := primary.ProducerApplied("p"); m < mBefore || primary.LastSeq() < lBefore {
+				names, _ := pfs.List("/data")
+				t.Fatalf("seed %d round %d: primary lost acked state in a crash: mark %d -> %d, last %d -> %d; before %+v after %+v files %v", seed, round, mBefore, m, lBefore, primary.LastSeq(), stBefore, primary.Stats(), names)
+			}
+			if _, err := primary.Tail(replica.LastSeq()); err != nil {
+				t.Fatalf("seed %d round %d: primary after crash: %v (follower at %d, primary at %d)", seed, round, err, replica.LastSeq(), primary.LastSeq())
+			}
+		}
+		h := &markHistory{}
+		h.note(primary, "p")
+		h.at[0].last = 0
+		followAll(t, primary, replica, h, []string{"p"})
+		got, want := allRows(t, replica), allRows(t, primary)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("seed %d: follower has %d rows, primary %d", seed, len(got), len(want))
+		}
+		primary.Close()
+		replica.Close()
+	}
+}

@@ -262,8 +262,12 @@ func replayWALAfter(fsys vfs.FS, dir string, names []string, base int64) (walRep
 		out.maxNum = max(out.maxNum, num)
 		first := true
 		for _, rec := range recs {
-			if rec.Last <= base {
-				continue // already in a durable segment
+			if rec.Last < base || (rec.Last == base && rec.First <= base) {
+				// Already in a durable segment, and its marks in the marks
+				// as of base. A record without rows at base itself may have
+				// come after the seal, so the marks as of base lack it: it
+				// is kept for its marks.
+				continue
 			}
 			if rec.First <= base { // straddles the segment boundary
 				rec.Rows = rec.Rows[base-rec.First+1:]
