@@ -487,3 +487,39 @@ func TestTailYieldsOnlyDurableRecords(t *testing.T) {
 		replica.Close()
 	}
 }
+
+// A standby promoted after following the stream dedupes the producer's
+// retries exactly as the primary would: a resent batch adds nothing, and a
+// batch that overtakes is refused.
+func TestPromotedStandbyKeepsDedupe(t *testing.T) {
+	ctx := context.Background()
+	primary := mustOpen(t, memOpts(vfs.NewMemFS()))
+	defer primary.Close()
+	standby := mustOpen(t, memOpts(vfs.NewMemFS()))
+	defer standby.Close()
+	var last Batch
+	for i := 0; i < 6; i++ {
+		last = Batch{Producer: "relay", Rows: producerRows("r", 1+i*3, 3), FirstSeq: int64(1 + i*3), LastSeq: int64(3 + i*3)}
+		if _, err := primary.Append(ctx, last); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			primary.Flush(ctx)
+		}
+	}
+	h := &markHistory{}
+	h.note(primary, "relay")
+	h.at[0].last = 0
+	followAll(t, primary, standby, h, []string{"relay"})
+	rows := len(allRows(t, standby))
+	ack, err := standby.Append(ctx, last) // the relay's retry after the failover
+	if err != nil || ack.First != 0 || ack.ProducerApplied != 18 {
+		t.Fatalf("resent batch on the promoted standby: %+v %v, want nothing appended and mark 18", ack, err)
+	}
+	if _, err := standby.Append(ctx, Batch{Producer: "relay", Rows: producerRows("r", 25, 1), FirstSeq: 25}); !errors.Is(err, ErrProducerGap) {
+		t.Fatalf("overtaking batch on the promoted standby: %v, want ErrProducerGap", err)
+	}
+	if got := len(allRows(t, standby)); got != rows {
+		t.Fatalf("standby rows %d -> %d after the retries", rows, got)
+	}
+}
