@@ -38,6 +38,10 @@ func ToConnect(op string, err error) *connect.Error {
 		// Transient, unlike an oversize request: clients retry it.
 		ce.Meta().Set(wire.RetryHeader, "disk-full")
 		return ce
+	case errors.Is(err, store.ErrQueryBudget):
+		// Not retryable (no retry header): the same query would examine
+		// the same rows again. The message names the budget.
+		return connect.NewError(connect.CodeResourceExhausted, err)
 	case errors.As(err, &be):
 		// Not retryable: the same query would exceed the same budget.
 		return connect.NewError(connect.CodeResourceExhausted,
