@@ -71,6 +71,7 @@ func (s *Store) flush(ctx context.Context) error {
 		s.mu.Lock()
 		s.segs = append(s.segs, sg)
 		s.sealed = s.sealed[1:]
+		s.segMarks = producers
 		s.wakeStalledLocked() // after the memtable's bytes left the count
 		trimTo := s.mem.walNum
 		if len(s.sealed) > 0 {

@@ -266,7 +266,7 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 			var rows []Row
 			var err error
 			if q.scan {
-				rows, err = s.scanSegment(sg, max(q.cursor, sg.first-1), q.limit-len(out))
+				rows, err = s.scanSegment(&s.scan, sg, max(q.cursor, sg.first-1), q.limit-len(out))
 			} else {
 				rows, err = sg.collect(q, q.limit-len(out))
 			}
@@ -555,10 +555,11 @@ type scanCache struct {
 	rows   []Row
 }
 
-// scanSegment returns up to n rows of sg with seq > after, in seq order.
-func (s *Store) scanSegment(sg *segment, after int64, n int) ([]Row, error) {
+// scanSegment returns up to n rows of sg with seq > after, in seq order,
+// through the window cache c (Scan's, or a RecordStream's own: two readers at
+// different places sharing one window would each evict the other's).
+func (s *Store) scanSegment(c *scanCache, sg *segment, after int64, n int) ([]Row, error) {
 	want := min(after+int64(n), sg.last)
-	c := &s.scan
 	c.mu.Lock()
 	if c.seg == sg && c.lo <= after+1 && want <= c.hi {
 		out := append([]Row(nil), c.rows[after+1-c.lo:want+1-c.lo]...)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"log/slog"
 	"path"
@@ -29,6 +30,9 @@ type Store struct {
 	dir     string
 	log     *slog.Logger
 	metrics *metrics
+	// lock is the data dir's LOCK, held from before recovery reads anything
+	// until Close (or Abandon, which models the process dying).
+	lock io.Closer
 
 	commitCh  chan *commitReq
 	stopCh    chan struct{} // closed by Close: stops background loops
@@ -66,6 +70,17 @@ type Store struct {
 	pins      map[string]int64
 	changed   chan struct{}
 	floor     int64 // seqs <= floor were deleted by retention
+	// segMarks are the producer marks as of the newest segment's last seq
+	// (or the floor when there is none): what a Tail that reads rows from
+	// segments, where marks have no position, delivers when it reaches
+	// that seq.
+	segMarks map[string]int64
+	// markSeq numbers marks in commit order (markAt.id).
+	markSeq uint64
+	// tailCh is closed (and replaced) whenever rows or marks are published:
+	// what a waiting RecordStream wakes on. Changed fires only for new seqs,
+	// and a mark can come without rows.
+	tailCh chan struct{}
 	// garbage: segment files no longer in segs (below meta.json's floor, or
 	// inside a merged segment's range) whose removal failed; Retain retries
 	// them, and recovery would delete them too.
@@ -88,7 +103,10 @@ type Store struct {
 }
 
 type commitReq struct {
-	batch   Batch
+	batch Batch
+	// repl, when set, is a record received from a primary (ApplyReplicated):
+	// written with its own seqs and marks, never renumbered or deduped.
+	repl    *Record
 	payload []byte // pre-encoded rows for non-producer batches
 	bytes   int64
 	done    chan commitResult
@@ -135,6 +153,8 @@ func Open(opts Options) (*Store, error) {
 		flushKick:   make(chan struct{}, 1),
 		flushedKick: make(chan struct{}, 1),
 		producers:   map[string]int64{},
+		segMarks:    map[string]int64{},
+		tailCh:      make(chan struct{}),
 		pins:        map[string]int64{},
 		changed:     make(chan struct{}),
 		flushed:     make(chan struct{}),
@@ -145,6 +165,10 @@ func Open(opts Options) (*Store, error) {
 	if err := s.recover(); err != nil {
 		for _, sg := range s.segs {
 			sg.close()
+		}
+		s.wal.close()
+		if s.lock != nil {
+			s.lock.Close()
 		}
 		return nil, err
 	}
@@ -170,9 +194,38 @@ type storeMeta struct {
 
 const metaName = "meta.json"
 
+// lockName is the data dir's lock file: two processes on one data dir would
+// hand out the same seqs and delete each other's files.
+const lockName = "LOCK"
+
+// ErrDirInUse: another process (or another open Store in this one) has the
+// data dir open.
+var ErrDirInUse = errors.New("data dir is in use")
+
+func (s *Store) takeLock() error {
+	l, err := s.fs.Lock(path.Join(s.dir, lockName))
+	var le *vfs.LockedError
+	switch {
+	case errors.As(err, &le):
+		who := "pid unknown"
+		if le.PID > 0 {
+			who = fmt.Sprintf("pid %d", le.PID)
+		}
+		return fmt.Errorf("store: data dir %s is in use by another finelogd (%s): stop it first, or use another --data-dir (lock file %s): %w",
+			s.dir, who, le.Path, ErrDirInUse)
+	case err != nil:
+		return fmt.Errorf("store: lock data dir %s: %w", s.dir, mapNoSpace(err))
+	}
+	s.lock = l
+	return nil
+}
+
 func (s *Store) recover() error {
 	if err := s.fs.MkdirAll(s.dir); err != nil {
 		return fmt.Errorf("store: create dir %s: %w", s.dir, mapNoSpace(err))
+	}
+	if err := s.takeLock(); err != nil {
+		return err
 	}
 	names, err := s.fs.List(s.dir)
 	if err != nil {
@@ -221,11 +274,16 @@ func (s *Store) recover() error {
 	if len(rep.files) > 0 {
 		firstWAL = rep.files[0].num
 	}
+	for p, v := range s.producers {
+		s.segMarks[p] = v
+	}
 	s.mem = newMemtable(base+1, firstWAL, s.opts.MemtableBytes)
 	for _, rec := range rep.records {
 		s.mem.add(rec.Rows)
 		for _, m := range rec.Marks {
 			s.producers[m.Producer] = max(s.producers[m.Producer], m.Seq)
+			s.markSeq++
+			s.mem.addMark(s.markSeq, rec.Last, m)
 		}
 	}
 	s.lastSeq.Store(s.mem.last())
@@ -389,7 +447,12 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 	// batch=1000, writers=4 in BenchmarkAppendDurable).
 	need := 0
 	for _, req := range group {
-		if req.batch.Producer == "" {
+		if req.repl != nil {
+			need += int(req.bytes) + walHeaderSize + 64
+			for _, m := range req.repl.Marks {
+				need += len(m.Producer) + 20
+			}
+		} else if req.batch.Producer == "" {
 			need += len(req.payload)
 		} else {
 			need += int(req.bytes) + walHeaderSize + len(req.batch.Producer) + 64
@@ -412,7 +475,25 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 	pubRows := make([][]Row, len(group))
 	overlay := map[string]int64{} // producer marks as of earlier batches in this group
 	var marks []ProducerMark
+	// recMarks[i] are the marks written in batch i's record, durable with
+	// seq recLast[i].
+	recMarks := make([][]ProducerMark, len(group))
+	recLast := make([]int64, len(group))
 	for i, req := range group {
+		if rec := req.repl; rec != nil {
+			if err := replicaSeqErr(rec, next); err != nil {
+				errs[i] = err
+				continue
+			}
+			if len(rec.Rows) == 0 && len(rec.Marks) == 0 {
+				continue
+			}
+			buf = appendWALRecord(buf, rec.First, rec.Last, rec.Marks, rec.Rows)
+			pubRows[i] = rec.Rows
+			recMarks[i], recLast[i] = rec.Marks, rec.Last
+			next = rec.Last + 1
+			continue
+		}
 		b := &req.batch
 		if b.Producer == "" {
 			first, last := next, next+int64(len(b.Rows))-1
@@ -454,6 +535,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 		first, last := next, next+int64(len(keep))-1
 		marks = append(marks[:0], ProducerMark{Producer: b.Producer, Seq: newMark})
 		buf = appendWALRecord(buf, first, last, marks, keep)
+		recMarks[i], recLast[i] = []ProducerMark{marks[0]}, last
 		acks[i] = Ack{ProducerApplied: newMark}
 		if len(keep) > 0 {
 			acks[i].First, acks[i].Last = first, last
@@ -489,6 +571,17 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 		if p := req.batch.Producer; p != "" && errs[i] == nil {
 			s.producers[p] = max(s.producers[p], acks[i].ProducerApplied)
 		}
+		for _, m := range recMarks[i] {
+			if req.repl != nil {
+				s.producers[m.Producer] = max(s.producers[m.Producer], m.Seq)
+			}
+			s.markSeq++
+			s.mem.addMark(s.markSeq, recLast[i], m)
+		}
+	}
+	if len(buf) > 0 {
+		close(s.tailCh)
+		s.tailCh = make(chan struct{})
 	}
 	if next-1 != s.lastSeq.Load() {
 		s.lastSeq.Store(next - 1)
@@ -652,6 +745,9 @@ func (s *Store) Close() error {
 		sg.release()
 	}
 	s.metrics.unregister()
+	if cerr := s.lock.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("store: release %s: %w", lockName, cerr)
+	}
 	return err
 }
 
@@ -677,6 +773,8 @@ func (s *Store) Abandon() {
 		sg.release()
 	}
 	s.metrics.unregister()
+	// A dead process's flock is gone; so is this one.
+	s.lock.Close()
 }
 
 func (s *Store) isClosed() bool {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -26,6 +27,7 @@ const (
 	OpRemove  Op = "remove"
 	OpSyncDir Op = "syncdir"
 	OpMkdir   Op = "mkdir"
+	OpLock    Op = "lock"
 )
 
 // ErrCrashed is returned by a file handle opened before the last Crash: the
@@ -44,6 +46,10 @@ type MemFS struct {
 	gen  uint64
 	dirs map[string]*memDir
 	now  func() time.Time
+	// locks are the held Locks: name -> holder token. A crash kills every
+	// holder, so Crash clears it.
+	locks     map[string]uint64
+	lockToken uint64
 
 	// Inject, when set, is called before each mutating operation (and
 	// before each Sync); a non-nil error fails the operation unperformed.
@@ -66,7 +72,7 @@ type memNode struct {
 
 // NewMemFS returns an empty MemFS with a root directory.
 func NewMemFS() *MemFS {
-	m := &MemFS{dirs: map[string]*memDir{}, now: func() time.Time { return time.Unix(0, 0) }}
+	m := &MemFS{dirs: map[string]*memDir{}, locks: map[string]uint64{}, now: func() time.Time { return time.Unix(0, 0) }}
 	m.dirs["/"] = newMemDir()
 	return m
 }
@@ -272,6 +278,50 @@ func (m *MemFS) SyncDir(dir string) error {
 	return nil
 }
 
+// Lock takes an in-process exclusive lock on name (the directory must
+// exist). A second Lock of the same name fails with a *LockedError until the
+// first is closed or the FS crashes: a crash kills the holder, and like a
+// flock the lock dies with it.
+func (m *MemFS) Lock(name string) (io.Closer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.inject(OpLock, name); err != nil {
+		return nil, err
+	}
+	if _, _, err := m.lookup(name); err != nil {
+		return nil, err
+	}
+	name = clean(name)
+	if _, held := m.locks[name]; held {
+		return nil, &LockedError{Path: name, PID: os.Getpid()}
+	}
+	m.lockToken++
+	m.locks[name] = m.lockToken
+	return &memLock{fs: m, name: name, token: m.lockToken}, nil
+}
+
+type memLock struct {
+	fs     *MemFS
+	name   string
+	token  uint64
+	closed bool
+}
+
+// Close releases the lock unless a crash already did (and someone else may
+// hold it now).
+func (l *memLock) Close() error {
+	l.fs.mu.Lock()
+	defer l.fs.mu.Unlock()
+	if l.closed {
+		return fs.ErrClosed
+	}
+	l.closed = true
+	if l.fs.locks[l.name] == l.token {
+		delete(l.fs.locks, l.name)
+	}
+	return nil
+}
+
 // Crash simulates a power cut: every directory reverts to its durable
 // entries and every file to its durable bytes. When rng is not nil, a file
 // whose unsynced bytes extend its durable bytes keeps a random prefix of them
@@ -280,6 +330,7 @@ func (m *MemFS) Crash(rng *rand.Rand) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.gen++
+	clear(m.locks)
 	seen := map[*memNode]bool{}
 	dirNames := make([]string, 0, len(m.dirs))
 	for p := range m.dirs {

@@ -2,7 +2,10 @@ package vfs
 
 import (
 	"errors"
+	"io/fs"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -116,4 +119,63 @@ func TestMemFSManyAppends(t *testing.T) {
 	if c := cap(f.(*memFile).node.data); c > 4*1000000 {
 		t.Fatalf("capacity %d for a 1 MB file: growth is not geometric", c)
 	}
+}
+
+func TestMemFSLock(t *testing.T) {
+	m := NewMemFS()
+	if err := m.MkdirAll("/d"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := m.Lock("/d/LOCK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var le *LockedError
+	if _, err := m.Lock("/d/LOCK"); !errors.As(err, &le) || !errors.Is(err, ErrLocked) || le.Path != "/d/LOCK" {
+		t.Fatalf("second Lock = %v, want a LockedError for /d/LOCK", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := m.Lock("/d/LOCK")
+	if err != nil {
+		t.Fatalf("Lock after Close: %v", err)
+	}
+	// A crash kills the holder: its lock is gone, and closing its stale
+	// handle later must not release the lock of whoever took it next.
+	m.Crash(nil)
+	l3, err := m.Lock("/d/LOCK")
+	if err != nil {
+		t.Fatalf("Lock after Crash: %v", err)
+	}
+	l2.Close()
+	if _, err := m.Lock("/d/LOCK"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("a pre-crash handle's Close released the new holder's lock: %v", err)
+	}
+	l3.Close()
+	if _, err := m.Lock("/nodir/LOCK"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Lock in a missing dir = %v", err)
+	}
+}
+
+// flock belongs to an open file, so a second Lock even from the same
+// process conflicts, and the file names the holder's pid.
+func TestOSLock(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "LOCK")
+	l, err := OS{}.Lock(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var le *LockedError
+	if _, err := (OS{}).Lock(name); !errors.As(err, &le) || le.PID != os.Getpid() {
+		t.Fatalf("second Lock = %v, want a LockedError naming pid %d", err, os.Getpid())
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = OS{}.Lock(name)
+	if err != nil {
+		t.Fatalf("Lock after Close: %v", err)
+	}
+	l.Close()
 }
