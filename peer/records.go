@@ -12,7 +12,7 @@ import (
 //	floor:u64 | primary_last:u64 | count:u32 | count × (len:u32 | record[len])
 //
 // floor is the primary's retention floor (every seq <= floor was deleted
-// there), primary_last its last committed seq when the frame was built (the
+// there; each record takes it as its Floor), primary_last its last committed seq when the frame was built (the
 // replica's lag is primary_last minus what it holds), and each record is one
 // committed WAL record in the store's WAL record encoding (docs/store.md:
 // little-endian crc32c, length, first, last, then the varint payload with
@@ -21,7 +21,7 @@ import (
 type Records struct {
 	Floor       int64
 	PrimaryLast int64
-	Records     []store.WALRecord
+	Records     []store.Record
 }
 
 const recordsHeader = 8 + 8 + 4
@@ -34,7 +34,7 @@ func EncodeRecords(dst []byte, r Records) []byte {
 	for _, rec := range r.Records {
 		at := len(dst)
 		dst = append(dst, 0, 0, 0, 0)
-		dst = store.AppendWALRecord(dst, rec)
+		dst = store.AppendWALRecord(dst, store.WALRecord{First: rec.First, Last: rec.Last, Marks: rec.Marks, Rows: rec.Rows})
 		binary.BigEndian.PutUint32(dst[at:], uint32(len(dst)-at-4))
 	}
 	return dst
@@ -61,7 +61,7 @@ func DecodeRecords(b []byte) (Records, error) {
 	if uint64(n)*28 > uint64(len(b)) {
 		return Records{}, fmt.Errorf("%w: %d records in %d bytes", ErrProtocol, n, len(b))
 	}
-	r.Records = make([]store.WALRecord, 0, n)
+	r.Records = make([]store.Record, 0, n)
 	for i := range n {
 		if len(b) < 4 {
 			return Records{}, fmt.Errorf("%w: record %d: truncated length", ErrProtocol, i)
@@ -80,7 +80,7 @@ func DecodeRecords(b []byte) (Records, error) {
 		if k := len(r.Records); k > 0 && rec.First != r.Records[k-1].Last+1 {
 			return Records{}, fmt.Errorf("%w: record %d starts at seq %d, the one before ended at %d", ErrProtocol, i, rec.First, r.Records[k-1].Last)
 		}
-		r.Records = append(r.Records, rec)
+		r.Records = append(r.Records, store.Record{First: rec.First, Last: rec.Last, Rows: rec.Rows, Marks: rec.Marks, Floor: r.Floor})
 		b = b[4+l:]
 	}
 	if len(b) != 0 {
