@@ -72,6 +72,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	Relay RelayConfig
+	Peer  PeerConfig
 
 	FS     vfs.FS
 	Clock  clock.Clock
@@ -152,6 +153,7 @@ type Server struct {
 	onPark func()
 
 	relay *relayRunner // nil when no relay is configured
+	peer  *peerRunner  // nil when no replica port is configured
 	self  []string     // this daemon's own URLs (the relay refuses them as a target)
 }
 
@@ -210,6 +212,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.newRelay(); err != nil {
 		return nil, err
 	}
+	if err := s.newPeer(); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes(gate)
 	return s, nil
 }
@@ -245,6 +250,7 @@ func (s *Server) routes(gate gate) http.Handler {
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
 	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
 	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	gated.Handle("/replica/", s.replicaAdmin())
 	gated.HandleFunc("/debug/pprof/", pprof.Index)
 	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	gated.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -294,6 +300,11 @@ func (s *Server) Open(ctx context.Context) error {
 		st.Close()
 		return err
 	}
+	if err := s.startPeer(ctx, st); err != nil {
+		s.stopRelay()
+		st.Close()
+		return err
+	}
 	s.state.Store(int32(stateReady))
 	return nil
 }
@@ -316,6 +327,7 @@ func (s *Server) store() (logStore, error) {
 func (s *Server) Close() error {
 	s.beginStop()
 	s.stopRelay()
+	s.stopPeer()
 	ref := s.st.Swap(nil)
 	s.state.Store(int32(stateStopped))
 	if ref == nil {
@@ -386,11 +398,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 
 // healthStatus is the /health body.
 type healthStatus struct {
-	Status  string       `json:"status"`
-	Cluster string       `json:"cluster,omitempty"`
-	LastSeq int64        `json:"last_seq"`
-	Relay   *relayHealth `json:"relay,omitempty"`
-	Error   string       `json:"error,omitempty"`
+	Status  string         `json:"status"`
+	Cluster string         `json:"cluster,omitempty"`
+	LastSeq int64          `json:"last_seq"`
+	Relay   *relayHealth   `json:"relay,omitempty"`
+	Replica *replicaHealth `json:"replica,omitempty"`
+	Error   string         `json:"error,omitempty"`
 }
 
 // health is open (no credentials): load balancers and systemd probe it. It
@@ -404,6 +417,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		if ref := s.st.Load(); ref != nil {
 			h.LastSeq = ref.s.LastSeq()
 		}
+		h.Replica = s.replicaHealth()
 		if rh := s.relayHealth(); rh != nil {
 			h.Relay = rh
 			if rh.Stopped {

@@ -81,6 +81,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
 	c.Relay.PinMaxBytes = server.DefaultRelayPinMaxBytes
 	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
+	finishPeerFlags := addPeerFlags(fs, &c.Peer)
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
@@ -101,6 +102,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 			byteSize(f.memoryLimit), byteSize(c.MemtableBytes))
 	}
 	c.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
+	if err := finishPeerFlags(getenv); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -232,6 +236,7 @@ func printConfig(w io.Writer, f *flags) error {
 			"backfill":      c.Relay.Backfill,
 			"pin_max_bytes": c.Relay.PinMaxBytes,
 		},
+		"peer": peerConfigJSON(c.Peer),
 	}
 	// The policy is printed as auth describes it: validated, with inline
 	// secrets redacted and key files named by path.
