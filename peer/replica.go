@@ -150,10 +150,64 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 			return r.st.LastContact
 		})
 	}()
+	// The reader decodes frames while the applier writes: everything that
+	// arrived during one fdatasync is applied with the next.
+	frames := make(chan Records, 64)
+	readErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(frames)
+		readErr <- r.readFrames(lctx, c, frames)
+	}()
+	for {
+		batch, ok := <-frames
+		if !ok {
+			return followed, <-readErr
+		}
+		recs := batch.Records
+	drain:
+		for len(recs) < 4096 {
+			select {
+			case more, ok := <-frames:
+				if !ok {
+					break drain
+				}
+				recs = append(recs, more.Records...)
+				batch.PrimaryLast = more.PrimaryLast
+			default:
+				break drain
+			}
+		}
+		merged := mergeRecords(recs)
+		for _, rec := range merged {
+			if err := r.cfg.Store.ApplyReplicated(ctx, rec); err != nil {
+				c.Close()
+				return followed, fmt.Errorf("apply record [%d,%d] from the primary: %w", rec.First, rec.Last, err)
+			}
+		}
+		followed = true
+		applied := r.cfg.Store.LastSeq()
+		if err := c.SendSeq(TypeAck, applied); err != nil {
+			return followed, err
+		}
+		now := r.cfg.Clock.Now()
+		r.mu.Lock()
+		r.st.AppliedSeq, r.st.PrimaryLast = applied, batch.PrimaryLast
+		if applied >= batch.PrimaryLast {
+			r.st.caughtUp = now
+		}
+		r.mu.Unlock()
+	}
+}
+
+// readFrames receives frames until the link fails, noting contact and
+// passing Records on.
+func (r *Replica) readFrames(ctx context.Context, c *Conn, out chan<- Records) error {
 	for {
 		typ, body, err := c.Recv()
 		if err != nil {
-			return followed, err
+			return err
 		}
 		now := r.cfg.Clock.Now()
 		r.mu.Lock()
@@ -165,24 +219,13 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 		batch, err := DecodeRecords(body)
 		if err != nil {
 			c.Close()
-			return followed, err
+			return err
 		}
-		for _, rec := range batch.Records {
-			if err := r.cfg.Store.ApplyReplicated(ctx, rec); err != nil {
-				return followed, fmt.Errorf("apply record [%d,%d] from the primary: %w", rec.First, rec.Last, err)
-			}
+		select {
+		case out <- batch:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		followed = true
-		applied := r.cfg.Store.LastSeq()
-		if err := c.SendSeq(TypeAck, applied); err != nil {
-			return followed, err
-		}
-		r.mu.Lock()
-		r.st.AppliedSeq, r.st.PrimaryLast = applied, batch.PrimaryLast
-		if applied >= batch.PrimaryLast {
-			r.st.caughtUp = now
-		}
-		r.mu.Unlock()
 	}
 }
 
