@@ -40,7 +40,7 @@ const maxKeyPrefs = 4096
 // and the in-flight limit. Safe for concurrent use.
 type Acceptor struct {
 	cfg      AcceptorConfig
-	keys     []key // mac keys: current, then next
+	keys     []*key // mac keys: current, then next
 	inflight chan struct{}
 	// busy bounds the connections being turned away with StatusBusy, so a
 	// flood costs bounded goroutines too.
@@ -70,13 +70,13 @@ func NewAcceptor(cfg AcceptorConfig) (*Acceptor, error) {
 	cfg.MaxHandshakes = orDefault(cfg.MaxHandshakes, DefaultMaxHandshakes)
 	a := &Acceptor{
 		cfg:      cfg,
-		keys:     []key{macKey(cfg.PSK)},
+		keys:     []*key{ptr(macKey(cfg.PSK))},
 		inflight: make(chan struct{}, cfg.MaxHandshakes),
 		busy:     make(chan struct{}, cfg.MaxHandshakes),
 		pref:     map[ID]int{},
 	}
 	if !cfg.NextPSK.IsZero() {
-		a.keys = append(a.keys, macKey(cfg.NextPSK))
+		a.keys = append(a.keys, ptr(macKey(cfg.NextPSK)))
 	}
 	return a, nil
 }
@@ -162,7 +162,7 @@ func (a *Acceptor) accept(nc net.Conn) (*Conn, string, error) {
 		return nil, StatusRefused.String(), err
 	}
 	ki := a.keyFor(dialer)
-	mk := &a.keys[ki]
+	mk := a.keys[ki]
 	tr := transcript(cluster, dialer, a.cfg.Node, &nonceD, &nonceA)
 	macA := handshakeMAC(mk, tr, labelAcceptor)
 	if _, err := nc.Write(appendRawFrame(nil, TypeChallenge, challengeMsg(StatusOK, a.cfg.Node, &nonceA, &macA))); err != nil {

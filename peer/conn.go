@@ -41,10 +41,10 @@ type Conn struct {
 	Remote ID
 
 	wmu   sync.Mutex
-	wkey  key
+	wkey  *key
 	wctr  uint64
 	wbuf  []byte
-	rkey  key
+	rkey  *key
 	rctr  uint64
 	rhdr  [4]byte
 	close sync.Once
@@ -53,9 +53,9 @@ type Conn struct {
 func newConn(nc net.Conn, role Role, kda, kad key, maxFrame int, stats *Stats, remote ID) *Conn {
 	c := &Conn{nc: nc, role: role, maxFrame: maxFrame, stats: stats, Remote: remote}
 	if role == RoleDialer {
-		c.wkey, c.rkey = kda, kad
+		c.wkey, c.rkey = &kda, &kad
 	} else {
-		c.wkey, c.rkey = kad, kda
+		c.wkey, c.rkey = &kad, &kda
 	}
 	return c
 }
@@ -67,7 +67,7 @@ func (c *Conn) Send(typ byte, body []byte) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = SealFrame(c.wbuf[:0], (*[32]byte)(&c.wkey), c.wctr, typ, body)
+	c.wbuf = SealFrame(c.wbuf[:0], (*[32]byte)(c.wkey), c.wctr, typ, body)
 	c.wctr++
 	n, err := c.nc.Write(c.wbuf)
 	if cap(c.wbuf) > 1<<20 {
@@ -105,7 +105,7 @@ func (c *Conn) recv() (byte, []byte, error) {
 		return 0, nil, truncated(err)
 	}
 	typ, body := f[0], f[1:len(f)-TagBytes]
-	if err := checkTag(&c.rkey, c.rctr, typ, body, f[len(f)-TagBytes:]); err != nil {
+	if err := checkTag(c.rkey, c.rctr, typ, body, f[len(f)-TagBytes:]); err != nil {
 		c.stats.tagFailure(c.nc.RemoteAddr())
 		return 0, nil, err
 	}

@@ -44,7 +44,7 @@ func expectClosed(t *testing.T, to *Conn, want error) {
 }
 
 func seal(c *Conn, ctr uint64, typ byte, body []byte) []byte {
-	return SealFrame(nil, (*[32]byte)(&c.wkey), ctr, typ, body)
+	return SealFrame(nil, (*[32]byte)(c.wkey), ctr, typ, body)
 }
 
 func TestFrameTruncatedCloses(t *testing.T) {

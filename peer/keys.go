@@ -36,12 +36,16 @@ const (
 	labelAcceptor byte = 0x02
 )
 
+// key is derived key material. Structs hold it by pointer (*key), so a
+// struct printed with fmt shows an address, not the bytes.
 type key [32]byte
+
+func ptr(k key) *key { return &k }
 
 // macKey derives the handshake MAC key from the PSK.
 func macKey(p PSK) key {
 	var k key
-	blake3.DeriveKey(k[:], ctxMACKey, p.b)
+	blake3.DeriveKey(k[:], ctxMACKey, p.bytes())
 	return k
 }
 

@@ -18,8 +18,10 @@ const redacted = "[redacted]"
 // PSK is the cluster's pre-shared replica key. Every printed or marshalled
 // form of it (String, GoString, Format with any verb, MarshalJSON,
 // MarshalText) shows "[redacted]", so a PSK that reaches a log line, an
-// error or a config dump never shows its bytes.
-type PSK struct{ b []byte }
+// error or a config dump never shows its bytes. The bytes sit behind a
+// pointer so that even a PSK in an unexported struct field, which fmt
+// prints without calling its methods, shows only an address.
+type PSK struct{ k *[]byte }
 
 func (PSK) String() string   { return redacted }
 func (PSK) GoString() string { return redacted }
@@ -34,7 +36,14 @@ func (PSK) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), 
 func (PSK) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 
 // IsZero reports whether no key is set.
-func (p PSK) IsZero() bool { return len(p.b) == 0 }
+func (p PSK) IsZero() bool { return p.k == nil || len(*p.k) == 0 }
+
+func (p PSK) bytes() []byte {
+	if p.k == nil {
+		return nil
+	}
+	return *p.k
+}
 
 // NewPSK checks and wraps key material; source names where it came from
 // (a flag or env variable) for the error. The bytes are copied.
@@ -42,7 +51,8 @@ func NewPSK(key []byte, source string) (PSK, error) {
 	if len(key) < MinPSKBytes {
 		return PSK{}, fmt.Errorf("%s: peer PSK is %d bytes, need at least %d", source, len(key), MinPSKBytes)
 	}
-	return PSK{b: bytes.Clone(key)}, nil
+	b := bytes.Clone(key)
+	return PSK{k: &b}, nil
 }
 
 // ErrNoPSK: the peer port is configured but no key was given.
