@@ -44,6 +44,8 @@ type PrimaryConfig struct {
 type Primary struct {
 	cfg PrimaryConfig
 
+	failLog *logLimit
+
 	mu       sync.Mutex
 	replicas map[ID]*link
 	changed  chan struct{} // closed and replaced when an ack arrives or a link goes
@@ -74,7 +76,7 @@ func NewPrimary(cfg PrimaryConfig) (*Primary, error) {
 	}
 	cfg.Heartbeat = orDefault(cfg.Heartbeat, DefaultHeartbeat)
 	cfg.MaxFrame = orDefault(cfg.MaxFrame, DefaultMaxFrame)
-	return &Primary{cfg: cfg, replicas: map[ID]*link{}, changed: make(chan struct{})}, nil
+	return &Primary{cfg: cfg, replicas: map[ID]*link{}, changed: make(chan struct{}), failLog: newLogLimit(cfg.Clock, 10, time.Second)}, nil
 }
 
 // Serve accepts replica connections on ln until ctx is done or ln fails,
@@ -110,7 +112,10 @@ func (p *Primary) Serve(ctx context.Context, ln net.Listener) error {
 func (p *Primary) handle(ctx context.Context, nc net.Conn) {
 	c, err := p.cfg.Acceptor.Accept(nc)
 	if err != nil {
-		p.cfg.Log.Warn("peer handshake failed", "remote", addrString(nc.RemoteAddr()), "err", err)
+		// Counted in finelog_peer_handshakes_total; logged within a budget.
+		if ok, n := p.failLog.allow(); ok {
+			p.cfg.Log.Warn("peer handshake failed", "remote", addrString(nc.RemoteAddr()), "err", err, "suppressed", n)
+		}
 		return
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
