@@ -147,7 +147,10 @@ func TestReplicaE2EPrimaryDiskLoss(t *testing.T) {
 				}
 				resp, err := pc.Push(pctx, req)
 				if err != nil {
-					return
+					// Not acked (the kill, or an ack timeout on a loaded
+					// machine): these rows may or may not be on the replica.
+					time.Sleep(10 * time.Millisecond)
+					continue
 				}
 				mu.Lock()
 				for i, e := range req.Entries {
@@ -158,13 +161,17 @@ func TestReplicaE2EPrimaryDiskLoss(t *testing.T) {
 			}
 		}()
 	}
-	for total.Load() < 3000 {
-		time.Sleep(5 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); total.Load() < 3000; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cancel()
+			wg.Wait()
+			t.Fatalf("only %d rows acked in 30s", total.Load())
+		}
 	}
 	waitHealth(t, west.url, "the relay to forward everything", func(h healthBody) bool { return h.Relay != nil && h.Relay.Watermark == h.LastSeq })
 	primary.signal(syscall.SIGKILL)
-	wg.Wait()
 	cancel()
+	wg.Wait()
 	if err := os.RemoveAll(pdir); err != nil {
 		t.Fatal(err)
 	}
