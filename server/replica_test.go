@@ -127,3 +127,48 @@ func TestPeerConfigStartErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaServesLongPoll: a FetchLogs long-poll on a replica answers
+// when a row pushed to the primary arrives.
+func TestReplicaServesLongPoll(t *testing.T) {
+	ctx := context.Background()
+	p := peerPrimary(t, 0)
+	r := peerReplica(t, p)
+	parked := make(chan struct{}, 1)
+	r.srv.onPark = func() {
+		select {
+		case parked <- struct{}{}:
+		default:
+		}
+	}
+	got := make(chan *loggingpb.FetchLogsResponse, 1)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := r.c.Fetch(ctx, &loggingpb.FetchLogsRequest{Source: "/lp", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, WaitMs: 20000})
+		if err != nil {
+			errc <- err
+			return
+		}
+		got <- resp
+	}()
+	select {
+	case <-parked:
+	case err := <-errc:
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long-poll never parked")
+	}
+	if _, err := p.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/lp", Entries: []*loggingpb.LogEntry{entry("arrived")}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case resp := <-got:
+		if len(resp.Entries) != 1 || resp.Entries[0].GetData() != "arrived" {
+			t.Fatalf("long-poll answered %v", resp.Entries)
+		}
+	case err := <-errc:
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replica's long-poll did not wake for a replicated row")
+	}
+}
