@@ -116,8 +116,9 @@ func replicaSeqErr(rec *Record, next int64) error {
 // jumpFloor makes floor this store's retention floor and its last seq: the
 // primary deleted everything up to floor, which is past all this store
 // holds. The memtables are flushed first so the WAL holds no rows, then
-// meta.json records the floor (durable before any segment goes, as in
-// Retain), then the segments, all below the floor, are deleted.
+// producers.json and meta.json record the marks and the floor (durable
+// before any segment goes, as in Retain), then the segments, all below the
+// floor, are deleted.
 func (s *Store) jumpFloor(ctx context.Context, floor int64) error {
 	if err := s.Flush(ctx); err != nil {
 		return fmt.Errorf("store: floor jump to seq %d: %w", floor, err)
@@ -137,12 +138,17 @@ func (s *Store) jumpFloor(ctx context.Context, floor int64) error {
 		s.mu.Unlock()
 		return fmt.Errorf("store: floor jump to seq %d: rows were appended during the jump; a store that follows a primary must not take appends", floor)
 	}
-	meta := storeMeta{FloorSeq: floor, Producers: make(map[string]int64, len(s.producers))}
+	marks := make(map[string]int64, len(s.producers))
+	seen := make(map[string]int64, len(s.producers))
 	for p, v := range s.producers {
-		meta.Producers[p] = v
+		marks[p], seen[p] = v, s.producerSeen[p]
 	}
 	s.mu.Unlock()
-	data, _ := json.Marshal(meta)
+	// Every mark this store has is as of its last seq, so as of the floor.
+	if err := s.writeProducers(floor, marks, seen); err != nil {
+		return fmt.Errorf("store: floor jump to seq %d: %w", floor, err)
+	}
+	data, _ := json.Marshal(storeMeta{FloorSeq: floor})
 	if err := vfs.WriteFileAtomic(s.fs, path.Join(s.dir, metaName), data); err != nil {
 		return fmt.Errorf("store: floor jump to seq %d: write %s: %w", floor, metaName, mapNoSpace(err))
 	}
@@ -150,6 +156,7 @@ func (s *Store) jumpFloor(ctx context.Context, floor int64) error {
 	victims := s.segs
 	s.segs = nil
 	s.floor = floor
+	s.segMarks = marks
 	s.mem.first = floor + 1
 	s.lastSeq.Store(floor)
 	close(s.changed)

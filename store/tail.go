@@ -112,16 +112,17 @@ func (t *RecordStream) Next(ctx context.Context) (Record, error) {
 		if n := len(s.segs); n > 0 {
 			segEnd = max(segEnd, s.segs[n-1].last)
 		}
-		if !t.started {
+		if t.after == segEnd && len(s.segMarks) > 0 && (!t.started || s.foldedMarkID > t.markID) {
+			// The reader may have the rows up to segEnd from an earlier
+			// stream that ended before the marks that follow them, or
+			// marks at segEnd were flushed before this stream read them.
 			t.started = true
-			if t.after == segEnd && len(s.segMarks) > 0 {
-				// The reader may have the rows up to segEnd from an earlier
-				// stream that ended before the marks that follow them.
-				t.snap = sortedMarks(s.segMarks)
-				s.mu.Unlock()
-				continue
-			}
+			t.markID = max(t.markID, s.foldedMarkID)
+			t.snap = sortedMarks(s.segMarks)
+			s.mu.Unlock()
+			continue
 		}
+		t.started = true
 		if t.after < floor {
 			// Rows up to the floor are gone: jump over them.
 			t.after = floor
@@ -133,7 +134,7 @@ func (t *RecordStream) Next(ctx context.Context) (Record, error) {
 			return rec, nil
 		}
 		if t.after < segEnd {
-			rec, err := t.fromSegments(segEnd, floor)
+			rec, err := t.fromSegments(ctx, segEnd, floor)
 			if err != nil {
 				return Record{}, err
 			}
@@ -163,7 +164,7 @@ func (s *Store) floorNow() int64 {
 
 // fromSegments reads the next rows, all at or below segEnd, from segments.
 // Called with s.mu held; returns with it released.
-func (t *RecordStream) fromSegments(segEnd, floor int64) (Record, error) {
+func (t *RecordStream) fromSegments(ctx context.Context, segEnd, floor int64) (Record, error) {
 	s := t.s
 	var segs []*segment
 	for _, sg := range s.segs {
@@ -174,6 +175,7 @@ func (t *RecordStream) fromSegments(segEnd, floor int64) (Record, error) {
 	}
 	end := min(t.after+TailMaxRows, segEnd)
 	var snap []ProducerMark
+	folded := s.foldedMarkID
 	if end == segEnd {
 		snap = sortedMarks(s.segMarks)
 	}
@@ -194,7 +196,7 @@ segments:
 		if sg.first > after+1 {
 			return Record{}, fmt.Errorf("store: tail: segment %s starts at seq %d, expected %d", sg.name, sg.first, after+1)
 		}
-		got, err := s.scanSegment(&t.cache, sg, after, int(end-after))
+		got, err := s.scanSegment(ctx, &t.cache, sg, after, int(end-after))
 		if err != nil {
 			return Record{}, fmt.Errorf("store: tail: %w", err)
 		}
@@ -216,6 +218,9 @@ segments:
 	rec := Record{First: t.after + 1, Last: after, Rows: rows, Floor: floor}
 	t.after = after
 	t.snap = snap
+	if snap != nil {
+		t.markID = max(t.markID, folded)
+	}
 	return rec, nil
 }
 
