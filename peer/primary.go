@@ -255,7 +255,9 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 		for range recs {
 		}
 	}()
-	budget := p.cfg.MaxFrame - 1 - TagBytes - recordsHeader
+	// Frames stay within MinMaxFrame, which every replica accepts whatever
+	// its own --peer-max-frame, so the two ends need not agree on it.
+	budget := min(p.cfg.MaxFrame, MinMaxFrame) - 1 - TagBytes - recordsHeader
 	var body []byte
 	for {
 		t := p.cfg.Clock.NewTimer(p.cfg.Heartbeat)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/finelog/finelog/store"
 )
@@ -92,7 +93,9 @@ func appendRStr(dst []byte, s string, same bool) []byte {
 // may follow the last record. Whether the rows and marks are acceptable is
 // store.ApplyReplicated's to decide. It never panics.
 func DecodeRecords(b []byte) (Records, error) {
-	d := rdecoder{b: b}
+	// One string for the whole body: every key, data and name is a slice of
+	// it instead of an allocation of its own.
+	d := rdecoder{b: b, whole: string(b)}
 	r := Records{Floor: d.i64(), PrimaryLast: d.i64()}
 	n := d.u32()
 	if d.err {
@@ -122,8 +125,9 @@ func DecodeRecords(b []byte) (Records, error) {
 }
 
 type rdecoder struct {
-	b   []byte
-	err bool
+	b     []byte
+	whole string // b's bytes as of the start, as a string
+	err   bool
 }
 
 func (d *rdecoder) fail(what string) error {
@@ -138,6 +142,15 @@ func (d *rdecoder) take(n uint64) []byte {
 	out := d.b[:n]
 	d.b = d.b[n:]
 	return out
+}
+
+// str takes n bytes as a slice of whole.
+func (d *rdecoder) str(n uint64) string {
+	off := len(d.whole) - len(d.b)
+	if d.take(n) == nil {
+		return ""
+	}
+	return d.whole[off : off+int(n)]
 }
 
 func (d *rdecoder) u16() uint16 {
@@ -166,7 +179,7 @@ func (d *rdecoder) rstr(prev string, first bool) (string, bool) {
 	if n == sameAsPrev {
 		return prev, !first
 	}
-	return string(d.take(uint64(n))), true
+	return d.str(uint64(n)), true
 }
 
 func (d *rdecoder) record(floor int64) (store.Record, error) {
@@ -185,7 +198,9 @@ func (d *rdecoder) record(floor int64) (store.Record, error) {
 		rec.Marks = make([]store.ProducerMark, 0, nm)
 	}
 	for range nm {
-		p := string(d.take(uint64(d.u16())))
+		// Cloned: the store keeps producer names in its mark map, which
+		// must not pin the whole frame.
+		p := strings.Clone(d.str(uint64(d.u16())))
 		rec.Marks = append(rec.Marks, store.ProducerMark{Producer: p, Seq: d.i64()})
 	}
 	nr := d.u32()
@@ -207,7 +222,7 @@ func (d *rdecoder) record(floor int64) (store.Record, error) {
 		var ok1, ok2, ok3 bool
 		r.Key, ok1 = d.rstr(prev.Key, i == 0)
 		r.Source, ok2 = d.rstr(prev.Source, i == 0)
-		r.Data = string(d.take(uint64(d.u32())))
+		r.Data = d.str(uint64(d.u32()))
 		r.EpochMS = d.i64()
 		r.AttemptID = int32(d.u32())
 		r.Level = int32(d.u32())
