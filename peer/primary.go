@@ -338,8 +338,11 @@ func (p *Primary) register(id ID, l *link) {
 	defer p.mu.Unlock()
 	if old, ok := p.replicas[id]; ok {
 		// The same replica reconnected: its old link is dead or dying, and
-		// counting both would count one replica twice.
+		// counting both would count one replica twice. (Two live replicas
+		// with one --node-name displace each other: this line says so.)
 		old.conn.Close()
+		p.cfg.Log.Warn("replica node id connected again; closing its previous link (if this repeats, two replicas share a --node-name)",
+			"replica", nodeName(id), "previous", addrString(old.conn.RemoteAddr()), "new", addrString(l.conn.RemoteAddr()))
 	}
 	p.replicas[id] = l
 	p.notifyLocked()
