@@ -36,6 +36,8 @@ type Replica struct {
 
 	mu sync.Mutex
 	st FollowStatus
+	// handing: the reader is blocked passing a frame to the applier.
+	handing bool
 }
 
 // FollowStatus is a replica's view of its primary.
@@ -147,12 +149,19 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 		watchdog(lctx, r.cfg.Clock, r.cfg.Heartbeat, c, func() time.Time {
 			r.mu.Lock()
 			defer r.mu.Unlock()
+			if r.handing {
+				// The reader waits for the applier (a slow disk), not
+				// for the primary.
+				return r.cfg.Clock.Now()
+			}
 			return r.st.LastContact
 		})
 	}()
 	// The reader decodes frames while the applier writes: everything that
-	// arrived during one fdatasync is applied with the next.
-	frames := make(chan Records, 64)
+	// arrived during one fdatasync is applied with the next. A few frames
+	// of buffer (up to 8 MiB each); past that TCP pushes back on the
+	// primary.
+	frames := make(chan Records, 4)
 	readErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -166,8 +175,9 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 			return followed, <-readErr
 		}
 		recs := batch.Records
+		size := batchRows(batch)
 	drain:
-		for len(recs) < 4096 {
+		for size < mergeMaxBytes {
 			select {
 			case more, ok := <-frames:
 				if !ok {
@@ -175,6 +185,7 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 				}
 				recs = append(recs, more.Records...)
 				batch.PrimaryLast = more.PrimaryLast
+				size += batchRows(more)
 			default:
 				break drain
 			}
@@ -204,6 +215,11 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 // readFrames receives frames until the link fails, noting contact and
 // passing Records on.
 func (r *Replica) readFrames(ctx context.Context, c *Conn, out chan<- Records) error {
+	defer func() {
+		r.mu.Lock()
+		r.handing = false
+		r.mu.Unlock()
+	}()
 	for {
 		typ, body, err := c.Recv()
 		if err != nil {
@@ -221,12 +237,27 @@ func (r *Replica) readFrames(ctx context.Context, c *Conn, out chan<- Records) e
 			c.Close()
 			return err
 		}
+		r.mu.Lock()
+		r.handing = true
+		r.mu.Unlock()
 		select {
 		case out <- batch:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		r.mu.Lock()
+		r.handing, r.st.LastContact = false, r.cfg.Clock.Now()
+		r.mu.Unlock()
 	}
+}
+
+// batchRows is the rows' size in a Records batch, for the drain bound.
+func batchRows(b Records) int {
+	n := 0
+	for i := range b.Records {
+		n += rowsBytes(b.Records[i].Rows)
+	}
+	return n
 }
 
 // Status reports the link and the lag.
