@@ -30,6 +30,9 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 	if err != nil {
 		return nil, err
 	}
+	if err := l.s.refuseIfReplica(); err != nil {
+		return nil, err
+	}
 	c := callerFrom(ctx)
 	cluster, err := l.s.stampCluster(c, msg.GetCluster())
 	if err != nil {
@@ -55,6 +58,9 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 	})
 	if err != nil {
 		return nil, l.s.storeError("push", err)
+	}
+	if err := l.s.awaitReplicas(ctx, st, ack); err != nil {
+		return nil, err
 	}
 	if ack.Last > 0 {
 		l.s.m.pushRows.Add(float64(ack.Last - ack.First + 1))

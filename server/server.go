@@ -92,6 +92,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	Relay RelayConfig
+	Peer  PeerConfig
 
 	FS     vfs.FS
 	Clock  clock.Clock
@@ -158,6 +159,7 @@ type Server struct {
 	longPolls     *slots // parked long-polls, in all and per identity
 
 	relay *relayRunner // nil when no relay is configured
+	peer  *peerRunner  // nil when no replica port is configured
 	self  []string     // this daemon's own URLs (the relay refuses them as a target)
 }
 
@@ -239,6 +241,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.newRelay(); err != nil {
 		return nil, err
 	}
+	if err := s.newPeer(); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes(gate)
 	return s, nil
 }
@@ -278,6 +283,7 @@ func (s *Server) routes(gate gate) http.Handler {
 	gated.Handle(legacyServicePath, legacyService(rpc))
 	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(s.intake.wrap(h)) })
 	gated.Handle("/metrics", requireAdmin(writeWithin(adminWriteTimeout, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))))
+	gated.Handle("/replica/", requireAdmin(s.replicaAdmin()))
 	gated.Handle("/debug/pprof/", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Index))))
 	gated.Handle("/debug/pprof/cmdline", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Cmdline))))
 	gated.Handle("/debug/pprof/profile", requireAdmin(boundProfile(pprof.Profile)))
@@ -328,6 +334,11 @@ func (s *Server) Open(ctx context.Context) error {
 		st.Close()
 		return err
 	}
+	if err := s.startPeer(ctx, st); err != nil {
+		s.stopRelay()
+		st.Close()
+		return err
+	}
 	s.state.Store(int32(stateReady))
 	return nil
 }
@@ -350,6 +361,7 @@ func (s *Server) store() (logStore, error) {
 func (s *Server) Close() error {
 	s.beginStop()
 	s.stopRelay()
+	s.stopPeer()
 	ref := s.st.Swap(nil)
 	s.state.Store(int32(stateStopped))
 	if ref == nil {
@@ -421,11 +433,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 
 // healthStatus is the /health body.
 type healthStatus struct {
-	Status  string       `json:"status"`
-	Cluster string       `json:"cluster,omitempty"`
-	LastSeq int64        `json:"last_seq"`
-	Relay   *relayHealth `json:"relay,omitempty"`
-	Error   string       `json:"error,omitempty"`
+	Status  string         `json:"status"`
+	Cluster string         `json:"cluster,omitempty"`
+	LastSeq int64          `json:"last_seq"`
+	Relay   *relayHealth   `json:"relay,omitempty"`
+	Replica *replicaHealth `json:"replica,omitempty"`
+	Error   string         `json:"error,omitempty"`
 }
 
 // health is open (no credentials): load balancers and systemd probe it. It
@@ -443,6 +456,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		// The relay's state is shown, but a stopped relay does not make
 		// this store unable to serve: /health/relay answers for it.
 		h.Relay = s.relayHealth()
+		h.Replica = s.replicaHealth()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
