@@ -326,6 +326,16 @@ func (s *Server) Open(ctx context.Context) error {
 				"pin", pin, "first_seq", first, "last_seq", last, "cap_bytes", s.cfg.Relay.PinMaxBytes)
 		},
 	})
+	var locked *vfs.LockedError
+	if errors.As(err, &locked) {
+		// Name the --data-dir the operator typed, not the store's subdir.
+		who := "pid unknown"
+		if locked.PID > 0 {
+			who = fmt.Sprintf("pid %d", locked.PID)
+		}
+		return fmt.Errorf("data dir %s is in use by another finelogd (%s): stop it first, or use another --data-dir (lock file %s): %w",
+			s.cfg.DataDir, who, locked.Path, store.ErrDirInUse)
+	}
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}
