@@ -79,19 +79,32 @@ func (s *Server) stampCluster(ctx context.Context, reqCluster string) (string, e
 	return s.cfg.Cluster, nil
 }
 
+// FetchLogs answers through s.reads: the local store, or the federation
+// Router around it when a peers file is configured.
+func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+	resp, err := l.s.reads.FetchLogs(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// localReads is FetchLogs of this store alone (a federation.Fetcher).
+type localReads struct{ s *Server }
+
 // FetchLogs reads one page. With wait_ms it long-polls: when nothing
 // matches yet it waits (up to the server's cap) for the store to change and
 // answers as soon as a matching row arrives.
-func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+func (l localReads) FetchLogs(ctx context.Context, msg *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
 	st, err := l.s.store()
 	if err != nil {
 		return nil, err
 	}
-	q, err := queryFromFetch(req.Msg)
+	q, err := queryFromFetch(msg)
 	if err != nil {
 		return nil, err
 	}
-	wait := min(time.Duration(req.Msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
+	wait := min(time.Duration(msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
 	var timer clock.Timer
 	defer func() {
 		if timer != nil {
@@ -127,13 +140,13 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 	}
 }
 
-func (l *logService) fetchResponse(res store.Result) *connect.Response[loggingpb.FetchLogsResponse] {
+func (l localReads) fetchResponse(res store.Result) *loggingpb.FetchLogsResponse {
 	l.s.m.fetchRows.Add(float64(len(res.Rows)))
-	return connect.NewResponse(&loggingpb.FetchLogsResponse{
+	return &loggingpb.FetchLogsResponse{
 		Entries:         entriesFromRows(res.Rows),
 		Cursor:          res.Cursor,
 		MaxLinesApplied: int32(res.MaxLines),
-	})
+	}
 }
 
 // GetProducerState tells a relay where to resume.

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/finelog/finelog/federation"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
@@ -71,7 +72,8 @@ type Config struct {
 	// in-flight requests.
 	ShutdownTimeout time.Duration
 
-	Relay RelayConfig
+	Relay      RelayConfig
+	Federation FederationConfig
 
 	FS     vfs.FS
 	Clock  clock.Clock
@@ -151,8 +153,10 @@ type Server struct {
 	// waiting, so a test can act exactly then instead of sleeping.
 	onPark func()
 
-	relay *relayRunner // nil when no relay is configured
-	self  []string     // this daemon's own URLs (the relay refuses them as a target)
+	reads federation.Fetcher // FetchLogs: the local store, or the federation Router around it
+	fed   *federation.Router // nil without a peers file
+	relay *relayRunner       // nil when no relay is configured
+	self  []string           // this daemon's own URLs (the relay refuses them as a target)
 }
 
 type storeRef struct{ s logStore }
@@ -210,6 +214,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.newRelay(); err != nil {
 		return nil, err
 	}
+	if err := s.newFederation(); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes(gate)
 	return s, nil
 }
@@ -253,7 +260,7 @@ func (s *Server) routes(gate gate) http.Handler {
 
 	root := http.NewServeMux()
 	root.HandleFunc("/health", s.health)
-	root.Handle("/", gate(gated))
+	root.Handle("/", gate(s.delegationGate(gated)))
 	return root
 }
 

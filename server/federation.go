@@ -1,0 +1,91 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/finelog/finelog/auth"
+	"github.com/finelog/finelog/federation"
+	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
+)
+
+// This file is the only place the server touches the federation package.
+
+// FederationConfig turns on federated reads. PeersFile empty: FetchLogs
+// answers from the local store only (proxied reads from other stores are
+// still served, under DelegationGate's rules).
+type FederationConfig struct {
+	PeersFile string
+	// MaxInflight bounds the peers one fan-out asks at once (0 = 16).
+	MaxInflight int
+	// PeerTimeout bounds each peer call, a long-poll's wait on top (0 = 10 s).
+	PeerTimeout time.Duration
+	// Dial replaces the Go client for peer calls (the simulation's
+	// in-memory transport); nil in the daemon.
+	Dial federation.Dial
+}
+
+// newFederation builds the FetchLogs path: the local store, behind the
+// federation Router when a peers file is configured.
+func (s *Server) newFederation() error {
+	local := localReads{s}
+	fc := s.cfg.Federation
+	if fc.PeersFile == "" {
+		if fc.MaxInflight != 0 || fc.PeerTimeout != 0 {
+			return errors.New("federation flags are set but --peers-file is not: set it or drop --federation-max-inflight and --federation-peer-timeout")
+		}
+		s.reads = federation.LocalOnly(local)
+		return nil
+	}
+	if fc.MaxInflight < 0 || fc.PeerTimeout < 0 {
+		return errors.New("--federation-max-inflight and --federation-peer-timeout must be 0 (the default) or more")
+	}
+	r, err := federation.New(federation.Options{
+		Cluster:     s.cfg.Cluster,
+		Local:       local,
+		PeersFile:   fc.PeersFile,
+		FS:          s.cfg.FS,
+		Clock:       s.clk,
+		Logger:      s.log.With("component", "federation"),
+		Registerer:  s.reg,
+		Dial:        fc.Dial,
+		MaxInflight: fc.MaxInflight,
+		PeerTimeout: fc.PeerTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	s.fed = r
+	s.reads = r
+	s.log.Info("federation peers loaded", "path", fc.PeersFile, "peers", len(r.Peers()))
+	return nil
+}
+
+// ReloadPeers re-reads the peers file (SIGHUP). A bad file is logged and
+// returned, and the peers in use are kept.
+func (s *Server) ReloadPeers() error {
+	if s.fed == nil {
+		return errors.New("no --peers-file configured")
+	}
+	return s.fed.Reload()
+}
+
+// delegationGate applies the proxied-read rules to every gated route:
+// a delegation token must be addressed to this store's cluster and may
+// reach FetchLogs only; its request is then never proxied again.
+func (s *Server) delegationGate(next http.Handler) http.Handler {
+	served := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finelog_federation_proxied_reads_served_total",
+		Help: "Proxied reads other stores made here and this store admitted, by proxying cluster.",
+	}, []string{"by"})
+	s.reg.MustRegister(served)
+	return auth.DelegationGate(auth.DelegationGateOptions{
+		Cluster: s.cfg.Cluster,
+		Paths:   []string{loggingpbconnect.LogServiceFetchLogsProcedure},
+		Logger:  s.log.With("component", "auth"),
+		Served:  func(by string) { served.WithLabelValues(by).Inc() },
+	})(next)
+}
