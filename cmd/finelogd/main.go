@@ -81,6 +81,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
 	c.Relay.PinMaxBytes = server.DefaultRelayPinMaxBytes
 	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
+	federationFlags(fs, c)
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
@@ -174,6 +175,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		os.Exit(2)
 	}()
 
+	defer reloadOnSIGHUP(srv, f.cfg, log)()
 	start := time.Now()
 	if err := srv.Run(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "finelogd: %v\n", err)
@@ -244,6 +246,9 @@ func printConfig(w io.Writer, f *flags) error {
 		return err
 	}
 	out["auth_policy"] = json.RawMessage(polJSON)
+	if out["federation"], err = federationConfig(c); err != nil {
+		return err
+	}
 	if c.AuthPolicy == "" && c.AuthPolicyFile == "" {
 		out["auth_policy_note"] = "no policy configured: loopback peers only"
 	}
