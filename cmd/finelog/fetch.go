@@ -74,13 +74,14 @@ func (f *filterFlags) request(source string, now time.Time) (*loggingpb.FetchLog
 
 // entryPrinter writes entries as text or JSON lines.
 type entryPrinter struct {
-	w       *bufio.Writer
-	json    bool
-	showKey bool
+	w           *bufio.Writer
+	json        bool
+	showKey     bool
+	showCluster bool
 }
 
 func newEntryPrinter(w io.Writer, f *filterFlags) *entryPrinter {
-	return &entryPrinter{w: bufio.NewWriter(w), json: f.json, showKey: f.prefix || f.regex}
+	return &entryPrinter{w: bufio.NewWriter(w), json: f.json, showKey: f.prefix || f.regex, showCluster: f.cluster == fanOut}
 }
 
 // jsonLine matches what curl gets from the Connect JSON API.
@@ -100,6 +101,10 @@ func (p *entryPrinter) print(e *loggingpb.LogEntry) error {
 	p.w.WriteByte(' ')
 	p.w.WriteString(levelName(e.GetLevel()))
 	p.w.WriteByte(' ')
+	if p.showCluster {
+		p.w.WriteString(e.GetCluster())
+		p.w.WriteByte(' ')
+	}
 	if p.showKey {
 		p.w.WriteString(e.GetKey())
 		p.w.WriteByte(' ')
@@ -156,6 +161,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 	req.Cursor = *cursor
 	out := newEntryPrinter(env.stdout, filt)
 	defer out.flush()
+	rep := newClusterReporter(env.stderr)
 
 	if *tail {
 		// The newest rows come back in one page.
@@ -165,6 +171,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return conn.friendly(err)
 		}
+		rep.report(resp)
 		for _, e := range resp.GetEntries() {
 			if err := out.print(e); err != nil {
 				return err
@@ -180,6 +187,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return conn.friendly(err)
 		}
+		rep.report(resp)
 		for _, e := range resp.GetEntries() {
 			if err := out.print(e); err != nil {
 				return err
@@ -187,6 +195,14 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		n := len(resp.GetEntries())
 		left -= n
+		if len(resp.GetClusters()) > 0 {
+			// A federated read pages by each cluster's cursor.
+			if n == 0 {
+				return nil
+			}
+			req.ClusterCursors = clusterCursors(resp)
+			continue
+		}
 		if n == 0 || resp.GetCursor() == req.Cursor {
 			return nil
 		}

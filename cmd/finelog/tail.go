@@ -44,11 +44,15 @@ func runTail(ctx context.Context, env *cliEnv, args []string) error {
 	req.MaxLines = int32(min(max(*n, 1), store.MaxMaxLines))
 	out := newEntryPrinter(env.stdout, filt)
 	defer out.flush()
+	if *follow && filt.cluster == fanOut {
+		return followFanOut(ctx, c, req, out, env.stderr, conn.friendly)
+	}
 	if !*follow {
 		resp, err := c.Fetch(ctx, req)
 		if err != nil {
 			return conn.friendly(err)
 		}
+		newClusterReporter(env.stderr).report(resp)
 		for _, e := range resp.GetEntries() {
 			if err := out.print(e); err != nil {
 				return err
