@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/finelog/finelog/auth"
+	"github.com/finelog/finelog/client"
+	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
+	"github.com/finelog/finelog/internal/vfs"
+)
+
+// benchNode runs a store with a jwt policy (ops, its own writer, and
+// home's federation key) on a loopback port, with peersJSON if set.
+func benchNode(b *testing.B, name, peersJSON string) (url string, ops, writer *client.Client) {
+	b.Helper()
+	fs := vfs.NewMemFS()
+	for path, data := range map[string]string{"/etc/home-fed.key": homeFedKey, "/etc/peers.json": peersJSON} {
+		fs.MkdirAll("/etc")
+		if err := vfs.WriteFileAtomic(fs, path, []byte(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg := Config{FS: fs, DataDir: "/data", Cluster: name,
+		AuthPolicy: jwtPolicy(map[string]string{"ops": opsKey, "home": homeFedKey, name: writerKey(name)})}
+	if name == "home" {
+		cfg.AuthPolicy = jwtPolicy(map[string]string{"ops": opsKey, name: writerKey(name)})
+	}
+	if peersJSON != "" {
+		cfg.Federation.PeersFile = "/etc/peers.json"
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Open(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	hs.Config.Protocols = new(http.Protocols)
+	hs.Config.Protocols.SetHTTP1(true)
+	hs.Config.Protocols.SetUnencryptedHTTP2(true)
+	hs.Start()
+	b.Cleanup(func() { hs.Close(); srv.Close() })
+	tok := func(key, label string) client.Option {
+		return client.WithToken(func(context.Context) (string, error) { return auth.Mint(auth.Secret(key), label, time.Hour, "", time.Now()) })
+	}
+	return hs.URL, client.New(hs.URL, client.WithRetry(1, 0, 0), tok(opsKey, "ops")),
+		client.New(hs.URL, client.WithRetry(1, 0, 0), tok(writerKey(name), name))
+}
+
+func benchSeed(b *testing.B, c *client.Client, cluster string, rows int) {
+	b.Helper()
+	entries := make([]*loggingpb.LogEntry, rows)
+	for i := range entries {
+		entries[i] = &loggingpb.LogEntry{Data: fmt.Sprintf("%s line %d with some ordinary log text in it", cluster, i),
+			Timestamp: &loggingpb.Timestamp{EpochMs: 1_000_000 + int64(i)}}
+	}
+	if _, err := c.Push(context.Background(), &loggingpb.PushLogsRequest{Key: "/bench/job", Cluster: cluster, Entries: entries}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkFederationTail1000 compares a 1000-row tail of east read at
+// east directly with the same read proxied through home: the difference
+// is the added latency of one hop (token mint + verify, one more decode
+// and encode, one more loopback round trip).
+func BenchmarkFederationTail1000(b *testing.B) {
+	eastURL, eastOps, eastW := benchNode(b, "east", "")
+	_, homeOps, _ := benchNode(b, "home", peersJSON(peerEntry("east", eastURL, "/etc/home-fed.key", "")))
+	benchSeed(b, eastW, "east", 5000)
+	req := &loggingpb.FetchLogsRequest{Cluster: "east", Tail: true, MaxLines: 1000}
+	for _, c := range []struct {
+		name string
+		c    *client.Client
+	}{{"local", eastOps}, {"proxied", homeOps}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				resp, err := c.c.Fetch(context.Background(), req)
+				if err != nil || len(resp.Entries) != 1000 {
+					b.Fatalf("%v %d", err, len(resp.GetEntries()))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFederationFanOutTail1000: home, east and west each hold 5000
+// rows; a fan-out tail of 1000 asks all three and merges.
+func BenchmarkFederationFanOutTail1000(b *testing.B) {
+	eastURL, _, eastW := benchNode(b, "east", "")
+	westURL, _, westW := benchNode(b, "west", "")
+	_, homeOps, homeW := benchNode(b, "home", peersJSON(peerEntry("east", eastURL, "/etc/home-fed.key", ""), peerEntry("west", westURL, "/etc/home-fed.key", "")))
+	benchSeed(b, eastW, "east", 5000)
+	benchSeed(b, westW, "west", 5000)
+	benchSeed(b, homeW, "home", 5000)
+	req := &loggingpb.FetchLogsRequest{Cluster: "*", Tail: true, MaxLines: 1000}
+	for b.Loop() {
+		resp, err := homeOps.Fetch(context.Background(), req)
+		if err != nil || len(resp.Entries) != 1000 || len(resp.Clusters) != 3 {
+			b.Fatalf("%v %d", err, len(resp.GetEntries()))
+		}
+	}
+}
