@@ -47,7 +47,9 @@ func benchNode(b *testing.B, name, peersJSON string) (url string, ops, writer *c
 	hs.Start()
 	b.Cleanup(func() { hs.Close(); srv.Close() })
 	tok := func(key, label string) client.Option {
-		return client.WithToken(func(context.Context) (string, error) { return auth.Mint(auth.Secret(key), label, time.Hour, "", time.Now()) })
+		return client.WithToken(func(context.Context) (string, error) {
+			return auth.Mint(auth.Secret(key), label, time.Hour, "", time.Now())
+		})
 	}
 	return hs.URL, client.New(hs.URL, client.WithRetry(1, 0, 0), tok(opsKey, "ops")),
 		client.New(hs.URL, client.WithRetry(1, 0, 0), tok(writerKey(name), name))
