@@ -276,6 +276,16 @@ func TestFederationErrorMapping(t *testing.T) {
 			}
 		})
 	}
+	// Over Connect's HTTP mapping, unavailable is a 503 naming the peer.
+	sp.setMode(status(500))
+	ops, err := auth.Mint(auth.Secret(opsKey), "ops", time.Hour, "", home.clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := rawFetch(t, home.http.URL, `{"cluster":"spy"}`, ops); code != http.StatusServiceUnavailable ||
+		!strings.Contains(body, `"code":"unavailable"`) || !strings.Contains(body, "peer spy (") {
+		t.Errorf("peer 500 over Connect JSON: %d %s", code, body)
+	}
 	if n := len(redirected.requests()); n != 0 {
 		t.Errorf("the redirect was followed (%d requests at its target)", n)
 	}
