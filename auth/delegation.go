@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ProxiedReadClaim is the private JWT claim that marks a token as a
@@ -119,6 +120,9 @@ type DelegationGateOptions struct {
 	// Served, when set, is called for every admitted proxied read, with
 	// the proxying cluster (for a metric).
 	Served func(by string)
+	// Registerer, when set, counts refusals in finelog_auth_denied_total
+	// (reason "delegation_refused"), beside Middleware's denials.
+	Registerer prometheus.Registerer
 }
 
 // DelegationGate runs after Middleware. A request whose bearer token
@@ -136,6 +140,13 @@ func DelegationGate(opts DelegationGateOptions) func(http.Handler) http.Handler 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	denied := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "finelog_auth_denied_total",
+		Help: "Requests refused by the auth policy, by reason.",
+	}, []string{"reason"})
+	if opts.Registerer != nil {
+		denied = registerOrReuse(opts.Registerer, denied)
+	}
 	ew := connect.NewErrorWriter()
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -147,6 +158,7 @@ func DelegationGate(opts DelegationGateOptions) func(http.Handler) http.Handler 
 			id, _ := IdentityFrom(r.Context())
 			d, why := admitDelegation(c, id, r.URL.Path, opts)
 			if why != "" {
+				denied.WithLabelValues("delegation_refused").Inc()
 				logger.Warn("auth: proxied-read token refused",
 					"peer", r.RemoteAddr, "identity", id.String(), "reason", why, "path", r.URL.Path)
 				writeDenial(w, r, ew, Verdict{Code: CodePermissionDenied, Reason: why, Cause: "delegation"})

@@ -83,9 +83,10 @@ func (s *Server) delegationGate(next http.Handler) http.Handler {
 	}, []string{"by"})
 	s.reg.MustRegister(served)
 	return auth.DelegationGate(auth.DelegationGateOptions{
-		Cluster: s.cfg.Cluster,
-		Paths:   []string{loggingpbconnect.LogServiceFetchLogsProcedure},
-		Logger:  s.log.With("component", "auth"),
-		Served:  func(by string) { served.WithLabelValues(by).Inc() },
+		Cluster:    s.cfg.Cluster,
+		Paths:      []string{loggingpbconnect.LogServiceFetchLogsProcedure},
+		Logger:     s.log.With("component", "auth"),
+		Served:     func(by string) { served.WithLabelValues(by).Inc() },
+		Registerer: s.reg,
 	})(next)
 }

@@ -29,8 +29,9 @@ type spy struct {
 	srv     *httptest.Server
 	stop    chan struct{} // closed before srv closes: a slow handler returns
 
-	mu   sync.Mutex
-	seen []*http.Request
+	mu       sync.Mutex
+	seen     []*http.Request
+	lastWait int32 // wait_ms of the last FetchLogs
 	mode func(w http.ResponseWriter, r *http.Request) bool // true: answered
 }
 
@@ -68,6 +69,9 @@ func (s *spy) setMode(m func(w http.ResponseWriter, r *http.Request) bool) {
 type spyService struct{ s *spy }
 
 func (sp spyService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+	sp.s.mu.Lock()
+	sp.s.lastWait = req.Msg.GetWaitMs()
+	sp.s.mu.Unlock()
 	return connect.NewResponse(&loggingpb.FetchLogsResponse{
 		Entries: []*loggingpb.LogEntry{{Data: "from " + sp.s.cluster, Cluster: sp.s.cluster, Seq: 1, Timestamp: &loggingpb.Timestamp{EpochMs: 1}}},
 		Cursor:  1,
@@ -197,6 +201,10 @@ func TestFederationCredentialHygiene(t *testing.T) {
 	if code, body := replay(loggingpbconnect.LogServicePushLogsProcedure, `{"key":"/x","entries":[{"data":"forged"}]}`, eastTok); code != 403 || !strings.Contains(body, "FetchLogs only") {
 		t.Errorf("push with a delegation token: %d %s", code, body)
 	}
+	if m := metricsText(t, east); !strings.Contains(m, `finelog_auth_denied_total{reason="delegation_refused"} 2`) ||
+		!strings.Contains(m, `finelog_federation_proxied_reads_served_total{by="home"} 1`) {
+		t.Errorf("east's metrics do not count the refused and served delegations:\n%s", grepLines(m, "delegation")+grepLines(m, "proxied"))
+	}
 	if code, _ := replay(loggingpbconnect.LogServiceGetProducerStateProcedure, `{"producer":"x"}`, eastTok); code != 403 {
 		t.Errorf("GetProducerState with a delegation token: %d", code)
 	}
@@ -289,6 +297,21 @@ func TestFederationErrorMapping(t *testing.T) {
 	if n := len(redirected.requests()); n != 0 {
 		t.Errorf("the redirect was followed (%d requests at its target)", n)
 	}
+
+	t.Run("a long-poll's wait is cut to the caller's deadline", func(t *testing.T) {
+		sp.setMode(nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+		defer cancel()
+		if _, err := home.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "spy", WaitMs: 10_000}); err != nil {
+			t.Fatal(err)
+		}
+		sp.mu.Lock()
+		wait := sp.lastWait
+		sp.mu.Unlock()
+		if wait <= 0 || wait >= 600 {
+			t.Fatalf("peer was asked to wait %d ms by a caller with 600 ms left", wait)
+		}
+	})
 
 	t.Run("caller deadline propagates minus a margin", func(t *testing.T) {
 		sp.setMode(cases[7].mode) // slow

@@ -486,3 +486,17 @@ func TestFederationStartErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestFederationProxiedLongPoll(t *testing.T) {
+	w := newWorld(t)
+	seed(t, w.east, 2, 1_000_000)
+	ctx := context.Background()
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		seed(t, w.east, 1, 2_000_000)
+	}()
+	resp, err := w.home.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east", Cursor: 2, WaitMs: 10_000})
+	if err != nil || len(resp.Entries) != 1 || resp.Entries[0].Seq != 3 {
+		t.Fatalf("proxied long-poll: %v %v", resp, err)
+	}
+}
