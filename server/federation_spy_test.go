@@ -31,8 +31,8 @@ type spy struct {
 
 	mu       sync.Mutex
 	seen     []*http.Request
-	lastWait int32 // wait_ms of the last FetchLogs
-	mode func(w http.ResponseWriter, r *http.Request) bool // true: answered
+	lastWait int32                                             // wait_ms of the last FetchLogs
+	mode     func(w http.ResponseWriter, r *http.Request) bool // true: answered
 }
 
 func newSpy(t *testing.T, cluster string) *spy {
