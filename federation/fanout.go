@@ -18,6 +18,9 @@ type answer struct {
 	entries []*loggingpb.LogEntry
 	// fresh: the owner answered (the rows are its own, the cursor moves).
 	fresh bool
+	// copied: answered from this store's relayed copy (stale); its seqs
+	// and cursor are positions in the copy.
+	copied bool
 	// fatal: the request itself is bad (the local store refused it as
 	// invalid), so the whole fan-out fails with it.
 	fatal error
@@ -130,7 +133,7 @@ func (r *Router) ask(ctx context.Context, set *peerSet, req *loggingpb.FetchLogs
 	}
 	if req.GetWaitMs() == 0 {
 		if stale, served := r.fallback(ctx, p, sub, err); served {
-			return answer{status: stale.Clusters[0], entries: stale.GetEntries()}
+			return answer{status: stale.Clusters[0], entries: stale.GetEntries(), copied: true}
 		}
 	}
 	return failed(name, sub, err)
@@ -199,17 +202,24 @@ func (r *Router) merge(req *loggingpb.FetchLogsRequest, answers []answer) *loggi
 	partial := false
 	for i, a := range answers {
 		st := a.status
-		if a.fresh && !req.GetTail() {
-			// Past the last row the caller got; the request cursor if none.
-			st.Cursor = req.GetClusterCursors()[st.Cluster]
+		if (a.fresh || a.copied) && !req.GetTail() {
+			// Past the last row the caller got; where it started if none.
+			start := req.GetClusterCursors()[st.Cluster]
+			if a.copied {
+				start = copyCursor(copyPosition(start))
+			}
+			st.Cursor = start
 			for k := len(from) - 1; k >= 0; k-- {
 				if from[k] == i {
 					st.Cursor = order[k].GetSeq()
+					if a.copied {
+						st.Cursor = copyCursor(st.Cursor)
+					}
 					break
 				}
 			}
 		}
-		// With tail, a fresh cluster's cursor is the newest row it has that
+		// With tail, a cluster's cursor is the newest row it has that
 		// matches (its answer's cursor): the caller has the newest rows
 		// across all clusters, and following continues from there.
 		partial = partial || !a.fresh

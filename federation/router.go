@@ -204,33 +204,52 @@ func (r *Router) FetchLogs(ctx context.Context, req *loggingpb.FetchLogsRequest)
 }
 
 // fallback answers a read of p from the local copy when p has
-// "fallback": "local" and could not be reached. The cluster's status says
-// stale, why, and keeps the owner's cursor: local seqs are not the
-// owner's, so the rows are a snapshot and following continues at the
-// owner. A long-poll (wait_ms) is not served from the copy, for the same
-// reason: it would hand out the same snapshot on every poll.
+// "fallback": "local" and could not be reached, flagged stale with the
+// reason. The copy's seqs are this store's, not the owner's, so its
+// position is returned as a copy cursor (negative, see copyCursor): paging
+// continues in the copy while the owner is down, and restarts at the
+// owner's beginning once it answers again (rows may then be seen twice,
+// never skipped). A read that continues from an owner cursor (> 0) cannot
+// be continued in the copy, and a long-poll would hand out a snapshot on
+// every poll; both get the peer's error instead.
 func (r *Router) fallback(ctx context.Context, p *peer, req *loggingpb.FetchLogsRequest, peerErr error) (*loggingpb.FetchLogsResponse, bool) {
 	code := connect.CodeOf(peerErr)
-	if p.Fallback != FallbackLocal || req.GetWaitMs() > 0 || (code != connect.CodeUnavailable && code != connect.CodeDeadlineExceeded) || ctx.Err() != nil {
+	if p.Fallback != FallbackLocal || req.GetWaitMs() > 0 || req.GetCursor() > 0 ||
+		(code != connect.CodeUnavailable && code != connect.CodeDeadlineExceeded) || ctx.Err() != nil {
 		return nil, false
 	}
 	local := proto.Clone(req).(*loggingpb.FetchLogsRequest)
 	local.Cluster = p.Cluster
+	local.Cursor = copyPosition(req.GetCursor())
+	local.ClusterCursors = nil
 	resp, err := r.o.Local.FetchLogs(ctx, local)
 	if err != nil {
 		r.log.Warn("fallback to the local copy failed", "peer", p.Cluster, "err", err)
 		return nil, false
 	}
 	r.m.stale.WithLabelValues(p.Cluster).Inc()
+	resp.Cursor = copyCursor(resp.GetCursor())
 	resp.Clusters = []*loggingpb.ClusterStatus{{
 		Cluster: p.Cluster,
 		Code:    code.String(),
 		Error:   message(peerErr) + "; answered from this store's relayed copy",
-		Cursor:  req.GetCursor(),
+		Cursor:  resp.Cursor,
 		Stale:   true,
 	}}
-	resp.Cursor = req.GetCursor()
 	return resp, true
+}
+
+// copyCursor encodes a position in this store's copy of a peer's rows as a
+// cursor the caller hands back: -(pos+1), which no owner seq can be.
+func copyCursor(pos int64) int64 { return -pos - 1 }
+
+// copyPosition decodes a copy cursor (an owner cursor, >= 0, has no
+// position in the copy: the copy is read from its start).
+func copyPosition(cursor int64) int64 {
+	if cursor < 0 {
+		return -cursor - 1
+	}
+	return 0
 }
 
 // callPeer proxies req to p: a new request built from the message (the
@@ -241,6 +260,10 @@ func (r *Router) fallback(ctx context.Context, p *peer, req *loggingpb.FetchLogs
 func (r *Router) callPeer(ctx context.Context, set *peerSet, p *peer, req *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
 	out := proto.Clone(req).(*loggingpb.FetchLogsRequest)
 	out.ClusterCursors = nil
+	if out.Cursor < 0 {
+		// A copy cursor: the owner is back; start over at the owner.
+		out.Cursor = 0
+	}
 	wait := time.Duration(out.GetWaitMs()) * time.Millisecond
 	budget := r.o.PeerTimeout + wait
 	if dl, ok := ctx.Deadline(); ok {

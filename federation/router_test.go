@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 	"pgregory.net/rapid"
 
 	"github.com/finelog/finelog/auth"
@@ -32,16 +33,13 @@ type memCluster struct {
 }
 
 func (c *memCluster) FetchLogs(_ context.Context, req *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
-	if req.GetCluster() != c.name {
-		return &loggingpb.FetchLogsResponse{Cursor: req.GetCursor()}, nil
-	}
 	limit := int(req.GetMaxLines())
 	if limit <= 0 {
 		limit = 1000
 	}
 	var out []*loggingpb.LogEntry
 	for _, r := range c.rows {
-		if r.Seq > req.GetCursor() {
+		if r.Seq > req.GetCursor() && r.Cluster == req.GetCluster() {
 			out = append(out, r)
 		}
 	}
@@ -59,13 +57,19 @@ func (c *memCluster) FetchLogs(_ context.Context, req *loggingpb.FetchLogsReques
 
 // newTestRouter builds a Router over fetchers by cluster name: the one
 // named "home" is local, the others are peers (reached through Dial).
-func newTestRouter(t *testing.T, fetchers map[string]Fetcher, mod func(*Options)) *Router {
+func newTestRouter(t *testing.T, fetchers map[string]Fetcher, mod func(*Options), fallback ...string) *Router {
 	t.Helper()
 	fs := vfs.NewMemFS()
 	var peers []string
 	for name := range fetchers {
 		if name != "home" {
-			peers = append(peers, fmt.Sprintf(`{"cluster":%q,"address":"http://%s.invalid","key_file":"/k"}`, name, name))
+			extra := ""
+			for _, f := range fallback {
+				if f == name {
+					extra = `,"fallback":"local"`
+				}
+			}
+			peers = append(peers, fmt.Sprintf(`{"cluster":%q,"address":"http://%s.invalid","key_file":"/k"%s}`, name, name, extra))
 		}
 	}
 	sort.Strings(peers)
@@ -101,8 +105,8 @@ func newTestRouter(t *testing.T, fetchers map[string]Fetcher, mod func(*Options)
 
 // fanOutExactlyOnce pages a fan-out over fetchers by cluster cursors and
 // reports how it differs from every owner's rows exactly once.
-func fanOutExactlyOnce(t *testing.T, owners []*memCluster, fetchers map[string]Fetcher, maxLines int32) error {
-	r := newTestRouter(t, fetchers, nil)
+func fanOutExactlyOnce(t *testing.T, owners []*memCluster, fetchers map[string]Fetcher, maxLines int32, fallback ...string) error {
+	r := newTestRouter(t, fetchers, nil, fallback...)
 	want := map[string]bool{}
 	for _, c := range owners {
 		for _, row := range c.rows {
@@ -171,6 +175,41 @@ func TestFanOutPagingProperty(t *testing.T) {
 			fetchers[c.name] = c
 		}
 		if err := fanOutExactlyOnce(t, owners, fetchers, int32(rapid.IntRange(1, 12).Draw(rt, "max"))); err != nil {
+			rt.Fatal(err)
+		}
+	})
+}
+
+// TestFanOutPagingFromACopy: east is down and home holds a relayed copy
+// of east's rows (interleaved with home's own in home's seq space). Paging
+// a fan-out still yields every row once and ends: the copy's position is
+// carried in a copy cursor, never confused with an owner seq.
+func TestFanOutPagingFromACopy(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		owners := drawClusters(rt)
+		home, east := owners[0], owners[1]
+		local := &memCluster{name: "home"}
+		hi, ei := 0, 0
+		for hi < len(home.rows) || ei < len(east.rows) {
+			var r *loggingpb.LogEntry
+			if ei < len(east.rows) && (hi == len(home.rows) || rapid.Bool().Draw(rt, "copy-next")) {
+				r = proto.Clone(east.rows[ei]).(*loggingpb.LogEntry)
+				ei++
+			} else {
+				r = proto.Clone(home.rows[hi]).(*loggingpb.LogEntry)
+				hi++
+			}
+			r.Seq = int64(len(local.rows) + 1)
+			local.rows = append(local.rows, r)
+		}
+		fetchers := map[string]Fetcher{"home": local}
+		for _, c := range owners[2:] {
+			fetchers[c.name] = c
+		}
+		fetchers["east"] = FetcherFunc(func(context.Context, *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
+			return nil, connect.NewError(connect.CodeUnavailable, errors.New("connection refused"))
+		})
+		if err := fanOutExactlyOnce(t, owners, fetchers, int32(rapid.IntRange(1, 12).Draw(rt, "max")), "east"); err != nil {
 			rt.Fatal(err)
 		}
 	})

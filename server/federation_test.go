@@ -393,8 +393,8 @@ func TestFederationOwnerDown(t *testing.T) {
 	if st := status["home"]; st.Code != "" || st.Cursor == 0 {
 		t.Errorf("home: %v", st)
 	}
-	if st := status["east"]; !st.Stale || st.Code != "unavailable" || st.Cursor != 0 {
-		t.Errorf("east: %v", st)
+	if st := status["east"]; !st.Stale || st.Code != "unavailable" || st.Cursor >= 0 {
+		t.Errorf("east: %v (want stale with a copy cursor, < 0)", st)
 	}
 	if st := status["west"]; st.Stale || st.Code != "unavailable" || !strings.Contains(st.Error, "peer west ("+westURL+")") {
 		t.Errorf("west: %v", st)
@@ -406,8 +406,27 @@ func TestFederationOwnerDown(t *testing.T) {
 	if len(resp.Entries) != 4 || strings.Count(strings.Join(clusters, ","), "east") != 2 {
 		t.Errorf("partial fan-out rows: %v", clusters)
 	}
+	// Paging on continues in the copy: the stale rows are not repeated.
+	next, err := w.home.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "*", ClusterCursors: map[string]int64{
+		"home": status["home"].Cursor, "east": status["east"].Cursor, "west": status["west"].Cursor}})
+	if err != nil || len(next.Entries) != 0 {
+		t.Fatalf("second page with east stale: %v %v", next, err)
+	}
+	// A single read continues in the copy by its copy cursor; a read that
+	// continues from an owner cursor cannot, and gets the error.
+	stale, err := w.home.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east", MaxLines: 1})
+	if err != nil || len(stale.Entries) != 1 || stale.Entries[0].Data != "copy 1" || stale.Cursor >= 0 {
+		t.Fatalf("first stale page: %v %v", stale, err)
+	}
+	stale, err = w.home.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east", MaxLines: 1, Cursor: stale.Cursor})
+	if err != nil || len(stale.Entries) != 1 || stale.Entries[0].Data != "copy 2" {
+		t.Fatalf("second stale page: %v %v", stale, err)
+	}
+	if _, err := w.home.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east", Cursor: 3}); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("read of a down peer from an owner cursor: %v", err)
+	}
 	if !strings.Contains(metricsText(t, w.home), `finelog_federation_requests_total{code="unavailable",peer="west"}`) ||
-		!strings.Contains(metricsText(t, w.home), "finelog_federation_fanout_partial_total 1") {
+		!strings.Contains(metricsText(t, w.home), "finelog_federation_fanout_partial_total 2") {
 		t.Errorf("metrics do not count the failures:\n%s", grepLines(metricsText(t, w.home), "finelog_federation"))
 	}
 }
