@@ -37,7 +37,8 @@ func peerError(self string, p *peer, err error) *connect.Error {
 	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"%srefused this store's delegation token (%s: %s): the federation keys are misconfigured; "+
-				"the peer's auth policy must list this store's key_file in a jwt layer under cluster %q, and its --cluster must be %q",
+				"the peer's auth policy must list this store's key_file in a jwt layer under cluster %q, and its --cluster must be %q "+
+				"(an expired or not-yet-valid token means the two stores' clocks disagree)",
 			prefix, ce.Code(), ce.Message(), self, p.Cluster))
 	case connect.CodeDeadlineExceeded:
 		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("%sno answer before the deadline: %s", prefix, ce.Message()))
