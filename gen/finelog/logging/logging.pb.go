@@ -575,8 +575,10 @@ type FetchLogsResponse struct {
 	// The max_lines the server applied (the default, or the request's value
 	// capped at the server's limit).
 	MaxLinesApplied int32 `protobuf:"varint,100,opt,name=max_lines_applied,json=maxLinesApplied,proto3" json:"max_lines_applied,omitempty"`
-	// Federated reads: how each cluster asked fared, in request order (the
-	// local store first for a fan-out). Empty for a plain local read.
+	// Federated reads: how each cluster asked fared. A fan-out lists the
+	// local store first, then its peers by name; a proxied read lists its
+	// peer only when the answer came from this store's stale copy. Empty
+	// otherwise (a local read, or a proxied read the owner answered).
 	Clusters      []*ClusterStatus `protobuf:"bytes,101,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -649,7 +651,8 @@ type ClusterStatus struct {
 	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
 	// What happened, naming the peer; empty when the cluster answered.
 	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	// The cursor to continue this cluster from (cluster_cursors).
+	// The cursor to continue this cluster from (cluster_cursors). Negative
+	// for a stale answer: a position in this store's copy, not an owner seq.
 	Cursor int64 `protobuf:"varint,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// The rows of this cluster came from this store's relayed copy because
 	// the owner could not be reached; code and error say why.
