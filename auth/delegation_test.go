@@ -152,3 +152,27 @@ func TestMintDelegationClaims(t *testing.T) {
 		t.Error("a short key was accepted")
 	}
 }
+
+// TestDelegationClaimEscaped: a claim name spelled with a JSON escape is
+// the same claim, and is treated as one.
+func TestDelegationClaimEscaped(t *testing.T) {
+	payload := `{"sub":"x","aud":"west","exp":1800000060,"finelog_proxied_read_b\u0079":"home"}`
+	tok := forgeRaw([]byte(`{"alg":"HS256","typ":"JWT"}`), []byte(payload), "HS256", []byte(homeKey))
+	c, present := proxiedReadClaims(bearer(tok))
+	if !present || c.by != "home" || c.aud != "west" {
+		t.Fatalf("escaped claim: present %v, %+v", present, c)
+	}
+}
+
+func BenchmarkDelegationGateOrdinaryToken(b *testing.B) {
+	tok, err := Mint(Secret(homeKey), "home", time.Hour, "", time.Unix(1_800_000_000, 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := bearer(tok)
+	for b.Loop() {
+		if _, present := proxiedReadClaims(h); present {
+			b.Fatal("ordinary token seen as a delegation")
+		}
+	}
+}
