@@ -59,6 +59,9 @@ func (r *Router) fanOut(ctx context.Context, set *peerSet, req *loggingpb.FetchL
 			}
 			w := waited[j]
 			j++
+			if w.fatal != nil {
+				return nil, w.fatal
+			}
 			// A wait this fan-out ended (another cluster had rows) is an
 			// empty answer, not a failure: the first answer stands.
 			if w.status.Code == connect.CodeCanceled.String() && ctx.Err() == nil {
@@ -95,7 +98,7 @@ func (r *Router) askAll(ctx context.Context, set *peerSet, req *loggingpb.FetchL
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				out[i] = failed(name, req, connect.NewError(connect.CodeCanceled, fmt.Errorf("cluster %s: not asked: %w", name, ctx.Err())))
+				out[i] = failed(name, req.GetClusterCursors()[name], connect.NewError(connect.CodeCanceled, fmt.Errorf("cluster %s: not asked: %w", name, ctx.Err())))
 				return
 			}
 			defer func() { <-sem }()
@@ -122,7 +125,7 @@ func (r *Router) ask(ctx context.Context, set *peerSet, req *loggingpb.FetchLogs
 			if connect.CodeOf(err) == connect.CodeInvalidArgument {
 				return answer{fatal: err}
 			}
-			return failed(name, sub, connect.NewError(connect.CodeOf(err), fmt.Errorf("local store (%s): %s", name, message(err))))
+			return failed(name, sub.GetCursor(), connect.NewError(connect.CodeOf(err), fmt.Errorf("local store (%s): %s", name, message(err))))
 		}
 		return ok(name, resp)
 	}
@@ -136,7 +139,7 @@ func (r *Router) ask(ctx context.Context, set *peerSet, req *loggingpb.FetchLogs
 			return answer{status: stale.Clusters[0], entries: stale.GetEntries(), copied: true}
 		}
 	}
-	return failed(name, sub, err)
+	return failed(name, sub.GetCursor(), err)
 }
 
 func ok(name string, resp *loggingpb.FetchLogsResponse) answer {
@@ -147,12 +150,14 @@ func ok(name string, resp *loggingpb.FetchLogsResponse) answer {
 	}
 }
 
-func failed(name string, sub *loggingpb.FetchLogsRequest, err error) answer {
+// failed is a cluster that did not answer; its cursor stays where the
+// caller asked it to start.
+func failed(name string, cursor int64, err error) answer {
 	return answer{status: &loggingpb.ClusterStatus{
 		Cluster: name,
 		Code:    connect.CodeOf(err).String(),
 		Error:   message(err),
-		Cursor:  sub.GetCursor(),
+		Cursor:  cursor,
 	}}
 }
 
