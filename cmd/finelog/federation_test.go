@@ -90,3 +90,31 @@ func TestTailFollowAcrossClusters(t *testing.T) {
 		t.Errorf("the down cluster is reported once, not per poll:\n%s", out.String())
 	}
 }
+
+// TestFetchStaleCopyEnds: a peer that is down but whose rows this store
+// holds ("fallback": "local") is read from the copy, flagged on stderr,
+// and paging through the copy ends instead of repeating it.
+func TestFetchStaleCopyEnds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	east := "http://" + ln.Addr().String()
+	ln.Close()
+	fs := vfs.NewMemFS()
+	fs.MkdirAll("/etc")
+	vfs.WriteFileAtomic(fs, "/etc/fed.key", []byte("home-federation-key-0123456789abcdef0123"))
+	vfs.WriteFileAtomic(fs, "/etc/peers.json", []byte(fmt.Sprintf(`{"peers":[{"cluster":"east","address":%q,"key_file":"/etc/fed.key","fallback":"local"}]}`, east)))
+	home := testServer(t, server.Config{FS: fs, Cluster: "home", Federation: server.FederationConfig{PeersFile: "/etc/peers.json"}})
+	ctx := context.Background()
+	cli(t, ctx, home, "c1\nc2\nc3\n", "push", "--cluster", "east", "--batch-lines", "1", "/f")
+	for _, cluster := range []string{"east", "*"} {
+		code, out, errs := cli(t, ctx, home, "", "fetch", "--cluster", cluster, "/f")
+		if code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, "c3") {
+			t.Fatalf("fetch --cluster %s from the copy: exit %d\n%s\n%s", cluster, code, out, errs)
+		}
+		if strings.Count(errs, "cluster east: stale rows from a relayed copy (unavailable: peer east (") != 1 {
+			t.Errorf("fetch --cluster %s: want one stale line, got:\n%s", cluster, errs)
+		}
+	}
+}

@@ -195,8 +195,8 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		n := len(resp.GetEntries())
 		left -= n
-		if len(resp.GetClusters()) > 0 {
-			// A federated read pages by each cluster's cursor.
+		if req.GetCluster() == fanOut {
+			// A fan-out pages by each cluster's cursor.
 			if n == 0 {
 				return nil
 			}
