@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -40,8 +41,11 @@ func (s *Server) newFederation() error {
 		s.reads = federation.LocalOnly(local)
 		return nil
 	}
-	if fc.MaxInflight < 0 || fc.PeerTimeout < 0 {
-		return errors.New("--federation-max-inflight and --federation-peer-timeout must be 0 (the default) or more")
+	if fc.MaxInflight < 0 {
+		return fmt.Errorf("--federation-max-inflight %d: want 0 (the default, %d) or more", fc.MaxInflight, federation.DefaultMaxInflight)
+	}
+	if fc.PeerTimeout < 0 {
+		return fmt.Errorf("--federation-peer-timeout %v: want 0 (the default, %v) or more", fc.PeerTimeout, federation.DefaultPeerTimeout)
 	}
 	r, err := federation.New(federation.Options{
 		Cluster:     s.cfg.Cluster,

@@ -48,7 +48,7 @@ func TestPeersFileInPrintConfigAndStartErrors(t *testing.T) {
 		{[]string{"--peers-file", peers}, "needs --cluster"},
 		{[]string{"--cluster", "home", "--peers-file", filepath.Join(dir, "nope.json")}, "peers file " + filepath.Join(dir, "nope.json")},
 		{[]string{"--cluster", "home", "--federation-peer-timeout", "1s"}, "--peers-file is not"},
-		{[]string{"--cluster", "home", "--peers-file", peers, "--federation-max-inflight", "-1"}, "must be 0 (the default) or more"},
+		{[]string{"--cluster", "home", "--peers-file", peers, "--federation-max-inflight", "-1"}, "--federation-max-inflight -1: want 0 (the default, 16) or more"},
 	} {
 		out.Reset()
 		errb.Reset()
