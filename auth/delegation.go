@@ -14,6 +14,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/finelog/finelog/internal/clock"
 )
 
 // ProxiedReadClaim is the private JWT claim that marks a token as a
@@ -23,6 +25,9 @@ import (
 const ProxiedReadClaim = "finelog_proxied_read_by"
 
 var proxiedReadClaimBytes = []byte(ProxiedReadClaim)
+
+// maxSubjectBytes bounds the caller name taken from a token for logs.
+const maxSubjectBytes = 128
 
 // MaxDelegationTTL bounds a delegation token's lifetime. It covers one
 // request (a long-poll included) and little else, so a captured token is
@@ -126,6 +131,8 @@ type DelegationGateOptions struct {
 	// Registerer, when set, counts refusals in finelog_auth_denied_total
 	// (reason "delegation_refused"), beside Middleware's denials.
 	Registerer prometheus.Registerer
+	// Clock drives the refusal log's rate limit (nil: the wall clock).
+	Clock clock.Clock
 }
 
 // DelegationGate runs after Middleware. A request whose bearer token
@@ -150,6 +157,13 @@ func DelegationGate(opts DelegationGateOptions) func(http.Handler) http.Handler 
 	if opts.Registerer != nil {
 		denied = registerOrReuse(opts.Registerer, denied)
 	}
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	// Refusals are logged at Middleware's rate: a replay flood must not
+	// become a log flood.
+	lim := &logLimiter{clk: clk, tokens: logBurst}
 	ew := connect.NewErrorWriter()
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -162,8 +176,10 @@ func DelegationGate(opts DelegationGateOptions) func(http.Handler) http.Handler 
 			d, why := admitDelegation(c, id, r.URL.Path, opts)
 			if why != "" {
 				denied.WithLabelValues("delegation_refused").Inc()
-				logger.Warn("auth: proxied-read token refused",
-					"peer", r.RemoteAddr, "identity", id.String(), "reason", why, "path", r.URL.Path)
+				if ok, suppressed := lim.allow(); ok {
+					logger.Warn("auth: proxied-read token refused", "peer", r.RemoteAddr, "identity", id.String(),
+						"reason", why, "path", r.URL.Path, "suppressed", suppressed)
+				}
 				writeDenial(w, r, ew, Verdict{Code: CodePermissionDenied, Reason: why, Cause: "delegation"})
 				return
 			}
@@ -251,5 +267,9 @@ func proxiedReadClaims(h http.Header) (proxiedRead, bool) {
 		c.aud = list[0]
 	}
 	_ = json.Unmarshal(raw["sub"], &c.sub)
+	// sub is only ever logged; an unverified token could make it anything.
+	if len(c.sub) > maxSubjectBytes {
+		c.sub = c.sub[:maxSubjectBytes] + "…"
+	}
 	return c, true
 }

@@ -92,5 +92,6 @@ func (s *Server) delegationGate(next http.Handler) http.Handler {
 		Logger:     s.log.With("component", "auth"),
 		Served:     func(by string) { served.WithLabelValues(by).Inc() },
 		Registerer: s.reg,
+		Clock:      s.clk,
 	})(next)
 }
