@@ -38,12 +38,18 @@ type memNet struct {
 	mu       sync.Mutex
 	handlers map[string]http.Handler
 	down     map[string]bool
-	reliable bool // ignores down: the reference path
 }
 
-func (n *memNet) RoundTrip(r *http.Request) (*http.Response, error) {
+func (n *memNet) RoundTrip(r *http.Request) (*http.Response, error) { return n.deliver(r, false) }
+
+// reliable is the reference path: the same handlers, never cut off.
+type reliable struct{ n *memNet }
+
+func (rt reliable) RoundTrip(r *http.Request) (*http.Response, error) { return rt.n.deliver(r, true) }
+
+func (n *memNet) deliver(r *http.Request, ignoreDown bool) (*http.Response, error) {
 	n.mu.Lock()
-	h, down := n.handlers[r.URL.Host], n.down[r.URL.Host] && !n.reliable
+	h, down := n.handlers[r.URL.Host], n.down[r.URL.Host] && !ignoreDown
 	n.mu.Unlock()
 	if h == nil || down {
 		if r.Body != nil {
@@ -74,11 +80,13 @@ type worldNode struct {
 	name string
 	srv  *server.Server
 	clk  *clock.Fake
+	cfg  server.Config
 }
 
 type world struct {
-	net, ref *memNet
-	nodes    map[string]*worldNode
+	net   *memNet
+	ref   http.RoundTripper
+	nodes map[string]*worldNode
 	// dropEast, when set, makes home's path to east drop the first row of
 	// every answer: the canary the property must catch.
 	dropEast bool
@@ -93,7 +101,7 @@ func newWorld(t *testing.T, dropEast bool) *world {
 		nodes:    map[string]*worldNode{},
 		dropEast: dropEast,
 	}
-	w.ref = &memNet{handlers: w.net.handlers, reliable: true}
+	w.ref = reliable{w.net}
 	var keys []string
 	for label, secret := range worldKeys {
 		keys = append(keys, fmt.Sprintf(`{"cluster":%q,"secret":%q}`, label, secret))
@@ -119,18 +127,30 @@ func newWorld(t *testing.T, dropEast bool) *world {
 			}
 			cfg.Federation.Dial = dial
 		}
-		srv, err := server.New(cfg)
-		if err != nil {
+		n := &worldNode{name: name, clk: cfg.Clock.(*clock.Fake), cfg: cfg}
+		if err := w.start(n); err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.Open(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
-		w.nodes[name] = &worldNode{name: name, srv: srv, clk: cfg.Clock.(*clock.Fake)}
-		w.net.handlers[hostOf(name)] = srv.Handler()
+		w.nodes[name] = n
+		t.Cleanup(func() { n.srv.Close() })
 	}
 	return w
+}
+
+// start opens n's server on its filesystem (again, after a restart).
+func (w *world) start(n *worldNode) error {
+	srv, err := server.New(n.cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Open(context.Background()); err != nil {
+		return err
+	}
+	n.srv = srv
+	w.net.mu.Lock()
+	w.net.handlers[hostOf(n.name)] = srv.Handler()
+	w.net.mu.Unlock()
+	return nil
 }
 
 func peersOf(self string, names ...string) string {
@@ -261,8 +281,18 @@ func entriesEqual(a, b []*loggingpb.LogEntry) bool {
 func (w *world) run(rt *rapid.T) error {
 	names := []string{"home", "east", "west"}
 	pushes := 0
-	for step := rapid.IntRange(5, 40).Draw(rt, "steps"); step > 0; step-- {
-		switch rapid.IntRange(0, 9).Draw(rt, "action") {
+	for step := rapid.IntRange(5, 25).Draw(rt, "steps"); step > 0; step-- {
+		switch rapid.IntRange(0, 10).Draw(rt, "action") {
+		case 10:
+			// Restart: every acked row must still be there, and reads
+			// through the restarted store or of it stay exact.
+			n := w.nodes[rapid.SampledFrom(names).Draw(rt, "restart")]
+			if err := n.srv.Close(); err != nil {
+				return fmt.Errorf("close %s: %v", n.name, err)
+			}
+			if err := w.start(n); err != nil {
+				return fmt.Errorf("restart %s: %v", n.name, err)
+			}
 		case 0, 1, 2:
 			n := w.nodes[rapid.SampledFrom(names).Draw(rt, "push-to")]
 			c := clientAt(n.name, n.name, n.clk, w.ref)
@@ -286,7 +316,10 @@ func (w *world) run(rt *rapid.T) error {
 			n.clk.Set(worldBase.Add(time.Duration(rapid.IntRange(-180, 180).Draw(rt, "skew-s")) * time.Second))
 		default:
 			reader := rapid.SampledFrom([]string{"home", "west"}).Draw(rt, "reader")
-			if w.net.down[hostOf(reader)] {
+			w.net.mu.Lock()
+			readerDown := w.net.down[hostOf(reader)]
+			w.net.mu.Unlock()
+			if readerDown {
 				continue // the caller cannot reach its own store either
 			}
 			cluster := rapid.SampledFrom([]string{"home", "east", "west", "*", "north"}).Draw(rt, "cluster")
