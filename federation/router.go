@@ -285,7 +285,8 @@ func (r *Router) callPeer(ctx context.Context, set *peerSet, p *peer, req *loggi
 	defer cancel()
 	start := r.o.Clock.Now()
 	resp, err := set.fetcher[p.Cluster].FetchLogs(cctx, out)
-	r.m.latency.WithLabelValues(p.Cluster).Observe(r.o.Clock.Now().Sub(start).Seconds())
+	took := r.o.Clock.Now().Sub(start)
+	r.m.latency.WithLabelValues(p.Cluster).Observe(took.Seconds())
 	if err == nil {
 		err = checkRows(p, resp)
 	}
@@ -295,9 +296,11 @@ func (r *Router) callPeer(ctx context.Context, set *peerSet, p *peer, req *loggi
 		}
 		mapped := peerError(r.o.Cluster, p, err)
 		r.m.requests.WithLabelValues(p.Cluster, codeName(mapped)).Inc()
+		r.log.Debug("proxied read failed", "peer", p.Cluster, "caller", callerOf(ctx), "code", codeName(mapped), "took", took, "err", mapped.Message())
 		return nil, mapped
 	}
 	r.m.requests.WithLabelValues(p.Cluster, "ok").Inc()
+	r.log.Debug("proxied read", "peer", p.Cluster, "caller", callerOf(ctx), "rows", len(resp.GetEntries()), "took", took)
 	return resp, nil
 }
 
