@@ -159,6 +159,9 @@ func TestFederationCredentialHygiene(t *testing.T) {
 			t.Errorf("the caller's header %s reached the peer", name)
 		}
 	}
+	if ae := r.Header.Get("Accept-Encoding"); !strings.HasPrefix(ae, "zstd") {
+		t.Errorf("proxy asks for %q; zstd first keeps a hop cheap", ae)
+	}
 	tok := bearerOf(t, r)
 	var claims jwt.MapClaims
 	if _, err := jwt.NewParser(jwt.WithTimeFunc(home.clk.Now), jwt.WithValidMethods([]string{"HS256"})).
