@@ -8,9 +8,9 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/internal/storeerr"
 	"github.com/finelog/finelog/store"
 )
 
@@ -163,27 +163,17 @@ func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[
 	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: seq, Known: known, RefusesGaps: true}), nil
 }
 
-// storeError maps store errors to Connect codes a client can act on.
+// storeError maps store errors to Connect codes a client can act on
+// (storeerr holds the one mapping) and logs what the operator must see.
 func (s *Server) storeError(op string, err error) error {
-	switch {
-	case errors.Is(err, store.ErrInvalidArgument):
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, store.ErrProducerGap):
-		return connect.NewError(connect.CodeAborted, err)
-	case errors.Is(err, store.ErrNoSpace):
-		ce := connect.NewError(connect.CodeResourceExhausted,
-			errors.New("finelogd's disk is full: nothing was written; retry once space is freed"))
-		ce.Meta().Set(client.RetryHeader, "disk-full")
+	ce := storeerr.ToConnect(op, err)
+	switch ce.Code() {
+	case connect.CodeResourceExhausted:
 		s.log.Error(op+" failed: disk full", "err", err)
-		return ce
-	case errors.Is(err, store.ErrClosed):
-		return connect.NewError(connect.CodeUnavailable, errors.New("finelogd is shutting down"))
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return contextError(err)
-	default:
+	case connect.CodeInternal:
 		s.log.Error(op+" failed", "err", err)
-		return connect.NewError(connect.CodeInternal, fmt.Errorf("%s: %w", op, err))
 	}
+	return ce
 }
 
 func contextError(err error) error {

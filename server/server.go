@@ -80,28 +80,6 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// RelayConfig turns on forwarding to a global finelogd. Address empty: no
-// relay goroutine and no egress.
-type RelayConfig struct {
-	Address   string
-	KeyFile   string
-	TokenFile string
-	StatePath string
-	BatchRows int
-	// InFlight: batches pushed at once (0 = relay.DaemonInFlight); more
-	// than one only against a target that refuses overtaking batches.
-	InFlight int
-	Backfill bool
-	// PinMaxBytes caps what retention keeps for the relay's unforwarded
-	// rows (0 = no cap); see DefaultRelayPinMaxBytes.
-	PinMaxBytes int64
-}
-
-// DefaultRelayPinMaxBytes is the default cap on unforwarded rows retention
-// keeps for the relay: a long target outage must not fill the disk, and
-// what is deleted past it is logged and counted, never silent.
-const DefaultRelayPinMaxBytes int64 = 64 << 30
-
 // logStore is the part of *store.Store the server uses.
 type logStore interface {
 	Append(ctx context.Context, b store.Batch) (store.Ack, error)
@@ -260,6 +238,7 @@ func (s *Server) routes(gate gate) http.Handler {
 
 	root := http.NewServeMux()
 	root.HandleFunc("/health", s.health)
+	root.HandleFunc("/health/relay", s.healthRelay)
 	root.Handle("/", gate(s.delegationGate(gated)))
 	return root
 }
@@ -401,7 +380,8 @@ type healthStatus struct {
 }
 
 // health is open (no credentials): load balancers and systemd probe it. It
-// says only whether the server works, never anything secret.
+// says only whether the server serves reads and writes, never anything
+// secret; /health/relay says whether the relay forwards.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	st := state(s.state.Load())
 	h := healthStatus{Status: st.String(), Cluster: s.cfg.Cluster}
@@ -411,14 +391,9 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		if ref := s.st.Load(); ref != nil {
 			h.LastSeq = ref.s.LastSeq()
 		}
-		if rh := s.relayHealth(); rh != nil {
-			h.Relay = rh
-			if rh.Stopped {
-				code = http.StatusServiceUnavailable
-				h.Status = "relay stopped"
-				h.Error = rh.Error
-			}
-		}
+		// The relay's state is shown, but a stopped relay does not make
+		// this store unable to serve: /health/relay answers for it.
+		h.Relay = s.relayHealth()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

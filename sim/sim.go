@@ -242,10 +242,7 @@ func (w *World) startRelay() error {
 		Target:         targetURL,
 		Producer:       Producer,
 		Cluster:        SourceCluster,
-		BatchRows:      w.cfg.BatchRows,
-		InFlight:       1,
-		Backfill:       true,
-		NonIdempotent:  w.cfg.NonIdempotent,
+		Options:        relay.Options{BatchRows: w.cfg.BatchRows, InFlight: 1, Backfill: true, NonIdempotent: w.cfg.NonIdempotent},
 		Pin:            func(seq int64) { src.SetPin(relay.PinName, seq) },
 	})
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
-	"github.com/finelog/finelog/store"
+	"github.com/finelog/finelog/wire"
 )
 
 func init() {
@@ -166,7 +166,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 	if *tail {
 		// The newest rows come back in one page.
 		req.Tail = true
-		req.MaxLines = int32(min(*max, store.MaxMaxLines))
+		req.MaxLines = int32(min(*max, wire.MaxMaxLines))
 		resp, err := c.Fetch(ctx, req)
 		if err != nil {
 			return conn.friendly(err)
@@ -182,7 +182,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 	// Page forward by cursor until --max lines or the end.
 	left := *max
 	for left > 0 {
-		req.MaxLines = int32(min(left, store.MaxMaxLines))
+		req.MaxLines = int32(min(left, wire.MaxMaxLines))
 		resp, err := c.Fetch(ctx, req)
 		if err != nil {
 			return conn.friendly(err)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
-	"github.com/finelog/finelog/store"
+	"github.com/finelog/finelog/wire"
 )
 
 func init() {
@@ -55,7 +55,7 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 	defer cancel()
 	go func() {
 		sc := bufio.NewScanner(env.stdin)
-		sc.Buffer(make([]byte, 64<<10), store.MaxRowBytes+1)
+		sc.Buffer(make([]byte, 64<<10), wire.MaxRowBytes+1)
 		defer close(lines)
 		for sc.Scan() {
 			select {
@@ -66,7 +66,7 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 			}
 		}
 		if err := sc.Err(); err != nil {
-			readErr <- fmt.Errorf("read stdin (a line may be at most %d bytes): %w", store.MaxRowBytes, err)
+			readErr <- fmt.Errorf("read stdin (a line may be at most %d bytes): %w", wire.MaxRowBytes, err)
 			return
 		}
 		readErr <- nil

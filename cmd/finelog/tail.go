@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/finelog/finelog/store"
+	"github.com/finelog/finelog/wire"
 )
 
 func init() {
@@ -41,7 +41,7 @@ func runTail(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	req.Tail = true
-	req.MaxLines = int32(min(max(*n, 1), store.MaxMaxLines))
+	req.MaxLines = int32(min(max(*n, 1), wire.MaxMaxLines))
 	out := newEntryPrinter(env.stdout, filt)
 	defer out.flush()
 	if *follow && filt.cluster == fanOut {

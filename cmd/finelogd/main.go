@@ -75,6 +75,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&c.Relay.Address, "relay-address", "", "forward every row to the global finelogd at this `URL` (unset: no relay, no egress)")
 	fs.StringVar(&c.Relay.KeyFile, "relay-key-file", "", "`file` with this cluster's signing key; the relay mints its own short-lived tokens")
 	fs.StringVar(&c.Relay.TokenFile, "relay-token-file", "", "`file` with a static bearer token for the relay target")
+	fs.StringVar(&c.Relay.Audience, "relay-audience", "", "`audience` the relay puts in the tokens it mints from --relay-key-file, for a target whose jwt layer requires one")
+	fs.Int64Var(&c.Relay.HealthMaxLagRows, "relay-health-max-lag-rows", 0, "/health/relay answers 503 while more than this many `rows` wait to be forwarded (0 = lag alone never fails it)")
 	fs.StringVar(&c.Relay.StatePath, "relay-state", "", "relay watermark `file` (default <data-dir>/relay/state.json)")
 	fs.IntVar(&c.Relay.BatchRows, "relay-batch-rows", 0, "rows per relay batch (0 = relay default)")
 	fs.IntVar(&c.Relay.InFlight, "relay-in-flight", 0, "relay batches pushed at once, against a target that refuses overtaking batches (0 = relay default, 4)")
@@ -225,14 +227,16 @@ func printConfig(w io.Writer, f *flags) error {
 		"log_level":                  f.logLevel,
 		"auth_policy_file":           c.AuthPolicyFile,
 		"relay": map[string]any{
-			"address":       c.Relay.Address,
-			"key_file":      c.Relay.KeyFile,
-			"token_file":    c.Relay.TokenFile,
-			"state":         relayState,
-			"batch_rows":    c.Relay.BatchRows,
-			"in_flight":     c.Relay.InFlight,
-			"backfill":      c.Relay.Backfill,
-			"pin_max_bytes": c.Relay.PinMaxBytes,
+			"address":             c.Relay.Address,
+			"key_file":            c.Relay.KeyFile,
+			"token_file":          c.Relay.TokenFile,
+			"audience":            c.Relay.Audience,
+			"health_max_lag_rows": c.Relay.HealthMaxLagRows,
+			"state":               relayState,
+			"batch_rows":          c.Relay.BatchRows,
+			"in_flight":           c.Relay.InFlight,
+			"backfill":            c.Relay.Backfill,
+			"pin_max_bytes":       c.Relay.PinMaxBytes,
 		},
 	}
 	// The policy is printed as auth describes it: validated, with inline
