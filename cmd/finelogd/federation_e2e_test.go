@@ -113,7 +113,7 @@ func TestFederationE2EThreeClusters(t *testing.T) {
 		if err == nil && len(resp.Entries) == 17 {
 			break
 		}
-		if i > 500 {
+		if i > 1500 {
 			t.Fatalf("home never proxied west after SIGHUP: %v %v", resp, err)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -188,7 +188,7 @@ func TestFederationE2EThreeClusters(t *testing.T) {
 		if err == nil && h.Relay != nil && h.Relay.LagRows == 0 && h.Relay.Watermark == 31 {
 			break
 		}
-		if i > 1000 {
+		if i > 3000 {
 			t.Fatalf("east's relay did not catch up: %+v %v", h, err)
 		}
 		time.Sleep(10 * time.Millisecond)
