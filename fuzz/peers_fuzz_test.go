@@ -15,7 +15,7 @@ import (
 const fuzzPeerKey = "fuzz-peer-key-0123456789abcdef0123456789"
 
 // FuzzPeersFile: ParsePeers never panics and never puts key or token
-// material in an error; a file it accepts is valid JSON, every peer in it
+// file contents in an error, nor more than a short quote of the input; a file it accepts is valid JSON, every peer in it
 // has a distinct name other than this store's, an http(s) address with a
 // host, and a credential; and parsing is deterministic.
 func FuzzPeersFile(f *testing.F) {
@@ -41,10 +41,15 @@ func FuzzPeersFile(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := federation.ParsePeers(data, "home", fs)
 		if err != nil {
+			// Key and token files are never shown. The same text typed into
+			// the peers file itself may be quoted back (cut to 24 bytes).
 			for _, secret := range []string{fuzzPeerKey, "short-secret-x", "fuzz.static.token"} {
-				if strings.Contains(err.Error(), secret) {
-					t.Fatalf("error shows key material: %v", err)
+				if strings.Contains(err.Error(), secret) && !strings.Contains(string(data), secret) {
+					t.Fatalf("error shows key material read from a file: %v", err)
 				}
+			}
+			if strings.Contains(err.Error(), fuzzPeerKey) {
+				t.Fatalf("error quotes a whole key from the input: %v", err)
 			}
 			if p != nil {
 				t.Fatal("error with a result")
