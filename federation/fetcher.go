@@ -51,7 +51,8 @@ func ClientDial(httpClient connect.HTTPClient) Dial {
 	return func(_, address string, token func(ctx context.Context) (string, error)) Fetcher {
 		// zstd: every proxied page is compressed by the peer and inflated
 		// here, and zstd's fastest level costs less CPU than gzip at both ends.
-		c := client.New(address, client.WithHTTPClient(httpClient), client.WithToken(token), client.WithRetry(1, 0, 0), client.WithAcceptZstd())
+		c := client.New(address, client.WithHTTPClient(httpClient), client.WithToken(token), client.WithRetry(1, 0, 0), client.WithAcceptZstd(),
+			client.WithConnectOptions(connect.WithCodec(answerCodec{})))
 		return FetcherFunc(c.Fetch)
 	}
 }

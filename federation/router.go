@@ -194,6 +194,9 @@ func (r *Router) FetchLogs(ctx context.Context, req *loggingpb.FetchLogsRequest)
 		return r.o.Local.FetchLogs(ctx, req)
 	}
 	resp, err := r.callPeer(ctx, set, p, req)
+	if err == nil && !undecodedOK(ctx) {
+		err = decodeAnswer(r.o.Cluster, p, resp)
+	}
 	if err == nil {
 		return resp, nil
 	}
@@ -287,8 +290,9 @@ func (r *Router) callPeer(ctx context.Context, set *peerSet, p *peer, req *loggi
 	resp, err := set.fetcher[p.Cluster].FetchLogs(cctx, out)
 	took := r.o.Clock.Now().Sub(start)
 	r.m.latency.WithLabelValues(p.Cluster).Observe(took.Seconds())
+	rows := 0
 	if err == nil {
-		err = checkRows(p, resp)
+		rows, err = checkRows(p, resp)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -300,17 +304,29 @@ func (r *Router) callPeer(ctx context.Context, set *peerSet, p *peer, req *loggi
 		return nil, mapped
 	}
 	r.m.requests.WithLabelValues(p.Cluster, "ok").Inc()
-	r.log.Debug("proxied read", "peer", p.Cluster, "caller", callerOf(ctx), "rows", len(resp.GetEntries()), "took", took)
+	r.log.Debug("proxied read", "peer", p.Cluster, "caller", callerOf(ctx), "rows", rows, "took", took)
 	return resp, nil
 }
 
-// checkRows refuses an answer with rows of another cluster: a peer speaks
-// for its own rows only, and a fan-out must not count a row twice.
-func checkRows(p *peer, resp *loggingpb.FetchLogsResponse) error {
+// checkRows refuses an answer with rows of another cluster, or one that
+// does not decode: a peer speaks for its own rows only, and a fan-out must
+// not count a row twice. Rows still undecoded (answerCodec) are checked in
+// their bytes. It returns the number of rows.
+func checkRows(p *peer, resp *loggingpb.FetchLogsResponse) (int, error) {
 	for _, e := range resp.GetEntries() {
 		if e.GetCluster() != p.Cluster {
-			return fmt.Errorf("answered with a row of cluster %q (seq %d), not its own", e.GetCluster(), e.GetSeq())
+			return 0, fmt.Errorf("answered with a row of cluster %q (seq %d), not its own", e.GetCluster(), e.GetSeq())
 		}
+	}
+	n, err := checkAnswer(resp.ProtoReflect().GetUnknown(), p.Cluster)
+	return n + len(resp.GetEntries()), err
+}
+
+// decodeAnswer decodes a pass-through answer for a caller that needs its
+// fields; a failure is the peer's (unavailable, naming it).
+func decodeAnswer(self string, p *peer, resp *loggingpb.FetchLogsResponse) error {
+	if err := Decode(resp); err != nil {
+		return peerError(self, p, err)
 	}
 	return nil
 }

@@ -169,6 +169,9 @@ func (w *world) canaryDial(next federation.Dial) federation.Dial {
 		}
 		return federation.FetcherFunc(func(ctx context.Context, req *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
 			resp, err := f.FetchLogs(ctx, req)
+			if err == nil {
+				err = federation.Decode(resp)
+			}
 			if err == nil && len(resp.Entries) > 0 {
 				resp.Entries = resp.Entries[1:]
 			}

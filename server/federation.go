@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,4 +96,15 @@ func (s *Server) delegationGate(next http.Handler) http.Handler {
 		Registerer: s.reg,
 		Clock:      s.clk,
 	})(next)
+}
+
+// readContext lets a proxied answer pass through undecoded when the
+// response will be written as binary protobuf (Connect, gRPC and gRPC-Web
+// with proto), the codec that writes its bytes back verbatim. JSON callers
+// get decoded answers.
+func readContext(ctx context.Context, h http.Header) context.Context {
+	if strings.Contains(strings.ToLower(h.Get("Content-Type")), "json") {
+		return ctx
+	}
+	return federation.WithUndecodedAnswers(ctx)
 }

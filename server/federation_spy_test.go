@@ -15,6 +15,8 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/finelog/finelog/auth"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
@@ -268,6 +270,10 @@ func TestFederationErrorMapping(t *testing.T) {
 			}
 			return true
 		}, connect.CodeDeadlineExceeded, "peer spy"},
+		// The proxy hands a binary caller the peer's bytes undecoded; they
+		// are still checked row by row.
+		{"row of another cluster", rawAnswer(&loggingpb.LogEntry{Data: "forged", Cluster: "home", Seq: 4}), connect.CodeUnavailable, `row of cluster "home" (seq 4)`},
+		{"string not UTF-8", rawAnswer(&loggingpb.LogEntry{Data: "ok", Cluster: "spy"}, invalidUTF8), connect.CodeUnavailable, "not UTF-8"},
 		{"redirect is not followed", func(w http.ResponseWriter, r *http.Request) bool {
 			http.Redirect(w, r, redirected.srv.URL+r.URL.Path, http.StatusTemporaryRedirect)
 			return true
@@ -376,5 +382,26 @@ func TestFederationHTTPMethods(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// invalidUTF8 marks rawAnswer's entry to carry bytes that are not UTF-8.
+var invalidUTF8 = &loggingpb.LogEntry{}
+
+// rawAnswer answers a Connect unary FetchLogs with e encoded by hand, so
+// it can carry what a well-behaved encoder would refuse.
+func rawAnswer(e *loggingpb.LogEntry, opts ...*loggingpb.LogEntry) func(w http.ResponseWriter, r *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		entry, err := proto.Marshal(e)
+		if err != nil {
+			panic(err)
+		}
+		if len(opts) > 0 && opts[0] == invalidUTF8 {
+			entry = protowire.AppendString(protowire.AppendTag(entry, 3, protowire.BytesType), "\xff\xfe")
+		}
+		body := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), entry)
+		w.Header().Set("Content-Type", "application/proto")
+		w.Write(body)
+		return true
 	}
 }

@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
+	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/vfs"
 )
 
@@ -186,8 +188,34 @@ func TestFederationProxiedReadEqualsDirectRead(t *testing.T) {
 			t.Errorf("request %d matched nothing; the comparison proves little", i)
 		}
 	}
+	// gRPC and Connect JSON callers get the same answer as Connect proto
+	// ones (the proxy passes undecoded bytes to binary callers only).
+	grpcOps := client.New(w.home.http.URL, client.WithGRPC(), client.WithRetry(1, 0, 0), client.WithToken(tokenAt(t, w.home.testEnv, opsKey, "ops")))
+	direct, err := w.east.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaGRPC, err := grpcOps.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east"})
+	if err != nil || !proto.Equal(direct, viaGRPC) {
+		t.Errorf("proxied read over gRPC differs: %v", err)
+	}
+	ops, _ := tokenAt(t, w.home.testEnv, opsKey, "ops")(ctx)
+	req, _ := http.NewRequest(http.MethodPost, w.home.http.URL+loggingpbconnect.LogServiceFetchLogsProcedure, strings.NewReader(`{"cluster":"east"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+ops)
+	hresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(hresp.Body)
+	hresp.Body.Close()
+	var viaJSON loggingpb.FetchLogsResponse
+	if err := protojson.Unmarshal(body, &viaJSON); err != nil || !proto.Equal(direct, &viaJSON) {
+		t.Errorf("proxied read over Connect JSON differs (%v): %s", err, body)
+	}
+
 	// The owner's invalid_argument passes through, naming the peer.
-	_, err := w.home.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_PREFIX})
+	_, err = w.home.ops.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_PREFIX})
 	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "peer east (http://127.0.0.1:") || !strings.Contains(err.Error(), "source is required") {
 		t.Errorf("PREFIX without source through the proxy: %v", err)
 	}

@@ -82,7 +82,7 @@ func (s *Server) stampCluster(ctx context.Context, reqCluster string) (string, e
 // FetchLogs answers through s.reads: the local store, or the federation
 // Router around it when a peers file is configured.
 func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
-	resp, err := l.s.reads.FetchLogs(ctx, req.Msg)
+	resp, err := l.s.reads.FetchLogs(readContext(ctx, req.Header()), req.Msg)
 	if err != nil {
 		return nil, err
 	}
