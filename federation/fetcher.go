@@ -17,6 +17,7 @@ import (
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
+	"github.com/finelog/finelog/internal/wirecompress"
 )
 
 // Fetcher answers FetchLogs at the proto level. The server's local store
@@ -38,21 +39,29 @@ func (f FetcherFunc) FetchLogs(ctx context.Context, req *loggingpb.FetchLogsRequ
 // Dial makes the Fetcher for one peer. token returns the bearer token for
 // one request (it reads the caller from ctx); the Fetcher must send it as
 // "Authorization: Bearer" and nothing else of the caller's request.
-type Dial func(cluster, address string, token func(ctx context.Context) (string, error)) Fetcher
+type Dial func(p PeerConfig, token func(ctx context.Context) (string, error)) Fetcher
 
 // ClientDial is the production Dial: the Go client over httpClient (nil:
 // PeerHTTPClient()). A request is built from the decoded message, so
 // no header, cookie or query parameter of the caller's request can reach
-// the peer.
+// the peer. Answers are kept undecoded (answerCodec) and asked for with the
+// peer's compression.
 func ClientDial(httpClient connect.HTTPClient) Dial {
 	if httpClient == nil {
 		httpClient = PeerHTTPClient()
 	}
-	return func(_, address string, token func(ctx context.Context) (string, error)) Fetcher {
-		// zstd: every proxied page is compressed by the peer and inflated
-		// here, and zstd's fastest level costs less CPU than gzip at both ends.
-		c := client.New(address, client.WithHTTPClient(httpClient), client.WithToken(token), client.WithRetry(1, 0, 0), client.WithAcceptZstd(),
-			client.WithConnectOptions(connect.WithCodec(answerCodec{})))
+	return func(p PeerConfig, token func(ctx context.Context) (string, error)) Fetcher {
+		opts := []client.Option{client.WithHTTPClient(httpClient), client.WithToken(token), client.WithRetry(1, 0, 0)}
+		copts := []connect.ClientOption{connect.WithCodec(answerCodec{})}
+		switch p.Compression {
+		case CompressionGzip:
+		case CompressionNone:
+			// Unregistering gzip leaves nothing in Accept-Encoding.
+			copts = append(copts, connect.WithAcceptCompression(wirecompress.Gzip, nil, nil))
+		default:
+			opts = append(opts, client.WithAcceptZstd())
+		}
+		c := client.New(p.Address, append(opts, client.WithConnectOptions(copts...))...)
 		return FetcherFunc(c.Fetch)
 	}
 }

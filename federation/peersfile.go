@@ -14,6 +14,17 @@ import (
 	"github.com/finelog/finelog/internal/vfs"
 )
 
+// Peers-file "compression" values: what a peer is asked to compress its
+// answers with. zstd (the default) for peers across a slow or metered
+// link; none for a peer on the same host or LAN, where compressing a
+// 1000-row page costs more time (about 0.6 ms, docs/federation.md) than
+// sending it.
+const (
+	CompressionZstd = "zstd"
+	CompressionGzip = "gzip"
+	CompressionNone = "none"
+)
+
 // FallbackLocal is the peers-file "fallback" value of a peer whose rows
 // this store also holds (a global store the peer relays to): when the peer
 // cannot be reached, a read is answered from the local copy, flagged stale.
@@ -34,6 +45,8 @@ type PeerConfig struct {
 	KeyFile   string `json:"key_file,omitempty"`
 	TokenFile string `json:"token_file,omitempty"`
 	Fallback  string `json:"fallback,omitempty"`
+	// Compression of the peer's answers: "zstd" (default), "gzip", "none".
+	Compression string `json:"compression,omitempty"`
 }
 
 // peer is a loaded PeerConfig: exactly one of key and token is set.
@@ -109,7 +122,7 @@ func ParsePeers(data []byte, self string, fsys vfs.FS) (*Peers, error) {
 	ps := &Peers{byName: make(map[string]*peer, len(top.Peers))}
 	for i, raw := range top.Peers {
 		where := fmt.Sprintf("peers[%d]", i)
-		if err := strictObject(raw, []string{"cluster", "address", "key_file", "token_file", "fallback"}); err != nil {
+		if err := strictObject(raw, []string{"cluster", "address", "key_file", "token_file", "fallback", "compression"}); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		var pc PeerConfig
@@ -151,6 +164,11 @@ func loadPeer(pc PeerConfig, self string, fsys vfs.FS) (*peer, error) {
 	case "", FallbackLocal:
 	default:
 		return nil, fmt.Errorf(`fallback: %s is not a fallback; the only one is "local"`, quoteShort(pc.Fallback))
+	}
+	switch pc.Compression {
+	case "", CompressionZstd, CompressionGzip, CompressionNone:
+	default:
+		return nil, fmt.Errorf(`compression: %s: want "zstd" (the default), "gzip" or "none"`, quoteShort(pc.Compression))
 	}
 	p := &peer{PeerConfig: pc}
 	switch {

@@ -34,7 +34,7 @@ func TestParsePeersAccepts(t *testing.T) {
 	fs := peersFS(t)
 	p, err := ParsePeers([]byte(`{"peers": [
 		{"cluster": "west", "address": "https://west.example:7070/", "token_file": "/k/tok"},
-		{"cluster": "east", "address": "http://10.0.0.5:7070", "key_file": "/k/east.key", "fallback": "local"}]}`), "home", fs)
+		{"cluster": "east", "address": "http://10.0.0.5:7070", "key_file": "/k/east.key", "fallback": "local", "compression": "none"}]}`), "home", fs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestParsePeersAccepts(t *testing.T) {
 		t.Errorf("trailing slash kept: %q", got[1].Address)
 	}
 	east := p.byName["east"]
-	if string(east.key) != eastKey || east.Fallback != FallbackLocal {
+	if string(east.key) != eastKey || east.Fallback != FallbackLocal || east.Compression != CompressionNone {
 		t.Errorf("east loaded wrong (key %d bytes, fallback %q)", len(east.key), east.Fallback)
 	}
 	if string(p.byName["west"].token) != "static.token.value" {
@@ -90,6 +90,7 @@ func TestParsePeersRefuses(t *testing.T) {
 		{"short key file", peer(`"cluster": "east", "address": "http://h:1", "key_file": "/k/short.key"`), "home", "peers[0] (east): key_file: secret file /k/short.key: secret is 9 bytes, need at least 32"},
 		{"bad token file", peer(`"cluster": "east", "address": "http://h:1", "token_file": "/k/two-tok"`), "home", "does not hold one token"},
 		{"bad fallback", peer(ok + `, "fallback": "remote"`), "home", `fallback: "remote" is not a fallback`},
+		{"bad compression", peer(ok + `, "compression": "brotli"`), "home", `compression: "brotli": want "zstd" (the default), "gzip" or "none"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -128,7 +128,7 @@ func (r *Router) load() (*peerSet, error) {
 	set := &peerSet{cfg: cfg, fetcher: make(map[string]Fetcher, len(cfg.names))}
 	for _, name := range cfg.names {
 		p := cfg.byName[name]
-		set.fetcher[name] = r.o.Dial(p.Cluster, p.Address, r.tokenFor(p))
+		set.fetcher[name] = r.o.Dial(p.PeerConfig, r.tokenFor(p))
 	}
 	return set, nil
 }

@@ -84,12 +84,12 @@ func newTestRouter(t *testing.T, fetchers map[string]Fetcher, mod func(*Options)
 		Local:     fetchers["home"],
 		PeersFile: "/peers.json",
 		FS:        fs,
-		Dial: func(cluster, _ string, token func(context.Context) (string, error)) Fetcher {
+		Dial: func(p PeerConfig, token func(context.Context) (string, error)) Fetcher {
 			return FetcherFunc(func(ctx context.Context, req *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
 				if _, err := token(ctx); err != nil {
 					return nil, err
 				}
-				return fetchers[cluster].FetchLogs(ctx, req)
+				return fetchers[p.Cluster].FetchLogs(ctx, req)
 			})
 		},
 	}
@@ -372,7 +372,7 @@ func TestDelegationTokenNamesTheCaller(t *testing.T) {
 	writeFile(fs, "/k", eastKey)
 	writeFile(fs, "/peers.json", `{"peers":[{"cluster":"east","address":"http://e.invalid","key_file":"/k"}]}`)
 	r, err := New(Options{Cluster: "home", Local: &memCluster{name: "home"}, PeersFile: "/peers.json", FS: fs,
-		Dial: func(_, _ string, token func(context.Context) (string, error)) Fetcher {
+		Dial: func(_ PeerConfig, token func(context.Context) (string, error)) Fetcher {
 			return FetcherFunc(func(ctx context.Context, req *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
 				tok, err := token(ctx)
 				mu.Lock()

@@ -162,9 +162,9 @@ func peersOf(self string, names ...string) string {
 }
 
 func (w *world) canaryDial(next federation.Dial) federation.Dial {
-	return func(cluster, address string, token func(context.Context) (string, error)) federation.Fetcher {
-		f := next(cluster, address, token)
-		if cluster != "east" || !w.dropEast {
+	return func(p federation.PeerConfig, token func(context.Context) (string, error)) federation.Fetcher {
+		f := next(p, token)
+		if p.Cluster != "east" || !w.dropEast {
 			return f
 		}
 		return federation.FetcherFunc(func(ctx context.Context, req *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {

@@ -22,6 +22,7 @@ func FuzzPeersFile(f *testing.F) {
 	for _, s := range []string{
 		`{"peers": [{"cluster": "east", "address": "http://10.0.0.5:7070", "key_file": "/k/peer.key"}]}`,
 		`{"peers": [{"cluster": "global", "address": "https://g.example", "token_file": "/k/tok", "fallback": "local"}]}`,
+		`{"peers": [{"cluster": "lan", "address": "http://10.1.1.1:7070", "key_file": "/k/peer.key", "compression": "none"}]}`,
 		`{"peers": []}`,
 		`{"peers": [{"cluster": "home", "address": "http://h:1", "key_file": "/k/peer.key"}]}`,
 		`{"peers": [{"cluster": "east", "address": "http://h:1", "key_file": "/k/short.key"}]}`,
@@ -74,6 +75,11 @@ func FuzzPeersFile(f *testing.F) {
 			}
 			if c.Fallback != "" && c.Fallback != federation.FallbackLocal {
 				t.Fatalf("accepted fallback %q", c.Fallback)
+			}
+			switch c.Compression {
+			case "", federation.CompressionZstd, federation.CompressionGzip, federation.CompressionNone:
+			default:
+				t.Fatalf("accepted compression %q", c.Compression)
 			}
 		}
 		again, err := federation.ParsePeers(data, "home", fs)

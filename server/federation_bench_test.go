@@ -75,8 +75,18 @@ func benchSeed(b *testing.B, c *client.Client, cluster string, rows int) {
 // decode and encode, one more loopback round trip). ns/op is the pair.
 func BenchmarkFederationTail1000(b *testing.B) {
 	eastURL, eastOps, eastW := benchNode(b, "east", "")
-	_, homeOps, _ := benchNode(b, "home", peersJSON(peerEntry("east", eastURL, "/etc/home-fed.key", "")))
 	benchSeed(b, eastW, "east", 5000)
+	for _, compression := range []string{"zstd", "none"} {
+		b.Run("compression="+compression, func(b *testing.B) {
+			_, homeOps, _ := benchNode(b, "home", peersJSON(peerEntry("east", eastURL, "/etc/home-fed.key", `,"compression":"`+compression+`"`)))
+			benchHop(b, eastOps, homeOps)
+		})
+	}
+}
+
+// benchHop alternates the same tail read at the owner (local) and through
+// the proxy.
+func benchHop(b *testing.B, eastOps, homeOps *client.Client) {
 	req := &loggingpb.FetchLogsRequest{Cluster: "east", Tail: true, MaxLines: 1000}
 	fetch := func(c *client.Client) time.Duration {
 		start := time.Now()

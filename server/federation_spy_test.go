@@ -405,3 +405,23 @@ func rawAnswer(e *loggingpb.LogEntry, opts ...*loggingpb.LogEntry) func(w http.R
 		return true
 	}
 }
+
+// TestFederationPeerCompression: each peer is asked for the compression
+// its entry names (zstd unless told otherwise; none on a LAN).
+func TestFederationPeerCompression(t *testing.T) {
+	spies := map[string]*spy{"z": newSpy(t, "z"), "g": newSpy(t, "g"), "n": newSpy(t, "n")}
+	home := newFedNode(t, "home", map[string]string{"ops": opsKey}, peersJSON(
+		peerEntry("z", spies["z"].srv.URL, "/etc/home-fed.key", ""),
+		peerEntry("g", spies["g"].srv.URL, "/etc/home-fed.key", `,"compression":"gzip"`),
+		peerEntry("n", spies["n"].srv.URL, "/etc/home-fed.key", `,"compression":"none"`),
+	), nil)
+	for name, want := range map[string]string{"z": "zstd,gzip", "g": "gzip", "n": "identity"} {
+		resp, err := home.ops.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Cluster: name})
+		if err != nil || len(resp.Entries) != 1 {
+			t.Fatalf("%s: %v %v", name, resp, err)
+		}
+		if got := spies[name].requests()[0].Header.Get("Accept-Encoding"); got != want {
+			t.Errorf("peer %s asked with Accept-Encoding %q, want %q", name, got, want)
+		}
+	}
+}
