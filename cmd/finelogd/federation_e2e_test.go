@@ -104,7 +104,7 @@ func TestFederationE2EThreeClusters(t *testing.T) {
 	// SIGHUP: home learns west without a restart.
 	writeE2EFile(t, homePeers, fedPeers(
 		fedPeer("east", east.url(), key("home"), `,"fallback":"local"`),
-		fedPeer("west", west.url(), key("home"), "")))
+		fedPeer("west", west.url(), key("home"), `,"compression":"none"`)))
 	home.mu.Lock()
 	home.cmd.Process.Signal(syscall.SIGHUP)
 	home.mu.Unlock()
