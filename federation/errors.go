@@ -18,16 +18,17 @@ import (
 //     the federation keys are misconfigured, not the caller's request
 //   - invalid_argument and not_found: passed through (the caller's filters
 //     were refused by the owner)
-//   - the caller went away: canceled
+//   - a cancellation this store did not ask for (a connection the peer
+//     dropped can surface as one): unavailable
+//
+// The caller going away is not a peer error: callPeer reports it as
+// callerGone.
 func peerError(self string, p *peer, err error) *connect.Error {
 	prefix := fmt.Sprintf("peer %s (%s): ", p.Cluster, p.Address)
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
-		switch {
-		case errors.Is(err, context.DeadlineExceeded):
+		if errors.Is(err, context.DeadlineExceeded) {
 			return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("%sno answer before the deadline", prefix))
-		case errors.Is(err, context.Canceled):
-			return connect.NewError(connect.CodeCanceled, fmt.Errorf("%scanceled", prefix))
 		}
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s%v", prefix, err))
 	}
@@ -42,11 +43,19 @@ func peerError(self string, p *peer, err error) *connect.Error {
 			prefix, ce.Code(), ce.Message(), self, p.Cluster))
 	case connect.CodeDeadlineExceeded:
 		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("%sno answer before the deadline: %s", prefix, ce.Message()))
-	case connect.CodeCanceled:
-		return connect.NewError(connect.CodeCanceled, fmt.Errorf("%scanceled", prefix))
 	default:
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s%s: %s", prefix, ce.Code(), ce.Message()))
 	}
+}
+
+// callerGone is the error of a peer call whose caller (or fan-out) ended
+// it: canceled, or deadline_exceeded when the caller's deadline passed.
+func callerGone(p *peer, err error) *connect.Error {
+	code := connect.CodeCanceled
+	if errors.Is(err, context.DeadlineExceeded) {
+		code = connect.CodeDeadlineExceeded
+	}
+	return connect.NewError(code, fmt.Errorf("peer %s (%s): %w", p.Cluster, p.Address, err))
 }
 
 // codeName is the ClusterStatus.code and metric label of an outcome.

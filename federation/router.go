@@ -295,10 +295,12 @@ func (r *Router) callPeer(ctx context.Context, set *peerSet, p *peer, req *loggi
 		rows, err = checkRows(p, resp)
 	}
 	if err != nil {
+		var mapped *connect.Error
 		if ctx.Err() != nil {
-			err = ctx.Err()
+			mapped = callerGone(p, ctx.Err())
+		} else {
+			mapped = peerError(r.o.Cluster, p, err)
 		}
-		mapped := peerError(r.o.Cluster, p, err)
 		r.m.requests.WithLabelValues(p.Cluster, codeName(mapped)).Inc()
 		r.log.Debug("proxied read failed", "peer", p.Cluster, "caller", callerOf(ctx), "code", codeName(mapped), "took", took, "err", mapped.Message())
 		return nil, mapped

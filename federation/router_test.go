@@ -363,6 +363,13 @@ func TestPeerErrorNeverInternal(t *testing.T) {
 	if got := connect.CodeOf(peerError("home", p, errors.New("dial tcp: connection refused"))); got != connect.CodeUnavailable {
 		t.Errorf("transport error became %s", got)
 	}
+	// A cancellation the caller did not ask for (a dropped connection can
+	// surface as one) is the peer being unavailable.
+	for _, err := range []error{connect.NewError(connect.CodeCanceled, context.Canceled), context.Canceled} {
+		if got := connect.CodeOf(peerError("home", p, err)); got != connect.CodeUnavailable {
+			t.Errorf("%v became %s", err, got)
+		}
+	}
 }
 
 func TestDelegationTokenNamesTheCaller(t *testing.T) {
