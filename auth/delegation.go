@@ -41,10 +41,11 @@ type Delegation struct {
 	// Subject is the original caller's identity at the proxying store, as
 	// that store wrote it (sub). Informational: it names who asked.
 	Subject string
-	// Verified is true when the token's MAC was verified under the key
-	// labelled By (a jwt layer admitted the request). A request admitted
-	// by a cidr layer before any jwt layer carries an unverified token:
-	// its restrictions still apply, its names are not trusted.
+	// Verified is true when a jwt layer admitted the request, so the
+	// token's MAC verified under the key labelled By. The policy verifies
+	// every presented bearer, so an admitted delegation always is; were a
+	// request ever admitted otherwise, its token's restrictions would
+	// still apply and its names would not be trusted.
 	Verified bool
 }
 
@@ -142,9 +143,10 @@ type DelegationGateOptions struct {
 // claim names the key that signed it. An admitted one carries a
 // Delegation in its context. Other requests pass untouched.
 //
-// The claims are read from a token Middleware already admitted; when a
-// cidr layer admitted the request the token is unverified, and only the
-// restrictions (never the names) are taken from it.
+// The claims are read from a token Middleware already verified (a policy
+// verifies every presented bearer); should an identity other than a jwt
+// one ever carry such a token, only its restrictions, never its names,
+// are taken from it.
 func DelegationGate(opts DelegationGateOptions) func(http.Handler) http.Handler {
 	logger := opts.Logger
 	if logger == nil {

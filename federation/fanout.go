@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -35,6 +36,10 @@ type answer struct {
 // and the first to return rows ends the others' waits (their cursors do
 // not move, so nothing is skipped).
 func (r *Router) fanOut(ctx context.Context, set *peerSet, req *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
+	if req.GetUntilCursor() != 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New(
+			`until_cursor is a seq of one cluster; a fan-out (cluster "*") has one seq space per cluster: page with cluster_cursors`))
+	}
 	names := append([]string{r.o.Cluster}, set.cfg.names...)
 	answers := r.askAll(ctx, set, req, names, 0, nil)
 	for _, a := range answers {

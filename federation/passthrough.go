@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 )
@@ -74,20 +75,27 @@ func (answerCodec) Unmarshal(data []byte, m any) error {
 	return proto.Unmarshal(data, pm)
 }
 
-// Field numbers of FetchLogsResponse, LogEntry and Timestamp.
-const (
-	fRespEntries  = 1
-	fRespCursor   = 2
-	fRespMaxLines = 100
-	fRespClusters = 101
+// Field numbers of FetchLogsResponse and LogEntry, from the generated
+// descriptors so a renumbering in the .proto cannot leave them behind.
+var (
+	fRespEntries  = fieldNumber(&loggingpb.FetchLogsResponse{}, "entries")
+	fRespClusters = fieldNumber(&loggingpb.FetchLogsResponse{}, "clusters")
 
-	fEntryTimestamp = 1
-	fEntrySource    = 2
-	fEntryData      = 3
-	fEntryKey       = 6
-	fEntrySeq       = 100
-	fEntryCluster   = 101
+	fEntryTimestamp = fieldNumber(&loggingpb.LogEntry{}, "timestamp")
+	fEntrySource    = fieldNumber(&loggingpb.LogEntry{}, "source")
+	fEntryData      = fieldNumber(&loggingpb.LogEntry{}, "data")
+	fEntryKey       = fieldNumber(&loggingpb.LogEntry{}, "key")
+	fEntrySeq       = fieldNumber(&loggingpb.LogEntry{}, "seq")
+	fEntryCluster   = fieldNumber(&loggingpb.LogEntry{}, "cluster")
 )
+
+func fieldNumber(m proto.Message, name protoreflect.Name) protowire.Number {
+	f := m.ProtoReflect().Descriptor().Fields().ByName(name)
+	if f == nil {
+		panic(fmt.Sprintf("%T has no field %s", m, name))
+	}
+	return f.Number()
+}
 
 var errMalformed = errors.New("malformed FetchLogsResponse")
 

@@ -8,10 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/federation"
+	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 )
 
@@ -40,7 +43,7 @@ func (s *Server) newFederation() error {
 		if fc.MaxInflight != 0 || fc.PeerTimeout != 0 {
 			return errors.New("federation flags are set but --peers-file is not: set it or drop --federation-max-inflight and --federation-peer-timeout")
 		}
-		s.reads = federation.LocalOnly(local)
+		s.fetchPath = federation.LocalOnly(local)
 		return nil
 	}
 	if fc.MaxInflight < 0 {
@@ -65,7 +68,7 @@ func (s *Server) newFederation() error {
 		return err
 	}
 	s.fed = r
-	s.reads = r
+	s.fetchPath = r
 	s.log.Info("federation peers loaded", "path", fc.PeersFile, "peers", len(r.Peers()))
 	return nil
 }
@@ -107,4 +110,27 @@ func readContext(ctx context.Context, h http.Header) context.Context {
 		return ctx
 	}
 	return federation.WithUndecodedAnswers(ctx)
+}
+
+// scopedRead applies the caller's read scope to a FetchLogs before the
+// federation Router sees it: a caller scoped to some clusters may proxy
+// only to those, and may not fan out (that reads every cluster).
+func scopedRead(c caller, msg *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsRequest, error) {
+	if c.readAll {
+		return msg, nil
+	}
+	if msg.GetCluster() == federation.FanOut {
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+			"identity %s may read only clusters %s: a fan-out (cluster \"*\") reads every cluster", c.key, strings.Join(c.readClusters, ", ")))
+	}
+	cluster, err := readCluster(c, msg.GetCluster())
+	if err != nil {
+		return nil, err
+	}
+	if cluster == msg.GetCluster() {
+		return msg, nil
+	}
+	out := proto.Clone(msg).(*loggingpb.FetchLogsRequest)
+	out.Cluster = cluster
+	return out, nil
 }

@@ -91,7 +91,7 @@ func (spyService) GetProducerState(context.Context, *connect.Request[loggingpb.G
 // rawFetch posts a Connect JSON FetchLogs to node the way a careless
 // caller might: its token in the Authorization header, in cookies, in the
 // query string and in a custom header.
-func rawFetch(t *testing.T, baseURL, body, token string) (int, string) {
+func carelessFetch(t *testing.T, baseURL, body, token string) (int, string) {
 	t.Helper()
 	q := url.Values{"token": {token}, "access_token": {token}}
 	req, err := http.NewRequest(http.MethodPost, baseURL+loggingpbconnect.LogServiceFetchLogsProcedure+"?"+q.Encode(), strings.NewReader(body))
@@ -136,7 +136,7 @@ func TestFederationCredentialHygiene(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, body := rawFetch(t, home.http.URL, `{"cluster":"spy"}`, ops)
+	code, body := carelessFetch(t, home.http.URL, `{"cluster":"spy"}`, ops)
 	if code != 200 || !strings.Contains(body, "from spy") {
 		t.Fatalf("proxied read: %d %s", code, body)
 	}
@@ -196,7 +196,7 @@ func TestFederationCredentialHygiene(t *testing.T) {
 	}
 
 	// A token home addressed to east reads at east, and nothing else.
-	if code, body := rawFetch(t, home.http.URL, `{"cluster":"east"}`, ops); code != 200 || !strings.Contains(body, "from east") {
+	if code, body := carelessFetch(t, home.http.URL, `{"cluster":"east"}`, ops); code != 200 || !strings.Contains(body, "from east") {
 		t.Fatalf("proxied read of the east spy: %d %s", code, body)
 	}
 	eastTok := bearerOf(t, eastSpy.requests()[0])
@@ -220,11 +220,11 @@ func TestFederationCredentialHygiene(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, body = rawFetch(t, home.http.URL, `{"cluster":"spy"}`, inbound)
+	code, body = carelessFetch(t, home.http.URL, `{"cluster":"spy"}`, inbound)
 	if code != 200 || strings.Contains(body, "from spy") {
 		t.Errorf("proxied request for a peer of home: %d %s (want a local answer)", code, body)
 	}
-	code, body = rawFetch(t, home.http.URL, `{"cluster":"*"}`, inbound)
+	code, body = carelessFetch(t, home.http.URL, `{"cluster":"*"}`, inbound)
 	if code != 400 || !strings.Contains(body, "cannot fan out") {
 		t.Errorf("proxied request for a fan-out: %d %s", code, body)
 	}
@@ -299,7 +299,7 @@ func TestFederationErrorMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, body := rawFetch(t, home.http.URL, `{"cluster":"spy"}`, ops); code != http.StatusServiceUnavailable ||
+	if code, body := carelessFetch(t, home.http.URL, `{"cluster":"spy"}`, ops); code != http.StatusServiceUnavailable ||
 		!strings.Contains(body, `"code":"unavailable"`) || !strings.Contains(body, "peer spy (") {
 		t.Errorf("peer 500 over Connect JSON: %d %s", code, body)
 	}

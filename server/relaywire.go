@@ -237,7 +237,8 @@ func (s *Server) buildRelay(st relayStore) (*relay.Forwarder, error) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	sink := relay.NewClientSink(target, httpClient, token, timeout)
+	em := relay.NewEgressMetrics(s.reg)
+	sink := em.Sink(relay.NewClientSink(target, em.Client(httpClient), token, timeout), s.clk)
 	opts := cfg.Options
 	if opts.InFlight == 0 {
 		opts.InFlight = DefaultRelayInFlight

@@ -38,9 +38,12 @@ const (
 	DefaultMaxInflightRequestBytes = 2 * DefaultMaxRequestBytes
 	// inflightWait is how long a request waits for its share of the
 	// in-flight limit before it is refused as busy.
-	inflightWait           = 5 * time.Second
-	DefaultMaxWait         = 30 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
+	inflightWait   = 5 * time.Second
+	DefaultMaxWait = 30 * time.Second
+	// DefaultRequestBodyTimeout lets a largest (32 MiB) body arrive at
+	// about 0.5 MiB/s.
+	DefaultRequestBodyTimeout = 60 * time.Second
+	DefaultShutdownTimeout    = 30 * time.Second
 )
 
 // Config is everything the daemon decides. Effects (FS, Clock, Logger) are
@@ -60,12 +63,29 @@ type Config struct {
 	// MaxRequestBytes caps a request body (after decompression); larger
 	// requests get resource_exhausted naming the limit.
 	MaxRequestBytes int64
-	// MaxInflightRequestBytes caps the request bytes being read and decoded
-	// at once across all requests (a compressed body counts at 8x its
-	// length, a gRPC body by its envelope's message length, any other
-	// unknown length as MaxRequestBytes). Past it requests wait, then get a
-	// retryable resource_exhausted.
+	// MaxInflightRequestBytes caps the request bytes held at once across
+	// all requests, charged as they arrive (after decompression); one
+	// identity holds at most MaxRequestBytes of it. Past it requests wait,
+	// then get a retryable resource_exhausted.
 	MaxInflightRequestBytes int64
+	// RequestBodyTimeout bounds how long a request body may take to
+	// arrive (0 = DefaultRequestBodyTimeout); past it the request is dropped
+	// and its share of the in-flight budget freed.
+	RequestBodyTimeout time.Duration
+	// MaxProducersPerIdentity caps the producers one identity keeps
+	// active (0 = DefaultMaxProducersPerIdentity).
+	MaxProducersPerIdentity int
+	// MaxReadsPerIdentity caps the FetchLogs store scans one identity runs
+	// at once (0 = DefaultMaxReadsPerIdentity).
+	MaxReadsPerIdentity int
+	// MaxLongPolls and MaxLongPollsPerIdentity cap parked long-polls
+	// (0 = the defaults); past them a long-poll answers at once.
+	MaxLongPolls            int
+	MaxLongPollsPerIdentity int
+	// MaxConnections and MaxConnectionsPerPeer cap open connections, in
+	// all and per peer address (0 = the defaults). Run enforces them.
+	MaxConnections        int
+	MaxConnectionsPerPeer int
 	// MaxWait caps a FetchLogs long-poll (wait_ms).
 	MaxWait time.Duration
 	// ShutdownTimeout bounds how long graceful shutdown waits for
@@ -131,10 +151,19 @@ type Server struct {
 	// waiting, so a test can act exactly then instead of sleeping.
 	onPark func()
 
-	reads federation.Fetcher // FetchLogs: the local store, or the federation Router around it
-	fed   *federation.Router // nil without a peers file
-	relay *relayRunner       // nil when no relay is configured
-	self  []string           // this daemon's own URLs (the relay refuses them as a target)
+	// ownsNamespace reports whether a producer namespace belongs to a jwt
+	// key of the policy (see tenancy.go).
+	ownsNamespace func(cluster string) bool
+	producers     *producerBook
+	intake        *intake
+	reads         *slots // concurrent store scans per identity
+	longPolls     *slots // parked long-polls, in all and per identity
+
+	fetchPath federation.Fetcher // FetchLogs: the local store, or the federation Router around it
+	fed       *federation.Router // nil without a peers file
+
+	relay *relayRunner // nil when no relay is configured
+	self  []string     // this daemon's own URLs (the relay refuses them as a target)
 }
 
 type storeRef struct{ s logStore }
@@ -167,6 +196,26 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
+	if cfg.RequestBodyTimeout <= 0 {
+		cfg.RequestBodyTimeout = DefaultRequestBodyTimeout
+	}
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{
+		{&cfg.MaxReadsPerIdentity, DefaultMaxReadsPerIdentity},
+		{&cfg.MaxLongPolls, DefaultMaxLongPolls},
+		{&cfg.MaxLongPollsPerIdentity, DefaultMaxLongPollsPerIdentity},
+		{&cfg.MaxConnections, DefaultMaxConnections},
+		{&cfg.MaxConnectionsPerPeer, DefaultMaxConnectionsPerPeer},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.MaxProducersPerIdentity <= 0 {
+		cfg.MaxProducersPerIdentity = DefaultMaxProducersPerIdentity
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -174,11 +223,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.Relay.StatePath = filepath.Join(cfg.DataDir, "relay", "state.json")
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		clk:      cfg.Clock,
-		reg:      prometheus.NewRegistry(),
-		stopping: make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		clk:       cfg.Clock,
+		reg:       prometheus.NewRegistry(),
+		stopping:  make(chan struct{}),
+		producers: newProducerBook(cfg.MaxProducersPerIdentity),
+		reads:     newSlots(0, cfg.MaxReadsPerIdentity, cfg.Clock),
+		longPolls: newSlots(cfg.MaxLongPolls, cfg.MaxLongPollsPerIdentity, cfg.Clock),
 	}
 	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
 		return nil, err
@@ -228,19 +280,23 @@ func (s *Server) routes(gate gate) http.Handler {
 	)
 	gated := http.NewServeMux()
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
-	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
-	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	gated.HandleFunc("/debug/pprof/", pprof.Index)
-	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	gated.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	gated.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	gated.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.intake = newIntake(limit, s.cfg.MaxRequestBytes, s.cfg.RequestBodyTimeout, s.cfg.RequestBodyTimeout+s.cfg.MaxWait+rpcWriteSlack)
+	rpc := s.m.countInFlight(s.intake.wrap(svc))
+	gated.Handle(path, rpc)
+	gated.Handle(legacyServicePath, legacyService(rpc))
+	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(s.intake.wrap(h)) })
+	gated.Handle("/metrics", requireAdmin(writeWithin(adminWriteTimeout, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))))
+	gated.Handle("/debug/pprof/", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Index))))
+	gated.Handle("/debug/pprof/cmdline", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Cmdline))))
+	gated.Handle("/debug/pprof/profile", requireAdmin(boundProfile(pprof.Profile)))
+	gated.Handle("/debug/pprof/symbol", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Symbol))))
+	gated.Handle("/debug/pprof/trace", requireAdmin(boundProfile(pprof.Trace)))
 
 	root := http.NewServeMux()
 	root.HandleFunc("/health", s.health)
 	root.HandleFunc("/health/relay", s.healthRelay)
 	root.Handle("/", gate(s.delegationGate(gated)))
-	return root
+	return stripForwardedPrefix(root)
 }
 
 // Handler is the server's single HTTP handler.
@@ -336,6 +392,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetUnencryptedHTTP2(true)
 
+	ln = newCapListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerPeer, s.m.connRefused.Inc)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	s.self = selfURLs(ln.Addr())

@@ -98,10 +98,15 @@ const (
 
 // Query is a FetchLogs request. See DESIGN.md for the exact semantics.
 type Query struct {
-	Source    string
-	Scope     Scope
-	SinceMS   int64 // > 0 keeps EpochMS > SinceMS
-	Cursor    int64 // exclusive: Seq > Cursor
+	Source  string
+	Scope   Scope
+	SinceMS int64 // > 0 keeps EpochMS > SinceMS
+	Cursor  int64 // exclusive: Seq > Cursor
+	// UntilCursor > 0 keeps Seq <= UntilCursor (pages backwards with Tail).
+	UntilCursor int64
+	// Regex, when set, is an RE2 expression searched in Data (unanchored),
+	// within MaxRegexBytes and MaxRegexProgram.
+	Regex     string
 	Substring string
 	MaxLines  int // <= 0 means DefaultMaxLines; capped at MaxMaxLines
 	Tail      bool

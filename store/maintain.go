@@ -66,6 +66,7 @@ func (s *Store) flush(ctx context.Context) error {
 			s.wakeStalledLocked()
 			s.mu.Unlock()
 			s.log.Error("flush failed; rows stay in the WAL and memtable", "err", err)
+			s.metrics.failed("flush")
 			return fmt.Errorf("store: flush: %w", err)
 		}
 		s.mu.Lock()
@@ -382,7 +383,7 @@ func (s *Store) Retain(ctx context.Context) error {
 		sg.release()
 	}
 	s.metrics.segmentsChanged()
-	s.metrics.retainedN(len(victims))
+	s.metrics.retained(victims)
 	if err == nil {
 		err = gcErr
 	}
@@ -512,10 +513,12 @@ func (s *Store) maintainLoop(ctx context.Context) {
 		if !busy || s.smallSegments() >= compactionDebt {
 			if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
 				s.log.Error("background compaction", "err", err)
+				s.metrics.failed("compact")
 			}
 		}
 		if err := s.Retain(ctx); err != nil && !errors.Is(err, ErrClosed) {
 			s.log.Error("background retention", "err", err)
+			s.metrics.failed("retain")
 		}
 	}
 }

@@ -16,6 +16,10 @@ import (
 var levelNames = map[string]int32{
 	"DEBUG": LevelDebug, "INFO": LevelInfo, "WARNING": LevelWarning,
 	"ERROR": LevelError, "CRITICAL": LevelCritical,
+	// The usual aliases: a viewer or CLI sending "warn" must not silently
+	// get no filter.
+	"TRACE": LevelDebug, "WARN": LevelWarning, "ERR": LevelError,
+	"CRIT": LevelCritical, "FATAL": LevelCritical,
 }
 
 // ParseMinLevel returns the level a min_level name means; 0 (no filter) for
@@ -44,8 +48,9 @@ type query struct {
 	prefix    string // every matching key starts with it (PREFIX, or REGEX's literal prefix)
 	since     int64
 	cursor    int64
-	maxSeq    int64 // rows with seq > maxSeq are out (scanSegment's per-segment window); 0 = none
+	maxSeq    int64 // rows with seq > maxSeq are out (Query.UntilCursor, scanSegment's window); 0 = none
 	substring string
+	data      dataFilter // Query.Regex
 	minLevel  int32
 	cluster   string
 	limit     int
@@ -54,8 +59,12 @@ type query struct {
 }
 
 func compileQuery(q Query) (*query, error) {
-	c := &query{scope: q.Scope, source: q.Source, since: q.SinceMS, cursor: q.Cursor,
+	c := &query{scope: q.Scope, source: q.Source, since: q.SinceMS, cursor: q.Cursor, maxSeq: max(q.UntilCursor, 0),
 		substring: q.Substring, minLevel: ParseMinLevel(q.MinLevel), cluster: q.Cluster, tail: q.Tail}
+	var err error
+	if c.data, err = compileDataFilter(q.Regex); err != nil {
+		return nil, err
+	}
 	if c.scope == ScopeUnspecified {
 		c.scope = ScopeRegex
 	}
@@ -68,12 +77,12 @@ func compileQuery(q Query) (*query, error) {
 		}
 		c.prefix = q.Source
 	case ScopeRegex:
-		re, err := regexp.Compile(q.Source)
+		re, err := compileRegex("source", q.Source)
 		if err != nil {
-			return nil, fmt.Errorf("source %q is not a valid regular expression: %v: %w", q.Source, err, ErrInvalidArgument)
+			return nil, err
 		}
 		c.re = re
-		c.prefix = anchoredLiteralPrefix(q.Source)
+		c.prefix = regexKeyPrefix(q.Source)
 	default:
 		return nil, fmt.Errorf("match scope %d is not one of UNSPECIFIED, EXACT, PREFIX, REGEX: %w", q.Scope, ErrInvalidArgument)
 	}
@@ -135,7 +144,7 @@ func (q *query) rowOK(seq, epoch int64, level int32, cluster, data []byte) bool 
 	if q.substring != "" && !bytes.Contains(data, []byte(q.substring)) {
 		return false
 	}
-	return true
+	return q.data.match(data)
 }
 
 func (q *query) memRowOK(r *Row) bool {
@@ -151,7 +160,7 @@ func (q *query) memRowOK(r *Row) bool {
 	if q.cluster != "" && r.Cluster != q.cluster {
 		return false
 	}
-	return q.substring == "" || strings.Contains(r.Data, q.substring)
+	return (q.substring == "" || strings.Contains(r.Data, q.substring)) && q.data.matchString(r.Data)
 }
 
 // snapshot is a consistent view for one read: memtable prefixes and
@@ -296,6 +305,9 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 		if sg.last <= q.cursor {
 			break
 		}
+		if q.maxSeq > 0 && sg.first > q.maxSeq {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -342,7 +354,11 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 		return out
 	}
 	if q.tail {
-		for i := rows.n - 1; i >= 0 && len(out) < limit; i-- {
+		end := rows.n - 1
+		if q.maxSeq > 0 && rows.n > 0 {
+			end = int(min(int64(end), q.maxSeq-rows.first))
+		}
+		for i := end; i >= 0 && len(out) < limit; i-- {
 			if rows.seqAt(i) <= q.cursor {
 				break
 			}

@@ -469,6 +469,7 @@ func (s *Store) commit(group []*commitReq) (stall bool) {
 		if err != nil {
 			err = classifyWriteErr(err)
 			s.log.Error("wal append failed; batches not acknowledged", "err", err, "batches", len(group))
+			s.metrics.failed("wal_append")
 			for _, req := range group {
 				req.done <- commitResult{err: err}
 			}

@@ -15,7 +15,9 @@ import (
 // store admits loopback, as with no policy.
 func fedCLIWorld(t *testing.T) (home, east string) {
 	t.Helper()
-	east = testServer(t, server.Config{Cluster: "east"})
+	// East admits loopback callers without a token, and home's proxied
+	// reads by its federation key (a bearer is always verified by a jwt layer).
+	east = testServer(t, server.Config{Cluster: "east", AuthPolicy: `[{"type":"jwt","keys":[{"cluster":"home","secret":"home-federation-key-0123456789abcdef0123"}]},{"type":"cidr","cidrs":["127.0.0.0/8"]}]`})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

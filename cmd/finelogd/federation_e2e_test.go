@@ -124,7 +124,7 @@ func TestFederationE2EThreeClusters(t *testing.T) {
 	for _, owner := range []string{"east", "west"} {
 		for i, req := range []*loggingpb.FetchLogsRequest{
 			{}, {Source: "/user/job-1/task-1:1", MatchScope: exact}, {Source: "/user/job-2/", MatchScope: prefix},
-			{Source: "job-[01]/task-0", MatchScope: regex}, {Cursor: 7, MaxLines: 5}, {Tail: true, MaxLines: 4},
+			{Source: "/user/job-[01]/task-0", MatchScope: regex}, {Regex: "line [12]"}, {Cursor: 7, MaxLines: 5}, {Tail: true, MaxLines: 4},
 			{SinceMs: 1_000_100}, {Substring: "warn"}, {MinLevel: "warning"},
 			{MinLevel: "ERROR", Substring: "line 1", Source: "/user/", MatchScope: prefix, Cursor: 2, MaxLines: 2},
 		} {
