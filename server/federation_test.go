@@ -552,3 +552,43 @@ func TestFederationProxiedLongPoll(t *testing.T) {
 		t.Fatalf("proxied long-poll: %v %v", resp, err)
 	}
 }
+
+// TestFederationReadScope: a caller whose key may read only west may
+// proxy to west, not to east, and may not fan out; home applies the scope
+// before anything reaches a peer.
+func TestFederationReadScope(t *testing.T) {
+	w := newWorld(t)
+	seed(t, w.east, 2, 1_000_000)
+	seed(t, w.west, 3, 1_000_000)
+	const scopedKey = "scoped-reader-key-0123456789abcdef0123456"
+	pol := `[{"type":"jwt","keys":[{"cluster":"reader","secret":"` + scopedKey + `","read":["west"]},` +
+		`{"cluster":"home","secret":"` + writerKey("home") + `"},{"cluster":"west","secret":"` + westFedKey + `"}]}]`
+	home := newFedNode(t, "home", map[string]string{}, peersJSON(
+		peerEntry("east", w.east.http.URL, "/etc/home-fed.key", ""),
+		peerEntry("west", w.west.http.URL, "/etc/home-fed.key", ""),
+	), func(c *Config) { c.AuthPolicy = pol })
+	reader := client.New(home.http.URL, client.WithRetry(1, 0, 0), client.WithToken(tokenAt(t, home.testEnv, scopedKey, "reader")))
+	ctx := context.Background()
+	if resp, err := reader.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "west"}); err != nil || len(resp.Entries) != 3 {
+		t.Fatalf("scoped read of west: %v %v", resp, err)
+	}
+	if resp, err := reader.Fetch(ctx, &loggingpb.FetchLogsRequest{}); err != nil || len(resp.Entries) != 3 {
+		t.Fatalf("scoped read naming no cluster reads its one cluster, west: %v %v", resp, err)
+	}
+	before := metricsOf(t, w.east)
+	if _, err := reader.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "east"}); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("scoped read of east: %v", err)
+	}
+	if _, err := reader.Fetch(ctx, &loggingpb.FetchLogsRequest{Cluster: "*"}); connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "fan-out") {
+		t.Fatalf("scoped fan-out: %v", err)
+	}
+	if after := metricsOf(t, w.east); after != before {
+		t.Errorf("a refused read reached east (proxied reads served %q -> %q)", before, after)
+	}
+}
+
+// metricsOf is east's count of proxied reads served.
+func metricsOf(t *testing.T, n *fedNode) string {
+	t.Helper()
+	return grepLines(metricsText(t, n), "finelog_federation_proxied_reads_served_total{")
+}
