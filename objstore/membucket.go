@@ -233,4 +233,3 @@ func (b *MemBucket) Names() []string {
 	sort.Strings(out)
 	return out
 }
-
