@@ -56,6 +56,13 @@ func OpenCache(fsys vfs.FS, dir string, capacity int64, reg prometheus.Registere
 	return c, nil
 }
 
+func (c *Cache) m() *cacheMetrics {
+	if c == nil {
+		return nil
+	}
+	return c.metrics
+}
+
 // Used returns the bytes the cache holds.
 func (c *Cache) Used() int64 {
 	if c == nil {

@@ -68,7 +68,7 @@ func (r *RemoteFile) block(idx int64) ([]byte, error) {
 	// name with other bytes never hits an old block.
 	key := fmt.Sprintf("%s@%s#%d", r.entry.Object, r.entry.SHA256, idx)
 	if b, ok := r.cache.get(key, size); ok {
-		r.cache.metrics.hit()
+		r.cache.m().hit()
 		return b, nil
 	}
 	ctx := r.ctx
@@ -87,7 +87,7 @@ func (r *RemoteFile) block(idx int64) ([]byte, error) {
 	if _, err := io.ReadFull(rc, buf); err != nil {
 		return nil, &Error{Bucket: r.bucket.String(), Op: "get", Name: r.entry.Object, Err: fmt.Errorf("%w: short read of block %d: %v", ErrUnavailable, idx, err)}
 	}
-	r.cache.metrics.miss(r.clock.Now().Sub(t0))
+	r.cache.m().miss(r.clock.Now().Sub(t0))
 	r.cache.put(key, buf)
 	return buf, nil
 }

@@ -329,4 +329,3 @@ func (t *Tier) lag() (time.Duration, int64) {
 	}
 	return t.opts.Clock.Now().Sub(t.queue[0].sealed), b
 }
-
