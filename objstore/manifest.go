@@ -15,6 +15,8 @@ import (
 // after its object was uploaded and verified, so every entry names an object
 // that holds exactly Size bytes with digest SHA256.
 type Entry struct {
+	// Segment is the store's file name for it.
+	Segment string `json:"segment"`
 	// Object is the object name under the bucket prefix.
 	Object     string `json:"object"`
 	First      int64  `json:"first_seq"`
@@ -169,8 +171,24 @@ const (
 	manifestDir = "manifest/"
 )
 
-// SegmentObject is the object name of the local segment file name.
-func SegmentObject(segment string) string { return segmentsDir + segment }
+// SegmentObject is the object name a segment file with digest sum is
+// uploaded under. The digest in the name means a segment rewritten with the
+// same seq range (a flush redone after a crash) never overwrites an object
+// the manifest already names with other bytes: the new object replaces the
+// old entry, and the old object is deleted after that is published.
+func SegmentObject(segment string, sum Sum) string {
+	return segmentsDir + strings.TrimSuffix(segment, ".parquet") + "-" + sum.SHA256Hex()[:16] + ".parquet"
+}
+
+// FindSegment returns the entry uploaded from the named segment file.
+func (m Manifest) FindSegment(segment string) (Entry, bool) {
+	for _, e := range m.Entries {
+		if e.Segment == segment {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
 
 func manifestObject(gen uint64) string { return fmt.Sprintf("%s%020d.json", manifestDir, gen) }
 

@@ -17,8 +17,7 @@ import (
 // Segment is a sealed local segment the store hands to the tier once it is
 // durable (fsynced and renamed into place, directory synced).
 type Segment struct {
-	// Name is the file name in the store's segment directory; the object
-	// is SegmentObject(Name).
+	// Name is the file name in the store's segment directory.
 	Name       string
 	Path       string
 	First      int64
@@ -101,7 +100,7 @@ func OpenTier(ctx context.Context, o TierOptions) (*Tier, error) {
 func (t *Tier) Sealed(seg Segment) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e, ok := t.cat.published.Find(SegmentObject(seg.Name)); ok && e.First == seg.First && e.Last == seg.Last {
+	if t.cat.published.Covers(seg.First, seg.Last) {
 		return
 	}
 	for _, q := range t.queue {
@@ -122,7 +121,9 @@ func (t *Tier) Deleted(names []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, n := range names {
-		t.forget = append(t.forget, SegmentObject(n))
+		if e, ok := t.cat.cur.FindSegment(n); ok {
+			t.forget = append(t.forget, e.Object)
+		}
 		t.queue = slices.DeleteFunc(t.queue, func(q queued) bool { return q.seg.Name == n })
 	}
 }
@@ -247,13 +248,13 @@ func (t *Tier) uploadLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("upload segment %s: %w", seg.Name, err)
 	}
-	obj := SegmentObject(seg.Name)
+	obj := SegmentObject(seg.Name, sum)
 	start := t.opts.Clock.Now()
 	if _, err := t.opts.Bucket.Put(ctx, obj, newSectionSeeker(f, size), size, sum); err != nil {
 		return fmt.Errorf("upload segment %s: %w", seg.Name, err)
 	}
 	e := Entry{
-		Object: obj, First: seg.First, Last: seg.Last, Rows: seg.Rows,
+		Segment: seg.Name, Object: obj, First: seg.First, Last: seg.Last, Rows: seg.Rows,
 		MinEpochMS: seg.MinEpochMS, MaxEpochMS: seg.MaxEpochMS, WrittenMS: seg.WrittenMS,
 		Size: size, SHA256: sum.SHA256Hex(), Producers: seg.Producers,
 		UploadedMS: t.opts.Clock.Now().UnixMilli(),

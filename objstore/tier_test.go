@@ -90,6 +90,15 @@ func checkEntries(t testing.TB, b *MemBucket, m Manifest, what string) {
 	}
 }
 
+func objectOf(t testing.TB, m Manifest, s Segment) string {
+	t.Helper()
+	e, ok := m.FindSegment(s.Name)
+	if !ok {
+		t.Fatalf("segment %s not in manifest gen %d", s.Name, m.Generation)
+	}
+	return e.Object
+}
+
 func readObject(t testing.TB, b Bucket, name string) []byte {
 	t.Helper()
 	info, err := b.Stat(context.Background(), name)
@@ -126,7 +135,7 @@ func TestTierUploadsVerifiesAndPublishes(t *testing.T) {
 		if !tier.Uploaded(s) {
 			t.Fatalf("%s not uploaded after drain", s.Name)
 		}
-		if got := readObject(t, b, SegmentObject(s.Name)); !bytes.Equal(got, segBytes(s.First, s.Last)) {
+		if got := readObject(t, b, objectOf(t, tier.Published(), s)); !bytes.Equal(got, segBytes(s.First, s.Last)) {
 			t.Fatalf("object %s differs from the local segment", s.Name)
 		}
 	}
@@ -192,7 +201,7 @@ func TestTierFaultsRetryWithBackoff(t *testing.T) {
 			if !tier.Uploaded(seg) {
 				t.Fatal("not uploaded once the bucket recovered")
 			}
-			if got := readObject(t, b, SegmentObject(seg.Name)); !bytes.Equal(got, segBytes(1, 50)) {
+			if got := readObject(t, b, objectOf(t, tier.Published(), seg)); !bytes.Equal(got, segBytes(1, 50)) {
 				t.Fatal("object bytes differ after retries")
 			}
 		})
@@ -206,6 +215,7 @@ func TestTierMergeDeletesInputsOnlyAfterPublish(t *testing.T) {
 	tier.Sealed(a)
 	tier.Sealed(c)
 	drain(t, tier, clk)
+	inputs := []string{objectOf(t, tier.Published(), a), objectOf(t, tier.Published(), c)}
 	merged := writeSeg(t, fsys, 1, 20, map[string]int64{"p": 20})
 	tier.Sealed(merged)
 	if _, err := tier.Step(context.Background()); err != nil { // upload + local manifest
@@ -213,17 +223,17 @@ func TestTierMergeDeletesInputsOnlyAfterPublish(t *testing.T) {
 	}
 	pub, _ := LoadManifest(context.Background(), b)
 	checkEntries(t, b, pub, "bucket")
-	if _, err := b.Stat(context.Background(), SegmentObject(a.Name)); err != nil {
+	if _, err := b.Stat(context.Background(), inputs[0]); err != nil {
 		t.Fatalf("input deleted before the manifest without it was published: %v", err)
 	}
 	drain(t, tier, clk)
 	pub, _ = LoadManifest(context.Background(), b)
-	if len(pub.Entries) != 1 || pub.Entries[0].Object != SegmentObject(merged.Name) {
+	if len(pub.Entries) != 1 || pub.Entries[0].Segment != merged.Name {
 		t.Fatalf("bucket manifest after merge = %+v", pub.Entries)
 	}
-	for _, s := range []Segment{a, c} {
-		if _, err := b.Stat(context.Background(), SegmentObject(s.Name)); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("merge input %s still in the bucket: %v", s.Name, err)
+	for _, obj := range inputs {
+		if _, err := b.Stat(context.Background(), obj); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("merge input %s still in the bucket: %v", obj, err)
 		}
 	}
 	tier.Deleted([]string{merged.Name})

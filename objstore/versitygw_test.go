@@ -126,7 +126,7 @@ func TestTierVersitygw(t *testing.T) {
 	if m.HighestSeq() != 40100 || m.Producers()["east"] != 39999 {
 		t.Fatalf("manifest from the bucket alone = %+v", m)
 	}
-	e, _ := m.Find(SegmentObject(segs[0].Name))
+	e, _ := m.FindSegment(segs[0].Name)
 	cache, err := OpenCache(vfs.NewMemFS(), "/cache", 8*BlockSize, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestTierVersitygw(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("remote read differs from the local segment")
 	}
-	onDisk, err := os.ReadFile(filepath.Join(dir, loc.Bucket, loc.Prefix+SegmentObject(segs[0].Name)))
+	onDisk, err := os.ReadFile(filepath.Join(dir, loc.Bucket, loc.Prefix+e.Object))
 	if err != nil || !bytes.Equal(onDisk, want) {
 		t.Fatalf("gateway posix file differs from the segment (err %v)", err)
 	}
