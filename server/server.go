@@ -26,6 +26,7 @@ import (
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/internal/wirecompress"
+	"github.com/finelog/finelog/objstore"
 	"github.com/finelog/finelog/store"
 )
 
@@ -72,6 +73,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	Relay RelayConfig
+
+	ObjectStore ObjectStoreConfig
 
 	FS     vfs.FS
 	Clock  clock.Clock
@@ -129,8 +132,10 @@ type Server struct {
 	// waiting, so a test can act exactly then instead of sleeping.
 	onPark func()
 
-	relay *relayRunner // nil when no relay is configured
-	self  []string     // this daemon's own URLs (the relay refuses them as a target)
+	relay  *relayRunner // nil when no relay is configured
+	bucket objstore.Bucket
+	tier   *tierRunner // nil without an object store
+	self   []string    // this daemon's own URLs (the relay refuses them as a target)
 }
 
 type storeRef struct{ s logStore }
@@ -179,6 +184,11 @@ func New(cfg Config) (*Server, error) {
 	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
 		return nil, err
 	}
+	bucket, err := openBucket(cfg.FS, cfg.ObjectStore)
+	if err != nil {
+		return nil, err
+	}
+	s.bucket = bucket
 	gate, err := s.loadAuth()
 	if err != nil {
 		return nil, err
@@ -272,7 +282,14 @@ func (s *Server) Open(ctx context.Context) error {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}
 	s.st.Store(&storeRef{st})
+	if err := s.startTier(ctx); err != nil {
+		st.Close()
+		return err
+	}
 	if err := s.startRelay(ctx, st); err != nil {
+		if s.tier != nil {
+			s.tier.close(0)
+		}
 		st.Close()
 		return err
 	}
@@ -305,6 +322,11 @@ func (s *Server) Close() error {
 	}
 	if err := ref.s.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
+	}
+	if s.tier != nil {
+		if err := s.tier.close(s.cfg.ShutdownTimeout); err != nil {
+			return fmt.Errorf("object store: %w", err)
+		}
 	}
 	return nil
 }
