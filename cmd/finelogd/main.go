@@ -26,6 +26,7 @@ import (
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/objstore"
 	"github.com/finelog/finelog/server"
 )
 
@@ -65,6 +66,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 		return nil, err
 	}
 	f.cfg.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
+	if f.cfg.ObjectStore.URL != "" {
+		f.cfg.ObjectStore.CredentialsProfile = getenv("AWS_PROFILE")
+		if f.cfg.ObjectStore.CredentialsFile == "" {
+			creds, err := objstore.CredentialsFromEnv(getenv)
+			if err != nil {
+				return nil, fmt.Errorf("--object-store: %w", err)
+			}
+			f.cfg.ObjectStore.Credentials = creds
+		}
+	} else if f.cfg.ObjectStore.CredentialsFile != "" {
+		return nil, fmt.Errorf("--object-store-credentials-file is set but --object-store is not")
+	}
 	return f, nil
 }
 
@@ -99,6 +112,8 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
 	c.Relay.PinMaxBytes = server.DefaultRelayPinMaxBytes
 	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
+	fs.StringVar(&c.ObjectStore.URL, "object-store", "", "tier sealed segments to this S3-compatible bucket `URL`: s3://BUCKET/PREFIX[?endpoint=http://HOST:PORT&region=R] (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --object-store-credentials-file)")
+	fs.StringVar(&c.ObjectStore.CredentialsFile, "object-store-credentials-file", "", "AWS shared credentials `file` (INI) for --object-store; its [default] profile, or AWS_PROFILE's")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
@@ -222,6 +237,25 @@ func applyMemoryLimit(limit int64, getenv func(string) string, log *slog.Logger)
 	}
 }
 
+// objectStoreConfig describes the object store for --print-config: the
+// URL (which cannot hold credentials) and where credentials come from,
+// never their values.
+func objectStoreConfig(o server.ObjectStoreConfig) map[string]any {
+	if o.URL == "" {
+		return nil
+	}
+	out := map[string]any{"url": o.URL}
+	switch {
+	case o.CredentialsFile != "":
+		out["credentials"] = "file " + o.CredentialsFile
+	case o.Credentials.Anonymous():
+		out["credentials"] = "none (anonymous requests)"
+	default:
+		out["credentials"] = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (redacted)"
+	}
+	return out
+}
+
 // printConfig writes the effective configuration. Secrets never appear: the
 // relay key and token are files, and only their paths are printed; an
 // inline policy is printed with every secret-looking value replaced.
@@ -242,6 +276,7 @@ func printConfig(w io.Writer, f *flags) error {
 		"log_format":                 f.logFormat,
 		"log_level":                  f.logLevel,
 		"auth_policy_file":           c.AuthPolicyFile,
+		"object_store":               objectStoreConfig(c.ObjectStore),
 		"relay": map[string]any{
 			"address":             c.Relay.Address,
 			"key_file":            c.Relay.KeyFile,
