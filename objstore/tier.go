@@ -121,10 +121,18 @@ func (t *Tier) Deleted(names []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, n := range names {
-		if e, ok := t.cat.cur.FindSegment(n); ok {
+		t.queue = slices.DeleteFunc(t.queue, func(q queued) bool { return q.seg.Name == n })
+		e, ok := t.cat.cur.FindSegment(n)
+		if !ok {
+			continue
+		}
+		// A merge removes its inputs right after its output is renamed in;
+		// the output's upload replaces them in the manifest, so dropping
+		// them now would leave the bucket without those rows meanwhile.
+		covered := slices.ContainsFunc(t.queue, func(q queued) bool { return q.seg.First <= e.First && e.Last <= q.seg.Last })
+		if !covered {
 			t.forget = append(t.forget, e.Object)
 		}
-		t.queue = slices.DeleteFunc(t.queue, func(q queued) bool { return q.seg.Name == n })
 	}
 }
 

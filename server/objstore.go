@@ -27,9 +27,24 @@ type ObjectStoreConfig struct {
 	Credentials        objstore.Credentials
 	// Bucket, when set (tests, the simulation), is used instead of URL.
 	Bucket objstore.Bucket
-	// ScanInterval is how often sealed segments are looked for (0: 2s).
+	// ScanInterval is how often the tier reconciles the store dir with the
+	// manifest and evicts local copies (0: 2s).
 	ScanInterval time.Duration
+	// CacheBytes bounds the on-disk cache of remote segment blocks
+	// (--object-cache-bytes; 0: no cache).
+	CacheBytes int64
+	// LocalRetentionAge evicts local copies of uploaded segments written
+	// longer ago than this (--local-retention-age; 0: keep).
+	LocalRetentionAge time.Duration
+	// LocalRetentionBytes evicts the oldest uploaded local copies while
+	// local segments exceed this (--local-retention-bytes; 0: no limit).
+	LocalRetentionBytes int64
+	// ReadTimeout bounds one ranged GET of a remote segment (0: 30s).
+	ReadTimeout time.Duration
 }
+
+// DefaultObjectCacheBytes is --object-cache-bytes' default.
+const DefaultObjectCacheBytes = 1 << 30
 
 // openBucket resolves the object store configuration at start, so a bad
 // URL or credentials file stops the daemon before it binds its port.
@@ -57,24 +72,20 @@ func openBucket(fsys vfs.FS, c ObjectStoreConfig) (objstore.Bucket, error) {
 	return objstore.OpenS3(loc, creds, objstore.S3Options{})
 }
 
-// tierRunner drives the object tier: it hands every sealed segment of the
-// store dir to the tier, tells it which segments the store deleted, and
-// steps it. Segments are found by listing the store dir: the store renames
-// a segment into place only once it is durable, and a merge's output covers
-// its inputs, which the manifest replaces.
+// tierRunner drives the object tier: the store runs on a TierFS, which
+// queues each segment renamed into place and mirrors segment removals to
+// the bucket; the runner steps the tier, reconciles the store dir with the
+// manifest (segments a crash left unqueued), and evicts uploaded local
+// copies past --local-retention-age/--local-retention-bytes.
 type tierRunner struct {
 	tier     *objstore.Tier
+	tfs      *objstore.TierFS
 	fs       vfs.FS
 	dir      string
 	clk      clock.Clock
 	interval time.Duration
+	cfg      ObjectStoreConfig
 	log      logger
-
-	// seen are the segment files this process has seen in the store dir.
-	// A manifest entry whose file was seen and is now gone without a local
-	// segment covering it was deleted by retention, so it leaves the
-	// bucket too. Files never seen (after a restart) are left alone.
-	seen map[string]bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -86,27 +97,57 @@ type logger interface {
 	Info(msg string, args ...any)
 }
 
-func (s *Server) startTier(ctx context.Context) error {
-	if s.bucket == nil {
-		return nil
+func describeSegment(fsys vfs.FS, p string) (objstore.Segment, error) {
+	sg, err := store.DescribeSegment(fsys, p)
+	if err != nil {
+		return objstore.Segment{}, err
 	}
+	return toTierSegment(sg), nil
+}
+
+func toTierSegment(sg store.SegmentInfo) objstore.Segment {
+	return objstore.Segment{Name: sg.Name, Path: sg.Path, First: sg.First, Last: sg.Last, Rows: sg.Rows,
+		MinEpochMS: sg.MinEpochMS, MaxEpochMS: sg.MaxEpochMS, WrittenMS: sg.WrittenMS, Producers: sg.Producers}
+}
+
+// openTier opens the manifest (from the bucket when the data dir has none:
+// a store rebuilt from the bucket alone) and returns the FS the store must
+// use. Without an object store it returns the plain FS.
+func (s *Server) openTier(ctx context.Context, storeDir string) (vfs.FS, error) {
+	if s.bucket == nil {
+		return s.cfg.FS, nil
+	}
+	oc := s.cfg.ObjectStore
 	tier, err := objstore.OpenTier(ctx, objstore.TierOptions{
 		FS: s.cfg.FS, Dir: filepath.Join(s.cfg.DataDir, "objstore"), Bucket: s.bucket,
 		Clock: s.clk, Registerer: s.reg,
 	})
 	if err != nil {
-		return fmt.Errorf("object store: %w", err)
+		return nil, fmt.Errorf("object store: %w", err)
 	}
-	iv := s.cfg.ObjectStore.ScanInterval
+	cache, err := objstore.OpenCache(s.cfg.FS, filepath.Join(s.cfg.DataDir, "objcache"), oc.CacheBytes, s.reg)
+	if err != nil {
+		return nil, err
+	}
+	if oc.ReadTimeout <= 0 {
+		oc.ReadTimeout = 30 * time.Second
+	}
+	tfs := objstore.NewTierFS(objstore.TierFSOptions{Local: s.cfg.FS, Dir: storeDir, IsSegment: store.IsSegmentName,
+		Describe: describeSegment, Tier: tier, Cache: cache, ReadTimeout: oc.ReadTimeout})
+	iv := oc.ScanInterval
 	if iv <= 0 {
 		iv = 2 * time.Second
 	}
-	r := &tierRunner{tier: tier, fs: s.cfg.FS, dir: filepath.Join(s.cfg.DataDir, "store"), clk: s.clk, interval: iv,
-		log: s.log.With("component", "objstore", "bucket", s.bucket.String()), seen: map[string]bool{},
+	s.tier = &tierRunner{tier: tier, tfs: tfs, fs: s.cfg.FS, dir: storeDir, clk: s.clk, interval: iv, cfg: oc,
+		log:  s.log.With("component", "objstore", "bucket", s.bucket.String()),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	s.tier = r
-	go r.loop()
-	return nil
+	return tfs, nil
+}
+
+func (s *Server) startTier() {
+	if s.tier != nil {
+		go s.tier.loop()
+	}
 }
 
 func (r *tierRunner) loop() {
@@ -136,10 +177,10 @@ func (r *tierRunner) loop() {
 	}
 }
 
-// round scans the store dir once and steps the tier until it is idle or
-// backing off.
+// round reconciles once, steps the tier until it is idle or backing off,
+// then evicts.
 func (r *tierRunner) round(ctx context.Context) error {
-	if err := r.scan(); err != nil {
+	if err := r.reconcile(); err != nil {
 		return err
 	}
 	for i := 0; i < 1000; i++ {
@@ -150,48 +191,63 @@ func (r *tierRunner) round(ctx context.Context) error {
 		}
 		more, err := r.tier.Step(ctx)
 		if errors.Is(err, objstore.ErrBackoff) {
-			return nil
+			break
 		}
 		if err != nil {
 			return err
 		}
 		if !more {
-			return nil
+			break
 		}
 	}
-	return nil
+	return r.evict()
 }
 
-func (r *tierRunner) scan() error {
+// reconcile hands every local segment to the tier (it ignores those the
+// published manifest covers): a segment whose rename a crash cut off from
+// its upload is found here.
+func (r *tierRunner) reconcile() error {
 	segs, err := store.ListSegments(r.fs, r.dir)
 	if err != nil {
 		return err
 	}
-	present := map[string]bool{}
 	for _, sg := range segs {
-		present[sg.Name] = true
-		r.seen[sg.Name] = true
-		r.tier.Sealed(objstore.Segment{Name: sg.Name, Path: sg.Path, First: sg.First, Last: sg.Last, Rows: sg.Rows,
-			MinEpochMS: sg.MinEpochMS, MaxEpochMS: sg.MaxEpochMS, WrittenMS: sg.WrittenMS, Producers: sg.Producers})
+		r.tier.Sealed(toTierSegment(sg))
 	}
-	var gone []string
-	for _, e := range r.tier.Manifest().Entries {
-		if present[e.Segment] || !r.seen[e.Segment] {
+	return nil
+}
+
+// evict removes local copies of published segments, oldest first, that are
+// older than LocalRetentionAge or while local segments exceed
+// LocalRetentionBytes. A segment not yet in the published manifest is never
+// evicted, whatever the limits: past them the local disk keeps filling and
+// appends fail with the store's disk-full error.
+func (r *tierRunner) evict() error {
+	if r.cfg.LocalRetentionAge <= 0 && r.cfg.LocalRetentionBytes <= 0 {
+		return nil
+	}
+	segs, err := store.ListSegments(r.fs, r.dir)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, sg := range segs {
+		total += sg.Size
+	}
+	now := r.clk.Now().UnixMilli()
+	for _, sg := range segs { // seq order: oldest first
+		old := r.cfg.LocalRetentionAge > 0 && now-sg.WrittenMS > r.cfg.LocalRetentionAge.Milliseconds()
+		over := r.cfg.LocalRetentionBytes > 0 && total > r.cfg.LocalRetentionBytes
+		if !old && !over {
 			continue
 		}
-		covered := false
-		for _, sg := range segs {
-			if sg.First <= e.First && e.Last <= sg.Last {
-				covered = true
-				break
-			}
+		if !r.tier.Uploaded(toTierSegment(sg)) {
+			continue
 		}
-		if !covered {
-			gone = append(gone, e.Segment)
+		if err := r.tfs.Evict(sg.Name); err != nil {
+			return err
 		}
-	}
-	if len(gone) > 0 {
-		r.tier.Deleted(gone)
+		total -= sg.Size
 	}
 	return nil
 }
@@ -203,7 +259,7 @@ func (r *tierRunner) close(timeout time.Duration) error {
 	<-r.done
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := r.scan(); err != nil {
+	if err := r.reconcile(); err != nil {
 		return err
 	}
 	return r.tier.Drain(ctx)

@@ -90,7 +90,6 @@ func TestObjectStoreConfigErrors(t *testing.T) {
 	}
 }
 
-
 // TestObjectStoreDownIngestContinues: with the bucket refusing every
 // request, appends are still acknowledged and durable locally; shutdown
 // reports the pending uploads naming the bucket instead of hanging.

@@ -259,8 +259,12 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // server answers RPCs once it returns nil.
 func (s *Server) Open(ctx context.Context) error {
 	dir := filepath.Join(s.cfg.DataDir, "store")
+	storeFS, err := s.openTier(ctx, dir)
+	if err != nil {
+		return err
+	}
 	st, err := store.Open(store.Options{
-		FS:             s.cfg.FS,
+		FS:             storeFS,
 		Clock:          s.clk,
 		Dir:            dir,
 		MemtableBytes:  s.cfg.MemtableBytes,
@@ -282,15 +286,12 @@ func (s *Server) Open(ctx context.Context) error {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}
 	s.st.Store(&storeRef{st})
-	if err := s.startTier(ctx); err != nil {
-		st.Close()
-		return err
-	}
+	s.startTier()
 	if err := s.startRelay(ctx, st); err != nil {
+		st.Close()
 		if s.tier != nil {
 			s.tier.close(0)
 		}
-		st.Close()
 		return err
 	}
 	s.state.Store(int32(stateReady))

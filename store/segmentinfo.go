@@ -56,6 +56,19 @@ func ListSegments(fsys vfs.FS, dir string) ([]SegmentInfo, error) {
 	return out, nil
 }
 
+// IsSegmentName reports whether name is a sealed segment's file name.
+func IsSegmentName(name string) bool {
+	_, _, ok := parseSegName(name)
+	return ok
+}
+
+// DescribeSegment reads one sealed segment's footer metadata.
+func DescribeSegment(fsys vfs.FS, p string) (SegmentInfo, error) {
+	info, err := readSegmentInfo(fsys, p)
+	info.Name = path.Base(p)
+	return info, err
+}
+
 func readSegmentInfo(fsys vfs.FS, p string) (SegmentInfo, error) {
 	f, err := fsys.Open(p)
 	if err != nil {
