@@ -33,7 +33,7 @@ func TestObjectStoreFlagsNeverPrintSecrets(t *testing.T) {
 		want string
 	}{
 		{[]string{"--object-store", "s3://logs", "--print-config"}, map[string]string{"AWS_ACCESS_KEY_ID": "AKIA"}, "must be set together"},
-		{[]string{"--object-store-credentials-file", credFile, "--print-config"}, nil, "--object-store is not"},
+		{[]string{"--object-store-credentials-file", credFile, "--print-config"}, nil, "need --object-store"},
 		{[]string{"--object-store", "gs://logs"}, nil, "scheme must be s3://"},
 	} {
 		out.Reset()
