@@ -4,65 +4,23 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/objstore/s3test"
 )
 
-// versitygwBinary finds Versity's S3 gateway: $FINELOG_VERSITYGW, the
-// repository's .bin/ (where .ci/run installs it), or $PATH.
-func versitygwBinary() string {
-	if p := os.Getenv("FINELOG_VERSITYGW"); p != "" {
-		return p
-	}
-	if p, err := filepath.Abs("../.bin/versitygw"); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	return ""
-}
-
-// startVersitygw runs the gateway on a loopback port over a posix dir and
-// returns the location of a fresh bucket on it and the posix dir.
+// startVersitygw runs the gateway and returns the location of a fresh
+// bucket on it, its credentials and its posix dir.
 func startVersitygw(t *testing.T) (Location, Credentials, string) {
 	t.Helper()
-	bin := versitygwBinary()
-	if bin == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("versitygw not found, and CI=true: .ci/run must install it (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 into .bin/)")
-		}
-		t.Skip("versitygw not installed; run: GOBIN=$PWD/.bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	creds := Credentials{AccessKeyID: "finelogtest", SecretAccessKey: NewSecret("finelogtestsecret0123456789")}
-	cmd := exec.Command(bin, "--port", addr, "posix", dir)
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+creds.AccessKeyID, "ROOT_SECRET_KEY="+creds.SecretAccessKey.Reveal())
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	loc, err := ParseLocation("s3://finelog-e2e/east?endpoint=http://" + addr)
+	g := s3test.Start(t)
+	creds := Credentials{AccessKeyID: g.AccessKey, SecretAccessKey: NewSecret(g.SecretKey)}
+	loc, err := ParseLocation("s3://finelog-e2e/east?endpoint=" + g.Endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,20 +28,10 @@ func startVersitygw(t *testing.T) (Location, Credentials, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = b.MakeBucket(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("versitygw on %s did not come up: %v\n%s", addr, err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := b.MakeBucket(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	return loc, creds, dir
+	return loc, creds, g.Dir
 }
 
 func TestS3ContractVersitygw(t *testing.T) {
