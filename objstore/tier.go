@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -248,6 +249,12 @@ func (t *Tier) uploadLocked(ctx context.Context) error {
 	q := t.queue[0]
 	seg := q.seg
 	f, err := t.opts.FS.Open(seg.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed since it was queued (a merge took it, or retention):
+		// whatever replaced it is queued on its own.
+		t.queue = t.queue[1:]
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("upload segment %s: %w", seg.Name, err)
 	}

@@ -165,8 +165,9 @@ func (t *TierFS) Remove(name string) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if _, inBucket := t.tier.Manifest().FindSegment(seg); inBucket {
-		t.tier.Deleted([]string{seg})
+	_, inBucket := t.tier.Manifest().FindSegment(seg)
+	t.tier.Deleted([]string{seg})
+	if inBucket {
 		return nil
 	}
 	return err
