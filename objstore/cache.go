@@ -78,10 +78,11 @@ func (c *Cache) path(key string) string {
 	return filepath.Join(c.dir, hex.EncodeToString(h[:16]))
 }
 
-// get returns the cached block for key.
-func (c *Cache) get(key string, size int64) ([]byte, bool) {
+// readAt fills p from the cached block key at off within the block; false
+// when the block is not cached (or its file is gone).
+func (c *Cache) readAt(key string, p []byte, off int64) bool {
 	if c == nil || c.capacity == 0 {
-		return nil, false
+		return false
 	}
 	c.mu.Lock()
 	el, ok := c.index[key]
@@ -90,18 +91,25 @@ func (c *Cache) get(key string, size int64) ([]byte, bool) {
 	}
 	c.mu.Unlock()
 	if !ok {
-		return nil, false
+		return false
 	}
 	f, err := c.fs.Open(c.path(key))
 	if err != nil {
 		c.drop(key)
-		return nil, false
+		return false
 	}
 	defer f.Close()
-	buf := make([]byte, size)
-	if n, err := f.ReadAt(buf, 0); int64(n) != size {
-		_ = err
+	if n, _ := f.ReadAt(p, off); n != len(p) {
 		c.drop(key)
+		return false
+	}
+	return true
+}
+
+// get returns the whole cached block for key.
+func (c *Cache) get(key string, size int64) ([]byte, bool) {
+	buf := make([]byte, size)
+	if !c.readAt(key, buf, 0) {
 		return nil, false
 	}
 	return buf, true
@@ -132,6 +140,19 @@ func (c *Cache) put(key string, data []byte) {
 	}
 	c.index[key] = c.lru.PushFront(&cacheBlock{key: key, size: int64(len(data))})
 	c.used += int64(len(data))
+}
+
+// Clear drops every cached block (a cold-cache measurement, or an operator
+// reclaiming the space).
+func (c *Cache) Clear() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.lru.Len() > 0 {
+		c.evictLocked(c.lru.Back())
+	}
 }
 
 func (c *Cache) evictLocked(el *list.Element) {

@@ -52,25 +52,27 @@ func (r *RemoteFile) ReadAt(p []byte, off int64) (int, error) {
 			return n, io.EOF
 		}
 		idx := pos / BlockSize
-		blk, err := r.block(idx)
+		start := idx * BlockSize
+		size := min(int64(BlockSize), r.entry.Size-start)
+		want := p[n:min(len(p), n+int(start+size-pos))]
+		// The digest is part of the key: a re-uploaded object under the
+		// same name with other bytes never hits an old block.
+		key := fmt.Sprintf("%s@%s#%d", r.entry.Object, r.entry.SHA256, idx)
+		if r.cache.readAt(key, want, pos-start) {
+			r.cache.m().hit()
+			n += len(want)
+			continue
+		}
+		blk, err := r.fetch(key, idx, start, size)
 		if err != nil {
 			return n, err
 		}
-		n += copy(p[n:], blk[pos-idx*BlockSize:])
+		n += copy(p[n:], blk[pos-start:])
 	}
 	return n, nil
 }
 
-func (r *RemoteFile) block(idx int64) ([]byte, error) {
-	start := idx * BlockSize
-	size := min(int64(BlockSize), r.entry.Size-start)
-	// The digest is part of the key: a re-uploaded object under the same
-	// name with other bytes never hits an old block.
-	key := fmt.Sprintf("%s@%s#%d", r.entry.Object, r.entry.SHA256, idx)
-	if b, ok := r.cache.get(key, size); ok {
-		r.cache.m().hit()
-		return b, nil
-	}
+func (r *RemoteFile) fetch(key string, idx, start, size int64) ([]byte, error) {
 	ctx := r.ctx
 	if r.timeout > 0 {
 		var cancel context.CancelFunc
