@@ -87,6 +87,8 @@ type tierRunner struct {
 	cfg      ObjectStoreConfig
 	log      logger
 
+	collected time.Time // last garbage collection
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -200,7 +202,31 @@ func (r *tierRunner) round(ctx context.Context) error {
 			break
 		}
 	}
-	return r.evict()
+	if err := r.evict(); err != nil {
+		return err
+	}
+	return r.collect(ctx)
+}
+
+// collectEvery is how often unreferenced segment objects (uploads a crash
+// cut off before the manifest named them, deletes that were lost) are
+// removed; the first time is the first idle round after start.
+const collectEvery = time.Hour
+
+func (r *tierRunner) collect(ctx context.Context) error {
+	now := r.clk.Now()
+	if !r.collected.IsZero() && now.Sub(r.collected) < collectEvery || r.tier.Pending() {
+		return nil
+	}
+	n, err := r.tier.Collect(ctx)
+	if err != nil {
+		return err
+	}
+	r.collected = now
+	if n > 0 {
+		r.log.Info("object store: removed unreferenced segment objects", "objects", n)
+	}
+	return nil
 }
 
 // reconcile hands every local segment to the tier (it ignores those the
