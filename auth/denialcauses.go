@@ -7,5 +7,6 @@ package auth
 var denialCauses = []cause{
 	causeNoCredential, causePeerNotAllowed, causeBearerSyntax, causeTokenMalformed,
 	causeAlg, causeHeader, causeSignature, causeExpired, causeNotYetValid,
-	causeIssuedFuture, causeClaims, causeAudience,
+	causeIssuedFuture, causeClaims, causeAudience, causeLifetime, causeDuplicateName,
+	causeBearerUnverifiable,
 }

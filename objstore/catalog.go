@@ -41,9 +41,10 @@ func openCatalog(ctx context.Context, fsys vfs.FS, dir string, b Bucket) (*catal
 	}
 	remote, err := loadBucketManifest(ctx, b)
 	if err != nil {
-		if haveLocal && Retryable(err) {
+		if haveLocal && (Retryable(err) || errors.Is(err, errNoReadableManifest)) {
 			// Ingest must not depend on the bucket: start from the local
-			// copy and treat nothing as published until it is put again.
+			// copy and treat nothing as published until it is put again
+			// (which also replaces a damaged copy in the bucket).
 			c.cur = local
 			return c, nil
 		}
@@ -105,10 +106,15 @@ func loadBucketManifest(ctx context.Context, b Bucket) (Manifest, error) {
 		}
 	}
 	if firstErr != nil && len(gens) > 0 {
-		return Manifest{}, fmt.Errorf("%s: no readable manifest: %w", b, firstErr)
+		return Manifest{}, fmt.Errorf("%s: %w: %w", b, errNoReadableManifest, firstErr)
 	}
 	return Manifest{}, nil
 }
+
+// errNoReadableManifest: the bucket has manifest objects and none of them
+// is whole. Starting empty would let garbage collection delete every
+// segment, so a store without a local manifest refuses to start.
+var errNoReadableManifest = errors.New("no readable manifest (every manifest/ object is damaged; restore one, or remove them to start the bucket afresh)")
 
 func readManifestObject(ctx context.Context, b Bucket, name string) (Manifest, error) {
 	info, err := b.Stat(ctx, name)
@@ -151,6 +157,12 @@ func (c *catalog) publish(ctx context.Context) error {
 	data := m.Encode()
 	size, sum, _ := SumOf(bytes.NewReader(data))
 	if _, err := c.bucket.Put(ctx, manifestObject(m.Generation), bytes.NewReader(data), size, sum); err != nil {
+		if errors.Is(err, ErrVerify) {
+			// The bucket may hold a damaged copy under this generation;
+			// removing it keeps a reader from finding it newest. A crash
+			// before this leaves it to the fallback to older generations.
+			_ = c.bucket.Delete(ctx, manifestObject(m.Generation))
+		}
 		return fmt.Errorf("publish manifest: %w", err)
 	}
 	c.published = m

@@ -38,6 +38,9 @@ type Entry struct {
 type Manifest struct {
 	Generation uint64  `json:"generation"`
 	Entries    []Entry `json:"entries"`
+	// Files are small store files kept with the manifest (the store's
+	// producer marks), restored when the store is rebuilt from the bucket.
+	Files map[string][]byte `json:"files,omitempty"`
 }
 
 const manifestFormat = "finelog-manifest-v1"
@@ -88,7 +91,7 @@ func DecodeManifest(where string, data []byte) (Manifest, error) {
 // re-upload of the same segment replaces itself). It returns the objects
 // no longer referenced.
 func (m Manifest) With(e Entry) (Manifest, []string) {
-	next := Manifest{Generation: m.Generation + 1}
+	next := Manifest{Generation: m.Generation + 1, Files: m.Files}
 	var dropped []string
 	for _, x := range m.Entries {
 		if x.First >= e.First && x.Last <= e.Last {
@@ -106,7 +109,7 @@ func (m Manifest) With(e Entry) (Manifest, []string) {
 
 // Without returns the next generation with the named objects removed.
 func (m Manifest) Without(objects []string) Manifest {
-	next := Manifest{Generation: m.Generation + 1}
+	next := Manifest{Generation: m.Generation + 1, Files: m.Files}
 	for _, x := range m.Entries {
 		if !slices.Contains(objects, x.Object) {
 			next.Entries = append(next.Entries, x)

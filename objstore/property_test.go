@@ -40,7 +40,7 @@ func openNode(t *rapid.T, fsys *vfs.MemFS, b objstore.Bucket, clk *clock.Fake) *
 		t.Fatal(err)
 	}
 	tfs := objstore.NewTierFS(objstore.TierFSOptions{Local: fsys, Dir: "/data/store", IsSegment: store.IsSegmentName,
-		Describe: describe, Tier: tier, Cache: cache})
+		Describe: describe, Tier: tier, Cache: cache, Files: []string{store.ProducersFile}})
 	st, err := store.Open(store.Options{FS: tfs, Clock: clk, Dir: "/data/store", MemtableBytes: 1 << 20, TargetSegmentBytes: 64 << 10})
 	if err != nil {
 		t.Fatalf("open store: %v", err)

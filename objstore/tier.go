@@ -54,9 +54,10 @@ type Tier struct {
 
 	mu      sync.Mutex
 	cat     *catalog
-	queue   []queued // uploads in seal order
-	deletes []string // objects to remove once the manifest without them is published
-	forget  []string // objects retention removed, not yet out of the manifest
+	queue   []queued          // uploads in seal order
+	deletes []string          // objects to remove once the manifest without them is published
+	forget  []string          // objects retention removed, not yet out of the manifest
+	files   map[string][]byte // store files to put in the next manifest
 	fails   int
 	retryAt time.Time
 	lastErr error
@@ -137,6 +138,33 @@ func (t *Tier) Deleted(names []string) {
 	}
 }
 
+// SetFile records a small store file (the producer marks) to keep in the
+// manifest from its next generation on.
+func (t *Tier) SetFile(name string, data []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.files == nil {
+		t.files = map[string][]byte{}
+	}
+	t.files[name] = slices.Clone(data)
+}
+
+// withFiles puts the pending store files into next.
+func (t *Tier) withFiles(next Manifest) Manifest {
+	if len(t.files) == 0 {
+		return next
+	}
+	files := make(map[string][]byte, len(next.Files)+len(t.files))
+	for k, v := range next.Files {
+		files[k] = v
+	}
+	for k, v := range t.files {
+		files[k] = v
+	}
+	next.Files = files
+	return next
+}
+
 // Uploaded reports whether the bucket's published manifest holds every row
 // of the named segment, so its local copy may be evicted.
 func (t *Tier) Uploaded(seg Segment) bool {
@@ -167,7 +195,7 @@ func (t *Tier) Pending() bool {
 }
 
 func (t *Tier) pendingLocked() bool {
-	return len(t.queue) > 0 || len(t.deletes) > 0 || len(t.forget) > 0 || t.cat.dirty()
+	return len(t.queue) > 0 || len(t.deletes) > 0 || len(t.forget) > 0 || len(t.files) > 0 || t.cat.dirty()
 }
 
 // Bucket returns the bucket the tier writes to.
@@ -214,12 +242,12 @@ func (t *Tier) RetryAt() time.Time {
 func (t *Tier) stepLocked(ctx context.Context) error {
 	switch {
 	case len(t.forget) > 0:
-		next := t.cat.cur.Without(t.forget)
+		next := t.withFiles(t.cat.cur.Without(t.forget))
 		if err := t.cat.commit(next); err != nil {
 			return err
 		}
 		t.deletes = append(t.deletes, t.forget...)
-		t.forget = nil
+		t.forget, t.files = nil, nil
 		return nil
 	case t.cat.dirty():
 		return t.cat.publish(ctx)
@@ -237,6 +265,14 @@ func (t *Tier) stepLocked(ctx context.Context) error {
 		return nil
 	case len(t.queue) > 0:
 		return t.uploadLocked(ctx)
+	case len(t.files) > 0:
+		next := t.withFiles(t.cat.cur)
+		next.Generation++
+		if err := t.cat.commit(next); err != nil {
+			return err
+		}
+		t.files = nil
+		return nil
 	}
 	return nil
 }
@@ -275,10 +311,11 @@ func (t *Tier) uploadLocked(ctx context.Context) error {
 		UploadedMS: t.opts.Clock.Now().UnixMilli(),
 	}
 	next, dropped := t.cat.cur.With(e)
+	next = t.withFiles(next)
 	if err := t.cat.commit(next); err != nil {
 		return err
 	}
-	t.queue = t.queue[1:]
+	t.queue, t.files = t.queue[1:], nil
 	t.deletes = append(t.deletes, dropped...)
 	t.metrics.uploaded(size, t.opts.Clock.Now().Sub(start))
 	return nil

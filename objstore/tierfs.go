@@ -1,6 +1,7 @@
 package objstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -29,6 +31,7 @@ type TierFS struct {
 	describe func(fsys vfs.FS, path string) (Segment, error)
 	tier     *Tier
 	cache    *Cache
+	kept     []string
 	ctx      context.Context
 	timeout  time.Duration
 
@@ -47,6 +50,10 @@ type TierFSOptions struct {
 	Describe func(fsys vfs.FS, path string) (Segment, error)
 	Tier     *Tier
 	Cache    *Cache
+	// Files are small files in Dir kept in the manifest (the producer
+	// marks): captured whenever one is renamed into place, and served from
+	// the manifest while there is no local copy (a rebuild).
+	Files []string
 	// ReadTimeout bounds one ranged GET (0: none).
 	ReadTimeout time.Duration
 	// Context ends remote reads when the daemon stops.
@@ -59,7 +66,7 @@ func NewTierFS(o TierFSOptions) *TierFS {
 		o.Context = context.Background()
 	}
 	return &TierFS{FS: o.Local, dir: filepath.Clean(o.Dir), isSeg: o.IsSegment, describe: o.Describe,
-		tier: o.Tier, cache: o.Cache, ctx: o.Context, timeout: o.ReadTimeout, files: map[string][]*tieredFile{}}
+		tier: o.Tier, cache: o.Cache, kept: o.Files, ctx: o.Context, timeout: o.ReadTimeout, files: map[string][]*tieredFile{}}
 }
 
 // segment returns the base name when p is a segment in the directory.
@@ -70,6 +77,14 @@ func (t *TierFS) segment(p string) (string, bool) {
 	}
 	base := filepath.Base(p)
 	return base, t.isSeg(base)
+}
+
+// keptFile returns the base name when p is one of the files kept in the
+// manifest.
+func (t *TierFS) keptFile(p string) (string, bool) {
+	p = filepath.Clean(p)
+	base := filepath.Base(p)
+	return base, filepath.Dir(p) == t.dir && slices.Contains(t.kept, base)
 }
 
 // List adds the segments that live only in the bucket.
@@ -98,6 +113,12 @@ func (t *TierFS) Stat(name string) (fs.FileInfo, error) {
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return fi, err
 	}
+	if k, ok := t.keptFile(name); ok {
+		if data, found := t.tier.Manifest().Files[k]; found {
+			return remoteInfo{name: k, size: int64(len(data))}, nil
+		}
+		return nil, err
+	}
 	seg, ok := t.segment(name)
 	if !ok {
 		return nil, err
@@ -113,7 +134,13 @@ func (t *TierFS) Stat(name string) (fs.FileInfo, error) {
 func (t *TierFS) Open(name string) (vfs.File, error) {
 	seg, ok := t.segment(name)
 	if !ok {
-		return t.FS.Open(name)
+		f, err := t.FS.Open(name)
+		if k, kept := t.keptFile(name); kept && errors.Is(err, fs.ErrNotExist) {
+			if data, found := t.tier.Manifest().Files[k]; found {
+				return &keptCopy{Reader: bytes.NewReader(data), name: k}, nil
+			}
+		}
+		return f, err
 	}
 	f, err := t.FS.Open(name)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -141,6 +168,12 @@ func (t *TierFS) Open(name string) (vfs.File, error) {
 func (t *TierFS) Rename(oldname, newname string) error {
 	if err := t.FS.Rename(oldname, newname); err != nil {
 		return err
+	}
+	if k, ok := t.keptFile(newname); ok {
+		if data, err := vfs.ReadFile(t.FS, newname); err == nil {
+			t.tier.SetFile(k, data)
+		}
+		return nil
 	}
 	if _, ok := t.segment(newname); ok && t.describe != nil {
 		if s, err := t.describe(t.FS, newname); err == nil {
@@ -283,6 +316,21 @@ func (f *tieredFile) Close() error {
 	f.mu.Unlock()
 	f.owner.closed(f)
 	return err
+}
+
+// keptCopy is a read-only file served from the manifest's copy.
+type keptCopy struct {
+	*bytes.Reader
+	name string
+}
+
+func (k *keptCopy) Write([]byte) (int, error) {
+	return 0, fmt.Errorf("%s: read-only copy from the manifest", k.name)
+}
+func (k *keptCopy) Close() error { return nil }
+func (k *keptCopy) Sync() error  { return nil }
+func (k *keptCopy) Stat() (fs.FileInfo, error) {
+	return remoteInfo{name: k.name, size: k.Size()}, nil
 }
 
 type remoteInfo struct {

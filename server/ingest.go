@@ -74,6 +74,9 @@ func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch)
 		in.refused.WithLabelValues(protocol).Add(float64(b.RejectedRecords()))
 		return nil
 	}
+	if err := in.s.refuseIfReplica(); err != nil {
+		return err
+	}
 	st, err := in.s.store()
 	if err != nil {
 		return err
@@ -84,7 +87,7 @@ func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch)
 		r := b.Rows[i].Row
 		c, ok := clusters[r.Cluster]
 		if !ok {
-			if c, err = in.s.stampCluster(ctx, r.Cluster); err != nil {
+			if c, err = in.s.stampCluster(callerFrom(ctx), r.Cluster); err != nil {
 				return err
 			}
 			clusters[r.Cluster] = c
@@ -97,6 +100,10 @@ func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch)
 	ack, err := st.Append(ctx, store.Batch{Rows: rows})
 	if err != nil {
 		return in.s.storeError(protocol+" push", err)
+	}
+	// Held like a PushLogs ack until --min-replica-acks replicas synced it.
+	if err := in.s.awaitReplicas(ctx, st, ack); err != nil {
+		return err
 	}
 	if ack.Last > 0 {
 		in.rows.WithLabelValues(protocol).Add(float64(ack.Last - ack.First + 1))
@@ -296,6 +303,14 @@ func (in *ingester) readBody(r *http.Request) ([]byte, error) {
 	if err != nil {
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return nil, contextError(ctxErr)
+		}
+		var oe *oversizeError
+		if errors.As(err, &oe) {
+			return nil, &httpError{http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("body is over %d bytes (after decompression), the --max-request-bytes limit: send smaller batches", limit)}
+		}
+		if connect.CodeOf(err) == connect.CodeResourceExhausted {
+			return nil, &httpError{http.StatusTooManyRequests, "finelogd is busy: " + err.Error()}
 		}
 		return nil, &httpError{http.StatusBadRequest, "reading the body: " + err.Error()}
 	}

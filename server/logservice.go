@@ -30,9 +30,21 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 	if err != nil {
 		return nil, err
 	}
-	cluster, err := l.s.stampCluster(ctx, msg.GetCluster())
+	if err := l.s.refuseIfReplica(); err != nil {
+		return nil, err
+	}
+	c := callerFrom(ctx)
+	cluster, err := l.s.stampCluster(c, msg.GetCluster())
 	if err != nil {
 		return nil, err
+	}
+	if p := msg.GetProducer(); p != "" {
+		if err := l.s.checkProducer(c, p); err != nil {
+			return nil, err
+		}
+		if err := l.s.producers.use(c.key, p, l.s.clk.Now()); err != nil {
+			return nil, err
+		}
 	}
 	rows, err := rowsFromPush(msg, cluster, l.s.clk.Now().UnixMilli())
 	if err != nil {
@@ -46,6 +58,9 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 	})
 	if err != nil {
 		return nil, l.s.storeError("push", err)
+	}
+	if err := l.s.awaitReplicas(ctx, st, ack); err != nil {
+		return nil, err
 	}
 	if ack.Last > 0 {
 		l.s.m.pushRows.Add(float64(ack.Last - ack.First + 1))
@@ -65,49 +80,90 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 // stampCluster decides the cluster of a push's rows: a JWT identity is bound
 // to its cluster (it may write only that cluster's rows, and rows with no
 // cluster become its); otherwise the request's cluster, else the server's.
-func (s *Server) stampCluster(ctx context.Context, reqCluster string) (string, error) {
-	if c, bound := boundCluster(ctx); bound {
-		if reqCluster != "" && reqCluster != c {
+// A cluster named by any other writer is checked like a key label, so
+// what is stored is safe in a log line, a metric label and a header.
+func (s *Server) stampCluster(c caller, reqCluster string) (string, error) {
+	if c.jwt {
+		if reqCluster != "" && reqCluster != c.cluster {
 			return "", connect.NewError(connect.CodePermissionDenied,
-				fmt.Errorf("identity of cluster %q may not write rows of cluster %q", c, reqCluster))
+				fmt.Errorf("identity of cluster %q may not write rows of cluster %q", c.cluster, reqCluster))
 		}
-		return c, nil
+		return c.cluster, nil
 	}
 	if reqCluster != "" {
+		if err := checkClusterLabel(reqCluster); err != nil {
+			return "", connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cluster: %w", err))
+		}
 		return reqCluster, nil
 	}
 	return s.cfg.Cluster, nil
 }
 
+// FetchLogs answers through s.fetchPath: the local store, or the federation
+// Router around it when a peers file is configured.
+func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+	// The caller's read scope is applied here, before a read is proxied
+	// or fanned out, and again by the local store.
+	msg, err := scopedRead(callerFrom(ctx), req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := l.s.fetchPath.FetchLogs(readContext(ctx, req.Header()), msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// localReads is FetchLogs of this store alone (a federation.Fetcher).
+type localReads struct{ s *Server }
+
 // FetchLogs reads one page. With wait_ms it long-polls: when nothing
 // matches yet it waits (up to the server's cap) for the store to change and
 // answers as soon as a matching row arrives.
-func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+func (l localReads) FetchLogs(ctx context.Context, msg *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
 	st, err := l.s.store()
 	if err != nil {
 		return nil, err
 	}
-	q, err := queryFromFetch(req.Msg)
+	q, err := queryFromFetch(msg)
 	if err != nil {
 		return nil, err
 	}
-	wait := min(time.Duration(req.Msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
+	c := callerFrom(ctx)
+	if q.Cluster, err = readCluster(c, q.Cluster); err != nil {
+		return nil, err
+	}
+	wait := min(time.Duration(msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
 	var timer clock.Timer
+	parked := false
 	defer func() {
 		if timer != nil {
 			timer.Stop()
+		}
+		if parked {
+			l.s.longPolls.give(c.key)
 		}
 	}()
 	for {
 		// Take the change signal before reading so an append between the
 		// read and the wait still wakes us.
 		changed := st.Changed()
-		res, err := st.Fetch(ctx, q)
+		res, err := l.s.fetchOnce(ctx, c, st, q)
 		if err != nil {
-			return nil, l.s.storeError("fetch", err)
+			return nil, err
 		}
 		if len(res.Rows) > 0 || wait <= 0 {
 			return l.fetchResponse(res), nil
+		}
+		if !parked {
+			// Past the long-poll caps a long-poll answers at once, as
+			// if its wait had run out: the client asks again.
+			if !l.s.longPolls.tryTake(c.key) {
+				l.s.m.longPollsShed.Inc()
+				return l.fetchResponse(res), nil
+			}
+			parked = true
 		}
 		if timer == nil {
 			timer = l.s.clk.NewTimer(wait)
@@ -127,19 +183,37 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 	}
 }
 
-func (l *logService) fetchResponse(res store.Result) *connect.Response[loggingpb.FetchLogsResponse] {
+// fetchOnce runs one store read in one of the caller's read slots (a
+// parked long-poll holds none).
+func (s *Server) fetchOnce(ctx context.Context, c caller, st logStore, q store.Query) (store.Result, error) {
+	release, err := s.readSlot(ctx, c)
+	if err != nil {
+		return store.Result{}, err
+	}
+	defer release()
+	res, err := st.Fetch(ctx, q)
+	if err != nil {
+		return store.Result{}, s.storeError("fetch", err)
+	}
+	return res, nil
+}
+
+func (l localReads) fetchResponse(res store.Result) *loggingpb.FetchLogsResponse {
 	l.s.m.fetchRows.Add(float64(len(res.Rows)))
-	return connect.NewResponse(&loggingpb.FetchLogsResponse{
+	return &loggingpb.FetchLogsResponse{
 		Entries:         entriesFromRows(res.Rows),
 		Cursor:          res.Cursor,
 		MaxLinesApplied: int32(res.MaxLines),
-	})
+	}
 }
 
 // GetProducerState tells a relay where to resume.
 func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[loggingpb.GetProducerStateRequest]) (*connect.Response[loggingpb.GetProducerStateResponse], error) {
 	if req.Msg.GetProducer() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("producer is required"))
+	}
+	if err := l.s.checkProducer(callerFrom(ctx), req.Msg.GetProducer()); err != nil {
+		return nil, err
 	}
 	st, err := l.s.store()
 	if err != nil {

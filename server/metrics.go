@@ -22,7 +22,11 @@ type metrics struct {
 	pushBytes prometheus.Counter
 	fetchRows prometheus.Counter
 	busy      prometheus.Counter
-	clk       clock.Clock
+	// connRefused: connections closed at accept by the connection caps.
+	connRefused prometheus.Counter
+	// longPollsShed: long-polls answered at once because the caps were full.
+	longPollsShed prometheus.Counter
+	clk           clock.Clock
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -58,6 +62,15 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Help: "Requests refused (resource_exhausted, retryable) because the bytes of requests in flight stayed at --max-inflight-request-bytes for the wait limit.",
 		}),
 	}
+	m.connRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "finelog_connections_refused_total",
+		Help: "Connections closed as soon as accepted because --max-connections or --max-connections-per-peer was reached.",
+	})
+	m.longPollsShed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "finelog_fetch_long_polls_shed_total",
+		Help: "Long-polls (wait_ms) answered at once instead of parked because --max-long-polls or --max-long-polls-per-identity was reached.",
+	})
+	reg.MustRegister(m.connRefused, m.longPollsShed)
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "finelog_ready",
 		Help: "1 when finelogd is serving, 0 while starting or stopping.",

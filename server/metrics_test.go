@@ -80,7 +80,13 @@ func TestResourceExhaustedHasAReason(t *testing.T) {
 	if err := lim.sem.Acquire(ctx, 10); err != nil {
 		t.Fatal(err)
 	}
-	h := e.srv.m.countInFlight(lim.wrap(http.NotFoundHandler()))
+	in := newIntake(lim, 10, time.Second, time.Minute)
+	read := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			_ = connect.NewErrorWriter().Write(w, r, err)
+		}
+	})
+	h := e.srv.m.countInFlight(in.wrap(read))
 	req := httptest.NewRequest("POST", push, strings.NewReader("12345"))
 	req.Header.Set("Content-Type", "application/proto")
 	rec := httptest.NewRecorder()

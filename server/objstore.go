@@ -135,7 +135,7 @@ func (s *Server) openTier(ctx context.Context, storeDir string) (vfs.FS, error) 
 		oc.ReadTimeout = 30 * time.Second
 	}
 	tfs := objstore.NewTierFS(objstore.TierFSOptions{Local: s.cfg.FS, Dir: storeDir, IsSegment: store.IsSegmentName,
-		Describe: describeSegment, Tier: tier, Cache: cache, ReadTimeout: oc.ReadTimeout})
+		Describe: describeSegment, Tier: tier, Cache: cache, Files: []string{store.ProducersFile}, ReadTimeout: oc.ReadTimeout})
 	iv := oc.ScanInterval
 	if iv <= 0 {
 		iv = 2 * time.Second

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +73,16 @@ func TestRelayForwardsToTarget(t *testing.T) {
 	code, h := healthOf(t, src.srv)
 	if code != http.StatusOK || h.Relay == nil || h.Relay.Target == "" {
 		t.Fatalf("source health %d %+v, want 200 with relay status", code, h)
+	}
+	// The open /health must not tell anyone the relay's producer id.
+	id, err := vfs.ReadFile(src.fs, "/data/relay/producer")
+	if err != nil || !strings.HasPrefix(string(id), "east/") {
+		t.Fatalf("relay producer id file: %q %v", id, err)
+	}
+	rec := httptest.NewRecorder()
+	src.srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+	if body := rec.Body.String(); strings.Contains(body, strings.TrimSpace(string(id))) || strings.Contains(body, "producer") {
+		t.Fatalf("/health shows the producer id: %s", body)
 	}
 }
 

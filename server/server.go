@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/finelog/finelog/federation"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
@@ -38,9 +39,12 @@ const (
 	DefaultMaxInflightRequestBytes = 2 * DefaultMaxRequestBytes
 	// inflightWait is how long a request waits for its share of the
 	// in-flight limit before it is refused as busy.
-	inflightWait           = 5 * time.Second
-	DefaultMaxWait         = 30 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
+	inflightWait   = 5 * time.Second
+	DefaultMaxWait = 30 * time.Second
+	// DefaultRequestBodyTimeout lets a largest (32 MiB) body arrive at
+	// about 0.5 MiB/s.
+	DefaultRequestBodyTimeout = 60 * time.Second
+	DefaultShutdownTimeout    = 30 * time.Second
 )
 
 // Config is everything the daemon decides. Effects (FS, Clock, Logger) are
@@ -60,19 +64,38 @@ type Config struct {
 	// MaxRequestBytes caps a request body (after decompression); larger
 	// requests get resource_exhausted naming the limit.
 	MaxRequestBytes int64
-	// MaxInflightRequestBytes caps the request bytes being read and decoded
-	// at once across all requests (a compressed body counts at 8x its
-	// length, a gRPC body by its envelope's message length, any other
-	// unknown length as MaxRequestBytes). Past it requests wait, then get a
-	// retryable resource_exhausted.
+	// MaxInflightRequestBytes caps the request bytes held at once across
+	// all requests, charged as they arrive (after decompression); one
+	// identity holds at most MaxRequestBytes of it. Past it requests wait,
+	// then get a retryable resource_exhausted.
 	MaxInflightRequestBytes int64
+	// RequestBodyTimeout bounds how long a request body may take to
+	// arrive (0 = DefaultRequestBodyTimeout); past it the request is dropped
+	// and its share of the in-flight budget freed.
+	RequestBodyTimeout time.Duration
+	// MaxProducersPerIdentity caps the producers one identity keeps
+	// active (0 = DefaultMaxProducersPerIdentity).
+	MaxProducersPerIdentity int
+	// MaxReadsPerIdentity caps the FetchLogs store scans one identity runs
+	// at once (0 = DefaultMaxReadsPerIdentity).
+	MaxReadsPerIdentity int
+	// MaxLongPolls and MaxLongPollsPerIdentity cap parked long-polls
+	// (0 = the defaults); past them a long-poll answers at once.
+	MaxLongPolls            int
+	MaxLongPollsPerIdentity int
+	// MaxConnections and MaxConnectionsPerPeer cap open connections, in
+	// all and per peer address (0 = the defaults). Run enforces them.
+	MaxConnections        int
+	MaxConnectionsPerPeer int
 	// MaxWait caps a FetchLogs long-poll (wait_ms).
 	MaxWait time.Duration
 	// ShutdownTimeout bounds how long graceful shutdown waits for
 	// in-flight requests.
 	ShutdownTimeout time.Duration
 
-	Relay RelayConfig
+	Relay      RelayConfig
+	Peer       PeerConfig
+	Federation FederationConfig
 
 	ObjectStore ObjectStoreConfig
 
@@ -132,7 +155,19 @@ type Server struct {
 	// waiting, so a test can act exactly then instead of sleeping.
 	onPark func()
 
+	// ownsNamespace reports whether a producer namespace belongs to a jwt
+	// key of the policy (see tenancy.go).
+	ownsNamespace func(cluster string) bool
+	producers     *producerBook
+	intake        *intake
+	reads         *slots // concurrent store scans per identity
+	longPolls     *slots // parked long-polls, in all and per identity
+
+	fetchPath federation.Fetcher // FetchLogs: the local store, or the federation Router around it
+	fed       *federation.Router // nil without a peers file
+
 	relay  *relayRunner // nil when no relay is configured
+	peer   *peerRunner  // nil when no replica port is configured
 	bucket objstore.Bucket
 	tier   *tierRunner // nil without an object store
 	self   []string    // this daemon's own URLs (the relay refuses them as a target)
@@ -168,6 +203,26 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
+	if cfg.RequestBodyTimeout <= 0 {
+		cfg.RequestBodyTimeout = DefaultRequestBodyTimeout
+	}
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{
+		{&cfg.MaxReadsPerIdentity, DefaultMaxReadsPerIdentity},
+		{&cfg.MaxLongPolls, DefaultMaxLongPolls},
+		{&cfg.MaxLongPollsPerIdentity, DefaultMaxLongPollsPerIdentity},
+		{&cfg.MaxConnections, DefaultMaxConnections},
+		{&cfg.MaxConnectionsPerPeer, DefaultMaxConnectionsPerPeer},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.MaxProducersPerIdentity <= 0 {
+		cfg.MaxProducersPerIdentity = DefaultMaxProducersPerIdentity
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -175,11 +230,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.Relay.StatePath = filepath.Join(cfg.DataDir, "relay", "state.json")
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		clk:      cfg.Clock,
-		reg:      prometheus.NewRegistry(),
-		stopping: make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		clk:       cfg.Clock,
+		reg:       prometheus.NewRegistry(),
+		stopping:  make(chan struct{}),
+		producers: newProducerBook(cfg.MaxProducersPerIdentity),
+		reads:     newSlots(0, cfg.MaxReadsPerIdentity, cfg.Clock),
+		longPolls: newSlots(cfg.MaxLongPolls, cfg.MaxLongPollsPerIdentity, cfg.Clock),
 	}
 	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
 		return nil, err
@@ -196,6 +254,12 @@ func New(cfg Config) (*Server, error) {
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.m = newMetrics(s.reg, s)
 	if err := s.newRelay(); err != nil {
+		return nil, err
+	}
+	if err := s.newPeer(); err != nil {
+		return nil, err
+	}
+	if err := s.newFederation(); err != nil {
 		return nil, err
 	}
 	s.handler = s.routes(gate)
@@ -231,21 +295,23 @@ func (s *Server) routes(gate gate) http.Handler {
 	)
 	gated := http.NewServeMux()
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
-	rpc := s.m.countInFlight(limit.wrap(svc))
+	s.intake = newIntake(limit, s.cfg.MaxRequestBytes, s.cfg.RequestBodyTimeout, s.cfg.RequestBodyTimeout+s.cfg.MaxWait+rpcWriteSlack)
+	rpc := s.m.countInFlight(s.intake.wrap(svc))
 	gated.Handle(path, rpc)
 	gated.Handle(legacyServicePath, legacyService(rpc))
-	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(limit.wrap(h)) })
-	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	gated.HandleFunc("/debug/pprof/", pprof.Index)
-	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	gated.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	gated.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	gated.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(s.intake.wrap(h)) })
+	gated.Handle("/metrics", requireAdmin(writeWithin(adminWriteTimeout, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))))
+	gated.Handle("/replica/", requireAdmin(s.replicaAdmin()))
+	gated.Handle("/debug/pprof/", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Index))))
+	gated.Handle("/debug/pprof/cmdline", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Cmdline))))
+	gated.Handle("/debug/pprof/profile", requireAdmin(boundProfile(pprof.Profile)))
+	gated.Handle("/debug/pprof/symbol", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Symbol))))
+	gated.Handle("/debug/pprof/trace", requireAdmin(boundProfile(pprof.Trace)))
 
 	root := http.NewServeMux()
 	root.HandleFunc("/health", s.health)
 	root.HandleFunc("/health/relay", s.healthRelay)
-	root.Handle("/", gate(gated))
+	root.Handle("/", gate(s.delegationGate(gated)))
 	return stripForwardedPrefix(root)
 }
 
@@ -282,6 +348,16 @@ func (s *Server) Open(ctx context.Context) error {
 				"pin", pin, "first_seq", first, "last_seq", last, "cap_bytes", s.cfg.Relay.PinMaxBytes)
 		},
 	})
+	var locked *vfs.LockedError
+	if errors.As(err, &locked) {
+		// Name the --data-dir the operator typed, not the store's subdir.
+		who := "pid unknown"
+		if locked.PID > 0 {
+			who = fmt.Sprintf("pid %d", locked.PID)
+		}
+		return fmt.Errorf("data dir %s is in use by another finelogd (%s): stop it first, or use another --data-dir (lock file %s): %w",
+			s.cfg.DataDir, who, locked.Path, store.ErrDirInUse)
+	}
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}
@@ -292,6 +368,11 @@ func (s *Server) Open(ctx context.Context) error {
 		if s.tier != nil {
 			s.tier.close(0)
 		}
+		return err
+	}
+	if err := s.startPeer(ctx, st); err != nil {
+		s.stopRelay()
+		st.Close()
 		return err
 	}
 	s.state.Store(int32(stateReady))
@@ -316,6 +397,7 @@ func (s *Server) store() (logStore, error) {
 func (s *Server) Close() error {
 	s.beginStop()
 	s.stopRelay()
+	s.stopPeer()
 	ref := s.st.Swap(nil)
 	s.state.Store(int32(stateStopped))
 	if ref == nil {
@@ -355,6 +437,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetUnencryptedHTTP2(true)
 
+	ln = newCapListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerPeer, s.m.connRefused.Inc)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	s.self = selfURLs(ln.Addr())
@@ -391,11 +474,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 
 // healthStatus is the /health body.
 type healthStatus struct {
-	Status  string       `json:"status"`
-	Cluster string       `json:"cluster,omitempty"`
-	LastSeq int64        `json:"last_seq"`
-	Relay   *relayHealth `json:"relay,omitempty"`
-	Error   string       `json:"error,omitempty"`
+	Status  string         `json:"status"`
+	Cluster string         `json:"cluster,omitempty"`
+	LastSeq int64          `json:"last_seq"`
+	Relay   *relayHealth   `json:"relay,omitempty"`
+	Replica *replicaHealth `json:"replica,omitempty"`
+	Error   string         `json:"error,omitempty"`
 }
 
 // health is open (no credentials): load balancers and systemd probe it. It
@@ -413,6 +497,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		// The relay's state is shown, but a stopped relay does not make
 		// this store unable to serve: /health/relay answers for it.
 		h.Relay = s.relayHealth()
+		h.Replica = s.replicaHealth()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -54,6 +54,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 		gauge("finelog_store_memtable_bytes", "Bytes held in memtables.", func(st Stats) float64 { return float64(st.MemtableBytes) }),
 		gauge("finelog_store_wal_bytes", "Bytes in WAL files.", func(st Stats) float64 { return float64(st.WALBytes) }),
 		gauge("finelog_store_last_seq", "Highest acknowledged seq.", func(st Stats) float64 { return float64(st.LastSeq) }),
+		gauge("finelog_store_producers", "Idempotent producers remembered (limit MaxProducers).", func(st Stats) float64 { return float64(st.Producers) }),
 	}
 	for i, c := range m.collectors {
 		if err := reg.Register(c); err != nil {

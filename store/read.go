@@ -56,6 +56,11 @@ type query struct {
 	limit     int
 	tail      bool
 	scan      bool // Scan: every row in seq order, served through the scan window cache
+	budget
+	// keyMemo remembers a regex's verdict per key: memtable rows repeat
+	// their keys, and evaluating the regex per row made one query cost
+	// minutes of CPU.
+	keyMemo map[string]bool
 }
 
 func compileQuery(q Query) (*query, error) {
@@ -64,6 +69,14 @@ func compileQuery(q Query) (*query, error) {
 	var err error
 	if c.data, err = compileDataFilter(q.Regex); err != nil {
 		return nil, err
+	}
+	switch {
+	case q.MaxExamined < 0:
+		return nil, fmt.Errorf("max examined %d is negative: use 0 for the default budget (%d rows): %w", q.MaxExamined, DefaultMaxExamined, ErrInvalidArgument)
+	case q.MaxExamined == 0:
+		c.budget.limit = DefaultMaxExamined
+	default:
+		c.budget.limit = q.MaxExamined
 	}
 	if c.scope == ScopeUnspecified {
 		c.scope = ScopeRegex
@@ -123,7 +136,18 @@ func (q *query) keyMatch(k string) bool {
 	case ScopePrefix:
 		return strings.HasPrefix(k, q.source)
 	default:
-		return strings.HasPrefix(k, q.prefix) && q.re.MatchString(k)
+		if !strings.HasPrefix(k, q.prefix) {
+			return false
+		}
+		if q.keyMemo == nil {
+			q.keyMemo = map[string]bool{}
+		}
+		ok, seen := q.keyMemo[k]
+		if !seen {
+			ok = q.re.MatchString(k)
+			q.keyMemo[k] = ok
+		}
+		return ok
 	}
 }
 
@@ -211,9 +235,9 @@ func (s *Store) Fetch(ctx context.Context, q Query) (Result, error) {
 	}
 	rows, err := s.read(ctx, cq)
 	if err != nil {
-		return Result{}, err
+		return Result{Examined: cq.examined}, err
 	}
-	res := Result{Rows: rows, Cursor: q.Cursor, MaxLines: cq.limit}
+	res := Result{Rows: rows, Cursor: q.Cursor, MaxLines: cq.limit, Examined: cq.examined}
 	if len(rows) > 0 {
 		res.Cursor = rows[len(rows)-1].Seq
 	}
@@ -258,6 +282,10 @@ func (s *Store) Scan(ctx context.Context, after int64, maxRows int, maxBytes int
 // stopping as soon as limit rows are collected. Sources are seq-disjoint:
 // segments, then sealed memtables, then the active memtable.
 func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
+	q.ctx = ctx
+	if !q.check() {
+		return nil, q.err
+	}
 	sn := s.snapshot(q)
 	defer sn.release()
 	var out []Row
@@ -275,7 +303,7 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 			var rows []Row
 			var err error
 			if q.scan {
-				rows, err = s.scanSegment(sg, max(q.cursor, sg.first-1), q.limit-len(out))
+				rows, err = s.scanSegment(ctx, &s.scan, sg, max(q.cursor, sg.first-1), q.limit-len(out))
 			} else {
 				rows, err = sg.collect(q, q.limit-len(out))
 			}
@@ -289,6 +317,9 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 				break
 			}
 			out = append(out, memCollect(q, sn.mems[i], sn.keyIdx[i], q.limit-len(out))...)
+			if q.err != nil {
+				return nil, q.err
+			}
 		}
 		return out, nil
 	}
@@ -297,6 +328,9 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 	need := q.limit
 	for i := len(sn.mems) - 1; i >= 0 && need > 0; i-- {
 		rows := memCollect(q, sn.mems[i], sn.keyIdx[i], need)
+		if q.err != nil {
+			return nil, q.err
+		}
 		parts = append(parts, rows)
 		need -= len(rows)
 	}
@@ -325,12 +359,13 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 }
 
 // memCollect returns up to limit matching rows of a memtable prefix: the
-// first ones, or the last ones for a tail read, in seq order.
+// first ones, or the last ones for a tail read, in seq order. It stops early
+// when q's budget does (q.err says why).
 func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 	var out []Row
 	if q.scope == ScopeExact {
 		if q.tail {
-			for i := len(idx) - 1; i >= 0 && len(out) < limit; i-- {
+			for i := len(idx) - 1; i >= 0 && len(out) < limit && q.step(); i-- {
 				if r := rows.at(int(idx[i])); q.memRowOK(&r) {
 					out = append(out, r)
 				}
@@ -344,7 +379,7 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 			start = sort.Search(len(idx), func(i int) bool { return rows.seqAt(int(idx[i])) > q.cursor })
 		}
 		for _, i := range idx[start:] {
-			if len(out) >= limit {
+			if len(out) >= limit || !q.step() {
 				break
 			}
 			if r := rows.at(int(i)); q.memRowOK(&r) {
@@ -358,7 +393,7 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 		if q.maxSeq > 0 && rows.n > 0 {
 			end = int(min(int64(end), q.maxSeq-rows.first))
 		}
-		for i := end; i >= 0 && len(out) < limit; i-- {
+		for i := end; i >= 0 && len(out) < limit && q.step(); i-- {
 			if rows.seqAt(i) <= q.cursor {
 				break
 			}
@@ -373,7 +408,7 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 	if rows.n > 0 && q.cursor >= rows.first {
 		start = int(min(q.cursor-rows.first+1, int64(rows.n)))
 	}
-	for i := start; i < rows.n && len(out) < limit; i++ {
+	for i := start; i < rows.n && len(out) < limit && q.step(); i++ {
 		if q.maxSeq > 0 && rows.seqAt(i) > q.maxSeq {
 			break
 		}
@@ -437,6 +472,9 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		if k.maxSeq <= q.cursor || (q.maxSeq > 0 && k.minSeq > q.maxSeq) || (q.since > 0 && k.maxEpoch <= q.since) {
 			continue
 		}
+		if !q.step() {
+			return nil, q.err
+		}
 		if !q.keyMatch(k.key) {
 			continue
 		}
@@ -465,7 +503,10 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		}
 	}
 	var cp rowCopier
-	err := sg.readRuns(runs, skip, q.substring, func(rr *rawRow) bool {
+	err := sg.readRuns(runs, skip, q.substring, &q.budget, func(rr *rawRow) bool {
+		if !q.step() {
+			return false
+		}
 		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
 			out = append(out, cp.row(rr))
 			if len(out) >= 4*limit+1024 {
@@ -474,6 +515,9 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		}
 		return true
 	})
+	if err == nil {
+		err = q.err
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -487,6 +531,9 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 	var out []Row
 	var cp rowCopier
 	match := func(rr *rawRow) bool {
+		if !q.step() {
+			return false
+		}
 		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
 			out = append(out, cp.row(rr))
 		}
@@ -498,13 +545,15 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 	}
 	begin := k.firstRowAfter(q.cursor)
 	if !q.tail {
-		err := sg.readRows(begin, end, skip, q.substring, func(rr *rawRow) bool {
+		err := sg.readRows(begin, end, skip, q.substring, &q.budget, func(rr *rawRow) bool {
 			if q.maxSeq > 0 && rr.seq > q.maxSeq {
 				return false
 			}
-			match(rr)
-			return len(out) < limit
+			return match(rr) && len(out) < limit
 		})
+		if err == nil {
+			err = q.err
+		}
 		return out, err
 	}
 	chunk := int64(limit)
@@ -514,14 +563,16 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 		a := max(begin, end-chunk)
 		out = nil
 		stopAtCursor := false
-		err := sg.readRows(a, end, skip, q.substring, func(rr *rawRow) bool {
+		err := sg.readRows(a, end, skip, q.substring, &q.budget, func(rr *rawRow) bool {
 			if rr.seq <= q.cursor {
 				stopAtCursor = true
 				return true
 			}
-			match(rr)
-			return true
+			return match(rr)
 		})
+		if err == nil {
+			err = q.err
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -571,10 +622,11 @@ type scanCache struct {
 	rows   []Row
 }
 
-// scanSegment returns up to n rows of sg with seq > after, in seq order.
-func (s *Store) scanSegment(sg *segment, after int64, n int) ([]Row, error) {
+// scanSegment returns up to n rows of sg with seq > after, in seq order,
+// through the window cache c (Scan's, or a RecordStream's own: two readers at
+// different places sharing one window would each evict the other's).
+func (s *Store) scanSegment(ctx context.Context, c *scanCache, sg *segment, after int64, n int) ([]Row, error) {
 	want := min(after+int64(n), sg.last)
-	c := &s.scan
 	c.mu.Lock()
 	if c.seg == sg && c.lo <= after+1 && want <= c.hi {
 		out := append([]Row(nil), c.rows[after+1-c.lo:want+1-c.lo]...)
@@ -583,7 +635,7 @@ func (s *Store) scanSegment(sg *segment, after int64, n int) ([]Row, error) {
 	}
 	c.mu.Unlock()
 	lo, hi := after+1, min(sg.last, after+int64(max(n, scanWindow)))
-	q := &query{scope: ScopePrefix, cursor: after, maxSeq: hi, limit: int(hi - lo + 1)}
+	q := &query{scope: ScopePrefix, cursor: after, maxSeq: hi, limit: int(hi - lo + 1), budget: budget{ctx: ctx}}
 	rows, err := sg.collect(q, q.limit)
 	if err != nil {
 		return nil, err

@@ -56,6 +56,11 @@ func ListSegments(fsys vfs.FS, dir string) ([]SegmentInfo, error) {
 	return out, nil
 }
 
+// ProducersFile is the name, in the store dir, of the file holding the
+// producer marks; a store rebuilt elsewhere needs it to keep dropping
+// re-sent batches.
+const ProducersFile = producersName
+
 // IsSegmentName reports whether name is a sealed segment's file name.
 func IsSegmentName(name string) bool {
 	_, _, ok := parseSegName(name)

@@ -43,6 +43,9 @@ type flags struct {
 	// memoryLimit is the Go runtime's soft memory limit (0 = none).
 	memoryLimit int64
 	cfg         server.Config
+	// finishPeer reads the peer port's key once flags are parsed
+	// (peerflags.go).
+	finishPeer func(getenv func(string) string) error
 }
 
 // DefaultMemoryLimit is finelogd's soft memory limit. Its default store
@@ -81,6 +84,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	if f.cfg.ObjectStore.LocalRetentionAge < 0 || f.cfg.ObjectStore.LocalRetentionBytes < 0 || f.cfg.ObjectStore.CacheBytes < 0 {
 		return nil, fmt.Errorf("--local-retention-age, --local-retention-bytes and --object-cache-bytes must be 0 or more")
 	}
+	if err := f.finishPeer(getenv); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -104,6 +110,14 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 	fs.Var((*byteSize)(&c.MaxRequestBytes), "max-request-bytes", "largest request body accepted, after decompression, in `bytes`")
 	fs.Var((*byteSize)(&c.MaxInflightRequestBytes), "max-inflight-request-bytes", "request `bytes` read and decoded at once across all requests; past it requests wait, then get a retryable resource_exhausted (0 = the larger of 64MiB and --max-request-bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown waits for in-flight requests")
+	// Hostile-client bounds (docs/operations.md "Limits").
+	fs.DurationVar(&c.RequestBodyTimeout, "request-body-timeout", server.DefaultRequestBodyTimeout, "a request body must arrive within this `duration`; past it the request is dropped and its share of the in-flight budget freed")
+	fs.IntVar(&c.MaxConnections, "max-connections", server.DefaultMaxConnections, "open connections at most; past it new connections are closed at accept")
+	fs.IntVar(&c.MaxConnectionsPerPeer, "max-connections-per-peer", server.DefaultMaxConnectionsPerPeer, "open connections at most from one peer address")
+	fs.IntVar(&c.MaxLongPolls, "max-long-polls", server.DefaultMaxLongPolls, "parked long-polls (FetchLogs wait_ms) at most; past it a long-poll answers at once")
+	fs.IntVar(&c.MaxLongPollsPerIdentity, "max-long-polls-per-identity", server.DefaultMaxLongPollsPerIdentity, "parked long-polls at most per identity")
+	fs.IntVar(&c.MaxReadsPerIdentity, "max-reads-per-identity", server.DefaultMaxReadsPerIdentity, "FetchLogs store scans one identity runs at once; past it a fetch waits, then gets a retryable resource_exhausted")
+	fs.IntVar(&c.MaxProducersPerIdentity, "max-producers-per-identity", server.DefaultMaxProducersPerIdentity, "relay producers one identity keeps active (a producer stops counting after 24h idle)")
 	fs.StringVar(&c.Relay.Address, "relay-address", "", "forward every row to the global finelogd at this `URL` (unset: no relay, no egress)")
 	fs.StringVar(&c.Relay.KeyFile, "relay-key-file", "", "`file` with this cluster's signing key; the relay mints its own short-lived tokens")
 	fs.StringVar(&c.Relay.TokenFile, "relay-token-file", "", "`file` with a static bearer token for the relay target")
@@ -115,6 +129,8 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
 	c.Relay.PinMaxBytes = server.DefaultRelayPinMaxBytes
 	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
+	f.finishPeer = addPeerFlags(fs, &c.Peer)
+	federationFlags(fs, c)
 	fs.StringVar(&c.ObjectStore.URL, "object-store", "", "tier sealed segments to this S3-compatible bucket `URL`: s3://BUCKET/PREFIX[?endpoint=http://HOST:PORT&region=R] (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --object-store-credentials-file)")
 	fs.StringVar(&c.ObjectStore.CredentialsFile, "object-store-credentials-file", "", "AWS shared credentials `file` (INI) for --object-store; its [default] profile, or AWS_PROFILE's")
 	c.ObjectStore.CacheBytes = server.DefaultObjectCacheBytes
@@ -133,6 +149,21 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 
 func validateFlags(f *flags) error {
 	c := &f.cfg
+	for _, v := range []struct {
+		name string
+		n    int
+	}{
+		{"--max-connections", c.MaxConnections}, {"--max-connections-per-peer", c.MaxConnectionsPerPeer},
+		{"--max-long-polls", c.MaxLongPolls}, {"--max-long-polls-per-identity", c.MaxLongPollsPerIdentity},
+		{"--max-reads-per-identity", c.MaxReadsPerIdentity}, {"--max-producers-per-identity", c.MaxProducersPerIdentity},
+	} {
+		if v.n < 1 {
+			return fmt.Errorf("%s %d: want at least 1", v.name, v.n)
+		}
+	}
+	if c.RequestBodyTimeout < time.Second {
+		return fmt.Errorf("--request-body-timeout %v: want at least 1s", c.RequestBodyTimeout)
+	}
 	if c.Relay.BatchRows < 0 || c.Relay.InFlight < 0 {
 		return fmt.Errorf("--relay-batch-rows %d and --relay-in-flight %d: want 0 (the relay default) or more", c.Relay.BatchRows, c.Relay.InFlight)
 	}
@@ -219,6 +250,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		os.Exit(2)
 	}()
 
+	defer reloadOnSIGHUP(srv, f.cfg, log)()
 	start := time.Now()
 	if err := srv.Run(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "finelogd: %v\n", err)
@@ -281,10 +313,19 @@ func printConfig(w io.Writer, f *flags) error {
 		"max_request_bytes":          c.MaxRequestBytes,
 		"max_inflight_request_bytes": c.MaxInflightRequestBytes,
 		"shutdown_timeout":           c.ShutdownTimeout.String(),
-		"log_format":                 f.logFormat,
-		"log_level":                  f.logLevel,
-		"auth_policy_file":           c.AuthPolicyFile,
-		"object_store":               objectStoreConfig(c.ObjectStore),
+		"limits": map[string]any{
+			"request_body_timeout":        c.RequestBodyTimeout.String(),
+			"max_connections":             c.MaxConnections,
+			"max_connections_per_peer":    c.MaxConnectionsPerPeer,
+			"max_long_polls":              c.MaxLongPolls,
+			"max_long_polls_per_identity": c.MaxLongPollsPerIdentity,
+			"max_reads_per_identity":      c.MaxReadsPerIdentity,
+			"max_producers_per_identity":  c.MaxProducersPerIdentity,
+		},
+		"log_format":       f.logFormat,
+		"log_level":        f.logLevel,
+		"auth_policy_file": c.AuthPolicyFile,
+		"object_store":     objectStoreConfig(c.ObjectStore),
 		"relay": map[string]any{
 			"address":             c.Relay.Address,
 			"key_file":            c.Relay.KeyFile,
@@ -297,6 +338,7 @@ func printConfig(w io.Writer, f *flags) error {
 			"backfill":            c.Relay.Backfill,
 			"pin_max_bytes":       c.Relay.PinMaxBytes,
 		},
+		"peer": peerConfigJSON(c.Peer),
 	}
 	// The policy is printed as auth describes it: validated, with inline
 	// secrets redacted and key files named by path.
@@ -309,6 +351,9 @@ func printConfig(w io.Writer, f *flags) error {
 		return err
 	}
 	out["auth_policy"] = json.RawMessage(polJSON)
+	if out["federation"], err = federationConfig(c); err != nil {
+		return err
+	}
 	if c.AuthPolicy == "" && c.AuthPolicyFile == "" {
 		out["auth_policy_note"] = "no policy configured: loopback peers only"
 	}

@@ -26,6 +26,7 @@ func TestToConnect(t *testing.T) {
 		{store.ErrInvalidArgument, connect.CodeInvalidArgument, false},
 		{store.ErrProducerGap, connect.CodeAborted, true},
 		{store.ErrNoSpace, connect.CodeResourceExhausted, true},
+		{store.ErrQueryBudget, connect.CodeResourceExhausted, false},
 		{store.ErrClosed, connect.CodeUnavailable, true},
 		{context.DeadlineExceeded, connect.CodeDeadlineExceeded, true},
 		{context.Canceled, connect.CodeCanceled, false},
