@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -59,6 +62,11 @@ func TestE2EObjectStoreVersitygw(t *testing.T) {
 	if stderr := d.stderr.String(); strings.Contains(stderr, g.SecretKey) {
 		t.Fatal("finelogd logged the secret key")
 	}
+	// The bucket is a data lake: DuckDB reads the uploaded objects (from
+	// the gateway's posix dir) and finds the rows FetchLogs returned.
+	if got, ran := duckdbRows(t, filepath.Join(g.Dir, "finelog-e2e", "east", "segments", "*.parquet"), "/tiered"); ran && strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("DuckDB read %d rows of the uploaded objects, FetchLogs %d", len(got), len(want))
+	}
 
 	// Evict: every uploaded local copy goes; reads come from the bucket.
 	d = start(t, dir, env, "--object-store", url, "--local-retention-bytes", "1", "--object-cache-bytes", "0")
@@ -103,4 +111,54 @@ func checkRows(t *testing.T, c *client.Client, want []string, when string) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("%s: %d rows, want %d (first difference matters)", when, len(got), len(want))
 	}
+}
+
+// duckdbModules finds an npm install of @duckdb/node-api: $FINELOG_DUCKDB
+// (a directory holding node_modules) or .bin/duckdb in the repository,
+// where .ci/run installs it.
+func duckdbModules() string {
+	if p := os.Getenv("FINELOG_DUCKDB"); p != "" {
+		return p
+	}
+	if p, err := filepath.Abs("../../.bin/duckdb"); err == nil {
+		if _, err := os.Stat(filepath.Join(p, "node_modules", "@duckdb", "node-api")); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// duckdbRows runs DuckDB's read_parquet over glob and returns the data of
+// key's rows in seq order, one copy per seq; ran is false when DuckDB is
+// not installed (outside CI).
+func duckdbRows(t *testing.T, glob, key string) (rows []string, ran bool) {
+	t.Helper()
+	dir := duckdbModules()
+	node, err := exec.LookPath("node")
+	if dir == "" || err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("DuckDB (npm @duckdb/node-api in .bin/duckdb) or node not found, and CI=true: .ci/run must install it")
+		}
+		t.Log("DuckDB check skipped: run npm install --prefix .bin/duckdb @duckdb/node-api@1.5.6-r.1")
+		return nil, false
+	}
+	script := filepath.Join(dir, "finelog-query.mjs")
+	js := `import { DuckDBInstance } from '@duckdb/node-api';
+const [glob, key] = process.argv.slice(2);
+const db = await DuckDBInstance.create(':memory:');
+const c = await db.connect();
+const r = await c.runAndReadAll("SELECT DISTINCT ON (seq) seq, data FROM read_parquet($1) WHERE key = $2 ORDER BY seq", [glob, key]);
+console.log(JSON.stringify(r.getRowObjectsJson().map(x => x.data)));
+`
+	if err := os.WriteFile(script, []byte(js), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(node, script, glob, key).CombinedOutput()
+	if err != nil {
+		t.Fatalf("duckdb: %v\n%s", err, out)
+	}
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("duckdb output %q: %v", out, err)
+	}
+	return rows, true
 }
