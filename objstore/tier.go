@@ -369,6 +369,17 @@ func (t *Tier) Collect(ctx context.Context) (removed int, err error) {
 	return removed, nil
 }
 
+// Lag returns the age of the oldest segment not yet uploaded and the bytes
+// waiting.
+func (t *Tier) Lag() (time.Duration, int64) { return t.lag() }
+
+// LastError returns the error of the last failed step while backing off.
+func (t *Tier) LastError() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastErr
+}
+
 // lag returns the age of the oldest queued upload and the queued bytes.
 func (t *Tier) lag() (time.Duration, int64) {
 	t.mu.Lock()

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/objstore"
@@ -289,4 +291,23 @@ func (r *tierRunner) close(timeout time.Duration) error {
 		return err
 	}
 	return r.tier.Drain(ctx)
+}
+
+// diskFull says, on a full local disk, whether segments wait for the
+// bucket: then the cause is the bucket (down, refusing) and the message
+// names it. The retry marking of ce is kept.
+func (r *tierRunner) diskFull(ce *connect.Error) *connect.Error {
+	_, waiting := r.tier.Lag()
+	if waiting == 0 {
+		return ce
+	}
+	msg := fmt.Sprintf("finelogd's disk is full while %d bytes of sealed segments wait to be uploaded to the object store %s", waiting, r.tier.Bucket())
+	if err := r.tier.LastError(); err != nil {
+		msg += fmt.Sprintf(" (last upload error: %v)", err)
+	}
+	out := connect.NewError(ce.Code(), errors.New(msg+"; nothing was written: retry once the bucket takes uploads again or space is freed"))
+	for k, v := range ce.Meta() {
+		out.Meta()[k] = v
+	}
+	return out
 }

@@ -118,3 +118,43 @@ func TestTierEvictReadRecover(t *testing.T) {
 		t.Fatalf("first append after rebuild: %+v %v, want seq 151", ack, err)
 	}
 }
+
+// TestTierDiskFullNamesTheBucket: the bucket refuses uploads, segments pile
+// up locally, and when the disk fills a push fails with a retryable
+// resource_exhausted that names the bucket, not a silent drop.
+func TestTierDiskFullNamesTheBucket(t *testing.T) {
+	ctx := context.Background()
+	clk, bucket := clock.NewFake(epoch), objstore.NewMemBucket("logs")
+	bucket.Clock = clk
+	fsys := vfs.NewMemFS()
+	e := openTierServer(t, fsys, clk, bucket, ObjectStoreConfig{})
+	bucket.Fault = func(objstore.Op, string) objstore.Fault { return objstore.FaultSlowDown }
+	if _, err := e.st.Append(ctx, store.Batch{Rows: []store.Row{{Key: "/job/a", Data: "sealed"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.tier.round(ctx)
+	fsys.Inject = func(op vfs.Op, name string) error {
+		if op == vfs.OpWrite && strings.HasPrefix(name, "/data/store/") {
+			return vfs.ErrNoSpace
+		}
+		return nil
+	}
+	_, err := e.st.Append(ctx, store.Batch{Rows: []store.Row{{Key: "/job/a", Data: "no room"}}})
+	fsys.Inject = nil
+	var ce *connect.Error
+	if !errors.As(e.srv.storeError("push", err), &ce) || ce.Code() != connect.CodeResourceExhausted ||
+		!strings.Contains(ce.Message(), "mem://logs") || !strings.Contains(ce.Message(), "SlowDown") {
+		t.Fatalf("push on a full disk with the bucket refusing: %v", e.srv.storeError("push", err))
+	}
+	bucket.Fault = nil
+	clk.Advance(10 * time.Minute) // past the backoff
+	if err := e.srv.Close(); err != nil {
+		t.Fatalf("close once the bucket is back: %v", err)
+	}
+	if m, _ := objstore.LoadManifest(ctx, bucket); !m.Covers(1, 1) {
+		t.Fatalf("the waiting segment was not uploaded at shutdown: %+v", m.Entries)
+	}
+}
