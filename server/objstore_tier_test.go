@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,16 @@ import (
 	"github.com/finelog/finelog/objstore"
 	"github.com/finelog/finelog/store"
 )
+
+// faultSwitch is a bucket fault a test flips while the tier's goroutine
+// runs.
+type faultSwitch struct{ v atomic.Int32 }
+
+func (f *faultSwitch) install(b *objstore.MemBucket) {
+	b.Fault = func(objstore.Op, string) objstore.Fault { return objstore.Fault(f.v.Load()) }
+}
+
+func (f *faultSwitch) set(x objstore.Fault) { f.v.Store(int32(x)) }
 
 type tierEnv struct {
 	srv *Server
@@ -55,6 +66,8 @@ func TestTierEvictReadRecover(t *testing.T) {
 	ctx := context.Background()
 	clk, bucket := clock.NewFake(epoch), objstore.NewMemBucket("logs")
 	bucket.Clock = clk
+	var fault faultSwitch
+	fault.install(bucket)
 	fsys := vfs.NewMemFS()
 	e := openTierServer(t, fsys, clk, bucket, ObjectStoreConfig{LocalRetentionBytes: 1})
 	var want []string
@@ -85,13 +98,13 @@ func TestTierEvictReadRecover(t *testing.T) {
 		t.Fatalf("read of evicted segments: err %v\n got %v\nwant %v", err, got, want)
 	}
 
-	bucket.Fault = func(objstore.Op, string) objstore.Fault { return objstore.FaultDown }
+	fault.set(objstore.FaultDown)
 	_, err = fetchAll(t, e.st)
 	var ce *connect.Error
 	if !errors.As(storeerr.ToConnect("fetch", err), &ce) || ce.Code() != connect.CodeUnavailable || !strings.Contains(err.Error(), "mem://logs") {
 		t.Fatalf("read of a remote-only segment with the bucket down: %v, want unavailable naming the bucket", err)
 	}
-	bucket.Fault = nil
+	fault.set(objstore.FaultNone)
 	if err := e.srv.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -126,9 +139,18 @@ func TestTierDiskFullNamesTheBucket(t *testing.T) {
 	ctx := context.Background()
 	clk, bucket := clock.NewFake(epoch), objstore.NewMemBucket("logs")
 	bucket.Clock = clk
+	var fault faultSwitch
+	fault.install(bucket)
+	var full atomic.Bool
 	fsys := vfs.NewMemFS()
+	fsys.Inject = func(op vfs.Op, name string) error {
+		if full.Load() && op == vfs.OpWrite && strings.HasPrefix(name, "/data/store/") {
+			return vfs.ErrNoSpace
+		}
+		return nil
+	}
 	e := openTierServer(t, fsys, clk, bucket, ObjectStoreConfig{})
-	bucket.Fault = func(objstore.Op, string) objstore.Fault { return objstore.FaultSlowDown }
+	fault.set(objstore.FaultSlowDown)
 	if _, err := e.st.Append(ctx, store.Batch{Rows: []store.Row{{Key: "/job/a", Data: "sealed"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -136,20 +158,15 @@ func TestTierDiskFullNamesTheBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.srv.tier.round(ctx)
-	fsys.Inject = func(op vfs.Op, name string) error {
-		if op == vfs.OpWrite && strings.HasPrefix(name, "/data/store/") {
-			return vfs.ErrNoSpace
-		}
-		return nil
-	}
+	full.Store(true)
 	_, err := e.st.Append(ctx, store.Batch{Rows: []store.Row{{Key: "/job/a", Data: "no room"}}})
-	fsys.Inject = nil
+	full.Store(false)
 	var ce *connect.Error
 	if !errors.As(e.srv.storeError("push", err), &ce) || ce.Code() != connect.CodeResourceExhausted ||
 		!strings.Contains(ce.Message(), "mem://logs") || !strings.Contains(ce.Message(), "SlowDown") {
 		t.Fatalf("push on a full disk with the bucket refusing: %v", e.srv.storeError("push", err))
 	}
-	bucket.Fault = nil
+	fault.set(objstore.FaultNone)
 	clk.Advance(10 * time.Minute) // past the backoff
 	if err := e.srv.Close(); err != nil {
 		t.Fatalf("close once the bucket is back: %v", err)
