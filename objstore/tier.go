@@ -55,6 +55,7 @@ type Tier struct {
 	mu      sync.Mutex
 	cat     *catalog
 	queue   []queued          // uploads in seal order
+	unpub   []queued          // uploaded, not yet in the bucket's manifest
 	deletes []string          // objects to remove once the manifest without them is published
 	forget  []string          // objects retention removed, not yet out of the manifest
 	files   map[string][]byte // store files to put in the next manifest
@@ -250,7 +251,11 @@ func (t *Tier) stepLocked(ctx context.Context) error {
 		t.forget, t.files = nil, nil
 		return nil
 	case t.cat.dirty():
-		return t.cat.publish(ctx)
+		if err := t.cat.publish(ctx); err != nil {
+			return err
+		}
+		t.unpub = nil
+		return nil
 	case len(t.deletes) > 0:
 		obj := t.deletes[0]
 		if _, still := t.cat.published.Find(obj); still {
@@ -316,6 +321,7 @@ func (t *Tier) uploadLocked(ctx context.Context) error {
 		return err
 	}
 	t.queue, t.files = t.queue[1:], nil
+	t.unpub = append(t.unpub, q)
 	t.deletes = append(t.deletes, dropped...)
 	t.metrics.uploaded(size, t.opts.Clock.Now().Sub(start))
 	return nil
@@ -380,16 +386,21 @@ func (t *Tier) LastError() error {
 	return t.lastErr
 }
 
-// lag returns the age of the oldest queued upload and the queued bytes.
+// lag returns the age of the oldest sealed segment the bucket's manifest
+// does not hold yet (queued, or uploaded but not published) and their bytes.
 func (t *Tier) lag() (time.Duration, int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.queue) == 0 {
+	var b int64
+	var oldest time.Time
+	for _, q := range append(slices.Clone(t.unpub), t.queue...) {
+		b += q.size
+		if oldest.IsZero() || q.sealed.Before(oldest) {
+			oldest = q.sealed
+		}
+	}
+	if oldest.IsZero() {
 		return 0, 0
 	}
-	var b int64
-	for _, q := range t.queue {
-		b += q.size
-	}
-	return t.opts.Clock.Now().Sub(t.queue[0].sealed), b
+	return t.opts.Clock.Now().Sub(oldest), b
 }

@@ -417,3 +417,24 @@ func runUntilCrash(tier *Tier, clk *clock.Fake, crashed *bool) {
 		}
 	}
 }
+
+func TestTierUploadLag(t *testing.T) {
+	fsys, b, clk := vfs.NewMemFS(), NewMemBucket("b"), clock.NewFake(time.Unix(1000, 0))
+	tier := openTestTier(t, fsys, b, clk)
+	seg := writeSeg(t, fsys, 1, 10, nil)
+	tier.Sealed(seg)
+	clk.Advance(30 * time.Second)
+	if d, n := tier.Lag(); d != 30*time.Second || n != int64(len(segBytes(1, 10))) {
+		t.Fatalf("lag of a queued segment = %v, %d bytes", d, n)
+	}
+	if _, err := tier.Step(context.Background()); err != nil { // uploaded, manifest local only
+		t.Fatal(err)
+	}
+	if d, n := tier.Lag(); d != 30*time.Second || n == 0 {
+		t.Fatalf("uploaded but unpublished segment not counted as lag: %v, %d", d, n)
+	}
+	drain(t, tier, clk)
+	if d, n := tier.Lag(); d != 0 || n != 0 {
+		t.Fatalf("lag after publish = %v, %d", d, n)
+	}
+}
