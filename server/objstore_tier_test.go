@@ -175,3 +175,49 @@ func TestTierDiskFullNamesTheBucket(t *testing.T) {
 		t.Fatalf("the waiting segment was not uploaded at shutdown: %+v", m.Entries)
 	}
 }
+
+// TestTierRetentionDeletesFromBucket: --retention-age deletes a segment
+// everywhere: locally by the store, then from the manifest and the bucket.
+func TestTierRetentionDeletesFromBucket(t *testing.T) {
+	ctx := context.Background()
+	clk, bucket := clock.NewFake(epoch), objstore.NewMemBucket("logs")
+	bucket.Clock = clk
+	fsys := vfs.NewMemFS()
+	oc := ObjectStoreConfig{Bucket: bucket, ScanInterval: time.Hour}
+	srv, err := New(Config{FS: fsys, Clock: clk, DataDir: "/data", RetentionAge: time.Hour, ShutdownTimeout: 2 * time.Second, ObjectStore: oc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ls, _ := srv.store()
+	st := ls.(*store.Store)
+	if _, err := st.Append(ctx, store.Batch{Rows: []store.Row{{Key: "/job/a", Data: "old"}}}); err != nil {
+		t.Fatal(err)
+	}
+	st.Flush(ctx)
+	if err := srv.tier.round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := objstore.LoadManifest(ctx, bucket)
+	if len(m.Entries) != 1 {
+		t.Fatalf("not uploaded: %+v", m.Entries)
+	}
+	object := m.Entries[0].Object
+	clk.Advance(2 * time.Hour)
+	if err := st.Retain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.tier.round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m, _ = objstore.LoadManifest(ctx, bucket)
+	if len(m.Entries) != 0 {
+		t.Fatalf("retention left %+v in the bucket's manifest", m.Entries)
+	}
+	if _, err := bucket.Stat(ctx, object); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("retained segment's object still in the bucket: %v", err)
+	}
+}
