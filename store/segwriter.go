@@ -73,7 +73,7 @@ func (sw *segWriter) add(r *Row) error {
 	sw.first, sw.last = min(sw.first, r.Seq), max(sw.last, r.Seq)
 	sw.minE, sw.maxE = min(sw.minE, r.EpochMS), max(sw.maxE, r.EpochMS)
 	sw.rows++
-	sw.buf = append(sw.buf, segRow{Key: r.Key, Seq: r.Seq, EpochMS: r.EpochMS, Level: r.Level, AttemptID: r.AttemptID, Source: r.Source, Cluster: r.Cluster, Data: r.Data})
+	sw.buf = append(sw.buf, segRow{Key: r.Key, Seq: r.Seq, EpochMS: r.EpochMS, Level: r.Level, AttemptID: r.AttemptID, Source: r.Source, Cluster: r.Cluster, Data: r.Data, Attributes: r.Attributes.Map()})
 	if len(sw.buf) == rowGroupRows {
 		return sw.flushGroup()
 	}
