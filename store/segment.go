@@ -80,7 +80,7 @@ type rgInfo struct {
 	// attrs summarizes the group's attribute names from the parquet
 	// column statistics (not stored in finelog.rowgroups): none means no
 	// row has any, else every name is within [attrMin, attrMax].
-	attrs            attrStats
+	attrs attrStats
 }
 
 type attrStats struct {

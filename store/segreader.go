@@ -464,9 +464,9 @@ type rawRow struct {
 	key, source, cluster, data []byte
 	// attrs is the row's attributes re-encoded (canonical) into a buffer
 	// the next fill reuses.
-	attrs []byte
-	seq, epoch                 int64
-	level, attempt             int32
+	attrs          []byte
+	seq, epoch     int64
+	level, attempt int32
 }
 
 func (sg *segment) fill(rr *rawRow, r parquet.Row) {
