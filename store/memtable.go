@@ -10,12 +10,12 @@ import (
 // Store.mu and then read without the lock, because appends never modify an
 // element below a length a reader already saw.
 //
-// Rows are stored compactly rather than as Row values: a 40-byte pointer-free
-// memRow per row, the data bytes packed into blocks, and key, source
-// and cluster interned once per memtable. A Row with its own strings costs
-// ~260 bytes for a 150-byte line and is full of pointers the GC must trace;
-// this layout costs ~195 and the GC skips it, which is most of a busy
-// daemon's heap.
+// Rows are stored compactly rather than as Row values: a 48-byte pointer-free
+// memRow per row, the data bytes (and after them the encoded attributes)
+// packed into blocks, and key, source and cluster interned once per
+// memtable. A Row with its own strings costs ~260 bytes for a 150-byte line
+// and is full of pointers the GC must trace; this layout costs ~203 and the
+// GC skips it, which is most of a busy daemon's heap.
 type memtable struct {
 	first int64 // seq of row 0 (or of the next row while empty)
 	// chunks of fixed-size arrays: appending never moves a row (no slice
