@@ -157,6 +157,18 @@ func TestPushDecoderRejectsInvalidUTF8(t *testing.T) {
 		t.Fatal("invalid UTF-8 in data accepted")
 	}
 	check(t, b)
+	for _, field := range []protowire.Number{fMapKey, fMapValue} {
+		me := protowire.AppendTag(nil, field, protowire.BytesType)
+		me = protowire.AppendString(me, bad)
+		ent := protowire.AppendTag(nil, fEntAttrs, protowire.BytesType)
+		ent = protowire.AppendBytes(ent, me)
+		b := protowire.AppendTag(nil, fReqEntries, protowire.BytesType)
+		b = protowire.AppendBytes(b, ent)
+		if err := decodePush(b, &loggingpb.PushLogsRequest{}); err == nil {
+			t.Fatalf("invalid UTF-8 in an attribute's field %d accepted", field)
+		}
+		check(t, b)
+	}
 }
 
 func FuzzPushDecoder(f *testing.F) {

@@ -276,8 +276,9 @@ func TestAttributesPruneRowGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	tagged := mkRows("/k/0", 10, 2000)
+	long := strings.Repeat("z", MaxAttributeNameBytes-1) // statistics must not be truncated below it
 	for i := range tagged {
-		tagged[i].Attributes = mustAttrs(t, map[string]string{"env": "prod"})
+		tagged[i].Attributes = mustAttrs(t, map[string]string{"env": "prod", long: "1", "a" + long: "2"})
 	}
 	mustAppend(t, s, tagged)
 	if err := s.Flush(ctx); err != nil {
@@ -293,7 +294,13 @@ func TestAttributesPruneRowGroups(t *testing.T) {
 	if res.Examined > 100 {
 		t.Fatalf("examined %d rows: the segment without attributes was read", res.Examined)
 	}
-	res, err = s.Fetch(ctx, Query{Source: "/k/0", Scope: ScopeExact, Attributes: mustAttrs(t, map[string]string{"zone": "a"})})
+	for _, name := range []string{long, "a" + long} {
+		res, err = s.Fetch(ctx, Query{Source: "/k/0", Scope: ScopeExact, Attributes: mustAttrs(t, map[string]string{name: map[bool]string{true: "1", false: "2"}[name == long]})})
+		if err != nil || len(res.Rows) != 10 {
+			t.Fatalf("filter by a %d-byte name: %d rows, %v", len(name), len(res.Rows), err)
+		}
+	}
+	res, err = s.Fetch(ctx, Query{Source: "/k/0", Scope: ScopeExact, Attributes: mustAttrs(t, map[string]string{"Zone": "a"})})
 	if err != nil || len(res.Rows) != 0 || res.Examined != 0 {
 		t.Fatalf("a name outside every group's range: %d rows, examined %d, err %v", len(res.Rows), res.Examined, err)
 	}
