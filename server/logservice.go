@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -38,12 +39,18 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 	if err != nil {
 		return nil, err
 	}
-	ack, err := st.Append(ctx, store.Batch{
+	b := store.Batch{
 		Rows:     rows,
 		Producer: msg.GetProducer(),
 		FirstSeq: msg.GetFirstSeq(),
 		LastSeq:  msg.GetLastSeq(),
-	})
+	}
+	if l.s.cfg.Defects.AcceptOvertaking && b.Producer != "" {
+		if applied, known := st.ProducerApplied(b.Producer); known && b.FirstSeq > applied+1 {
+			b.FirstSeq = applied + 1
+		}
+	}
+	ack, err := st.Append(ctx, b)
 	if err != nil {
 		return nil, l.s.storeError("push", err)
 	}
@@ -66,7 +73,7 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 // to its cluster (it may write only that cluster's rows, and rows with no
 // cluster become its); otherwise the request's cluster, else the server's.
 func (s *Server) stampCluster(ctx context.Context, reqCluster string) (string, error) {
-	if c, bound := boundCluster(ctx); bound {
+	if c, bound := boundCluster(ctx); bound && !s.cfg.Defects.NoIdentityRule {
 		if reqCluster != "" && reqCluster != c {
 			return "", connect.NewError(connect.CodePermissionDenied,
 				fmt.Errorf("identity of cluster %q may not write rows of cluster %q", c, reqCluster))
@@ -91,6 +98,9 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 	if err != nil {
 		return nil, err
 	}
+	if l.s.cfg.Defects.InclusiveSince && q.SinceMS > 0 {
+		q.SinceMS--
+	}
 	wait := min(time.Duration(req.Msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
 	var timer clock.Timer
 	defer func() {
@@ -107,7 +117,7 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 			return nil, l.s.storeError("fetch", err)
 		}
 		if len(res.Rows) > 0 || wait <= 0 {
-			return l.fetchResponse(res), nil
+			return l.fetchResponse(res, q.Tail), nil
 		}
 		if timer == nil {
 			timer = l.s.clk.NewTimer(wait)
@@ -118,17 +128,20 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 		select {
 		case <-changed:
 		case <-timer.C():
-			return l.fetchResponse(res), nil
+			return l.fetchResponse(res, q.Tail), nil
 		case <-l.s.stopping:
-			return l.fetchResponse(res), nil
+			return l.fetchResponse(res, q.Tail), nil
 		case <-ctx.Done():
 			return nil, contextError(ctx.Err())
 		}
 	}
 }
 
-func (l *logService) fetchResponse(res store.Result) *connect.Response[loggingpb.FetchLogsResponse] {
+func (l *logService) fetchResponse(res store.Result, tail bool) *connect.Response[loggingpb.FetchLogsResponse] {
 	l.s.m.fetchRows.Add(float64(len(res.Rows)))
+	if tail && l.s.cfg.Defects.TailNewestFirst {
+		slices.Reverse(res.Rows)
+	}
 	return connect.NewResponse(&loggingpb.FetchLogsResponse{
 		Entries:         entriesFromRows(res.Rows),
 		Cursor:          res.Cursor,

@@ -73,6 +73,9 @@ type Config struct {
 
 	Relay RelayConfig
 
+	// Defects is for the simulation's canaries only (see Defects).
+	Defects Defects
+
 	FS     vfs.FS
 	Clock  clock.Clock
 	Logger *slog.Logger
@@ -245,13 +248,17 @@ func (s *Server) routes(gate gate) http.Handler {
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
 	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
 	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	gated.HandleFunc("/debug/pprof/", pprof.Index)
-	gated.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	gated.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	gated.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	gated.HandleFunc("/debug/pprof/trace", pprof.Trace)
-
 	root := http.NewServeMux()
+	debug := gated
+	if s.cfg.Defects.UngatedPprof {
+		debug = root
+	}
+	debug.HandleFunc("/debug/pprof/", pprof.Index)
+	debug.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	debug.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	debug.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	debug.HandleFunc("/debug/pprof/trace", pprof.Trace)
+
 	root.HandleFunc("/health", s.health)
 	root.Handle("/", gate(gated))
 	return root
@@ -289,9 +296,21 @@ func (s *Server) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}
+	if err := s.ServeStore(ctx, st); err != nil {
+		st.Close()
+		return err
+	}
+	return nil
+}
+
+// ServeStore is Open with a store the caller opened and whose lifecycle it
+// owns: the simulation opens stores with background work off, steps their
+// flushes itself and crashes them with Abandon. It starts the relay, if one
+// is configured, and then the server answers RPCs. Close closes st.
+func (s *Server) ServeStore(ctx context.Context, st *store.Store) error {
 	s.st.Store(&storeRef{st})
 	if err := s.startRelay(ctx, st); err != nil {
-		st.Close()
+		s.st.Store(nil)
 		return err
 	}
 	s.state.Store(int32(stateReady))
