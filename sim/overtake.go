@@ -54,16 +54,14 @@ func (w *World) overtake(n int) {
 	}
 	w.retryPending()
 	a, b := w.newBatch(n), w.newBatch(n)
-	order := []relay.Batch{b, a}
-	if !w.batch.primed {
-		// A target that does not know a producer takes any batch, so
-		// the first ones go in order.
-		order = []relay.Batch{a, b}
-	}
 	w.batch.pending = append(w.batch.pending, a, b)
-	for _, x := range order {
-		w.pushBatch(x)
+	if w.batch.primed {
+		w.pushBatch(b)
+		w.pushBatch(a)
 	}
+	// Until the target has acked one of its batches it does not know the
+	// producer and takes any batch, so, like the relay, the batcher sends
+	// one at a time in order until then.
 	w.retryPending()
 }
 

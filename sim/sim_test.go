@@ -46,6 +46,14 @@ type scheduleShape struct {
 	maxSkew time.Duration
 	crashes bool
 	faults  bool
+	// nodes is how many nodes actions pick from (0: the default two).
+	nodes int
+	// reads and overtakes weight Read and Overtake actions (out of the
+	// hundred the base actions share).
+	reads, overtakes int
+	// outages weights the relay-start hazards: bad key / good key,
+	// server down / up, and EnableRelay.
+	outages int
 }
 
 // faultOps are the I/O operations a FSFault action can fail.
@@ -53,8 +61,23 @@ var faultOps = []vfs.Op{vfs.OpSync, vfs.OpWrite, vfs.OpCreate, vfs.OpRename, vfs
 
 func genAction(sh scheduleShape) *rapid.Generator[Action] {
 	return rapid.Custom(func(t *rapid.T) Action {
-		node := rapid.IntRange(0, 1).Draw(t, "node")
-		switch b := uniform(t, 100, "kind"); {
+		nodes := max(sh.nodes, 2)
+		node := rapid.IntRange(0, nodes-1).Draw(t, "node")
+		b := uniform(t, 100+sh.reads+sh.overtakes+sh.outages, "kind")
+		switch x := b - 100; {
+		case x >= 0 && x < sh.reads:
+			return Action{Kind: Read, Fetch: genFetch().Draw(t, "fetch")}
+		case x >= 0 && x < sh.reads+sh.overtakes:
+			return Action{Kind: Overtake, N: 1 + rapid.IntRange(0, 11).Draw(t, "batch_rows")}
+		case x >= 0:
+			kinds := []Kind{BadKey, GoodKey, GoodKey, Down, Up, Up, EnableRelay}
+			k := kinds[uniform(t, len(kinds), "outage")]
+			if k == Down || k == Up {
+				node = 1 // the target
+			}
+			return Action{Kind: k, Node: node}
+		}
+		switch {
 		case b < 20:
 			cluster := ""
 			switch rapid.IntRange(0, 9).Draw(t, "cluster") {
@@ -167,7 +190,7 @@ func run(cfg Config, seed int64, sched []Action, extra ...func(*World) error) (*
 	return w, err
 }
 
-var defaultShape = scheduleShape{maxLen: 200, maxSkew: 10 * time.Minute, crashes: true, faults: true}
+var defaultShape = scheduleShape{maxLen: 200, maxSkew: 10 * time.Minute, crashes: true, faults: true, reads: 4, overtakes: 3}
 
 // simProperty runs generated schedules against cfg and fails on any
 // violation, logging the (shrunk) schedule and the end of the trace.
