@@ -67,7 +67,7 @@ func (w *World) readClient() loggingpbconnect.LogServiceClient {
 // answer exactly what the reference model computes over the rows the
 // target holds.
 func (w *World) read(f *FetchSpec) {
-	if w.Target.Server == nil {
+	if w.Net.Handler(w.Target.Name) == nil {
 		w.Trace.Addf("  %s is down", w.Target.Name)
 		return
 	}

@@ -208,26 +208,37 @@ func simProperty(t *testing.T, cfg Config, sh scheduleShape, extra func(*World) 
 		sched := genSchedule(sh).Draw(rt, "schedule")
 		runs++
 		actions += len(sched)
-		rt.Logf("schedule (%d actions):\n%s", len(sched), FormatSchedule(sched))
-		var extras []func(*World) error
-		if extra != nil {
-			extras = append(extras, extra)
-		}
-		w, err := run(cfg, seed, sched, extras...)
-		if w == nil {
-			rt.Fatalf("world: %v", err)
-		}
+		w := runChecked(rt, cfg, seed, sched, ign, extra)
 		acked += len(w.ackedList)
 		crashes += w.SourceCrashes + w.TargetCrashes
-		if err != nil {
-			rt.Fatalf("%v\ntrace (tail):\n%s", err, w.Trace.Tail(80))
-		}
-		// Property 6: every store and relay goroutine is gone, including
-		// those of processes that "crashed".
-		if err := goleak.Find(ign); err != nil {
-			rt.Fatalf("goroutine leak after the run: %v", err)
-		}
 	})
+}
+
+func goleakIgnore() goleak.Option { return goleak.IgnoreCurrent() }
+
+// runChecked runs one generated schedule and fails rt on any violation or
+// leaked goroutine, logging the (shrunk) schedule and the end of the trace.
+func runChecked(rt *rapid.T, cfg Config, seed int64, sched []Action, ign goleak.Option, extra ...func(*World) error) *World {
+	rt.Logf("schedule (%d actions):\n%s", len(sched), FormatSchedule(sched))
+	var extras []func(*World) error
+	for _, f := range extra {
+		if f != nil {
+			extras = append(extras, f)
+		}
+	}
+	w, err := run(cfg, seed, sched, extras...)
+	if w == nil {
+		rt.Fatalf("world: %v", err)
+	}
+	if err != nil {
+		rt.Fatalf("%v\ntrace (tail):\n%s", err, w.Trace.Tail(80))
+	}
+	// Property 6: every store and relay goroutine is gone, including
+	// those of processes that "crashed".
+	if err := goleak.Find(ign); err != nil {
+		rt.Fatalf("goroutine leak after the run: %v", err)
+	}
+	return w
 }
 
 // TestSimIdempotent: properties 1–4 and 6 with idempotent batches, crashes,
