@@ -309,7 +309,7 @@ func TestDeterminism(t *testing.T) {
 // responses after applying them, and fire FS faults.
 func TestSimCoverage(t *testing.T) {
 	var sum struct {
-		retained, targetCrashes, authRejections, ambiguous, faults, removeFaults, syncDirFaults, acked, forwarded, maxSegs, runs, drainMax, pinnedLoss int
+		retained, targetCrashes, authRejections, ambiguous, faults, removeFaults, syncDirFaults, acked, forwarded, maxSegs, runs, drainMax, pinnedLoss, reads, gapRefusals int
 	}
 	n := 60
 	if raceEnabled {
@@ -333,6 +333,8 @@ func TestSimCoverage(t *testing.T) {
 		sum.forwarded += w.Net.Applied
 		sum.maxSegs = max(sum.maxSegs, w.Coverage.MaxSegments)
 		sum.drainMax = max(sum.drainMax, w.Coverage.DrainSteps)
+		sum.reads += w.Coverage.NonEmptyReads
+		sum.gapRefusals += w.Coverage.GapRefusals
 	}
 	// With a pin cap, long partitions must really make retention delete
 	// unforwarded rows, reported.
@@ -356,6 +358,8 @@ func TestSimCoverage(t *testing.T) {
 		"failed directory syncs (W4, W5)":  sum.syncDirFaults,
 		"segments (max in one store)":      sum.maxSegs - 1,
 		"reported pinned-row deletions":    sum.pinnedLoss,
+		"reads that returned rows":         sum.reads,
+		"overtaking batches refused":       sum.gapRefusals,
 	} {
 		if v <= 0 {
 			t.Errorf("generated schedules never produced %s", name)
