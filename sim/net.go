@@ -98,8 +98,8 @@ func (n *Net) ObserverClient(peerAddr string) *http.Client {
 // InFlight is how many delayed requests are still held.
 func (n *Net) InFlight() int { return len(n.inflight) }
 
-// errUnreachable and the other transport errors reach the relay the way a
-// socket error does: connect reports them as unavailable.
+// The transport's errors reach the relay the way a socket error does:
+// connect reports them as unavailable.
 var (
 	errPartitioned  = errors.New("sim: network partitioned")
 	errDropped      = errors.New("sim: request dropped")
@@ -127,14 +127,9 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if push {
 		n.Pushes++
 	}
-	var body []byte
-	if req.Body != nil {
-		b, err := io.ReadAll(req.Body)
-		req.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("sim: read request body: %w", err)
-		}
-		body = b
+	body, err := readBody(req)
+	if err != nil {
+		return nil, err
 	}
 	if n.Latency > 0 && n.Advance != nil {
 		// The round trip takes its time whatever happens to it.
@@ -191,25 +186,37 @@ func (rt roundTripper) observe(host string, req *http.Request) (*http.Response, 
 	if h == nil {
 		return nil, errRefused
 	}
-	var body []byte
-	if req.Body != nil {
-		b, err := io.ReadAll(req.Body)
-		req.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("sim: read request body: %w", err)
-		}
-		body = b
+	body, err := readBody(req)
+	if err != nil {
+		return nil, err
 	}
+	resp := handle(h, rt.peer, req, body).Result()
+	resp.Request = req
+	return resp, nil
+}
+
+func readBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil {
+		return nil, nil
+	}
+	defer req.Body.Close()
+	b, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, fmt.Errorf("sim: read request body: %w", err)
+	}
+	return b, nil
+}
+
+// handle runs req through h as a server sees a request arriving from peer.
+func handle(h http.Handler, peer string, req *http.Request, body []byte) *httptest.ResponseRecorder {
 	sreq := req.Clone(req.Context())
 	sreq.Body = io.NopCloser(bytes.NewReader(body))
 	sreq.ContentLength = int64(len(body))
-	sreq.RemoteAddr = rt.peer
+	sreq.RemoteAddr = peer
 	sreq.RequestURI = req.URL.RequestURI()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, sreq)
-	resp := rec.Result()
-	resp.Request = req
-	return resp, nil
+	return rec
 }
 
 // serve runs one request through host's handler as a server would see it
@@ -218,14 +225,7 @@ func (n *Net) serve(from, peer, host string, req *http.Request, body []byte) *ht
 	if n.BeforeDeliver != nil {
 		n.BeforeDeliver(host)
 	}
-	sreq := req.Clone(req.Context())
-	sreq.Body = io.NopCloser(bytes.NewReader(body))
-	sreq.ContentLength = int64(len(body))
-	sreq.RemoteAddr = peer
-	sreq.RequestURI = req.URL.RequestURI()
-	sreq.Host = req.URL.Host
-	rec := httptest.NewRecorder()
-	n.Handler(host).ServeHTTP(rec, sreq)
+	rec := handle(n.Handler(host), peer, req, body)
 	if rec.Code == http.StatusOK && strings.HasSuffix(req.URL.Path, "/PushLogs") && n.OnPushApplied != nil {
 		n.OnPushApplied(host)
 	}

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -30,20 +31,23 @@ type FetchSpec struct {
 	Tail      bool
 	MinLevel  string
 	Cluster   string
+	// WaitMs long-polls: a read the model answers with nothing parks in
+	// the server until simulated time has moved WaitMs on.
+	WaitMs int32
 }
 
 func (f *FetchSpec) String() string {
 	if f == nil {
 		return "<nil>"
 	}
-	return fmt.Sprintf("{source=%q scope=%s since=row%d%+d cursor=row%d%+d substring=%q max_lines=%d tail=%v min_level=%q cluster=%q}",
-		f.Source, f.Scope, f.SinceRow, f.SinceOff, f.CursorRow, f.CursorOff, f.Substring, f.MaxLines, f.Tail, f.MinLevel, f.Cluster)
+	return fmt.Sprintf("{source=%q scope=%s since=row%d%+d cursor=row%d%+d substring=%q max_lines=%d tail=%v min_level=%q cluster=%q wait_ms=%d}",
+		f.Source, f.Scope, f.SinceRow, f.SinceOff, f.CursorRow, f.CursorOff, f.Substring, f.MaxLines, f.Tail, f.MinLevel, f.Cluster, f.WaitMs)
 }
 
 // request resolves the spec against the rows the target holds.
 func (f *FetchSpec) request(rows []store.Row) *loggingpb.FetchLogsRequest {
 	req := &loggingpb.FetchLogsRequest{Source: f.Source, MatchScope: f.Scope, Substring: f.Substring,
-		MaxLines: f.MaxLines, Tail: f.Tail, MinLevel: f.MinLevel, Cluster: f.Cluster}
+		MaxLines: f.MaxLines, Tail: f.Tail, MinLevel: f.MinLevel, Cluster: f.Cluster, WaitMs: f.WaitMs}
 	if f.SinceRow >= 0 && len(rows) > 0 {
 		req.SinceMs = max(rows[f.SinceRow%len(rows)].EpochMS+f.SinceOff, 0)
 	}
@@ -79,7 +83,12 @@ func (w *World) read(f *FetchSpec) {
 	}
 	req := f.request(rows)
 	want, wantCursor, wantErr := ModelFetch(req, rows)
-	resp, err := w.readClient().FetchLogs(w.ctx, connect.NewRequest(req))
+	var resp *connect.Response[loggingpb.FetchLogsResponse]
+	if req.GetWaitMs() > 0 && len(want) == 0 && wantErr == "" {
+		resp, err = w.longPoll(req)
+	} else {
+		resp, err = w.readClient().FetchLogs(w.ctx, connect.NewRequest(req))
+	}
 	w.Reads++
 	switch {
 	case wantErr != "" && err == nil:
@@ -106,6 +115,38 @@ func (w *World) read(f *FetchSpec) {
 	}
 	if c := resp.Msg.GetCursor(); c != wantCursor {
 		w.violate("read property: %v: cursor %d, want %d", req, c, wantCursor)
+	}
+}
+
+// longPoll sends a FetchLogs that must wait: the server parks it on the
+// target's clock, so it runs on its own goroutine while this one waits for
+// the server's timer to appear and then moves simulated time past it. The
+// request has returned (and its goroutine ended) when longPoll does.
+func (w *World) longPoll(req *loggingpb.FetchLogsRequest) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+	type result struct {
+		resp *connect.Response[loggingpb.FetchLogsResponse]
+		err  error
+	}
+	clk := w.Target.Clock
+	timers := clk.Pending()
+	done := make(chan result, 1)
+	go func() {
+		resp, err := w.readClient().FetchLogs(w.ctx, connect.NewRequest(req))
+		done <- result{resp, err}
+	}()
+	for {
+		select {
+		case r := <-done:
+			return r.resp, r.err
+		default:
+		}
+		if clk.Pending() > timers {
+			w.Coverage.LongPolls++
+			w.Advance(time.Duration(req.GetWaitMs()) * time.Millisecond)
+			r := <-done
+			return r.resp, r.err
+		}
+		time.Sleep(50 * time.Microsecond) // real time: the handler is on its way to park
 	}
 }
 

@@ -34,6 +34,9 @@ func genFetch() *rapid.Generator[*FetchSpec] {
 			MinLevel:  rapid.SampledFrom(fetchLevels).Draw(t, "min_level"),
 			Cluster:   rapid.SampledFrom(fetchClusters).Draw(t, "cluster"),
 		}
+		if rapid.IntRange(0, 4).Draw(t, "long_poll") == 0 {
+			f.WaitMs = rapid.Int32Range(1, 5000).Draw(t, "wait_ms")
+		}
 		if rapid.Bool().Draw(t, "since") {
 			f.SinceRow = rapid.IntRange(0, 400).Draw(t, "since_row")
 			f.SinceOff = rapid.SampledFrom([]int64{0, 0, -1, 1}).Draw(t, "since_off")
@@ -65,6 +68,24 @@ func readCanarySchedule() []Action {
 		Action{Kind: Read, Fetch: &FetchSpec{Source: "", Scope: loggingpb.MatchScope_MATCH_SCOPE_REGEX, SinceRow: 4, CursorRow: -1}},
 		Action{Kind: Read, Fetch: &FetchSpec{Source: "/user/", Scope: loggingpb.MatchScope_MATCH_SCOPE_PREFIX, SinceRow: -1, CursorRow: -1, Tail: true, MaxLines: 4}},
 	)
+}
+
+// TestLongPollUnderFakeClock: a FetchLogs that must wait parks on the
+// target's fake clock and returns, empty, once simulated time passes its
+// wait; its goroutine and timer are gone afterwards (goleak in TestMain).
+func TestLongPollUnderFakeClock(t *testing.T) {
+	sched := []Action{appendSome, step,
+		{Kind: Read, Fetch: &FetchSpec{Source: "/nope", Scope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, SinceRow: -1, CursorRow: -1, WaitMs: 3000}}}
+	w, err := run(config(), 1, sched)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, w.Trace.Tail(30))
+	}
+	if w.Coverage.LongPolls != 1 {
+		t.Fatalf("%d reads parked in the server, want 1:\n%s", w.Coverage.LongPolls, w.Trace.Tail(30))
+	}
+	if p := w.Target.Clock.Pending(); p != 0 {
+		t.Fatalf("%d timers left on the target's clock", p)
+	}
 }
 
 // TestCanaryInclusiveSince: a server that keeps rows with epoch_ms equal

@@ -88,6 +88,14 @@ func (w *World) startRelay(n *Node) error {
 	if err != nil {
 		return fmt.Errorf("%s: start relay: %w", n.Name, err)
 	}
+	// The daemon's start sequence: a relay that can fix its starting
+	// point before it first contacts the target (Enable) does so before
+	// the store takes writes. A relay without that step fixes it in its
+	// first Step.
+	if e, ok := any(f).(interface{ Enable(context.Context) error }); ok {
+		err := e.Enable(w.ctx)
+		w.Trace.Addf("  %s relay enable: %v", n.Name, errString(err))
+	}
 	n.setRelay(w, f)
 	return nil
 }

@@ -220,6 +220,8 @@ type Coverage struct {
 	FailedRetainFloors int
 	// NonEmptyReads counts checked reads that returned rows.
 	NonEmptyReads int
+	// LongPolls counts reads that parked in the server until time moved.
+	LongPolls int
 	// GapRefusals counts overtaking batches the target refused.
 	GapRefusals int
 	// UnreachableEnables counts relays enabled while their target was
