@@ -55,19 +55,28 @@ func (w *World) startRelay(n *Node) error {
 	if w.cfg.WallClockJitter {
 		jitter = rand.New(rand.NewSource(time.Now().UnixNano()))
 	}
-	httpc := w.Net.Client(n.Name, n.spec.Peer)
 	url := relayURL(n.spec.RelayTo)
+	if n.clients[0] == nil {
+		// The Connect clients hold nothing a restart would lose (the zstd
+		// choice lives in the sink), only their compressors' buffers, so a
+		// node keeps them across crashes rather than reallocating those.
+		httpc := w.Net.Client(n.Name, n.spec.Peer)
+		n.clients = [2]loggingpbconnect.LogServiceClient{
+			loggingpbconnect.NewLogServiceClient(httpc, url, relay.GzipClientOptions()...),
+			loggingpbconnect.NewLogServiceClient(httpc, url, relay.ZstdClientOptions()...),
+		}
+	}
 	minter := auth.NewMinter(clusterKey(n.spec.key()), n.spec.key(), "", w.cfg.TokenTTL, n.Clock)
 	wrong := auth.NewMinter(wrongKey, n.spec.key(), "", w.cfg.TokenTTL, n.Clock)
 	sink := relay.ClientSink{
-		Client: loggingpbconnect.NewLogServiceClient(httpc, url, relay.GzipClientOptions()...),
+		Client: n.clients[0],
 		Token: func(context.Context) (string, error) {
 			if n.badCredentials {
 				return wrong.Token()
 			}
 			return minter.Token()
 		},
-	}.WithZstd(loggingpbconnect.NewLogServiceClient(httpc, url, relay.ZstdClientOptions()...))
+	}.WithZstd(n.clients[1])
 	f, err := relay.New(relay.Config{
 		Source:         relay.StoreSource{Store: src},
 		Sink:           sink,
