@@ -116,13 +116,13 @@ type roundTripper struct {
 func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	n := rt.n
 	host := req.URL.Host
+	if rt.observer {
+		return rt.observe(host, req)
+	}
 	if to, ok := n.Redirect[host]; ok {
 		host = to
 	}
 	path := req.URL.Path
-	if rt.observer {
-		return rt.observe(host, req)
-	}
 	push := strings.HasSuffix(path, "/PushLogs")
 	if push {
 		n.Pushes++

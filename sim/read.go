@@ -134,11 +134,20 @@ func (w *World) longPoll(req *loggingpb.FetchLogsRequest) (*connect.Response[log
 		resp, err := w.readClient().FetchLogs(w.ctx, connect.NewRequest(req))
 		done <- result{resp, err}
 	}()
+	// Real time only bounds a server that neither answers nor parks, which
+	// would otherwise hang the run; it decides nothing else.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
 		case r := <-done:
 			return r.resp, r.err
 		default:
+		}
+		if time.Now().After(deadline) {
+			w.violate("read property: a wait_ms=%d read neither answered nor parked on %s's clock", req.GetWaitMs(), w.Target.Name)
+			w.Advance(time.Duration(req.GetWaitMs()) * time.Millisecond)
+			r := <-done
+			return r.resp, r.err
 		}
 		if clk.Pending() > timers {
 			w.Coverage.LongPolls++
