@@ -81,6 +81,12 @@ type Identity struct {
 	Kind    string // "cidr" or "jwt"
 	Cluster string // jwt: the matched key's cluster label
 	CIDR    string // cidr: the prefix that admitted the peer
+	// Read is the clusters whose rows this identity may read (a jwt
+	// key's "read"; every cluster for a cidr identity).
+	Read ReadScope
+	// Admin: may reach /metrics and /debug/* (a jwt key's "admin"; a cidr
+	// layer's "admin", true unless set false).
+	Admin bool
 }
 
 func (id Identity) String() string {
@@ -142,18 +148,26 @@ func peerAddr(remoteAddr string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// decide applies the layers in order. A bearer credential that is
+// presented is always verified, whatever the order: cidr layers admit only
+// requests that carry none, and the first jwt layer decides a request that
+// carries one (valid: that key's identity; invalid: rejected, never tried
+// against a later layer). So a stray or forged token from an admitted
+// network is refused, and a valid token gets its own identity rather than
+// the network's.
 func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict {
 	peer, peerOK := peerAddr(remoteAddr)
-	// The header is inspected lazily: a cidr-only policy never looks at it.
-	var (
-		tok     string
-		bstate  bearerState
-		scanned bool
-	)
+	tok, bstate := bearerFrom(h)
 	for i, l := range p.layers {
 		n := i + 1
 		switch l.typ {
 		case LayerCIDR:
+			if bstate != bearerNone {
+				if trace != nil {
+					*trace = append(*trace, Step{n, l.typ, "next", "a bearer token is presented; a cidr layer admits only requests without one"})
+				}
+				continue
+			}
 			if peerOK {
 				for j, pr := range l.prefixes {
 					if pr.Contains(peer) {
@@ -161,7 +175,7 @@ func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict
 							*trace = append(*trace, Step{n, l.typ, "admit", fmt.Sprintf("peer %s is in %s", peer, pr)})
 						}
 						return Verdict{Admitted: true, Code: CodeOK, Layer: n,
-							Identity: Identity{Kind: LayerCIDR, CIDR: l.names[j]}, Reason: "peer admitted by cidr"}
+							Identity: Identity{Kind: LayerCIDR, CIDR: l.names[j], Read: ReadAll, Admin: l.admin}, Reason: "peer admitted by cidr"}
 					}
 				}
 			}
@@ -173,10 +187,6 @@ func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict
 				*trace = append(*trace, Step{n, l.typ, "next", d})
 			}
 		case LayerJWT:
-			if !scanned {
-				tok, bstate = bearerFrom(h)
-				scanned = true
-			}
 			switch bstate {
 			case bearerNone:
 				if trace != nil {
@@ -191,7 +201,7 @@ func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict
 						*trace = append(*trace, Step{n, l.typ, "admit", fmt.Sprintf("token verifies under key %q", k.cluster)})
 					}
 					return Verdict{Admitted: true, Code: CodeOK, Layer: n,
-						Identity: Identity{Kind: LayerJWT, Cluster: k.cluster}, Reason: "token admitted by jwt"}
+						Identity: Identity{Kind: LayerJWT, Cluster: k.cluster, Read: k.read, Admin: k.admin}, Reason: "token admitted by jwt"}
 				}
 				if trace != nil {
 					*trace = append(*trace, Step{n, l.typ, "reject", c.reason + "; a bad token is never tried against later layers"})
@@ -209,14 +219,19 @@ func (p *Policy) decide(remoteAddr string, h http.Header, trace *[]Step) Verdict
 			return deny(causePeerNotAllowed, n)
 		}
 	}
-	// Default deny. If a jwt layer exists and no token was offered, a
+	// Default deny. A bearer that no jwt layer could verify is a bad
+	// credential. If a jwt layer exists and no token was offered, a
 	// credential would help: unauthenticated. Otherwise nothing the caller
 	// can present changes the answer: permission denied.
-	c := causePeerNotAllowed
-	if p.hasJWT && bstate == bearerNone {
-		c = causeNoCredential
+	switch {
+	case bstate == bearerMalformed:
+		return deny(causeBearerSyntax, 0)
+	case bstate == bearerToken:
+		return deny(causeBearerUnverifiable, 0)
+	case p.hasJWT:
+		return deny(causeNoCredential, 0)
 	}
-	return deny(c, 0)
+	return deny(causePeerNotAllowed, 0)
 }
 
 func deny(c cause, layer int) Verdict {
@@ -230,7 +245,11 @@ func (p *Policy) Describe() []string {
 	for i, l := range p.layers {
 		switch l.typ {
 		case LayerCIDR:
-			out = append(out, fmt.Sprintf("layer %d: cidr %s", i+1, strings.Join(l.names, ", ")))
+			admin := ""
+			if l.admin {
+				admin = " (admin)"
+			}
+			out = append(out, fmt.Sprintf("layer %d: cidr %s%s", i+1, strings.Join(l.names, ", "), admin))
 		case LayerJWT:
 			keys := make([]string, 0, len(l.keys))
 			for _, k := range l.keys {
@@ -238,13 +257,20 @@ func (p *Policy) Describe() []string {
 				if k.file != "" {
 					src = "secret_file " + k.file
 				}
-				keys = append(keys, fmt.Sprintf("%s (%s)", k.cluster, src))
+				scope := "reads every cluster"
+				if !k.read.All() {
+					scope = "reads " + strings.Join(k.read.Clusters(), "+")
+				}
+				if k.admin {
+					scope += " and is admin"
+				}
+				keys = append(keys, fmt.Sprintf("%s (%s) %s", k.cluster, src, scope))
 			}
 			aud := "any audience"
 			if l.audience != "" {
 				aud = fmt.Sprintf("audience %q", l.audience)
 			}
-			out = append(out, fmt.Sprintf("layer %d: jwt HS256, leeway %v, %s, keys %s", i+1, l.leeway, aud, strings.Join(keys, ", ")))
+			out = append(out, fmt.Sprintf("layer %d: jwt HS256, leeway %v, max lifetime %v, %s, keys %s", i+1, l.leeway, l.maxLifetime, aud, strings.Join(keys, ", ")))
 		}
 	}
 	return out

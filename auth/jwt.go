@@ -1,8 +1,10 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"math"
@@ -37,11 +39,12 @@ var (
 
 // verifier checks bearer tokens for one jwt layer.
 type verifier struct {
-	keys   []jwtKey
-	parser *jwt.Parser
-	clk    clock.Clock
-	leeway time.Duration
-	cache  tokenCache
+	keys        []jwtKey
+	parser      *jwt.Parser
+	clk         clock.Clock
+	leeway      time.Duration
+	maxLifetime time.Duration
+	cache       tokenCache
 }
 
 func newVerifier(l *layer, clk clock.Clock) *verifier {
@@ -58,7 +61,7 @@ func newVerifier(l *layer, clk clock.Clock) *verifier {
 	if l.audience != "" {
 		opts = append(opts, jwt.WithAudience(l.audience))
 	}
-	return &verifier{keys: l.keys, parser: jwt.NewParser(opts...), clk: clk, leeway: l.leeway}
+	return &verifier{keys: l.keys, parser: jwt.NewParser(opts...), clk: clk, leeway: l.leeway, maxLifetime: l.maxLifetime}
 }
 
 // cause is a denial reason: a short operator-facing text plus a stable,
@@ -82,6 +85,12 @@ var (
 	causeIssuedFuture   = cause{"token_issued_in_future", "token is issued in the future (iat)", CodeUnauthenticated}
 	causeClaims         = cause{"token_claims", "token claims are missing or of the wrong type (exp is required)", CodeUnauthenticated}
 	causeAudience       = cause{"token_audience", "token audience does not match this layer", CodePermissionDenied}
+	causeLifetime       = cause{"token_lifetime", "token lifetime (exp - iat, or exp - now without iat) exceeds this layer's max_lifetime", CodeUnauthenticated}
+	causeDuplicateName  = cause{"token_duplicate_name", "token header or claims repeat a name", CodeUnauthenticated}
+	// A bearer is presented but the policy has no jwt layer to verify it:
+	// refused rather than admitted by address, so that sending a token
+	// never changes who the request is to something else.
+	causeBearerUnverifiable = cause{"bearer_unverifiable", "a bearer token was presented but no jwt layer can verify it; send the request without one", CodeUnauthenticated}
 )
 
 // claims are the registered claims the verifier acts on, decoded
@@ -158,6 +167,13 @@ const (
 // bearerFrom extracts the token from Authorization: Bearer. Tokens are
 // read from this header only: never from the query string or a cookie,
 // where they end up in access logs and browser history.
+//
+// The syntax is RFC 6750 §2.1: the scheme (case-insensitive), one or more
+// spaces, the token, nothing else. Only HTTP's optional whitespace (space,
+// tab) around the whole value is ignored, as every HTTP parser strips it.
+// A value whose scheme is Bearer but that does not have that shape is a
+// malformed credential, never "no credential": it must not fall through to
+// a layer that admits requests without one.
 func bearerFrom(h http.Header) (string, bearerState) {
 	vals := h.Values("Authorization")
 	if len(vals) == 0 {
@@ -166,8 +182,9 @@ func bearerFrom(h http.Header) (string, bearerState) {
 	state := bearerNone
 	var tok string
 	for _, v := range vals {
-		scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
-		if !strings.EqualFold(scheme, "Bearer") {
+		v = strings.Trim(v, " \t")
+		const scheme = "bearer"
+		if len(v) < len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
 			continue
 		}
 		// Two credentials in one request is ambiguous; refuse rather
@@ -175,9 +192,13 @@ func bearerFrom(h http.Header) (string, bearerState) {
 		if state != bearerNone {
 			return "", bearerMalformed
 		}
-		// "Bearer" with no token is a bearer credential that cannot
-		// verify: rejected like any other bad token.
-		rest = strings.TrimSpace(rest)
+		rest := v[len(scheme):]
+		// "Bearer" with no token (or "Bearer\t<t>", "Bearerx") is a bearer
+		// credential that cannot verify: rejected like any other bad token.
+		if !strings.HasPrefix(rest, " ") {
+			return "", bearerMalformed
+		}
+		rest = strings.TrimLeft(rest, " ")
 		if !wellFormedCompact(rest) {
 			return "", bearerMalformed
 		}
@@ -219,11 +240,18 @@ func wellFormedCompact(s string) bool {
 // the cause is reported the same way.
 func (v *verifier) verify(tok string) (int, cause, bool) {
 	sum := sha256.Sum256([]byte(tok))
-	if e, ok := v.cache.get(sum); ok && e.timesOK(v.clk.Now(), v.leeway) {
+	now := v.clk.Now()
+	if e, ok := v.cache.get(sum); ok && e.timesOK(now, v.leeway) {
+		if !v.lifetimeOK(e.exp, e.iat, now) {
+			return -1, causeLifetime, false
+		}
 		return e.keyIdx, cause{}, true
 	}
 	keyIdx, c, ok, cl := v.verifyFull(tok)
 	if ok {
+		if !v.lifetimeOK(cl.Exp.numeric().Time, cl.Iat.numeric(), now) {
+			return -1, causeLifetime, false
+		}
 		v.cache.put(sum, cachedToken{
 			keyIdx: keyIdx,
 			exp:    cl.Exp.numeric().Time,
@@ -234,7 +262,64 @@ func (v *verifier) verify(tok string) (int, cause, bool) {
 	return keyIdx, c, ok
 }
 
+// lifetimeOK bounds how long a token is good for: exp - iat, or exp - now
+// when it has no iat, at most the layer's max_lifetime. A leaked token
+// minted for years is otherwise a credential for years.
+func (v *verifier) lifetimeOK(exp time.Time, iat *jwt.NumericDate, now time.Time) bool {
+	start := now
+	if iat != nil {
+		start = iat.Time
+	}
+	return exp.Sub(start) <= v.maxLifetime
+}
+
+// repeatsName reports whether the token's header or claims object names a
+// member twice. encoding/json keeps the last, so {"exp":1,"exp":9e9} would
+// be read as whatever a different parser's first-wins rule does not say.
+func repeatsName(tok string) bool {
+	head, rest, _ := strings.Cut(tok, ".")
+	payload, _, _ := strings.Cut(rest, ".")
+	for _, seg := range []string{head, payload} {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(seg)
+		if err != nil {
+			return false // the parser reports the encoding
+		}
+		if dupMember(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// dupMember walks one JSON object's top-level member names.
+func dupMember(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return true
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return false
+		}
+	}
+	return false
+}
+
 func (v *verifier) verifyFull(tok string) (int, cause, bool, *claims) {
+	if repeatsName(tok) {
+		return -1, causeDuplicateName, false, nil
+	}
 	keyIdx := -1
 	var c claims
 	t, err := v.parser.ParseWithClaims(tok, &c, func(t *jwt.Token) (any, error) {

@@ -70,6 +70,9 @@ func Middleware(p *Policy, opts MiddlewareOptions) func(http.Handler) http.Handl
 		denied = registerOrReuse(opts.Registerer, denied)
 		admitted = registerOrReuse(opts.Registerer, admitted)
 	}
+	for _, c := range denialCauses {
+		denied.WithLabelValues(c.label)
+	}
 	lim := &logLimiter{clk: clk, tokens: logBurst}
 	ew := connect.NewErrorWriter()
 	return func(next http.Handler) http.Handler {

@@ -100,14 +100,14 @@ func TestMiddlewareAdmitsWithIdentity(t *testing.T) {
 	if w.Code != http.StatusTeapot {
 		t.Fatalf("valid token: status %d, body %s", w.Code, w.Body)
 	}
-	if id := <-g.seen; id != (Identity{Kind: "jwt", Cluster: "east"}) {
+	if id := <-g.seen; id != (Identity{Kind: "jwt", Cluster: "east", Read: ReadAll}) {
 		t.Fatalf("identity = %+v", id)
 	}
 	w = g.do("GET", "/debug/pprof/", "10.3.3.3:5000", nil)
 	if w.Code != http.StatusTeapot {
 		t.Fatalf("cidr peer: status %d", w.Code)
 	}
-	if id := <-g.seen; id != (Identity{Kind: "cidr", CIDR: "10.0.0.0/8"}) {
+	if id := <-g.seen; id != (Identity{Kind: "cidr", CIDR: "10.0.0.0/8", Read: ReadAll, Admin: true}) {
 		t.Fatalf("identity = %+v", id)
 	}
 	if got := counterValue(t, g.reg, "finelog_auth_admitted_total", "kind", "jwt"); got != 1 {
@@ -329,7 +329,8 @@ func TestMiddlewareRealClients(t *testing.T) {
 			cancel()
 			want = connect.CodeUnimplemented // passed the gate, reached the service
 			if pc.name == "cidr" {
-				want = connect.CodePermissionDenied
+				// A bearer is always verified; a cidr-only policy cannot.
+				want = connect.CodeUnauthenticated
 			}
 			var ce *connect.Error
 			if !errors.As(err, &ce) || ce.Code() != want {

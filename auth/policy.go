@@ -19,6 +19,10 @@ import (
 // Limits on policy contents. They exist so a typo cannot silently turn the
 // gate into something much weaker (a ten-minute leeway) or much costlier.
 const (
+	// DefaultMaxLifetime is the longest token lifetime (exp - iat, or
+	// exp - now without iat) a jwt layer accepts unless it sets
+	// "max_lifetime": the longest a token can be minted for.
+	DefaultMaxLifetime = MaxTokenTTL
 	// DefaultLeeway is the clock-skew allowance of a jwt layer that does not
 	// set "leeway".
 	DefaultLeeway = 60 * time.Second
@@ -58,11 +62,15 @@ type layer struct {
 	prefixes []netip.Prefix
 	names    []string
 
+	// admin: a cidr layer's peers reach /metrics and /debug/*.
+	admin bool
+
 	// jwt
-	keys     []jwtKey
-	leeway   time.Duration
-	audience string
-	verifier *verifier
+	keys        []jwtKey
+	leeway      time.Duration
+	audience    string
+	maxLifetime time.Duration
+	verifier    *verifier
 }
 
 // jwtKey is one configured HMAC key. file is kept only so MarshalJSON can
@@ -71,6 +79,8 @@ type jwtKey struct {
 	cluster string
 	secret  Secret
 	file    string
+	read    ReadScope
+	admin   bool
 }
 
 // LoopbackOnly is the policy used when none is configured: admit
@@ -79,7 +89,7 @@ func LoopbackOnly(clk clock.Clock) *Policy {
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	l := &layer{typ: LayerCIDR}
+	l := &layer{typ: LayerCIDR, admin: true}
 	l.addPrefix(netip.MustParsePrefix("127.0.0.0/8"))
 	l.addPrefix(netip.MustParsePrefix("::1/128"))
 	return &Policy{clk: clk, layers: []*layer{l}}
@@ -136,23 +146,29 @@ func readLimited(fsys vfs.FS, name string) ([]byte, error) {
 // Wire shapes of the policy document. Field sets per layer type are
 // enforced by checkKeys before these are decoded.
 type layerJSON struct {
-	Type     string    `json:"type"`
-	CIDRs    []string  `json:"cidrs,omitempty"`
-	Keys     []keyJSON `json:"keys,omitempty"`
-	Leeway   string    `json:"leeway,omitempty"`
-	Audience string    `json:"audience,omitempty"`
+	Type        string    `json:"type"`
+	CIDRs       []string  `json:"cidrs,omitempty"`
+	Keys        []keyJSON `json:"keys,omitempty"`
+	Leeway      string    `json:"leeway,omitempty"`
+	Audience    string    `json:"audience,omitempty"`
+	MaxLifetime string    `json:"max_lifetime,omitempty"`
+	// Admin (cidr layers): whether admitted peers reach /metrics and
+	// /debug/*; unset means true.
+	Admin *bool `json:"admin,omitempty"`
 }
 
 type keyJSON struct {
-	Cluster    string  `json:"cluster"`
-	Secret     *string `json:"secret,omitempty"`
-	SecretFile string  `json:"secret_file,omitempty"`
+	Cluster    string   `json:"cluster"`
+	Secret     *string  `json:"secret,omitempty"`
+	SecretFile string   `json:"secret_file,omitempty"`
+	Read       []string `json:"read,omitempty"`
+	Admin      bool     `json:"admin,omitempty"`
 }
 
 var (
-	cidrFields = []string{"type", "cidrs"}
-	jwtFields  = []string{"type", "keys", "leeway", "audience"}
-	keyFields  = []string{"cluster", "secret", "secret_file"}
+	cidrFields = []string{"type", "cidrs", "admin"}
+	jwtFields  = []string{"type", "keys", "leeway", "audience", "max_lifetime"}
+	keyFields  = []string{"cluster", "secret", "secret_file", "read", "admin"}
 )
 
 // ParsePolicy parses and validates a policy document: a JSON list of
@@ -266,7 +282,7 @@ func parseCIDRLayer(lj layerJSON) (*layer, error) {
 	if len(lj.CIDRs) == 0 {
 		return nil, errors.New("field \"cidrs\" is missing or empty; list at least one address or prefix")
 	}
-	l := &layer{typ: LayerCIDR}
+	l := &layer{typ: LayerCIDR, admin: lj.Admin == nil || *lj.Admin}
 	seen := map[netip.Prefix]bool{}
 	for i, s := range lj.CIDRs {
 		p, err := parseCIDR(s)
@@ -291,7 +307,17 @@ func parseJWTLayer(n int, lj layerJSON, fsys vfs.FS, clk clock.Clock, labels map
 	if len(lj.Keys) == 0 {
 		return nil, errors.New("field \"keys\" is missing or empty; list at least one {\"cluster\":...,\"secret_file\":...}")
 	}
-	l := &layer{typ: LayerJWT, leeway: DefaultLeeway, audience: lj.Audience}
+	l := &layer{typ: LayerJWT, leeway: DefaultLeeway, audience: lj.Audience, maxLifetime: DefaultMaxLifetime}
+	if lj.MaxLifetime != "" {
+		d, err := time.ParseDuration(lj.MaxLifetime)
+		if err != nil {
+			return nil, fmt.Errorf("field \"max_lifetime\": %s is not a duration like \"24h\"", quoteShort(lj.MaxLifetime))
+		}
+		if d < time.Second || d > MaxTokenTTL {
+			return nil, fmt.Errorf("field \"max_lifetime\": %v is outside [1s, %v]", d, MaxTokenTTL)
+		}
+		l.maxLifetime = d
+	}
 	if lj.Leeway != "" {
 		d, err := time.ParseDuration(lj.Leeway)
 		if err != nil {
@@ -319,6 +345,12 @@ func parseJWTLayer(n int, lj layerJSON, fsys vfs.FS, clk clock.Clock, labels map
 		labels[kj.Cluster] = n
 		var k jwtKey
 		k.cluster = kj.Cluster
+		k.admin = kj.Admin
+		read, err := parseReadScope(kj.Read, kj.Cluster)
+		if err != nil {
+			return nil, fmt.Errorf("%s: field \"read\": %w", kw, err)
+		}
+		k.read = read
 		switch {
 		case kj.Secret != nil && kj.SecretFile != "":
 			return nil, fmt.Errorf("%s: fields \"secret\" and \"secret_file\" are both set; set exactly one", kw)
@@ -348,6 +380,16 @@ func parseJWTLayer(n int, lj layerJSON, fsys vfs.FS, clk clock.Clock, labels map
 	}
 	l.verifier = newVerifier(l, clk)
 	return l, nil
+}
+
+// CheckLabel reports whether s is a valid cluster label: what a jwt key's
+// "cluster" may be, and what the server accepts as the cluster of rows a
+// writer without a jwt identity names.
+func CheckLabel(s string) error {
+	if s == "" {
+		return errors.New("label is empty")
+	}
+	return checkLabel(s)
 }
 
 // checkLabel keeps cluster labels to characters that are safe in a log
@@ -518,11 +560,15 @@ func (p *Policy) MarshalJSON() ([]byte, error) {
 		switch l.typ {
 		case LayerCIDR:
 			lj.CIDRs = append([]string(nil), l.names...)
+			if !l.admin {
+				lj.Admin = new(bool)
+			}
 		case LayerJWT:
 			lj.Leeway = l.leeway.String()
 			lj.Audience = l.audience
+			lj.MaxLifetime = l.maxLifetime.String()
 			for _, k := range l.keys {
-				kj := keyJSON{Cluster: k.cluster}
+				kj := keyJSON{Cluster: k.cluster, Read: k.read.Clusters(), Admin: k.admin}
 				if k.file != "" {
 					kj.SecretFile = k.file
 				} else {

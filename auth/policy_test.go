@@ -187,7 +187,7 @@ func TestPolicyMarshalRedactsAndCanonicalises(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `[{"type":"cidr","cidrs":["10.0.0.0/8","192.0.2.1/32","198.51.100.0/24"]},` +
-		`{"type":"jwt","keys":[{"cluster":"east","secret":"[redacted]"},{"cluster":"west","secret_file":"/etc/finelog/west.key"}],"leeway":"1m0s","audience":"store"}]`
+		`{"type":"jwt","keys":[{"cluster":"east","secret":"[redacted]"},{"cluster":"west","secret_file":"/etc/finelog/west.key"}],"leeway":"1m0s","audience":"store","max_lifetime":"720h0m0s"}]`
 	if string(out) != want {
 		t.Fatalf("MarshalJSON:\n got %s\nwant %s", out, want)
 	}
@@ -202,7 +202,7 @@ func TestPolicyMarshalRedactsAndCanonicalises(t *testing.T) {
 		t.Fatalf("round trip:\n got %s\nwant %s", p2, out)
 	}
 	// The secret file's CRLF was trimmed: the key is exactly testSecret2.
-	tok := forge(t, map[string]any{"alg": "HS256"}, map[string]any{"exp": 4102444800, "aud": "store"}, "HS256", []byte(testSecret2))
+	tok := forge(t, map[string]any{"alg": "HS256"}, map[string]any{"exp": time.Now().Add(time.Hour).Unix(), "aud": "store"}, "HS256", []byte(testSecret2))
 	if v := p.Admit("203.0.113.1:1", bearer(tok)); !v.Admitted || v.Identity.Cluster != "west" {
 		t.Fatalf("secret_file key: %+v", v)
 	}

@@ -101,6 +101,8 @@ type mLayer struct {
 	keys     []string
 	leeway   *time.Duration // nil = default
 	audience string
+	// maxLifetime in seconds; 0 = the default (longer than any generated token)
+	maxLifetime int64
 }
 
 type mToken struct {
@@ -171,6 +173,7 @@ func genPolicy(t *rapid.T) []mLayer {
 				l.leeway = &lw
 			}
 			l.audience = rapid.SampledFrom([]string{"", "", "a", "b"}).Draw(t, "audience")
+			l.maxLifetime = rapid.SampledFrom([]int64{0, 0, 1, 300, 600}).Draw(t, "maxLifetime")
 			ls = append(ls, l)
 			continue
 		}
@@ -204,6 +207,9 @@ func renderPolicy(ls []mLayer) []byte {
 		}
 		if l.audience != "" {
 			m["audience"] = l.audience
+		}
+		if l.maxLifetime > 0 {
+			m["max_lifetime"] = fmt.Sprintf("%ds", l.maxLifetime)
 		}
 		out = append(out, m)
 	}
@@ -288,9 +294,15 @@ func model(ls []mLayer, peer mAddr, tok mToken, now int64) modelVerdict {
 	for _, l := range ls {
 		hasJWT = hasJWT || l.jwt
 	}
+	// A presented bearer is always verified: cidr layers admit only
+	// requests without one.
+	bearer := tok.kind == "emptybearer" || tok.kind == "jwt"
 	for i, l := range ls {
 		n := i + 1
 		if !l.jwt {
+			if bearer {
+				continue
+			}
 			for _, p := range l.prefixes {
 				if p.contains(peer) {
 					return modelVerdict{admitted: true, code: CodeOK, layer: n, inCIDR: true}
@@ -342,9 +354,18 @@ func model(ls []mLayer, peer mAddr, tok mToken, now int64) modelVerdict {
 				return modelVerdict{code: CodePermissionDenied, layer: n}
 			}
 		}
+		if l.maxLifetime > 0 {
+			start := now
+			if tok.iat != nil {
+				start = *tok.iat
+			}
+			if *tok.exp-start > l.maxLifetime {
+				return reject
+			}
+		}
 		return modelVerdict{admitted: true, code: CodeOK, layer: n, cluster: tok.signer}
 	}
-	if hasJWT && (tok.kind == "missing" || tok.kind == "basic") {
+	if bearer || hasJWT {
 		return modelVerdict{code: CodeUnauthenticated}
 	}
 	return modelVerdict{code: CodePermissionDenied}

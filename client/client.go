@@ -25,12 +25,13 @@ import (
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/wirecompress"
+	"github.com/finelog/finelog/wire"
 )
 
 // RetryHeader is the error metadata key finelogd sets on a
 // resource_exhausted error that is transient (the disk is full), so clients
 // can tell it apart from an oversize request, which is permanent.
-const RetryHeader = "Finelog-Retryable"
+const RetryHeader = wire.RetryHeader
 
 // Client talks to one finelogd.
 type Client struct {
@@ -49,6 +50,8 @@ type options struct {
 	maxDelay    time.Duration
 	clk         clock.Clock
 	rand        func(n int64) int64
+	connectOpts []connect.ClientOption
+	onHeaders   func(http.Header)
 }
 
 // Option configures New.
@@ -76,6 +79,20 @@ func WithRetry(attempts int, base, max time.Duration) Option {
 	return func(o *options) {
 		o.maxAttempts, o.baseDelay, o.maxDelay = attempts, base, max
 	}
+}
+
+// WithConnectOptions adds Connect client options after the client's own,
+// so they take precedence (a compressor registered under a name the client
+// already registers replaces it). The relay uses it for its compression.
+func WithConnectOptions(opts ...connect.ClientOption) Option {
+	return func(o *options) { o.connectOpts = append(o.connectOpts, opts...) }
+}
+
+// WithResponseHeaders calls fn with the headers of every successful
+// response (the relay learns from Accept-Encoding which compressions the
+// server takes). fn must be safe for concurrent use.
+func WithResponseHeaders(fn func(http.Header)) Option {
+	return func(o *options) { o.onHeaders = fn }
 }
 
 // WithClock sets the clock used for backoff sleeps (tests use a fake).
@@ -118,6 +135,10 @@ func New(baseURL string, opts ...Option) *Client {
 	if o.token != nil {
 		copts = append(copts, connect.WithInterceptors(bearer(o.token)))
 	}
+	if o.onHeaders != nil {
+		copts = append(copts, connect.WithInterceptors(responseHeaders(o.onHeaders)))
+	}
+	copts = append(copts, o.connectOpts...)
 	return &Client{
 		baseURL: baseURL,
 		logs:    loggingpbconnect.NewLogServiceClient(o.httpClient, baseURL, copts...),
@@ -166,6 +187,19 @@ func bearer(token func(ctx context.Context) (string, error)) connect.UnaryInterc
 	}
 }
 
+// responseHeaders passes every successful response's headers to fn.
+func responseHeaders(fn func(http.Header)) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			resp, err := next(ctx, req)
+			if err == nil {
+				fn(resp.Header())
+			}
+			return resp, err
+		}
+	}
+}
+
 // Push sends one batch. Retryable failures are retried (see WithRetry); a
 // retried push without a producer may be applied twice if an ack was lost,
 // so the relay always sets producer/first_seq/last_seq.
@@ -185,6 +219,9 @@ func (c *Client) Push(ctx context.Context, req *loggingpb.PushLogsRequest) (*log
 		if !Retryable(err) || ctx.Err() != nil {
 			return nil, err
 		}
+	}
+	if c.o.maxAttempts == 1 {
+		return nil, last
 	}
 	return nil, fmt.Errorf("push failed after %d attempts: %w", c.o.maxAttempts, last)
 }
@@ -233,9 +270,24 @@ func (c *Client) Fetch(ctx context.Context, req *loggingpb.FetchLogsRequest) (*l
 
 // ProducerState asks which producer seq the server has applied last.
 func (c *Client) ProducerState(ctx context.Context, producer string) (applied int64, known bool, err error) {
+	st, err := c.ProducerStatus(ctx, producer)
+	return st.Applied, st.Known, err
+}
+
+// ProducerStatus is what a server reports of one idempotent producer.
+type ProducerStatus struct {
+	Applied int64 // the highest producer seq applied
+	Known   bool  // the server has applied a batch of this producer
+	// RefusesGaps: the server refuses (aborted) a batch that starts past
+	// Applied+1 instead of applying it over an earlier one still in flight.
+	RefusesGaps bool
+}
+
+// ProducerStatus asks the server (GetProducerState) about producer.
+func (c *Client) ProducerStatus(ctx context.Context, producer string) (ProducerStatus, error) {
 	resp, err := c.logs.GetProducerState(ctx, connect.NewRequest(&loggingpb.GetProducerStateRequest{Producer: producer}))
 	if err != nil {
-		return 0, false, err
+		return ProducerStatus{}, err
 	}
-	return resp.Msg.GetAppliedSeq(), resp.Msg.GetKnown(), nil
+	return ProducerStatus{Applied: resp.Msg.GetAppliedSeq(), Known: resp.Msg.GetKnown(), RefusesGaps: resp.Msg.GetRefusesGaps()}, nil
 }

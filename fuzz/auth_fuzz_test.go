@@ -79,10 +79,18 @@ func FuzzVerifyToken(f *testing.F) {
 		if !ok {
 			t.Fatalf("identity %q is not a configured key", v.Identity.Cluster)
 		}
-		scheme, tok, _ := strings.Cut(strings.TrimSpace(authz), " ")
-		tok = strings.TrimLeft(tok, " ")
-		if !strings.EqualFold(scheme, "bearer") {
-			t.Fatalf("admitted without a Bearer scheme: %q", authz)
+		// RFC 6750 §2.1: the scheme in any case, one or more spaces, the
+		// token, nothing else; only HTTP's optional whitespace (space, tab)
+		// around the value is not part of it.
+		v6750 := strings.Trim(authz, " \t")
+		if len(v6750) < 7 || !strings.EqualFold(v6750[:7], "bearer ") {
+			t.Fatalf("admitted without a Bearer scheme followed by a space: %q", authz)
+		}
+		tok := strings.TrimLeft(v6750[7:], " ")
+		if strings.ContainsFunc(tok, func(r rune) bool {
+			return !(r == '.' || r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+		}) {
+			t.Fatalf("admitted a token with characters outside base64url and '.': %q", tok)
 		}
 		parts := strings.Split(tok, ".")
 		if len(parts) != 3 {

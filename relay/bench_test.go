@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/finelog/finelog/client"
-	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/store"
@@ -43,7 +42,7 @@ func newGlobal(b *testing.B) (ClientSink, *store.Store) {
 	dst := openOSStore(b, filepath.Join(b.TempDir(), "global"))
 	b.Cleanup(func() { dst.Close() })
 	srv := serveTarget(b, &targetService{st: dst})
-	return ClientSink{Client: loggingpbconnect.NewLogServiceClient(client.HTTP1Client(), srv.URL, GzipClientOptions()...)}, dst
+	return ClientSink{Client: sinkClient(srv.URL, client.HTTP1Client(), GzipClientOptions()...)}, dst
 }
 
 // BenchmarkRelayDrain measures how fast the relay empties a backlog from a
@@ -54,15 +53,15 @@ func BenchmarkRelayDrain(b *testing.B) {
 	src := openOSStore(b, filepath.Join(b.TempDir(), "east"))
 	defer src.Close()
 	appendRows(b, src, realisticRows(n, 3))
-	for _, inFlight := range []int{1, DaemonInFlight} {
+	for _, inFlight := range []int{1, 4} {
 		b.Run("in-flight="+strconv.Itoa(inFlight), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				sink, dst := newGlobal(b)
 				dir := b.TempDir()
 				f, err := New(Config{Source: StoreSource{src}, Sink: sink, FS: vfs.OS{}, StatePath: filepath.Join(dir, "state.json"),
-					DeadLetterPath: filepath.Join(dir, "dl.jsonl"), Target: "bench", Producer: "east/bench", Cluster: "east", Backfill: true,
-					InFlight: inFlight})
+					DeadLetterPath: filepath.Join(dir, "dl.jsonl"), Target: "bench", Producer: "east/bench", Cluster: "east",
+					Options: Options{Backfill: true, InFlight: inFlight}})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -6,29 +6,53 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
-	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/store"
 )
 
 // ClientSink is the Sink the daemon uses: the target finelogd's LogService
-// over Connect. Build the client with GzipClientOptions so egress is
-// compressed (see docs/relay.md for bytes per row).
+// through client.Client. NewClientSink builds it with gzip on every push
+// (see docs/relay.md for bytes per row) and zstd once the target offers
+// it.
 type ClientSink struct {
-	Client loggingpbconnect.LogServiceClient
-	// ZstdClient, if set, is the same target with ZstdClientOptions: pushes
-	// use it once a response from the target lists zstd in its
-	// Accept-Encoding, and fall back to Client if the target stops
-	// accepting it.
-	ZstdClient loggingpbconnect.LogServiceClient
-	zstd       *zstdChoice
-	// Token, if set, is called before every RPC and sent as a bearer token
-	// (a delegation token minted from the cluster key and refreshed before
-	// expiry, or a static token). It is never logged.
-	Token func(ctx context.Context) (string, error)
+	// Client pushes and asks for producer state. Build it with no retries
+	// of its own (client.WithRetry(1, 0, 0)): the Forwarder retries with
+	// backoff and must see every failure.
+	Client *client.Client
+	// ZstdClient, if set, is the same target sending zstd: pushes use it
+	// once a response from the target lists zstd in its Accept-Encoding
+	// (Zstd.Learn, wired by NewClientSink), and fall back to Client if the
+	// target stops accepting it.
+	ZstdClient *client.Client
+	Zstd       *ZstdChoice
 	// Timeout bounds each RPC (0: none; the caller's context still applies).
 	// It lives here, not in the Forwarder, because it is real network time.
 	Timeout time.Duration
+}
+
+// NewClientSink returns the daemon's sink for the finelogd at baseURL over
+// httpClient. token, if set, is called before every RPC and sent as a
+// bearer token (it is never logged); an error from it is an auth failure,
+// retried slowly like a refused credential, never a dropped row.
+func NewClientSink(baseURL string, httpClient connect.HTTPClient, token func(context.Context) (string, error), timeout time.Duration) ClientSink {
+	choice := &ZstdChoice{}
+	opts := []client.Option{client.WithHTTPClient(httpClient), client.WithRetry(1, 0, 0), client.WithResponseHeaders(choice.Learn)}
+	if token != nil {
+		opts = append(opts, client.WithToken(func(ctx context.Context) (string, error) {
+			tok, err := token(ctx)
+			if err != nil {
+				return "", connect.NewError(connect.CodeUnauthenticated, err)
+			}
+			return tok, nil
+		}))
+	}
+	return ClientSink{
+		Client:     client.New(baseURL, append(opts, client.WithConnectOptions(GzipClientOptions()...))...),
+		ZstdClient: client.New(baseURL, append(opts, client.WithConnectOptions(ZstdClientOptions()...))...),
+		Zstd:       choice,
+		Timeout:    timeout,
+	}
 }
 
 // Push sends one PushLogs whose request key is empty, so every entry keeps
@@ -36,49 +60,32 @@ type ClientSink struct {
 func (s ClientSink) Push(ctx context.Context, b Batch) (store.Ack, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	req := connect.NewRequest(PushRequest(b))
-	if err := s.authorize(ctx, req.Header()); err != nil {
-		return store.Ack{}, err
-	}
 	c, zstd := s.pushClient()
-	resp, err := c.PushLogs(ctx, req)
+	resp, err := c.Push(ctx, PushRequest(b))
 	if err != nil {
 		if zstd && connect.CodeOf(err) == connect.CodeUnimplemented {
 			// An older target behind the same address: back to gzip on
 			// the retry.
-			s.zstd.ok.Store(false)
+			s.Zstd.ok.Store(false)
 		}
 		return store.Ack{}, err
 	}
-	return store.Ack{First: resp.Msg.GetFirstSeq(), Last: resp.Msg.GetLastSeq(), ProducerApplied: resp.Msg.GetProducerAppliedSeq()}, nil
+	return store.Ack{First: resp.GetFirstSeq(), Last: resp.GetLastSeq(), ProducerApplied: resp.GetProducerAppliedSeq()}, nil
 }
 
 // ProducerState asks the target (GetProducerState) where producer stopped.
 func (s ClientSink) ProducerState(ctx context.Context, producer string) (ProducerState, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	req := connect.NewRequest(&loggingpb.GetProducerStateRequest{Producer: producer})
-	if err := s.authorize(ctx, req.Header()); err != nil {
-		return ProducerState{}, err
-	}
-	resp, err := s.Client.GetProducerState(ctx, req)
+	st, err := s.Client.ProducerStatus(ctx, producer)
 	if err != nil {
 		return ProducerState{}, err
 	}
-	if s.zstd != nil {
-		s.zstd.learn(resp.Header())
-	}
-	return ProducerState{Applied: resp.Msg.GetAppliedSeq(), Known: resp.Msg.GetKnown(), RefusesGaps: resp.Msg.GetRefusesGaps()}, nil
+	return ProducerState{Applied: st.Applied, Known: st.Known, RefusesGaps: st.RefusesGaps}, nil
 }
 
-// WithZstd returns the sink with c as its ZstdClient.
-func (s ClientSink) WithZstd(c loggingpbconnect.LogServiceClient) ClientSink {
-	s.ZstdClient, s.zstd = c, &zstdChoice{}
-	return s
-}
-
-func (s ClientSink) pushClient() (c loggingpbconnect.LogServiceClient, zstd bool) {
-	if s.ZstdClient != nil && s.zstd != nil && s.zstd.ok.Load() {
+func (s ClientSink) pushClient() (c *client.Client, zstd bool) {
+	if s.ZstdClient != nil && s.Zstd != nil && s.Zstd.ok.Load() {
 		return s.ZstdClient, true
 	}
 	return s.Client, false
@@ -89,22 +96,6 @@ func (s ClientSink) withTimeout(ctx context.Context) (context.Context, context.C
 		return context.WithTimeout(ctx, s.Timeout)
 	}
 	return ctx, func() {}
-}
-
-type headerSetter interface{ Set(key, value string) }
-
-func (s ClientSink) authorize(ctx context.Context, h headerSetter) error {
-	if s.Token == nil {
-		return nil
-	}
-	tok, err := s.Token(ctx)
-	if err != nil {
-		// A token we cannot mint is the same operator problem as one the
-		// target refuses: retry slowly, loudly.
-		return connect.NewError(connect.CodeUnauthenticated, err)
-	}
-	h.Set("Authorization", "Bearer "+tok)
-	return nil
 }
 
 // PushRequest is the PushLogs request for a batch: an empty request key

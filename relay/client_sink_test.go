@@ -89,10 +89,7 @@ func newTestServer(t *testing.T, svc *recordingService) (*httptest.Server, *wire
 func TestClientSinkMapsBatchToPushLogs(t *testing.T) {
 	svc := &recordingService{applied: 41, known: true}
 	srv, wc := newTestServer(t, svc)
-	sink := ClientSink{
-		Client: loggingpbconnect.NewLogServiceClient(srv.Client(), srv.URL, connect.WithSendGzip()),
-		Token:  func(context.Context) (string, error) { return "tok-123", nil },
-	}
+	sink := NewClientSink(srv.URL, srv.Client(), func(context.Context) (string, error) { return "tok-123", nil }, 0)
 	b := Batch{
 		Producer: "east/abc", Cluster: "east", FirstSeq: 40, LastSeq: 43,
 		Rows: []store.Row{
@@ -145,15 +142,14 @@ func TestClientSinkErrorsClassify(t *testing.T) {
 	} {
 		svc := &recordingService{pushErr: tc.err}
 		srv, _ := newTestServer(t, svc)
-		sink := ClientSink{Client: loggingpbconnect.NewLogServiceClient(srv.Client(), srv.URL)}
+		sink := ClientSink{Client: sinkClient(srv.URL, srv.Client())}
 		_, err := sink.Push(context.Background(), Batch{Rows: []store.Row{{Seq: 1, Key: "/k"}}})
 		if got := classify(err); got != tc.class {
 			t.Errorf("%v: class %s, want %s", tc.err, got, tc.class)
 		}
 	}
 	// A token that cannot be minted is an auth problem, not a dropped row.
-	sink := ClientSink{Client: loggingpbconnect.NewLogServiceClient(http.DefaultClient, "http://127.0.0.1:1"),
-		Token: func(context.Context) (string, error) { return "", errors.New("key file unreadable") }}
+	sink := NewClientSink("http://127.0.0.1:1", http.DefaultClient, func(context.Context) (string, error) { return "", errors.New("key file unreadable") }, 0)
 	if _, err := sink.Push(context.Background(), Batch{}); classify(err) != ClassAuth {
 		t.Errorf("mint failure classified %s", classify(err))
 	}
@@ -227,8 +223,8 @@ func TestEgressBytesPerRow(t *testing.T) {
 		{"ZstdClientOptions (what the daemon sends to a target that lists zstd)", ZstdClientOptions()},
 	} {
 		wc.bytes.Store(0)
-		sink := ClientSink{Client: loggingpbconnect.NewLogServiceClient(srv.Client(), srv.URL, tc.opts...)}
-		if _, err := sink.Push(context.Background(), b); err != nil {
+		c := loggingpbconnect.NewLogServiceClient(srv.Client(), srv.URL, tc.opts...)
+		if _, err := c.PushLogs(context.Background(), connect.NewRequest(PushRequest(b))); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("request body on the wire, %s: %d bytes, %.1f bytes/row", tc.name, wc.bytes.Load(), float64(wc.bytes.Load())/n)

@@ -37,13 +37,14 @@ func ZstdClientOptions() []connect.ClientOption {
 	}
 }
 
-// zstdChoice remembers whether the target accepts zstd: learned from the
+// ZstdChoice remembers whether the target accepts zstd: learned from the
 // Accept-Encoding its responses carry (Connect lists the compressions a
 // handler supports), dropped again if a zstd push is refused as
 // unimplemented (an older target took its place).
-type zstdChoice struct{ ok atomic.Bool }
+type ZstdChoice struct{ ok atomic.Bool }
 
-func (z *zstdChoice) learn(h http.Header) {
+// Learn reads a response's headers (client.WithResponseHeaders).
+func (z *ZstdChoice) Learn(h http.Header) {
 	z.ok.Store(listsEncoding(h.Get("Accept-Encoding"), wirecompress.Zstd) ||
 		listsEncoding(h.Get("Grpc-Accept-Encoding"), wirecompress.Zstd))
 }

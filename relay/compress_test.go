@@ -45,8 +45,7 @@ func TestClientSinkNegotiatesZstd(t *testing.T) {
 	srv := httptest.NewServer(wc)
 	defer srv.Close()
 	defer srv.Client().CloseIdleConnections()
-	sink := ClientSink{Client: loggingpbconnect.NewLogServiceClient(srv.Client(), srv.URL, GzipClientOptions()...)}.
-		WithZstd(loggingpbconnect.NewLogServiceClient(srv.Client(), srv.URL, ZstdClientOptions()...))
+	sink := NewClientSink(srv.URL, srv.Client(), nil, 0)
 	ctx := context.Background()
 	b := Batch{Producer: "east/abc", Cluster: "east", FirstSeq: 1, LastSeq: 500, Rows: realisticRows(500, 1)}
 	push := func(want string) {

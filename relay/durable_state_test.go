@@ -15,11 +15,14 @@ import (
 func TestResumedWatermarkSurvivesCrash(t *testing.T) {
 	h := newHarness(t)
 	h.src.addN(50)
-	failSync := true
+	// The first directory sync is the seed's (written when the relay is
+	// enabled); the second is the watermark's.
+	syncs := 0
 	h.fs.Inject = func(op vfs.Op, name string) error {
-		if op == vfs.OpSyncDir && failSync {
-			failSync = false
-			return errors.New("injected: syncdir failed")
+		if op == vfs.OpSyncDir {
+			if syncs++; syncs == 2 {
+				return errors.New("injected: syncdir failed")
+			}
 		}
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ type tb interface {
 	Fatalf(format string, args ...any)
 	Fatal(args ...any)
 	Failed() bool
+	Cleanup(func())
 }
 
 // memSource is an in-memory local store: dense seqs from 1, optionally
@@ -42,12 +44,17 @@ func (s *memSource) add(rows ...store.Row) {
 	for _, r := range rows {
 		s.last++
 		r.Seq = s.last
+		// The tag lets the test find each row at the target, whose store
+		// assigns its own seqs.
+		r.Data = fmt.Sprintf("%s #%d", r.Data, r.Seq)
 		s.rows = append(s.rows, r)
 	}
 }
 
 // addN appends n ordinary rows; poison is the set of 1-based indexes (in
-// this call) whose data the target rejects.
+// this call) that the target rejects: their key is not valid UTF-8, which
+// the store refuses (a source store could not hold such a row; this fake
+// can, to stand for a row the target's rules refuse).
 func (s *memSource) addN(n int, poison ...int) {
 	p := map[int]bool{}
 	for _, i := range poison {
@@ -55,10 +62,12 @@ func (s *memSource) addN(n int, poison ...int) {
 	}
 	for i := 1; i <= n; i++ {
 		data := fmt.Sprintf("line %d of the job", i)
+		key := fmt.Sprintf("/user/job-%d/task/%d:0", i%7, i%3)
 		if p[i] {
 			data = "POISON " + data
+			key = "/poison/\xff"
 		}
-		s.add(store.Row{Key: fmt.Sprintf("/user/job-%d/task/%d:0", i%7, i%3), Source: "stdout", Data: data, EpochMS: int64(1_700_000_000_000 + i), Level: store.LevelInfo})
+		s.add(store.Row{Key: key, Source: "stdout", Data: data, EpochMS: int64(1_700_000_000_000 + i), Level: store.LevelInfo})
 	}
 }
 
@@ -96,32 +105,72 @@ func (s *memSource) LastSeq(context.Context) (int64, error) {
 	return s.last, nil
 }
 
-// memTarget models the global store's idempotent append: per-producer
-// applied marks kept atomically with the rows; rows at or below the mark
-// are dropped. Rows whose data contains POISON are invalid_argument, checked
-// before anything is applied (as the server validates a request first).
-type memTarget struct {
-	mu      sync.Mutex
-	rows    []store.Row // every applied row, with its producer seq in Seq
-	applied map[string]int64
-	pushes  int
+// storeTarget is the global store the relay tests push to: a real store
+// on its own MemFS behind StoreSink, so the dedupe and gap rules, the
+// validation and the error mapping are the production ones. Faults sit in
+// front of it, as a network would put them.
+type storeTarget struct {
+	t  tb
+	mu sync.Mutex
+	fs *vfs.MemFS
+	st *store.Store
 
 	// Faults, consumed one per push.
 	dropRequest []bool // true: fail Unavailable without applying
-	loseAck     []bool // true: apply, then fail Unavailable
-	fail        error  // every push and Applied fail with this while set
+	loseAck     []bool // true: apply, then fail DeadlineExceeded
+	fail        error  // every push and ProducerState fail with this while set
 	failWhen    func(Batch) error
-	strictOrder bool // reject a producer batch that would leave a gap (Aborted)
+	// refusesGaps is what ProducerState reports. The store always refuses
+	// a batch that would leave a gap; reporting false makes the relay treat
+	// the target as an older one that might not, and push one at a time.
+	refusesGaps bool
 
-	// Concurrency seen by Push (before it takes mu); beforePush, if set,
-	// runs there too.
+	// Concurrency seen by Push; beforePush, if set, runs there too.
 	active, maxActive atomic.Int32
 	beforePush        func(active int32)
 }
 
-func newMemTarget() *memTarget { return &memTarget{applied: map[string]int64{}} }
+func newStoreTarget(t tb) *storeTarget {
+	tgt := &storeTarget{t: t}
+	tgt.open()
+	t.Cleanup(func() { tgt.st.Close() })
+	return tgt
+}
 
-func (t *memTarget) Push(_ context.Context, b Batch) (store.Ack, error) {
+// open replaces the target's store by an empty one.
+func (t *storeTarget) open() {
+	if t.st != nil {
+		t.st.Close()
+	}
+	t.fs = vfs.NewMemFS()
+	st, err := store.Open(store.Options{FS: t.fs, Dir: "/global/store"})
+	if err != nil {
+		t.t.Fatalf("open target store: %v", err)
+	}
+	t.st = st
+}
+
+// restore replaces the target by one holding exactly the rows of src up
+// to seq upTo, applied under producer, with its mark at upTo: a target that
+// received them from an earlier relay, or one restored from a backup. A
+// mark past src's end stands for rows src no longer has.
+func (t *storeTarget) restore(src *memSource, upTo int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.open()
+	rows, _ := src.Read(context.Background(), 0, int(upTo), 1<<30)
+	b := Batch{Producer: producer, Cluster: "east", FirstSeq: 1, LastSeq: upTo}
+	for _, r := range rows {
+		if r.Seq <= upTo {
+			b.Rows = append(b.Rows, r)
+		}
+	}
+	if _, err := (StoreSink{Store: t.st}).Push(context.Background(), b); err != nil {
+		t.t.Fatalf("restore target to seq %d: %v", upTo, err)
+	}
+}
+
+func (t *storeTarget) Push(ctx context.Context, b Batch) (store.Ack, error) {
 	n := t.active.Add(1)
 	defer t.active.Add(-1)
 	for m := t.maxActive.Load(); n > m && !t.maxActive.CompareAndSwap(m, n); m = t.maxActive.Load() {
@@ -130,13 +179,13 @@ func (t *memTarget) Push(_ context.Context, b Batch) (store.Ack, error) {
 		t.beforePush(n)
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.pushes++
 	if t.fail != nil {
+		defer t.mu.Unlock()
 		return store.Ack{}, t.fail
 	}
 	if t.failWhen != nil {
 		if err := t.failWhen(b); err != nil {
+			t.mu.Unlock()
 			return store.Ack{}, err
 		}
 	}
@@ -144,79 +193,66 @@ func (t *memTarget) Push(_ context.Context, b Batch) (store.Ack, error) {
 		drop := t.dropRequest[0]
 		t.dropRequest = t.dropRequest[1:]
 		if drop {
+			t.mu.Unlock()
 			return store.Ack{}, connect.NewError(connect.CodeUnavailable, errors.New("connection reset (request lost)"))
 		}
 	}
-	for _, r := range b.Rows {
-		if strings.Contains(r.Data, "POISON") {
-			return store.Ack{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("entry seq %d: data contains a poison marker", r.Seq))
-		}
-		if r.Key == "" {
-			return store.Ack{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("entry seq %d: key is required", r.Seq))
-		}
-	}
-	mark, known := t.applied[b.Producer]
-	if b.Producer != "" && t.strictOrder && known && b.FirstSeq > mark+1 {
-		return store.Ack{}, connect.NewError(connect.CodeAborted, fmt.Errorf("producer %s: batch starts at %d but applied mark is %d", b.Producer, b.FirstSeq, mark))
-	}
-	var ack store.Ack
-	for _, r := range b.Rows {
-		if b.Producer != "" && known && r.Seq <= mark {
-			continue
-		}
-		if r.Cluster == "" {
-			r.Cluster = b.Cluster
-		}
-		t.rows = append(t.rows, r)
-		if ack.First == 0 {
-			ack.First = int64(len(t.rows))
-		}
-		ack.Last = int64(len(t.rows))
-	}
-	if b.Producer != "" {
-		m := max(mark, b.LastSeq)
-		if len(b.Rows) > 0 {
-			m = max(m, b.Rows[len(b.Rows)-1].Seq)
-		}
-		t.applied[b.Producer] = m
-		ack.ProducerApplied = m
-	}
+	lose := false
 	if len(t.loseAck) > 0 {
-		lose := t.loseAck[0]
+		lose = t.loseAck[0]
 		t.loseAck = t.loseAck[1:]
-		if lose {
-			return store.Ack{}, connect.NewError(connect.CodeDeadlineExceeded, errors.New("ack lost after apply"))
-		}
+	}
+	st := t.st
+	t.mu.Unlock()
+	ack, err := StoreSink{Store: st}.Push(ctx, b)
+	if err != nil {
+		return store.Ack{}, err
+	}
+	if lose {
+		return store.Ack{}, connect.NewError(connect.CodeDeadlineExceeded, errors.New("ack lost after apply"))
 	}
 	return ack, nil
 }
 
-func (t *memTarget) ProducerState(_ context.Context, producer string) (ProducerState, error) {
+func (t *storeTarget) ProducerState(ctx context.Context, producer string) (ProducerState, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.fail != nil {
 		return ProducerState{}, t.fail
 	}
-	m, ok := t.applied[producer]
-	return ProducerState{Applied: m, Known: ok, RefusesGaps: t.strictOrder}, nil
+	ps, err := StoreSink{Store: t.st}.ProducerState(ctx, producer)
+	ps.RefusesGaps = t.refusesGaps
+	return ps, err
 }
 
-// counts returns how many copies of each producer seq the target holds.
-func (t *memTarget) counts() map[int64]int {
+// rows is every row the target store holds, in its seq order.
+func (t *storeTarget) rows() []store.Row {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	st := t.st
+	t.mu.Unlock()
+	rows, err := st.Scan(context.Background(), 0, 1<<30, 1<<40)
+	if err != nil {
+		t.t.Fatalf("scan target: %v", err)
+	}
+	return rows
+}
+
+// counts returns how many copies of each source seq the target holds
+// (memSource tags every row's data with its seq).
+func (t *storeTarget) counts() map[int64]int {
 	c := map[int64]int{}
-	for _, r := range t.rows {
-		c[r.Seq]++
+	for _, r := range t.rows() {
+		i := strings.LastIndex(r.Data, " #")
+		seq, err := strconv.ParseInt(r.Data[i+2:], 10, 64)
+		if i < 0 || err != nil {
+			t.t.Fatalf("target row %q has no source seq tag", r.Data)
+		}
+		c[seq]++
 	}
 	return c
 }
 
-func (t *memTarget) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.rows)
-}
+func (t *storeTarget) len() int { return len(t.rows()) }
 
 // readDeadLetters parses the dead-letter file; torn lines (from a crash
 // mid-append) are returned separately.
@@ -246,7 +282,7 @@ func readDeadLetters(t tb, fsys vfs.FS, path string) (recs []DeadLetter, torn in
 // (from, to]: every row of this cluster is in the target exactly once,
 // unless it is poison, in which case it is in the dead-letter file and not
 // in the target; rows of other clusters are not in the target.
-func checkDelivery(t tb, src *memSource, tgt *memTarget, fsys vfs.FS, dlPath, cluster string, from, to int64) {
+func checkDelivery(t tb, src *memSource, tgt *storeTarget, fsys vfs.FS, dlPath, cluster string, from, to int64) {
 	t.Helper()
 	counts := tgt.counts()
 	recs, _ := readDeadLetters(t, fsys, dlPath)

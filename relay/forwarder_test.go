@@ -38,7 +38,7 @@ type harness struct {
 	fs    *vfs.MemFS
 	clk   *clock.Fake
 	src   *memSource
-	tgt   *memTarget
+	tgt   *storeTarget
 	reg   *prometheus.Registry
 	logs  *bytes.Buffer
 	pins  []int64
@@ -47,7 +47,7 @@ type harness struct {
 
 func newHarness(t tb) *harness {
 	t.Helper()
-	h := &harness{fs: vfs.NewMemFS(), clk: clock.NewFake(t0), src: &memSource{}, tgt: newMemTarget(), logs: &bytes.Buffer{}}
+	h := &harness{fs: vfs.NewMemFS(), clk: clock.NewFake(t0), src: &memSource{}, tgt: newStoreTarget(t), logs: &bytes.Buffer{}}
 	if err := h.fs.MkdirAll("/data/relay"); err != nil {
 		t.Fatal(err)
 	}
@@ -58,9 +58,9 @@ func (h *harness) config() Config {
 	cfg := Config{
 		Source: h.src, Sink: h.tgt, FS: h.fs, Clock: h.clk, Rand: rand.New(rand.NewSource(1)),
 		StatePath: statePath, DeadLetterPath: dlPath, Target: target, Producer: producer, Cluster: "east",
-		BatchRows: 100, Backfill: true,
-		Pin:    func(seq int64) { h.pins = append(h.pins, seq) },
-		Logger: slog.New(slog.NewTextHandler(h.logs, nil)),
+		Options: Options{BatchRows: 100, Backfill: true},
+		Pin:     func(seq int64) { h.pins = append(h.pins, seq) },
+		Logger:  slog.New(slog.NewTextHandler(h.logs, nil)),
 	}
 	if h.tweak != nil {
 		h.tweak(&cfg)
@@ -177,12 +177,13 @@ func TestStartsFromTargetAppliedMark(t *testing.T) {
 	h := newHarness(t)
 	h.tweak = func(c *Config) { c.Backfill = false }
 	h.src.addN(100)
-	h.tgt.applied[producer] = 60 // the target already has 1..60 (watermark lost)
+	h.tgt.restore(h.src, 60) // the target already has 1..60 (watermark lost)
 	f := h.forwarder(t)
 	h.drain(t, f, 1)
-	checkDelivery(t, h.src, h.tgt, h.fs, dlPath, "east", 60, 100)
-	if n := h.tgt.len(); n != 40 {
-		t.Fatalf("target got %d rows, want 61..100", n)
+	// Exactly once: the relay sent 61..100, not the 60 the target had.
+	checkDelivery(t, h.src, h.tgt, h.fs, dlPath, "east", 0, 100)
+	if n := h.tgt.len(); n != 100 {
+		t.Fatalf("target holds %d rows, want its 60 plus 61..100", n)
 	}
 }
 
@@ -193,7 +194,7 @@ func TestTargetRepointedReseedsWithWarning(t *testing.T) {
 	if err := writeWatermark(h.fs, statePath, old); err != nil {
 		t.Fatal(err)
 	}
-	h.tgt.applied[producer] = 120 // the new target has the producer up to 120
+	h.tgt.restore(h.src, 120) // the new target has the producer up to 120
 	f := h.forwarder(t)
 	h.drain(t, f, 1)
 	if !strings.Contains(h.logs.String(), "another target") {
@@ -219,7 +220,7 @@ func TestCorruptWatermarkStopsRelay(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.src.addN(50)
-			h.tgt.applied[producer] = 10
+			h.tgt.restore(h.src, 10)
 			if err := vfs.WriteFileAtomic(h.fs, statePath, []byte(tc.data)); err != nil {
 				t.Fatal(err)
 			}
@@ -241,8 +242,8 @@ func TestCorruptWatermarkStopsRelay(t *testing.T) {
 			if got := testutil.ToFloat64(f.m.up.WithLabelValues(string(StateCorruptWatermark))); got != 1 {
 				t.Errorf("finelog_relay_state{state=stopped_corrupt_watermark} = %v", got)
 			}
-			if h.tgt.len() != 0 {
-				t.Fatalf("a stopped relay pushed %d rows", h.tgt.len())
+			if h.tgt.len() != 10 {
+				t.Fatalf("a stopped relay pushed %d rows", h.tgt.len()-10)
 			}
 			// The file is left for the operator; removing it resumes from
 			// the target's applied mark, not from the source's cursor.
@@ -436,7 +437,7 @@ func TestLoopGuardSkipsOtherClusters(t *testing.T) {
 	if st.Watermark != 166 || st.Filtered != 150 || st.Forwarded != 16 {
 		t.Errorf("status = %+v", st)
 	}
-	for _, r := range h.tgt.rows {
+	for _, r := range h.tgt.rows() {
 		if r.Cluster != "east" {
 			t.Fatalf("target row %+v not labelled with the source cluster", r)
 		}
@@ -471,7 +472,7 @@ func TestInFlightAdvancesOverContiguousPrefix(t *testing.T) {
 	h.src.addN(250)
 	// The target applies a producer's batches only in order (it rejects a
 	// gap), which is what makes InFlight > 1 safe.
-	h.tgt.strictOrder = true
+	h.tgt.refusesGaps = true
 	// 201..300 fails twice: the concurrent push and the in-order retry.
 	failures := 0
 	h.tgt.failWhen = func(b Batch) error {
@@ -535,7 +536,7 @@ func TestCrashAtEveryDurableStep(t *testing.T) {
 	for crashAt := 1; ; crashAt++ {
 		h := newHarness(t)
 		h.tweak = func(c *Config) { c.BatchRows = 64 }
-		h.tgt.strictOrder = true
+		h.tgt.refusesGaps = true
 		h.src.addN(400, 30, 31, 200, 333)
 		ops, dead := 0, false
 		h.fs.Inject = func(op vfs.Op, name string) error {
@@ -586,9 +587,9 @@ func TestCrashAtEveryDurableStep(t *testing.T) {
 func TestRelayProperty(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		h := newHarness(rt)
-		h.tgt.strictOrder = rapid.Bool().Draw(rt, "inOrderTarget")
+		h.tgt.refusesGaps = rapid.Bool().Draw(rt, "inOrderTarget")
 		inFlight := 1
-		if h.tgt.strictOrder {
+		if h.tgt.refusesGaps {
 			inFlight = rapid.IntRange(1, 4).Draw(rt, "inFlight")
 		}
 		batchRows := rapid.IntRange(1, 40).Draw(rt, "batchRows")
@@ -780,7 +781,7 @@ func TestSourceBehindResumePointStops(t *testing.T) {
 	t.Run("target ahead", func(t *testing.T) {
 		h := newHarness(t)
 		h.src.addN(20)
-		h.tgt.applied[producer] = 900
+		h.tgt.restore(h.src, 900)
 		f := h.forwarder(t)
 		_, err := f.Step(context.Background())
 		if !errors.Is(err, ErrSourceBehind) || !strings.Contains(err.Error(), "producer id") {
@@ -898,7 +899,7 @@ func TestTargetRejectingEverythingHoldsRows(t *testing.T) {
 func TestRunKeepsRetryingACorruptWatermarkUntilFixed(t *testing.T) {
 	h := newHarness(t)
 	h.src.addN(30)
-	h.tgt.applied[producer] = 10
+	h.tgt.restore(h.src, 10)
 	if err := vfs.WriteFileAtomic(h.fs, statePath, []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
@@ -942,7 +943,7 @@ func TestTargetLosingAckedRowsIsReported(t *testing.T) {
 		t.Fatalf("watermark = %+v, %v; want target_applied 100", w, err)
 	}
 	// The target is restored from an old backup.
-	h.tgt.applied[producer] = 40
+	h.tgt.restore(h.src, 40)
 	f := h.forwarder(t)
 	h.drain(t, f, 1)
 	if got := testutil.ToFloat64(f.m.targetLoss); got != 60 {

@@ -14,7 +14,7 @@ import (
 func TestInFlightAgainstGapRefusingTarget(t *testing.T) {
 	h := newHarness(t)
 	h.tweak = func(c *Config) { c.InFlight = 4 }
-	h.tgt.strictOrder = true
+	h.tgt.refusesGaps = true
 	// Hold each push briefly until a second one has been in flight, so the
 	// test sees concurrency whenever the relay offers it.
 	h.tgt.beforePush = func(int32) {
@@ -60,16 +60,13 @@ func TestInFlightFallsBackWithoutGapRefusal(t *testing.T) {
 // forever.
 func TestAbortedBatchReResolvesTargetMark(t *testing.T) {
 	h := newHarness(t)
-	h.tgt.strictOrder = true
+	h.tgt.refusesGaps = true
 	h.src.addN(500)
 	f := h.forwarder(t)
 	h.drain(t, f, 10)
 	// The target loses everything past seq 300 (say, restored from an
 	// older backup).
-	h.tgt.mu.Lock()
-	h.tgt.rows = h.tgt.rows[:300]
-	h.tgt.applied[producer] = 300
-	h.tgt.mu.Unlock()
+	h.tgt.restore(h.src, 300)
 	h.src.addN(100)
 	if _, err := f.Step(context.Background()); err == nil {
 		t.Fatal("push past the target's mark was accepted; want it refused")
@@ -84,7 +81,7 @@ func TestAbortedBatchReResolvesTargetMark(t *testing.T) {
 	if w := f.Watermark(); w != 600 {
 		t.Fatalf("watermark %d, want 600: forwarding did not resume", w)
 	}
-	if n := len(h.tgt.rows); n != 400 {
+	if n := h.tgt.len(); n != 400 {
 		t.Fatalf("target holds %d rows, want 400 (300 kept + the 100 new)", n)
 	}
 }

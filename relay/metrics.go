@@ -14,9 +14,11 @@ const (
 	ClassCorruptWatermark = "corrupt_watermark" // the relay is stopped until the operator fixes the watermark
 	ClassSourceBehind     = "source_behind"     // the local store is behind the resume point (reset store, reused producer id)
 	ClassTargetIsSource   = "target_is_source"  // the relay is pushing into its own store
+	ClassCorruptSeed      = "corrupt_seed"      // the relay is stopped until the operator fixes the seed file
+	ClassTargetAhead      = "target_ahead"      // the target's mark for this producer is past anything the relay sent
 )
 
-var failureClasses = []string{ClassUnavailable, ClassAuth, ClassInvalidArgument, ClassSource, ClassState, ClassCorruptWatermark, ClassSourceBehind, ClassTargetIsSource}
+var failureClasses = []string{ClassUnavailable, ClassAuth, ClassInvalidArgument, ClassSource, ClassState, ClassCorruptWatermark, ClassSourceBehind, ClassTargetIsSource, ClassCorruptSeed, ClassTargetAhead}
 
 type metrics struct {
 	lagRows      prometheus.Gauge
@@ -26,6 +28,7 @@ type metrics struct {
 	filtered     prometheus.Counter
 	sourceGap    prometheus.Counter
 	targetLoss   prometheus.Counter
+	targetAhead  prometheus.Gauge
 	failures     *prometheus.CounterVec
 	lastSuccess  prometheus.Gauge
 	watermark    prometheus.Gauge
@@ -62,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "finelog_relay_target_lost_rows_total",
 			Help: "Seqs the target acked earlier but no longer reports as applied for this producer (target data loss, seen at relay start).",
 		}),
+		targetAhead: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "finelog_relay_target_ahead_seqs",
+			Help: "How far the target's applied mark for this relay's producer is past anything the relay sent (0 unless someone else pushes under its producer id; the relay is then stopped).",
+		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "finelog_relay_failures_total",
 			Help: "Relay failures by class.",
@@ -89,7 +96,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.lagRows, m.lagSeconds, m.forwarded, m.deadLettered, m.filtered, m.sourceGap, m.targetLoss, m.failures, m.lastSuccess, m.watermark, m.up} {
+	for _, c := range []prometheus.Collector{m.lagRows, m.lagSeconds, m.forwarded, m.deadLettered, m.filtered, m.sourceGap, m.targetLoss, m.targetAhead, m.failures, m.lastSuccess, m.watermark, m.up} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

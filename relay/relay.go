@@ -7,6 +7,7 @@
 //	type Source interface { ... }  // below
 //	type Sink interface { ... }    // below
 //	func New(cfg Config) (*Forwarder, error)
+//	func (f *Forwarder) Enable(ctx context.Context) error // fix the start point durably (Step calls it too)
 //	func (f *Forwarder) Step(ctx context.Context) (next time.Duration, err error)
 //	func (f *Forwarder) Run(ctx context.Context) error
 //

@@ -2,18 +2,15 @@ package relay
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
-	"connectrpc.com/connect"
-
+	"github.com/finelog/finelog/internal/storeerr"
 	"github.com/finelog/finelog/store"
 )
 
 // The adapters take interfaces so tests can fake them; *store.Store is
 // what the daemon and the simulation pass.
 var (
-	_ LocalStore  = (*store.Store)(nil)
+	_ StoreReader = (*store.Store)(nil)
 	_ StoreWriter = (*store.Store)(nil)
 )
 
@@ -70,24 +67,7 @@ func (s StoreSink) ProducerState(_ context.Context, producer string) (ProducerSt
 	return ProducerState{Applied: seq, Known: ok, RefusesGaps: true}, nil
 }
 
-// StoreErrorToConnect gives a store error the Connect code finelogd's
-// server answers it with, for in-process targets (StoreSink, the
-// simulation's network) that must look the same to the relay.
-func StoreErrorToConnect(err error) error {
-	switch {
-	case errors.Is(err, store.ErrInvalidArgument):
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, store.ErrProducerGap):
-		return connect.NewError(connect.CodeAborted, err)
-	case errors.Is(err, store.ErrNoSpace):
-		return connect.NewError(connect.CodeResourceExhausted, err)
-	case errors.Is(err, store.ErrClosed):
-		return connect.NewError(connect.CodeUnavailable, err)
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	default:
-		return connect.NewError(connect.CodeInternal, fmt.Errorf("target store: %w", err))
-	}
-}
+// StoreErrorToConnect is storeerr.ToConnect for a push: the Connect error
+// finelogd's server answers a store error with, for in-process targets
+// that must look the same to the relay.
+func StoreErrorToConnect(err error) error { return storeerr.ToConnect("push", err) }

@@ -28,7 +28,10 @@ func attemptFromKey(key string) int32 {
 
 // rowsFromPush turns a PushLogsRequest into store rows. cluster is the
 // cluster to stamp (already resolved from the request, the identity and the
-// server default); nowMS fills missing timestamps.
+// server default); nowMS fills missing timestamps. The existing server stores
+// epoch 0 for an entry without a timestamp; finelog stamps the arrival time
+// instead, which is what a reader of the row wants (docs/operations.md, wire
+// compatibility).
 func rowsFromPush(req *loggingpb.PushLogsRequest, cluster string, nowMS int64) ([]store.Row, error) {
 	entries := req.GetEntries()
 	rows := make([]store.Row, len(entries))
@@ -85,21 +88,25 @@ func queryFromFetch(req *loggingpb.FetchLogsRequest) (store.Query, error) {
 			fmt.Errorf("source is required for a PREFIX fetch"))
 	}
 	return store.Query{
-		Source:    req.GetSource(),
-		Scope:     scope,
-		SinceMS:   req.GetSinceMs(),
-		Cursor:    req.GetCursor(),
-		Substring: req.GetSubstring(),
-		MaxLines:  int(req.GetMaxLines()),
-		Tail:      req.GetTail(),
-		MinLevel:  req.GetMinLevel(),
-		Cluster:   req.GetCluster(),
+		Source:      req.GetSource(),
+		Scope:       scope,
+		SinceMS:     req.GetSinceMs(),
+		Cursor:      req.GetCursor(),
+		Substring:   req.GetSubstring(),
+		MaxLines:    int(req.GetMaxLines()),
+		Tail:        req.GetTail(),
+		MinLevel:    req.GetMinLevel(),
+		Cluster:     req.GetCluster(),
+		UntilCursor: req.GetUntilCursor(),
+		Regex:       req.GetRegex(),
 	}, nil
 }
 
 // entriesFromRows builds the response entries. Every entry carries its key
-// (required for PREFIX and REGEX reads, harmless for EXACT), its seq and its
-// cluster; attempt_id is derived from the key as the existing server does.
+// (required for PREFIX and REGEX reads; the existing server leaves it empty
+// for EXACT reads, where the caller already knows it, and filling it there
+// too is harmless to its clients), its seq and its cluster; attempt_id is
+// derived from the key as the existing server does.
 func entriesFromRows(rows []store.Row) []*loggingpb.LogEntry {
 	// One backing array for all entries and timestamps: a page is up to
 	// MaxMaxLines rows and this is the hot path of every tail.

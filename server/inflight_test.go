@@ -1,103 +1,70 @@
 package server
 
 import (
-	"bytes"
-	"io"
-	"net/http"
-	"net/http/httptest"
+	"context"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/finelog/finelog/client"
 	"github.com/finelog/finelog/internal/vfs"
 )
 
-func rpcRequest(length int64, encoding string) *http.Request {
-	r := httptest.NewRequest(http.MethodPost, "/finelog.logging.LogService/PushLogs", strings.NewReader(""))
-	r.ContentLength = length
-	r.Header.Set("Content-Type", "application/proto")
-	r.Header.Set("Connect-Protocol-Version", "1")
-	if encoding != "" {
-		r.Header.Set("Content-Encoding", encoding)
-	}
-	return r
-}
-
-func TestInflightLimitWeights(t *testing.T) {
-	l := newInflightLimit(1000, 400, time.Second, func() {})
-	for _, tc := range []struct {
-		length   int64
-		encoding string
-		want     int64
-	}{
-		{100, "", 100},
-		{30, "gzip", 240},  // compressed: 8x its length
-		{100, "zstd", 400}, // capped at the per-request limit
-		{-1, "", 400},      // unknown length: the per-request limit
-		{0, "", 1},
-	} {
-		if got := l.weight(rpcRequest(tc.length, tc.encoding)); got != tc.want {
-			t.Errorf("weight(len %d, %q) = %d, want %d", tc.length, tc.encoding, got, tc.want)
-		}
-	}
-}
-
-// Requests past the in-flight limit wait their turn; one that waits too
-// long is refused with a retryable resource_exhausted naming the limit, and
-// the next one after the holders finish runs.
-func TestInflightLimitBackpressure(t *testing.T) {
+// A request is charged what it delivers; past the budget its next bytes
+// wait, and one that waits too long fails with a retryable
+// resource_exhausted naming the limit. Releasing a holder lets the next in.
+func TestInflightChargesWhatArrives(t *testing.T) {
 	var rejected atomic.Int32
-	l := newInflightLimit(100, 100, 50*time.Millisecond, func() { rejected.Add(1) })
-	release := make(chan struct{})
-	entered := make(chan struct{}, 4)
-	h := l.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
-		<-release
-		w.WriteHeader(http.StatusOK)
-	}))
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		h.ServeHTTP(httptest.NewRecorder(), rpcRequest(80, ""))
-	}()
-	<-entered // 80 of 100 bytes held
-
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, rpcRequest(30, "")) // needs 30: waits 50 ms, refused
-	if rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "resource_exhausted") ||
-		!strings.Contains(rec.Body.String(), "--max-inflight-request-bytes") {
-		t.Fatalf("over the limit: %d %s; want 429 resource_exhausted naming the flag", rec.Code, rec.Body)
+	l := newInflightLimit(200<<10, 128<<10, 50*time.Millisecond, func() { rejected.Add(1) })
+	ctx := context.Background()
+	a := l.open(ctx, "jwt east")
+	if err := a.take(120 << 10); err != nil {
+		t.Fatal(err)
 	}
-	if rec.Header().Get(client.RetryHeader) == "" {
-		t.Errorf("busy refusal not marked retryable (%s missing): %v", client.RetryHeader, rec.Header())
+	b := l.open(ctx, "jwt west")
+	if err := b.take(64 << 10); err != nil {
+		t.Fatalf("a request that fits beside the holder: %v", err)
+	}
+	err := b.take(64 << 10) // 248 KiB of 200 KiB
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "--max-inflight-request-bytes") || !client.Retryable(err) {
+		t.Fatalf("over the budget: %v, want retryable resource_exhausted naming the flag", err)
 	}
 	if rejected.Load() != 1 {
 		t.Errorf("rejections counted: %d, want 1", rejected.Load())
 	}
+	a.release()
+	c := l.open(ctx, "jwt north")
+	if err := c.take(128 << 10); err != nil {
+		t.Fatalf("after the holder released: %v", err)
+	}
+	b.release()
+	c.release()
+}
 
-	// A small request that fits beside the holder runs at once.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		h.ServeHTTP(httptest.NewRecorder(), rpcRequest(20, ""))
-	}()
-	select {
-	case <-entered:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a request that fits the remaining 20 bytes did not run")
+// One identity holds at most one largest request's worth, so two of its
+// requests cannot take the whole budget from everyone else.
+func TestInflightPerIdentityShare(t *testing.T) {
+	l := newInflightLimit(1<<20, 256<<10, 50*time.Millisecond, func() {})
+	ctx := context.Background()
+	first := l.open(ctx, "jwt east")
+	if err := first.take(200 << 10); err != nil {
+		t.Fatal(err)
 	}
-	close(release)
-	wg.Wait()
-	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, rpcRequest(100, ""))
-	<-entered
-	if rec.Code != http.StatusOK {
-		t.Fatalf("after the holders finished: %d, want 200", rec.Code)
+	second := l.open(ctx, "jwt east")
+	err := second.take(200 << 10)
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "this identity") {
+		t.Fatalf("second request of the same identity past its share: %v, want resource_exhausted about the identity", err)
 	}
+	other := l.open(ctx, "jwt west")
+	if err := other.take(200 << 10); err != nil {
+		t.Fatalf("another identity: %v", err)
+	}
+	first.release()
+	second.release()
+	other.release()
 }
 
 func TestInflightLimitBelowRequestLimitRefused(t *testing.T) {
@@ -107,25 +74,35 @@ func TestInflightLimitBelowRequestLimitRefused(t *testing.T) {
 	}
 }
 
-// gRPC bodies have no Content-Length; their envelope prefix says how long
-// the message is, and the body still reads whole afterwards.
-func TestInflightLimitWeighsGRPCEnvelope(t *testing.T) {
-	l := newInflightLimit(1<<20, 1<<20, time.Second, func() {})
-	msg := bytes.Repeat([]byte("m"), 3000)
-	for _, tc := range []struct {
-		flag byte
-		want int64
-	}{{0, 3000}, {1, 3000 * compressedWeight}} {
-		body := append([]byte{tc.flag, 0, 0, 0x0b, 0xb8}, msg...) // 0x0bb8 = 3000
-		r := httptest.NewRequest(http.MethodPost, "/finelog.logging.LogService/PushLogs", bytes.NewReader(body))
-		r.ContentLength = -1
-		r.Header.Set("Content-Type", "application/grpc+proto")
-		if got := l.weight(r); got != tc.want {
-			t.Errorf("flag %d: weight %d, want %d", tc.flag, got, tc.want)
-		}
-		rest, _ := io.ReadAll(r.Body)
-		if !bytes.Equal(rest, body) {
-			t.Errorf("flag %d: body after the peek differs (%d bytes, want %d)", tc.flag, len(rest), len(body))
-		}
+// Two requests each holding part of the budget and both needing more would
+// wait for each other forever (until both time out busy). One of them may
+// wait; the other is refused at once, and its release lets the first on.
+func TestInflightHoldersDoNotDeadlock(t *testing.T) {
+	l := newInflightLimit(256<<10, 256<<10, 10*time.Second, func() {})
+	ctx := context.Background()
+	a, b := l.open(ctx, "cidr 127.0.0.0/8"), l.open(ctx, "cidr 127.0.0.0/8")
+	if err := a.take(128 << 10); err != nil {
+		t.Fatal(err)
 	}
+	if err := b.take(128 << 10); err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.take(64 << 10) }()
+	// a waits holding the grow slot; b cannot grow and is refused at once.
+	waitForGrow := time.Now()
+	for len(l.grow) == 0 {
+		if time.Since(waitForGrow) > 5*time.Second {
+			t.Fatal("the first holder never started waiting")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := b.take(64 << 10); connect.CodeOf(err) != connect.CodeResourceExhausted || !client.Retryable(err) {
+		t.Fatalf("second holder needing more while another waits: %v, want retryable resource_exhausted at once", err)
+	}
+	b.release()
+	if err := <-aDone; err != nil {
+		t.Fatalf("the waiting holder after the other released: %v", err)
+	}
+	a.release()
 }

@@ -9,9 +9,9 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/internal/storeerr"
 	"github.com/finelog/finelog/store"
 )
 
@@ -31,9 +31,18 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 	if err != nil {
 		return nil, err
 	}
-	cluster, err := l.s.stampCluster(ctx, msg.GetCluster())
+	c := callerFrom(ctx)
+	cluster, err := l.s.stampCluster(c, msg.GetCluster())
 	if err != nil {
 		return nil, err
+	}
+	if p := msg.GetProducer(); p != "" {
+		if err := l.s.checkProducer(c, p); err != nil {
+			return nil, err
+		}
+		if err := l.s.producers.use(c.key, p, l.s.clk.Now()); err != nil {
+			return nil, err
+		}
 	}
 	rows, err := rowsFromPush(msg, cluster, l.s.clk.Now().UnixMilli())
 	if err != nil {
@@ -72,15 +81,20 @@ func (l *logService) PushLogs(ctx context.Context, req *connect.Request[loggingp
 // stampCluster decides the cluster of a push's rows: a JWT identity is bound
 // to its cluster (it may write only that cluster's rows, and rows with no
 // cluster become its); otherwise the request's cluster, else the server's.
-func (s *Server) stampCluster(ctx context.Context, reqCluster string) (string, error) {
-	if c, bound := boundCluster(ctx); bound && !s.cfg.Defects.NoIdentityRule {
-		if reqCluster != "" && reqCluster != c {
+// A cluster named by any other writer is checked like a key label, so
+// what is stored is safe in a log line, a metric label and a header.
+func (s *Server) stampCluster(c caller, reqCluster string) (string, error) {
+	if c.jwt && !s.cfg.Defects.NoIdentityRule {
+		if reqCluster != "" && reqCluster != c.cluster {
 			return "", connect.NewError(connect.CodePermissionDenied,
-				fmt.Errorf("identity of cluster %q may not write rows of cluster %q", c, reqCluster))
+				fmt.Errorf("identity of cluster %q may not write rows of cluster %q", c.cluster, reqCluster))
 		}
-		return c, nil
+		return c.cluster, nil
 	}
 	if reqCluster != "" {
+		if err := checkClusterLabel(reqCluster); err != nil {
+			return "", connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("cluster: %w", err))
+		}
 		return reqCluster, nil
 	}
 	return s.cfg.Cluster, nil
@@ -98,26 +112,43 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 	if err != nil {
 		return nil, err
 	}
+	c := callerFrom(ctx)
+	if q.Cluster, err = readCluster(c, q.Cluster); err != nil {
+		return nil, err
+	}
 	if l.s.cfg.Defects.InclusiveSince && q.SinceMS > 0 {
 		q.SinceMS--
 	}
 	wait := min(time.Duration(req.Msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
 	var timer clock.Timer
+	parked := false
 	defer func() {
 		if timer != nil {
 			timer.Stop()
+		}
+		if parked {
+			l.s.longPolls.give(c.key)
 		}
 	}()
 	for {
 		// Take the change signal before reading so an append between the
 		// read and the wait still wakes us.
 		changed := st.Changed()
-		res, err := st.Fetch(ctx, q)
+		res, err := l.s.fetchOnce(ctx, c, st, q)
 		if err != nil {
-			return nil, l.s.storeError("fetch", err)
+			return nil, err
 		}
 		if len(res.Rows) > 0 || wait <= 0 {
 			return l.fetchResponse(res, q.Tail), nil
+		}
+		if !parked {
+			// Past the long-poll caps a long-poll answers at once, as
+			// if its wait had run out: the client asks again.
+			if !l.s.longPolls.tryTake(c.key) {
+				l.s.m.longPollsShed.Inc()
+				return l.fetchResponse(res, q.Tail), nil
+			}
+			parked = true
 		}
 		if timer == nil {
 			timer = l.s.clk.NewTimer(wait)
@@ -137,6 +168,21 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 	}
 }
 
+// fetchOnce runs one store read in one of the caller's read slots (a
+// parked long-poll holds none).
+func (s *Server) fetchOnce(ctx context.Context, c caller, st logStore, q store.Query) (store.Result, error) {
+	release, err := s.readSlot(ctx, c)
+	if err != nil {
+		return store.Result{}, err
+	}
+	defer release()
+	res, err := st.Fetch(ctx, q)
+	if err != nil {
+		return store.Result{}, s.storeError("fetch", err)
+	}
+	return res, nil
+}
+
 func (l *logService) fetchResponse(res store.Result, tail bool) *connect.Response[loggingpb.FetchLogsResponse] {
 	l.s.m.fetchRows.Add(float64(len(res.Rows)))
 	if tail && l.s.cfg.Defects.TailNewestFirst {
@@ -154,6 +200,9 @@ func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[
 	if req.Msg.GetProducer() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("producer is required"))
 	}
+	if err := l.s.checkProducer(callerFrom(ctx), req.Msg.GetProducer()); err != nil {
+		return nil, err
+	}
 	st, err := l.s.store()
 	if err != nil {
 		return nil, err
@@ -163,27 +212,17 @@ func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[
 	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: seq, Known: known, RefusesGaps: true}), nil
 }
 
-// storeError maps store errors to Connect codes a client can act on.
+// storeError maps store errors to Connect codes a client can act on
+// (storeerr holds the one mapping) and logs what the operator must see.
 func (s *Server) storeError(op string, err error) error {
-	switch {
-	case errors.Is(err, store.ErrInvalidArgument):
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, store.ErrProducerGap):
-		return connect.NewError(connect.CodeAborted, err)
-	case errors.Is(err, store.ErrNoSpace):
-		ce := connect.NewError(connect.CodeResourceExhausted,
-			errors.New("finelogd's disk is full: nothing was written; retry once space is freed"))
-		ce.Meta().Set(client.RetryHeader, "disk-full")
+	ce := storeerr.ToConnect(op, err)
+	switch ce.Code() {
+	case connect.CodeResourceExhausted:
 		s.log.Error(op+" failed: disk full", "err", err)
-		return ce
-	case errors.Is(err, store.ErrClosed):
-		return connect.NewError(connect.CodeUnavailable, errors.New("finelogd is shutting down"))
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return contextError(err)
-	default:
+	case connect.CodeInternal:
 		s.log.Error(op+" failed", "err", err)
-		return connect.NewError(connect.CodeInternal, fmt.Errorf("%s: %w", op, err))
 	}
+	return ce
 }
 
 func contextError(err error) error {

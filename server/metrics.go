@@ -7,6 +7,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/finelog/finelog/client"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 )
@@ -21,7 +22,11 @@ type metrics struct {
 	pushBytes prometheus.Counter
 	fetchRows prometheus.Counter
 	busy      prometheus.Counter
-	clk       clock.Clock
+	// connRefused: connections closed at accept by the connection caps.
+	connRefused prometheus.Counter
+	// longPollsShed: long-polls answered at once because the caps were full.
+	longPollsShed prometheus.Counter
+	clk           clock.Clock
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -29,8 +34,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		clk: s.clk,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "finelog_rpc_requests_total",
-			Help: "LogService requests by procedure and Connect code.",
-		}, []string{"procedure", "code"}),
+			Help: "LogService requests by procedure, Connect code and, for resource_exhausted, reason (busy: retry later; disk_full: free space; limit: a per-request limit, permanent).",
+		}, []string{"procedure", "code", "reason"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "finelog_rpc_in_flight",
 			Help: "LogService requests being served now, from the first byte of the body (parked long-polls included).",
@@ -57,6 +62,15 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Help: "Requests refused (resource_exhausted, retryable) because the bytes of requests in flight stayed at --max-inflight-request-bytes for the wait limit.",
 		}),
 	}
+	m.connRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "finelog_connections_refused_total",
+		Help: "Connections closed as soon as accepted because --max-connections or --max-connections-per-peer was reached.",
+	})
+	m.longPollsShed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "finelog_fetch_long_polls_shed_total",
+		Help: "Long-polls (wait_ms) answered at once instead of parked because --max-long-polls or --max-long-polls-per-identity was reached.",
+	})
+	reg.MustRegister(m.connRefused, m.longPollsShed)
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "finelog_ready",
 		Help: "1 when finelogd is serving, 0 while starting or stopping.",
@@ -66,7 +80,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.requests, m.inFlight, m.duration, m.pushRows, m.pushBytes, m.fetchRows, m.busy, up)
+	reg.MustRegister(m.requests, m.inFlight, m.duration, m.pushRows, m.pushBytes, m.fetchRows, m.busy, up, buildInfoMetric())
 	return m
 }
 
@@ -75,13 +89,16 @@ func (m *metrics) interceptor() connect.UnaryInterceptorFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			proc := req.Spec().Procedure
 			start := m.clk.Now()
+			if seen, ok := ctx.Value(countedKey{}).(*bool); ok {
+				*seen = true
+			}
 			resp, err := next(ctx, req)
 			m.duration.WithLabelValues(proc).Observe(m.clk.Now().Sub(start).Seconds())
 			code := "ok"
 			if err != nil {
 				code = connect.CodeOf(err).String()
 			}
-			m.requests.WithLabelValues(proc, code).Inc()
+			m.requests.WithLabelValues(proc, code, exhaustedReason(err)).Inc()
 			return resp, err
 		}
 	}
@@ -103,6 +120,13 @@ func (m *metrics) countInFlight(next http.Handler) http.Handler {
 		g := m.inFlight.WithLabelValues(proc)
 		g.Inc()
 		defer g.Dec()
-		next.ServeHTTP(w, r)
+		// A request refused before the Connect handler ran (busy) never
+		// reaches the interceptor; count it here so requests_total has
+		// every resource_exhausted with its reason.
+		seen := new(bool)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), countedKey{}, seen)))
+		if !*seen && w.Header().Get(client.RetryHeader) == "busy" {
+			m.requests.WithLabelValues(proc, connect.CodeResourceExhausted.String(), "busy").Inc()
+		}
 	})
 }

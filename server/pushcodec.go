@@ -90,7 +90,7 @@ const (
 	fEntAttempt   = 4
 	fEntLevel     = 5
 	fEntKey       = 6
-	fEntSeq       = 100
+	fEntSeq       = 7
 	fEntCluster   = 101
 
 	fTsEpochMS = 1

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func TestRelayForwardsToTarget(t *testing.T) {
 		c.Cluster = "east"
 		// Backfill: the push below may land before the relay's first step,
 		// which would otherwise start after it.
-		c.Relay = RelayConfig{Address: "http://" + target.http.Listener.Addr().String(), Backfill: true}
+		c.Relay = RelayConfig{Address: "http://" + target.http.Listener.Addr().String(), Options: relay.Options{Backfill: true}}
 	})
 	_, err := src.c.Push(context.Background(), &loggingpb.PushLogsRequest{Key: "/job/a", Entries: []*loggingpb.LogEntry{entry("relayed")}})
 	if err != nil {
@@ -73,29 +74,15 @@ func TestRelayForwardsToTarget(t *testing.T) {
 	if code != http.StatusOK || h.Relay == nil || h.Relay.Target == "" {
 		t.Fatalf("source health %d %+v, want 200 with relay status", code, h)
 	}
-}
-
-func TestRelayCorruptWatermarkMakesHealth503(t *testing.T) {
-	target := newTestServer(t, nil)
-	src := newTestServer(t, func(c *Config) {
-		c.Cluster = "east"
-		c.Relay = RelayConfig{Address: "http://" + target.http.Listener.Addr().String()}
-		fs := c.FS.(*vfs.MemFS)
-		if err := fs.MkdirAll("/data/relay"); err != nil {
-			t.Fatal(err)
-		}
-		if err := vfs.WriteFileAtomic(fs, "/data/relay/state.json", []byte("{not json")); err != nil {
-			t.Fatal(err)
-		}
-	})
-	var h healthStatus
-	waitFor(t, "the relay to report the corrupt watermark", func() bool {
-		var code int
-		code, h = healthOf(t, src.srv)
-		return code == http.StatusServiceUnavailable
-	})
-	if h.Relay == nil || !h.Relay.Stopped || h.Error == "" {
-		t.Fatalf("health = %+v, want relay stopped with an error", h)
+	// The open /health must not tell anyone the relay's producer id.
+	id, err := vfs.ReadFile(src.fs, "/data/relay/producer")
+	if err != nil || !strings.HasPrefix(string(id), "east/") {
+		t.Fatalf("relay producer id file: %q %v", id, err)
+	}
+	rec := httptest.NewRecorder()
+	src.srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+	if body := rec.Body.String(); strings.Contains(body, strings.TrimSpace(string(id))) || strings.Contains(body, "producer") {
+		t.Fatalf("/health shows the producer id: %s", body)
 	}
 }
 

@@ -37,9 +37,12 @@ const (
 	DefaultMaxInflightRequestBytes = 2 * DefaultMaxRequestBytes
 	// inflightWait is how long a request waits for its share of the
 	// in-flight limit before it is refused as busy.
-	inflightWait           = 5 * time.Second
-	DefaultMaxWait         = 30 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
+	inflightWait   = 5 * time.Second
+	DefaultMaxWait = 30 * time.Second
+	// DefaultRequestBodyTimeout lets a largest (32 MiB) body arrive at
+	// about 0.5 MiB/s.
+	DefaultRequestBodyTimeout = 60 * time.Second
+	DefaultShutdownTimeout    = 30 * time.Second
 )
 
 // Config is everything the daemon decides. Effects (FS, Clock, Logger) are
@@ -59,12 +62,29 @@ type Config struct {
 	// MaxRequestBytes caps a request body (after decompression); larger
 	// requests get resource_exhausted naming the limit.
 	MaxRequestBytes int64
-	// MaxInflightRequestBytes caps the request bytes being read and decoded
-	// at once across all requests (a compressed body counts at 8x its
-	// length, a gRPC body by its envelope's message length, any other
-	// unknown length as MaxRequestBytes). Past it requests wait, then get a
-	// retryable resource_exhausted.
+	// MaxInflightRequestBytes caps the request bytes held at once across
+	// all requests, charged as they arrive (after decompression); one
+	// identity holds at most MaxRequestBytes of it. Past it requests wait,
+	// then get a retryable resource_exhausted.
 	MaxInflightRequestBytes int64
+	// RequestBodyTimeout bounds how long a request body may take to
+	// arrive (0 = DefaultRequestBodyTimeout); past it the request is dropped
+	// and its share of the in-flight budget freed.
+	RequestBodyTimeout time.Duration
+	// MaxProducersPerIdentity caps the producers one identity keeps
+	// active (0 = DefaultMaxProducersPerIdentity).
+	MaxProducersPerIdentity int
+	// MaxReadsPerIdentity caps the FetchLogs store scans one identity runs
+	// at once (0 = DefaultMaxReadsPerIdentity).
+	MaxReadsPerIdentity int
+	// MaxLongPolls and MaxLongPollsPerIdentity cap parked long-polls
+	// (0 = the defaults); past them a long-poll answers at once.
+	MaxLongPolls            int
+	MaxLongPollsPerIdentity int
+	// MaxConnections and MaxConnectionsPerPeer cap open connections, in
+	// all and per peer address (0 = the defaults). Run enforces them.
+	MaxConnections        int
+	MaxConnectionsPerPeer int
 	// MaxWait caps a FetchLogs long-poll (wait_ms).
 	MaxWait time.Duration
 	// ShutdownTimeout bounds how long graceful shutdown waits for
@@ -80,28 +100,6 @@ type Config struct {
 	Clock  clock.Clock
 	Logger *slog.Logger
 }
-
-// RelayConfig turns on forwarding to a global finelogd. Address empty: no
-// relay goroutine and no egress.
-type RelayConfig struct {
-	Address   string
-	KeyFile   string
-	TokenFile string
-	StatePath string
-	BatchRows int
-	// InFlight: batches pushed at once (0 = relay.DaemonInFlight); more
-	// than one only against a target that refuses overtaking batches.
-	InFlight int
-	Backfill bool
-	// PinMaxBytes caps what retention keeps for the relay's unforwarded
-	// rows (0 = no cap); see DefaultRelayPinMaxBytes.
-	PinMaxBytes int64
-}
-
-// DefaultRelayPinMaxBytes is the default cap on unforwarded rows retention
-// keeps for the relay: a long target outage must not fill the disk, and
-// what is deleted past it is logged and counted, never silent.
-const DefaultRelayPinMaxBytes int64 = 64 << 30
 
 // logStore is the part of *store.Store the server uses.
 type logStore interface {
@@ -154,6 +152,14 @@ type Server struct {
 	// waiting, so a test can act exactly then instead of sleeping.
 	onPark func()
 
+	// ownsNamespace reports whether a producer namespace belongs to a jwt
+	// key of the policy (see tenancy.go).
+	ownsNamespace func(cluster string) bool
+	producers     *producerBook
+	intake        *intake
+	reads         *slots // concurrent store scans per identity
+	longPolls     *slots // parked long-polls, in all and per identity
+
 	relay *relayRunner // nil when no relay is configured
 	self  []string     // this daemon's own URLs (the relay refuses them as a target)
 }
@@ -188,6 +194,26 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
+	if cfg.RequestBodyTimeout <= 0 {
+		cfg.RequestBodyTimeout = DefaultRequestBodyTimeout
+	}
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{
+		{&cfg.MaxReadsPerIdentity, DefaultMaxReadsPerIdentity},
+		{&cfg.MaxLongPolls, DefaultMaxLongPolls},
+		{&cfg.MaxLongPollsPerIdentity, DefaultMaxLongPollsPerIdentity},
+		{&cfg.MaxConnections, DefaultMaxConnections},
+		{&cfg.MaxConnectionsPerPeer, DefaultMaxConnectionsPerPeer},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.MaxProducersPerIdentity <= 0 {
+		cfg.MaxProducersPerIdentity = DefaultMaxProducersPerIdentity
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -195,11 +221,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.Relay.StatePath = filepath.Join(cfg.DataDir, "relay", "state.json")
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		clk:      cfg.Clock,
-		reg:      prometheus.NewRegistry(),
-		stopping: make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		clk:       cfg.Clock,
+		reg:       prometheus.NewRegistry(),
+		stopping:  make(chan struct{}),
+		producers: newProducerBook(cfg.MaxProducersPerIdentity),
+		reads:     newSlots(0, cfg.MaxReadsPerIdentity, cfg.Clock),
+		longPolls: newSlots(cfg.MaxLongPolls, cfg.MaxLongPollsPerIdentity, cfg.Clock),
 	}
 	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
 		return nil, err
@@ -246,22 +275,26 @@ func (s *Server) routes(gate gate) http.Handler {
 	)
 	gated := http.NewServeMux()
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
-	gated.Handle(path, s.m.countInFlight(limit.wrap(svc)))
-	gated.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	root := http.NewServeMux()
-	debug := gated
-	if s.cfg.Defects.UngatedPprof {
-		debug = root
-	}
-	debug.HandleFunc("/debug/pprof/", pprof.Index)
-	debug.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	debug.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	debug.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	debug.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.intake = newIntake(limit, s.cfg.MaxRequestBytes, s.cfg.RequestBodyTimeout, s.cfg.RequestBodyTimeout+s.cfg.MaxWait+rpcWriteSlack)
+	rpc := s.m.countInFlight(s.intake.wrap(svc))
+	gated.Handle(path, rpc)
+	gated.Handle(legacyServicePath, legacyService(rpc))
+	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(s.intake.wrap(h)) })
+	gated.Handle("/metrics", requireAdmin(writeWithin(adminWriteTimeout, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))))
+	gated.Handle("/debug/pprof/", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Index))))
+	gated.Handle("/debug/pprof/cmdline", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Cmdline))))
+	gated.Handle("/debug/pprof/profile", requireAdmin(boundProfile(pprof.Profile)))
+	gated.Handle("/debug/pprof/symbol", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Symbol))))
+	gated.Handle("/debug/pprof/trace", requireAdmin(boundProfile(pprof.Trace)))
 
+	root := http.NewServeMux()
+	if s.cfg.Defects.UngatedPprof {
+		root.HandleFunc("/debug/pprof/", pprof.Index)
+	}
 	root.HandleFunc("/health", s.health)
+	root.HandleFunc("/health/relay", s.healthRelay)
 	root.Handle("/", gate(gated))
-	return root
+	return stripForwardedPrefix(root)
 }
 
 // Handler is the server's single HTTP handler.
@@ -369,6 +402,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetUnencryptedHTTP2(true)
 
+	ln = newCapListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerPeer, s.m.connRefused.Inc)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	s.self = selfURLs(ln.Addr())
@@ -413,7 +447,8 @@ type healthStatus struct {
 }
 
 // health is open (no credentials): load balancers and systemd probe it. It
-// says only whether the server works, never anything secret.
+// says only whether the server serves reads and writes, never anything
+// secret; /health/relay says whether the relay forwards.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	st := state(s.state.Load())
 	h := healthStatus{Status: st.String(), Cluster: s.cfg.Cluster}
@@ -423,14 +458,9 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		if ref := s.st.Load(); ref != nil {
 			h.LastSeq = ref.s.LastSeq()
 		}
-		if rh := s.relayHealth(); rh != nil {
-			h.Relay = rh
-			if rh.Stopped {
-				code = http.StatusServiceUnavailable
-				h.Status = "relay stopped"
-				h.Error = rh.Error
-			}
-		}
+		// The relay's state is shown, but a stopped relay does not make
+		// this store unable to serve: /health/relay answers for it.
+		h.Relay = s.relayHealth()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -310,7 +310,7 @@ func TestMetricsCountRequests(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
-		`finelog_rpc_requests_total{code="ok",procedure="/finelog.logging.LogService/PushLogs"} 1`,
+		`finelog_rpc_requests_total{code="ok",procedure="/finelog.logging.LogService/PushLogs",reason=""} 1`,
 		"finelog_push_rows_total 2",
 		"process_cpu_seconds_total",
 	} {
@@ -325,8 +325,10 @@ func TestOversizeRequestRejectedServerKeepsServing(t *testing.T) {
 	ctx := context.Background()
 	big := strings.Repeat("x", 100<<10)
 	_, err := e.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/big", Entries: []*loggingpb.LogEntry{entry(big)}})
-	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "65536") {
-		t.Fatalf("oversize push: %v, want resource_exhausted stating the 65536-byte limit", err)
+	// It can never succeed: invalid_argument (HTTP 400), not the
+	// retryable-looking resource_exhausted (429).
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "65536") {
+		t.Fatalf("oversize push: %v, want invalid_argument stating the 65536-byte limit", err)
 	}
 	t.Logf("oversize error: %v", err)
 	if client.Retryable(err) {
@@ -354,8 +356,8 @@ func TestCompressedOversizeRequestRejected(t *testing.T) {
 	for name, opts := range map[string][]connect.ClientOption{"gzip": {connect.WithSendGzip()}, "zstd": zstdClient()} {
 		c := loggingpbconnect.NewLogServiceClient(client.HTTP1Client(), e.http.URL, opts...)
 		_, err := c.PushLogs(context.Background(), connect.NewRequest(&loggingpb.PushLogsRequest{Key: "/bomb", Entries: []*loggingpb.LogEntry{entry(big)}}))
-		if connect.CodeOf(err) != connect.CodeResourceExhausted {
-			t.Errorf("%s: 4 MiB inflating from a small body: %v, want resource_exhausted", name, err)
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "65536-byte limit") {
+			t.Errorf("%s: 4 MiB inflating from a small body: %v, want invalid_argument naming the limit", name, err)
 		}
 	}
 	resp, err := e.c.Fetch(context.Background(), &loggingpb.FetchLogsRequest{Source: "/bomb", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT})

@@ -264,27 +264,8 @@ func (w *World) relayStep(n *Node) {
 		return
 	}
 	next, err := n.Relay.Step(w.ctx)
-	w.noteSeed(n)
 	st := n.Relay.Status()
 	w.Trace.Addf("  %s relay next=%v err=%v watermark=%d state=%s", n.Name, next, errString(err), st.Watermark, st.State)
-}
-
-// noteSeed is the workaround for the open bug R1 (see Workarounds): unless
-// strict, a relay counts as enabled from the starting point it recorded
-// durably, wherever that is, so the properties keep checking what follows.
-func (w *World) noteSeed(n *Node) {
-	if w.cfg.Strict || !w.cfg.RelayByAction || n != w.Source || n.seeded {
-		return
-	}
-	wm, ok, err := w.durableWatermark()
-	if err != nil || !ok {
-		return
-	}
-	n.seeded = true
-	if wm > n.enabledAt {
-		w.Trace.Addf("  R1 workaround: %s relay seeded at %d, after it was enabled at %d", n.Name, wm, n.enabledAt)
-		n.enabledAt = wm
-	}
 }
 
 func (w *World) background(a Action) {
@@ -440,7 +421,6 @@ func (w *World) Drain(maxSteps int) {
 				continue
 			}
 			d, err := n.Relay.Step(w.ctx)
-			w.noteSeed(n)
 			if n == w.Source {
 				w.Coverage.DrainSteps = i + 1
 			}

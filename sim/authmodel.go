@@ -115,17 +115,22 @@ type ModelVerdict struct {
 // is denied, no policy is loopback only.
 func ModelAdmit(p PolicySpec, remoteAddr string, h http.Header, now time.Time) ModelVerdict {
 	ip, ipOK := peerIP(remoteAddr)
+	bearer, hasBearer := bearerToken(h)
 	if len(p.Layers) == 0 {
+		if hasBearer {
+			return ModelVerdict{Layer: -1, Why: "no policy, bearer presented"}
+		}
 		if ipOK && ip.IsLoopback() {
 			return ModelVerdict{Admitted: true, Layer: -1, Identity: "cidr", Why: "no policy, loopback peer"}
 		}
 		return ModelVerdict{Layer: -1, Why: "no policy, not loopback"}
 	}
-	bearer, hasBearer := bearerToken(h)
 	for i, l := range p.Layers {
 		switch l.Kind {
 		case "cidr":
-			if !ipOK {
+			// A presented bearer is always verified: cidr layers admit
+			// only requests without one.
+			if !ipOK || hasBearer {
 				continue
 			}
 			for _, c := range l.CIDRs {
@@ -189,12 +194,18 @@ func bearerToken(h http.Header) (string, bool) {
 	if v == "" {
 		return "", false
 	}
-	if len(v) < 7 || !strings.EqualFold(v[:7], "bearer ") {
+	v = strings.Trim(v, " \t")
+	if len(v) < 6 || !strings.EqualFold(v[:6], "bearer") {
 		// Some other scheme: not a bearer token, so a jwt layer has
 		// nothing to check and falls through.
 		return "", false
 	}
-	return strings.TrimSpace(v[7:]), true
+	// RFC 6750: "Bearer", one or more spaces, the token, nothing else.
+	// Anything else naming the scheme is a bad bearer ("" never verifies).
+	if len(v) == 6 || v[6] != ' ' {
+		return "", true
+	}
+	return strings.TrimLeft(v[7:], " "), true
 }
 
 // modelVerify returns the matched key's cluster label, or "" and why not.

@@ -47,9 +47,8 @@ func genCompletenessSchedule() *rapid.Generator[[]Action] {
 // TestSimRelayCompleteness is the relay-completeness property: every row
 // acknowledged after the relay was enabled reaches the target, including
 // when the target was down, partitioned away or refusing the key when the
-// relay started. The relay of today fixes its starting point at its first
-// successful contact (open bug R1); without -sim.strict the harness counts
-// the relay as enabled from there.
+// relay started. The relay before 7ead143 fixed its starting point at its
+// first successful contact (R1) and failed this.
 func TestSimRelayCompleteness(t *testing.T) {
 	cfg := completenessConfig()
 	ign := goleakIgnore()
@@ -66,7 +65,6 @@ func TestSimRelayCompleteness(t *testing.T) {
 // internally.
 func TestCanaryLateRelay(t *testing.T) {
 	cfg := completenessConfig()
-	cfg.Strict = true // the R1 workaround would hide exactly this
 	cfg.LateRelay = true
 	for _, hazard := range []Action{{Kind: Partition}, {Kind: Down, Node: 1}, {Kind: BadKey}} {
 		heal := map[Kind]Action{Partition: {Kind: Heal}, Down: {Kind: Up, Node: 1}, BadKey: {Kind: GoodKey}}[hazard.Kind]

@@ -16,13 +16,22 @@ import (
 
 // The gate property: over every route the server answers, a request gets
 // past the auth gate iff the reference model of the policy (ModelAdmit)
-// admits it; only the open routes (openRoutes) admit everyone. "Past the
-// gate" is any answer but 401 and 403: a denied request is answered by the
-// gate itself, and nothing behind it answers those codes to the requests
+// admits it (and, on the admin routes, as an admin identity); only the open
+// routes (openRoutes) admit everyone. "Past the gate" is any answer but 401
+// and 403: a denied request is answered by the gate (or the admin check)
+// itself, and nothing else behind it answers those codes to the requests
 // sent here.
 
 // openRoutes are the paths outside the gate, by design (DESIGN.md "Auth").
-var openRoutes = map[string]bool{"/health": true}
+var openRoutes = map[string]bool{"/health": true, "/health/relay": true}
+
+// adminRoute: /metrics and /debug/pprof/* need an admin identity on top of
+// admission (docs/security.md): a cidr layer (admin unless it says
+// otherwise) or a jwt key marked admin, which the generated policies never
+// mark.
+func adminRoute(path string) bool {
+	return path == "/metrics" || strings.HasPrefix(path, "/debug/pprof/")
+}
 
 // GateRoutes lists every path the property sends requests to: every RPC
 // of the LogService (from the generated descriptor, so a new RPC is covered
@@ -36,7 +45,7 @@ func GateRoutes() []string {
 	}
 	return append(routes, "/finelog.logging.LogService/NoSuchMethod", "/metrics",
 		"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/profile", "/debug/pprof/symbol", "/debug/pprof/trace",
-		"/debug/pprof/heap", "/debug/pprof/goroutine", "/debug/", "/health", "/health/", "/healthz", "/", "/nope")
+		"/debug/pprof/heap", "/debug/pprof/goroutine", "/debug/", "/health", "/health/relay", "/health/", "/healthz", "/", "/nope")
 }
 
 // GateResult is what one request got.
@@ -95,9 +104,9 @@ func CheckGate(c AuthCase, method, path string, defects server.Defects) error {
 	if err != nil {
 		return err
 	}
-	want := openRoutes[path] || ModelAdmit(c.Policy, c.Peer, c.Header, c.Now).Admitted
+	m := ModelAdmit(c.Policy, c.Peer, c.Header, c.Now)
+	want := openRoutes[path] || (m.Admitted && (!adminRoute(path) || m.Identity == "cidr"))
 	if got.Passed != want {
-		m := ModelAdmit(c.Policy, c.Peer, c.Header, c.Now)
 		return fmt.Errorf("gate: %s %s from %s, policy %s, token %s: the server answered %d (past the gate: %v), the model %s (%s)",
 			method, path, c.Peer, c.Policy, c.Token, got.Code, got.Passed, map[bool]string{true: "admits", false: "denies"}[want], m.Why)
 	}

@@ -7,7 +7,6 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/finelog/finelog/auth"
-	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/relay"
 	"github.com/finelog/finelog/store"
 )
@@ -36,12 +35,9 @@ type batcher struct {
 func (w *World) batcherSink() relay.ClientSink {
 	n := w.Source
 	if w.batch.sink.Client == nil {
-		httpc := w.Net.Client(n.Name, n.spec.Peer)
 		minter := auth.NewMinter(clusterKey(n.Cluster), n.Cluster, "", w.cfg.TokenTTL, n.Clock)
-		w.batch.sink = relay.ClientSink{
-			Client: loggingpbconnect.NewLogServiceClient(httpc, relayURL(w.Target.Name), relay.GzipClientOptions()...),
-			Token:  func(context.Context) (string, error) { return minter.Token() },
-		}
+		w.batch.sink = relay.NewClientSink(relayURL(w.Target.Name), w.Net.Client(n.Name, n.spec.Peer),
+			func(context.Context) (string, error) { return minter.Token() }, 0)
 	}
 	return w.batch.sink
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 
@@ -31,8 +32,8 @@ type FetchSpec struct {
 	Tail      bool
 	MinLevel  string
 	Cluster   string
-	// WaitMs long-polls: a read the model answers with nothing parks in
-	// the server until simulated time has moved WaitMs on.
+	// WaitMs long-polls: a read with nothing to answer parks in the server
+	// until simulated time has moved WaitMs on.
 	WaitMs int32
 }
 
@@ -84,7 +85,9 @@ func (w *World) read(f *FetchSpec) {
 	req := f.request(rows)
 	want, wantCursor, wantErr := ModelFetch(req, rows)
 	var resp *connect.Response[loggingpb.FetchLogsResponse]
-	if req.GetWaitMs() > 0 && len(want) == 0 && wantErr == "" {
+	if req.GetWaitMs() > 0 {
+		// Always through longPoll: a server that parks where the model
+		// expects rows must be reported, not hang the run.
 		resp, err = w.longPoll(req)
 	} else {
 		resp, err = w.readClient().FetchLogs(w.ctx, connect.NewRequest(req))
@@ -128,7 +131,7 @@ func (w *World) longPoll(req *loggingpb.FetchLogsRequest) (*connect.Response[log
 		err  error
 	}
 	clk := w.Target.Clock
-	timers := clk.Pending()
+	wait := time.Duration(req.GetWaitMs()) * time.Millisecond
 	done := make(chan result, 1)
 	go func() {
 		resp, err := w.readClient().FetchLogs(w.ctx, connect.NewRequest(req))
@@ -143,17 +146,17 @@ func (w *World) longPoll(req *loggingpb.FetchLogsRequest) (*connect.Response[log
 			return r.resp, r.err
 		default:
 		}
+		// Parked: the earliest timer on the target's clock is the
+		// long-poll's own, due exactly wait from now (the server's other
+		// timers, such as a read slot's, are due later or gone at once).
+		if d, ok := clk.NextDeadline(); ok && d.Equal(clk.Now().Add(wait)) {
+			w.Coverage.LongPolls++
+			w.Advance(wait)
+			continue
+		}
 		if time.Now().After(deadline) {
 			w.violate("read property: a wait_ms=%d read neither answered nor parked on %s's clock", req.GetWaitMs(), w.Target.Name)
-			w.Advance(time.Duration(req.GetWaitMs()) * time.Millisecond)
-			r := <-done
-			return r.resp, r.err
-		}
-		if clk.Pending() > timers {
-			w.Coverage.LongPolls++
-			w.Advance(time.Duration(req.GetWaitMs()) * time.Millisecond)
-			r := <-done
-			return r.resp, r.err
+			return nil, fmt.Errorf("sim: the read did not return")
 		}
 		time.Sleep(50 * time.Microsecond) // real time: the handler is on its way to park
 	}
@@ -173,14 +176,16 @@ func ModelFetch(req *loggingpb.FetchLogsRequest, rows []store.Row) ([]*loggingpb
 			return nil, 0, "source is required"
 		}
 		match = func(k string) bool { return strings.HasPrefix(k, req.GetSource()) }
-	default: // UNSPECIFIED means REGEX: an unanchored search
+	default: // UNSPECIFIED means REGEX (docs/wire.md)
 		re, err := regexp.Compile(req.GetSource())
 		if err != nil {
 			return nil, 0, "bad regex"
 		}
-		match = re.MatchString
+		lit := leadingLiteral(req.GetSource())
+		match = func(k string) bool { return strings.HasPrefix(k, lit) && re.MatchString(k) }
 	}
-	minLevel := map[string]int32{"DEBUG": 1, "INFO": 2, "WARNING": 3, "ERROR": 4, "CRITICAL": 5}[strings.ToUpper(strings.TrimSpace(req.GetMinLevel()))]
+	minLevel := map[string]int32{"DEBUG": 1, "INFO": 2, "WARNING": 3, "ERROR": 4, "CRITICAL": 5,
+		"TRACE": 1, "WARN": 3, "ERR": 4, "CRIT": 5, "FATAL": 5}[strings.ToUpper(strings.TrimSpace(req.GetMinLevel()))]
 	var keep []store.Row
 	for _, r := range rows {
 		switch {
@@ -216,6 +221,23 @@ func ModelFetch(req *loggingpb.FetchLogsRequest, rows []store.Row) ([]*loggingpb
 		cursor = keep[len(keep)-1].Seq
 	}
 	return out, cursor, ""
+}
+
+// leadingLiteral is a REGEX-scope source's text before its first
+// metacharacter, which must be a prefix of the key (the existing server's
+// rule, docs/wire.md); a quantifier allowing zero repetitions right after it
+// makes its last character optional, so that one is not part of it.
+func leadingLiteral(src string) string {
+	i := strings.IndexAny(src, `\.+*?()|[]{}^$`)
+	if i < 0 {
+		return src
+	}
+	lit := src[:i]
+	if strings.ContainsRune("*?{", rune(src[i])) && lit != "" {
+		_, size := utf8.DecodeLastRuneInString(lit)
+		lit = lit[:len(lit)-size]
+	}
+	return lit
 }
 
 // modelAttempt: the int after the key's last colon, else 0.

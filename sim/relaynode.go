@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/finelog/finelog/auth"
-	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/relay"
 )
 
@@ -56,27 +55,14 @@ func (w *World) startRelay(n *Node) error {
 		jitter = rand.New(rand.NewSource(time.Now().UnixNano()))
 	}
 	url := relayURL(n.spec.RelayTo)
-	if n.clients[0] == nil {
-		// The Connect clients hold nothing a restart would lose (the zstd
-		// choice lives in the sink), only their compressors' buffers, so a
-		// node keeps them across crashes rather than reallocating those.
-		httpc := w.Net.Client(n.Name, n.spec.Peer)
-		n.clients = [2]loggingpbconnect.LogServiceClient{
-			loggingpbconnect.NewLogServiceClient(httpc, url, relay.GzipClientOptions()...),
-			loggingpbconnect.NewLogServiceClient(httpc, url, relay.ZstdClientOptions()...),
-		}
-	}
 	minter := auth.NewMinter(clusterKey(n.spec.key()), n.spec.key(), "", w.cfg.TokenTTL, n.Clock)
 	wrong := auth.NewMinter(wrongKey, n.spec.key(), "", w.cfg.TokenTTL, n.Clock)
-	sink := relay.ClientSink{
-		Client: n.clients[0],
-		Token: func(context.Context) (string, error) {
-			if n.badCredentials {
-				return wrong.Token()
-			}
-			return minter.Token()
-		},
-	}.WithZstd(n.clients[1])
+	sink := relay.NewClientSink(url, w.Net.Client(n.Name, n.spec.Peer), func(context.Context) (string, error) {
+		if n.badCredentials {
+			return wrong.Token()
+		}
+		return minter.Token()
+	}, 0)
 	f, err := relay.New(relay.Config{
 		Source:         relay.StoreSource{Store: src},
 		Sink:           sink,
@@ -88,23 +74,16 @@ func (w *World) startRelay(n *Node) error {
 		Target:         url,
 		Producer:       n.producer(),
 		Cluster:        n.Cluster,
-		BatchRows:      w.cfg.BatchRows,
-		InFlight:       1,
-		Backfill:       !w.cfg.RelayByAction,
-		NonIdempotent:  w.cfg.NonIdempotent,
+		Options:        relay.Options{BatchRows: w.cfg.BatchRows, InFlight: 1, Backfill: !w.cfg.RelayByAction, NonIdempotent: w.cfg.NonIdempotent},
 		Pin:            func(seq int64) { src.SetPin(relay.PinName, seq) },
 	})
 	if err != nil {
 		return fmt.Errorf("%s: start relay: %w", n.Name, err)
 	}
-	// The daemon's start sequence: a relay that can fix its starting
-	// point before it first contacts the target (Enable) does so before
-	// the store takes writes. A relay without that step fixes it in its
-	// first Step.
-	if e, ok := any(f).(interface{ Enable(context.Context) error }); ok {
-		err := e.Enable(w.ctx)
-		w.Trace.Addf("  %s relay enable: %v", n.Name, errString(err))
-	}
+	// The daemon's start sequence: the relay fixes its starting point
+	// (Enable) before the store takes writes, target reachable or not.
+	err = f.Enable(w.ctx)
+	w.Trace.Addf("  %s relay enable: %v", n.Name, errString(err))
 	n.setRelay(w, f)
 	return nil
 }
@@ -122,5 +101,13 @@ func (w *World) reachable(n *Node) bool {
 	return !w.Net.Isolated[n.Name] && !w.Net.Isolated[t.Name] && t.Server != nil && !t.down && !n.badCredentials
 }
 
-// producer is the node's relay producer id at the target.
-func (n *Node) producer() string { return n.Name + "/store-1" }
+// producer is the node's relay producer id at the target. It is named
+// after the cluster of the key the relay holds, as the target requires of
+// producer ids; an impostor picks such a name too, so what refuses it is
+// the rule on its rows' cluster.
+func (n *Node) producer() string {
+	if n.Name == n.spec.key() {
+		return n.Name + "/store-1"
+	}
+	return n.spec.key() + "/" + n.Name + "-store-1"
+}

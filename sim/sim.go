@@ -361,10 +361,7 @@ func sortedKeys(m map[string]bool) []string {
 // Workarounds lists what the harness does by default to step around open
 // bugs it found in the code under test, so the other properties keep being
 // checked. Config.Strict (go test ./sim -sim.strict) turns them off.
-var Workarounds = []string{
-	"R1 (relay): a relay fixes its starting point at its first successful contact with the target, not when it is enabled; " +
-		"the harness counts a relay as enabled from the seed it wrote (see World.noteSeed)",
-}
+var Workarounds []string
 
 // Advance moves true time forward by d on every node, keeping each node's
 // skew.

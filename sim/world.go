@@ -7,7 +7,6 @@ import (
 	"math/rand"
 	"time"
 
-	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/relay"
@@ -50,12 +49,8 @@ type Node struct {
 	// badCredentials makes the relay mint with a key no target knows.
 	badCredentials bool
 	// down: the server does not answer (Down .. Up).
-	down bool
-	// seeded: the R1 workaround saw the relay's durable starting point.
-	seeded  bool
+	down    bool
 	crashes int
-	// clients are the relay's Connect clients (gzip, zstd) to its target.
-	clients [2]loggingpbconnect.LogServiceClient
 
 	opts store.Options
 	// skew is how far this node's clock is from true simulated time.

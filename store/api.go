@@ -98,15 +98,25 @@ const (
 
 // Query is a FetchLogs request. See DESIGN.md for the exact semantics.
 type Query struct {
-	Source    string
-	Scope     Scope
-	SinceMS   int64 // > 0 keeps EpochMS > SinceMS
-	Cursor    int64 // exclusive: Seq > Cursor
+	Source  string
+	Scope   Scope
+	SinceMS int64 // > 0 keeps EpochMS > SinceMS
+	Cursor  int64 // exclusive: Seq > Cursor
+	// UntilCursor > 0 keeps Seq <= UntilCursor (pages backwards with Tail).
+	UntilCursor int64
+	// Regex, when set, is an RE2 expression searched in Data (unanchored),
+	// within MaxRegexBytes and MaxRegexProgram.
+	Regex     string
 	Substring string
 	MaxLines  int // <= 0 means DefaultMaxLines; capped at MaxMaxLines
 	Tail      bool
 	MinLevel  string
 	Cluster   string // "" = any cluster
+	// MaxExamined is the query's budget: rows (and, for a regex, keys) it
+	// may look at before it fails with ErrQueryBudget (0 =
+	// DefaultMaxExamined; negative is invalid). A read also stops, with the
+	// context's error, within examineEvery rows of its context ending.
+	MaxExamined int64
 }
 
 // Result is a FetchLogs answer: rows in seq order.
@@ -116,6 +126,9 @@ type Result struct {
 	Cursor int64
 	// MaxLines is the limit that was applied.
 	MaxLines int
+	// Examined is how many rows (and regex keys) the read looked at; also
+	// set when it failed with ErrQueryBudget or its context's error.
+	Examined int64
 }
 
 // Read and write limits. Exceeding one is an error wrapping ErrInvalidArgument
@@ -199,4 +212,5 @@ type Stats struct {
 	SegmentBytes  int64
 	SegmentRows   int64
 	WALBytes      int64
+	Producers     int // idempotent producers remembered (at most MaxProducers)
 }

@@ -40,19 +40,22 @@ func (s *Store) flush(ctx context.Context) error {
 			return nil
 		}
 		m := s.sealed[0]
-		producers := make(map[string]int64, len(s.producers))
-		for p, v := range m.producersAtSeal {
-			producers[p] = v
-		}
 		s.mu.Unlock()
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		start := s.clk.Now()
-		rows, grams := memFlush(m)
-		sg, err := s.writeSegment(rows, segOut{estRows: int64(m.n), estBytes: m.bytes, codec: flushCodec,
-			producers: producers, grams: grams, writtenMS: s.clk.Now().UnixMilli()})
-		s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
+		var sg *segment
+		var err error
+		if m.n > 0 {
+			start := s.clk.Now()
+			rows, grams := memFlush(m)
+			sg, err = s.writeSegment(rows, segOut{estRows: int64(m.n), estBytes: m.bytes, codec: flushCodec,
+				grams: grams, writtenMS: s.clk.Now().UnixMilli()})
+			s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
+		}
+		// A memtable without rows holds marks of batches that only moved a
+		// mark, all at the newest segment's last seq: they join the marks
+		// as of that seq, and no segment is written.
 		if err != nil {
 			if sg != nil {
 				// The directory sync failed after the rename. The file is
@@ -66,11 +69,22 @@ func (s *Store) flush(ctx context.Context) error {
 			s.wakeStalledLocked()
 			s.mu.Unlock()
 			s.log.Error("flush failed; rows stay in the WAL and memtable", "err", err)
+			s.metrics.failed("flush")
 			return fmt.Errorf("store: flush: %w", err)
 		}
 		s.mu.Lock()
-		s.segs = append(s.segs, sg)
+		if sg != nil {
+			s.segs = append(s.segs, sg)
+		} else if n := len(m.marks); n > 0 {
+			s.foldedMarkID = m.marks[n-1].id
+		}
 		s.sealed = s.sealed[1:]
+		s.segMarks = make(map[string]int64, len(m.producersAtSeal))
+		for p, v := range m.producersAtSeal {
+			if _, ok := s.producers[p]; ok { // not forgotten since the seal
+				s.segMarks[p] = v
+			}
+		}
 		s.wakeStalledLocked() // after the memtable's bytes left the count
 		trimTo := s.mem.walNum
 		if len(s.sealed) > 0 {
@@ -78,6 +92,14 @@ func (s *Store) flush(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		s.metrics.segmentsChanged()
+		// The marks as of the new segment's end go to producers.json
+		// before the WAL records that hold them are trimmed; until that
+		// write succeeds the WAL stays, and recovery reads the marks from
+		// it (producers.json says which seq it is as of).
+		if err := s.persistSegMarks(); err != nil {
+			s.log.Error("flush: producer marks not written; the WAL is kept until they are", "err", err)
+			return fmt.Errorf("store: flush: %w", err)
+		}
 		s.walMu.Lock()
 		err = s.wal.trimBefore(trimTo)
 		s.walBytes.Store(s.wal.bytes())
@@ -96,7 +118,9 @@ func (s *Store) seal() error {
 	s.walMu.Lock()
 	defer s.walMu.Unlock()
 	s.mu.Lock()
-	empty := s.mem.n == 0
+	// A memtable of marks alone is sealed too: batches that only move a
+	// mark must not pile up in memory (and stall ingest) for want of rows.
+	empty := s.mem.n == 0 && len(s.mem.marks) == 0
 	s.mu.Unlock()
 	if empty {
 		return nil
@@ -200,12 +224,6 @@ func (s *Store) merge(run []*segment) error {
 			sg.release()
 		}
 	}()
-	producers := map[string]int64{}
-	for _, sg := range run {
-		for p, v := range sg.producers {
-			producers[p] = max(producers[p], v)
-		}
-	}
 	var rows, size, written int64
 	for _, sg := range run {
 		rows += sg.rows
@@ -222,7 +240,7 @@ func (s *Store) merge(run []*segment) error {
 	it := newMergeIter(run)
 	defer it.close()
 	start := s.clk.Now()
-	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, producers: producers, writtenMS: written})
+	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, writtenMS: written})
 	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start))
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
@@ -286,6 +304,11 @@ func (s *Store) Retain(ctx context.Context) error {
 	if s.opts.RetentionAge <= 0 && s.opts.RetentionBytes <= 0 {
 		return gcErr
 	}
+	if s.expireProducers() {
+		if err := s.persistSegMarks(); err != nil {
+			return fmt.Errorf("store: retention: forget idle producers: %w", err)
+		}
+	}
 	now := s.clk.Now()
 	s.mu.Lock()
 	var total int64
@@ -338,10 +361,7 @@ func (s *Store) Retain(ctx context.Context) error {
 		s.mu.Unlock()
 		return gcErr
 	}
-	meta := storeMeta{FloorSeq: victims[len(victims)-1].last, Producers: map[string]int64{}}
-	for p, v := range s.producers {
-		meta.Producers[p] = v
-	}
+	meta := storeMeta{FloorSeq: victims[len(victims)-1].last}
 	s.mu.Unlock()
 	// Pinned losses are reported before the floor is written: once
 	// meta.json's rename has happened the rows are as good as gone (a failed
@@ -356,8 +376,9 @@ func (s *Store) Retain(ctx context.Context) error {
 			s.opts.OnPinnedLoss(l.pin, l.first, l.last)
 		}
 	}
-	// The floor and producer marks go to meta.json before any segment that
-	// holds them is deleted, so numbering and dedup survive an empty store.
+	// The floor goes to meta.json before any segment that holds it is
+	// deleted, so numbering survives an empty store (producer marks are in
+	// producers.json, which does not depend on any segment).
 	data, _ := json.Marshal(meta)
 	if err := vfs.WriteFileAtomic(s.fs, path.Join(s.dir, metaName), data); err != nil {
 		return fmt.Errorf("store: retention: write %s: %w", metaName, mapNoSpace(err))
@@ -382,7 +403,7 @@ func (s *Store) Retain(ctx context.Context) error {
 		sg.release()
 	}
 	s.metrics.segmentsChanged()
-	s.metrics.retainedN(len(victims))
+	s.metrics.retained(victims)
 	if err == nil {
 		err = gcErr
 	}
@@ -512,10 +533,12 @@ func (s *Store) maintainLoop(ctx context.Context) {
 		if !busy || s.smallSegments() >= compactionDebt {
 			if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
 				s.log.Error("background compaction", "err", err)
+				s.metrics.failed("compact")
 			}
 		}
 		if err := s.Retain(ctx); err != nil && !errors.Is(err, ErrClosed) {
 			s.log.Error("background retention", "err", err)
+			s.metrics.failed("retain")
 		}
 	}
 }

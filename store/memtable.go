@@ -45,6 +45,31 @@ type memtable struct {
 	// producersAtSeal is the producer map as of the seal: the marks the
 	// segment written from this memtable records.
 	producersAtSeal map[string]int64
+	// marks are the producer marks of the records whose rows are here (or,
+	// for a record without rows, that followed this memtable's last row),
+	// in commit order: what Tail needs to put each mark back at the seq it
+	// became durable with.
+	marks []markAt
+}
+
+// markAt is a producer mark and where in the seq order it became durable:
+// pos is the last seq of its WAL record (the seq before the record's first
+// when it had no rows). A mark is applied after the rows up to pos and never
+// before: a standby that had the mark without those rows would drop them as
+// duplicates when the producer resends them.
+type markAt struct {
+	id  uint64 // store-wide, increasing in commit order
+	pos int64
+	ProducerMark
+}
+
+// markCost is what a mark costs the memtable beyond its producer name.
+const markCost = int64(unsafe.Sizeof(markAt{}))
+
+// addMark records a producer mark durable with seq pos. Caller holds Store.mu.
+func (m *memtable) addMark(id uint64, pos int64, pm ProducerMark) {
+	m.marks = append(m.marks, markAt{id: id, pos: pos, ProducerMark: pm})
+	m.bytes += markCost + int64(len(pm.Producer))
 }
 
 // memRow is one row; seq is implicit (memtable.first + index).

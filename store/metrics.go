@@ -15,6 +15,9 @@ type metrics struct {
 	bytes        prometheus.Counter
 	fsync        prometheus.Histogram
 	retainedSegs prometheus.Counter
+	retainedRows prometheus.Counter
+	retainedSize prometheus.Counter
+	failures     *prometheus.CounterVec
 	stall        prometheus.Counter
 	writes       *prometheus.HistogramVec
 	collectors   []prometheus.Collector
@@ -31,6 +34,13 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 	m.fsync = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "finelog_store_fsync_seconds", Help: "WAL write+fdatasync latency per group commit.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
 	m.retainedSegs = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_retention_deleted_segments_total", Help: "Segments deleted by retention."})
+	m.retainedRows = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_retention_deleted_rows_total", Help: "Rows deleted by retention."})
+	m.retainedSize = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_retention_deleted_bytes_total", Help: "Segment file bytes deleted by retention."})
+	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "finelog_store_errors_total",
+		Help: "Store operations that failed, by operation (wal_append: batches not acknowledged; flush: rows stay in the WAL; compact; retain). Each is also logged."}, []string{"op"})
+	for _, op := range storeOps {
+		m.failures.WithLabelValues(op)
+	}
 	m.stall = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_ingest_stall_seconds_total",
 		Help: "Time appends waited because memtables held 3x MemtableBytes and flushing had not caught up."})
 	m.writes = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "finelog_store_segment_write_seconds",
@@ -38,12 +48,13 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 	gauge := func(name, help string, f func(Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(s.Stats()) })
 	}
-	m.collectors = []prometheus.Collector{m.appends, m.rows, m.bytes, m.fsync, m.retainedSegs, m.stall, m.writes,
+	m.collectors = []prometheus.Collector{m.appends, m.rows, m.bytes, m.fsync, m.retainedSegs, m.retainedRows, m.retainedSize, m.failures, m.stall, m.writes,
 		gauge("finelog_store_segments", "Segment files.", func(st Stats) float64 { return float64(st.Segments) }),
 		gauge("finelog_store_segment_bytes", "Bytes in segment files.", func(st Stats) float64 { return float64(st.SegmentBytes) }),
 		gauge("finelog_store_memtable_bytes", "Bytes held in memtables.", func(st Stats) float64 { return float64(st.MemtableBytes) }),
 		gauge("finelog_store_wal_bytes", "Bytes in WAL files.", func(st Stats) float64 { return float64(st.WALBytes) }),
 		gauge("finelog_store_last_seq", "Highest acknowledged seq.", func(st Stats) float64 { return float64(st.LastSeq) }),
+		gauge("finelog_store_producers", "Idempotent producers remembered (limit MaxProducers).", func(st Stats) float64 { return float64(st.Producers) }),
 	}
 	for i, c := range m.collectors {
 		if err := reg.Register(c); err != nil {
@@ -94,8 +105,22 @@ func (m *metrics) wroteSegment(kind string, d time.Duration) {
 	}
 }
 
-func (m *metrics) retainedN(n int) {
+// storeOps are the op label values of finelog_store_errors_total.
+var storeOps = []string{"wal_append", "flush", "compact", "retain"}
+
+func (m *metrics) retained(victims []*segment) {
 	if m != nil {
-		m.retainedSegs.Add(float64(n))
+		m.retainedSegs.Add(float64(len(victims)))
+		for _, sg := range victims {
+			m.retainedRows.Add(float64(sg.rows))
+			m.retainedSize.Add(float64(sg.size))
+		}
+	}
+}
+
+// failed counts a failed operation (one of storeOps).
+func (m *metrics) failed(op string) {
+	if m != nil {
+		m.failures.WithLabelValues(op).Inc()
 	}
 }

@@ -16,6 +16,10 @@ import (
 var levelNames = map[string]int32{
 	"DEBUG": LevelDebug, "INFO": LevelInfo, "WARNING": LevelWarning,
 	"ERROR": LevelError, "CRITICAL": LevelCritical,
+	// The usual aliases: a viewer or CLI sending "warn" must not silently
+	// get no filter.
+	"TRACE": LevelDebug, "WARN": LevelWarning, "ERR": LevelError,
+	"CRIT": LevelCritical, "FATAL": LevelCritical,
 }
 
 // ParseMinLevel returns the level a min_level name means; 0 (no filter) for
@@ -44,18 +48,36 @@ type query struct {
 	prefix    string // every matching key starts with it (PREFIX, or REGEX's literal prefix)
 	since     int64
 	cursor    int64
-	maxSeq    int64 // rows with seq > maxSeq are out (scanSegment's per-segment window); 0 = none
+	maxSeq    int64 // rows with seq > maxSeq are out (Query.UntilCursor, scanSegment's window); 0 = none
 	substring string
+	data      dataFilter // Query.Regex
 	minLevel  int32
 	cluster   string
 	limit     int
 	tail      bool
 	scan      bool // Scan: every row in seq order, served through the scan window cache
+	budget
+	// keyMemo remembers a regex's verdict per key: memtable rows repeat
+	// their keys, and evaluating the regex per row made one query cost
+	// minutes of CPU.
+	keyMemo map[string]bool
 }
 
 func compileQuery(q Query) (*query, error) {
-	c := &query{scope: q.Scope, source: q.Source, since: q.SinceMS, cursor: q.Cursor,
+	c := &query{scope: q.Scope, source: q.Source, since: q.SinceMS, cursor: q.Cursor, maxSeq: max(q.UntilCursor, 0),
 		substring: q.Substring, minLevel: ParseMinLevel(q.MinLevel), cluster: q.Cluster, tail: q.Tail}
+	var err error
+	if c.data, err = compileDataFilter(q.Regex); err != nil {
+		return nil, err
+	}
+	switch {
+	case q.MaxExamined < 0:
+		return nil, fmt.Errorf("max examined %d is negative: use 0 for the default budget (%d rows): %w", q.MaxExamined, DefaultMaxExamined, ErrInvalidArgument)
+	case q.MaxExamined == 0:
+		c.budget.limit = DefaultMaxExamined
+	default:
+		c.budget.limit = q.MaxExamined
+	}
 	if c.scope == ScopeUnspecified {
 		c.scope = ScopeRegex
 	}
@@ -68,12 +90,12 @@ func compileQuery(q Query) (*query, error) {
 		}
 		c.prefix = q.Source
 	case ScopeRegex:
-		re, err := regexp.Compile(q.Source)
+		re, err := compileRegex("source", q.Source)
 		if err != nil {
-			return nil, fmt.Errorf("source %q is not a valid regular expression: %v: %w", q.Source, err, ErrInvalidArgument)
+			return nil, err
 		}
 		c.re = re
-		c.prefix = anchoredLiteralPrefix(q.Source)
+		c.prefix = regexKeyPrefix(q.Source)
 	default:
 		return nil, fmt.Errorf("match scope %d is not one of UNSPECIFIED, EXACT, PREFIX, REGEX: %w", q.Scope, ErrInvalidArgument)
 	}
@@ -114,7 +136,18 @@ func (q *query) keyMatch(k string) bool {
 	case ScopePrefix:
 		return strings.HasPrefix(k, q.source)
 	default:
-		return strings.HasPrefix(k, q.prefix) && q.re.MatchString(k)
+		if !strings.HasPrefix(k, q.prefix) {
+			return false
+		}
+		if q.keyMemo == nil {
+			q.keyMemo = map[string]bool{}
+		}
+		ok, seen := q.keyMemo[k]
+		if !seen {
+			ok = q.re.MatchString(k)
+			q.keyMemo[k] = ok
+		}
+		return ok
 	}
 }
 
@@ -135,7 +168,7 @@ func (q *query) rowOK(seq, epoch int64, level int32, cluster, data []byte) bool 
 	if q.substring != "" && !bytes.Contains(data, []byte(q.substring)) {
 		return false
 	}
-	return true
+	return q.data.match(data)
 }
 
 func (q *query) memRowOK(r *Row) bool {
@@ -151,7 +184,7 @@ func (q *query) memRowOK(r *Row) bool {
 	if q.cluster != "" && r.Cluster != q.cluster {
 		return false
 	}
-	return q.substring == "" || strings.Contains(r.Data, q.substring)
+	return (q.substring == "" || strings.Contains(r.Data, q.substring)) && q.data.matchString(r.Data)
 }
 
 // snapshot is a consistent view for one read: memtable prefixes and
@@ -202,9 +235,9 @@ func (s *Store) Fetch(ctx context.Context, q Query) (Result, error) {
 	}
 	rows, err := s.read(ctx, cq)
 	if err != nil {
-		return Result{}, err
+		return Result{Examined: cq.examined}, err
 	}
-	res := Result{Rows: rows, Cursor: q.Cursor, MaxLines: cq.limit}
+	res := Result{Rows: rows, Cursor: q.Cursor, MaxLines: cq.limit, Examined: cq.examined}
 	if len(rows) > 0 {
 		res.Cursor = rows[len(rows)-1].Seq
 	}
@@ -249,6 +282,10 @@ func (s *Store) Scan(ctx context.Context, after int64, maxRows int, maxBytes int
 // stopping as soon as limit rows are collected. Sources are seq-disjoint:
 // segments, then sealed memtables, then the active memtable.
 func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
+	q.ctx = ctx
+	if !q.check() {
+		return nil, q.err
+	}
 	sn := s.snapshot(q)
 	defer sn.release()
 	var out []Row
@@ -266,7 +303,7 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 			var rows []Row
 			var err error
 			if q.scan {
-				rows, err = s.scanSegment(sg, max(q.cursor, sg.first-1), q.limit-len(out))
+				rows, err = s.scanSegment(ctx, &s.scan, sg, max(q.cursor, sg.first-1), q.limit-len(out))
 			} else {
 				rows, err = sg.collect(q, q.limit-len(out))
 			}
@@ -280,6 +317,9 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 				break
 			}
 			out = append(out, memCollect(q, sn.mems[i], sn.keyIdx[i], q.limit-len(out))...)
+			if q.err != nil {
+				return nil, q.err
+			}
 		}
 		return out, nil
 	}
@@ -288,6 +328,9 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 	need := q.limit
 	for i := len(sn.mems) - 1; i >= 0 && need > 0; i-- {
 		rows := memCollect(q, sn.mems[i], sn.keyIdx[i], need)
+		if q.err != nil {
+			return nil, q.err
+		}
 		parts = append(parts, rows)
 		need -= len(rows)
 	}
@@ -295,6 +338,9 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 		sg := sn.segs[i]
 		if sg.last <= q.cursor {
 			break
+		}
+		if q.maxSeq > 0 && sg.first > q.maxSeq {
+			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -313,12 +359,13 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 }
 
 // memCollect returns up to limit matching rows of a memtable prefix: the
-// first ones, or the last ones for a tail read, in seq order.
+// first ones, or the last ones for a tail read, in seq order. It stops early
+// when q's budget does (q.err says why).
 func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 	var out []Row
 	if q.scope == ScopeExact {
 		if q.tail {
-			for i := len(idx) - 1; i >= 0 && len(out) < limit; i-- {
+			for i := len(idx) - 1; i >= 0 && len(out) < limit && q.step(); i-- {
 				if r := rows.at(int(idx[i])); q.memRowOK(&r) {
 					out = append(out, r)
 				}
@@ -332,7 +379,7 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 			start = sort.Search(len(idx), func(i int) bool { return rows.seqAt(int(idx[i])) > q.cursor })
 		}
 		for _, i := range idx[start:] {
-			if len(out) >= limit {
+			if len(out) >= limit || !q.step() {
 				break
 			}
 			if r := rows.at(int(i)); q.memRowOK(&r) {
@@ -342,7 +389,11 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 		return out
 	}
 	if q.tail {
-		for i := rows.n - 1; i >= 0 && len(out) < limit; i-- {
+		end := rows.n - 1
+		if q.maxSeq > 0 && rows.n > 0 {
+			end = int(min(int64(end), q.maxSeq-rows.first))
+		}
+		for i := end; i >= 0 && len(out) < limit && q.step(); i-- {
 			if rows.seqAt(i) <= q.cursor {
 				break
 			}
@@ -357,7 +408,7 @@ func memCollect(q *query, rows rowsView, idx []int32, limit int) []Row {
 	if rows.n > 0 && q.cursor >= rows.first {
 		start = int(min(q.cursor-rows.first+1, int64(rows.n)))
 	}
-	for i := start; i < rows.n && len(out) < limit; i++ {
+	for i := start; i < rows.n && len(out) < limit && q.step(); i++ {
 		if q.maxSeq > 0 && rows.seqAt(i) > q.maxSeq {
 			break
 		}
@@ -421,6 +472,9 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		if k.maxSeq <= q.cursor || (q.maxSeq > 0 && k.minSeq > q.maxSeq) || (q.since > 0 && k.maxEpoch <= q.since) {
 			continue
 		}
+		if !q.step() {
+			return nil, q.err
+		}
 		if !q.keyMatch(k.key) {
 			continue
 		}
@@ -449,7 +503,10 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		}
 	}
 	var cp rowCopier
-	err := sg.readRuns(runs, skip, q.substring, func(rr *rawRow) bool {
+	err := sg.readRuns(runs, skip, q.substring, &q.budget, func(rr *rawRow) bool {
+		if !q.step() {
+			return false
+		}
 		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
 			out = append(out, cp.row(rr))
 			if len(out) >= 4*limit+1024 {
@@ -458,6 +515,9 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		}
 		return true
 	})
+	if err == nil {
+		err = q.err
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -471,6 +531,9 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 	var out []Row
 	var cp rowCopier
 	match := func(rr *rawRow) bool {
+		if !q.step() {
+			return false
+		}
 		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
 			out = append(out, cp.row(rr))
 		}
@@ -482,13 +545,15 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 	}
 	begin := k.firstRowAfter(q.cursor)
 	if !q.tail {
-		err := sg.readRows(begin, end, skip, q.substring, func(rr *rawRow) bool {
+		err := sg.readRows(begin, end, skip, q.substring, &q.budget, func(rr *rawRow) bool {
 			if q.maxSeq > 0 && rr.seq > q.maxSeq {
 				return false
 			}
-			match(rr)
-			return len(out) < limit
+			return match(rr) && len(out) < limit
 		})
+		if err == nil {
+			err = q.err
+		}
 		return out, err
 	}
 	chunk := int64(limit)
@@ -498,14 +563,16 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 		a := max(begin, end-chunk)
 		out = nil
 		stopAtCursor := false
-		err := sg.readRows(a, end, skip, q.substring, func(rr *rawRow) bool {
+		err := sg.readRows(a, end, skip, q.substring, &q.budget, func(rr *rawRow) bool {
 			if rr.seq <= q.cursor {
 				stopAtCursor = true
 				return true
 			}
-			match(rr)
-			return true
+			return match(rr)
 		})
+		if err == nil {
+			err = q.err
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -555,10 +622,11 @@ type scanCache struct {
 	rows   []Row
 }
 
-// scanSegment returns up to n rows of sg with seq > after, in seq order.
-func (s *Store) scanSegment(sg *segment, after int64, n int) ([]Row, error) {
+// scanSegment returns up to n rows of sg with seq > after, in seq order,
+// through the window cache c (Scan's, or a RecordStream's own: two readers at
+// different places sharing one window would each evict the other's).
+func (s *Store) scanSegment(ctx context.Context, c *scanCache, sg *segment, after int64, n int) ([]Row, error) {
 	want := min(after+int64(n), sg.last)
-	c := &s.scan
 	c.mu.Lock()
 	if c.seg == sg && c.lo <= after+1 && want <= c.hi {
 		out := append([]Row(nil), c.rows[after+1-c.lo:want+1-c.lo]...)
@@ -567,7 +635,7 @@ func (s *Store) scanSegment(sg *segment, after int64, n int) ([]Row, error) {
 	}
 	c.mu.Unlock()
 	lo, hi := after+1, min(sg.last, after+int64(max(n, scanWindow)))
-	q := &query{scope: ScopePrefix, cursor: after, maxSeq: hi, limit: int(hi - lo + 1)}
+	q := &query{scope: ScopePrefix, cursor: after, maxSeq: hi, limit: int(hi - lo + 1), budget: budget{ctx: ctx}}
 	rows, err := sg.collect(q, q.limit)
 	if err != nil {
 		return nil, err

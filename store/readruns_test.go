@@ -37,11 +37,11 @@ func TestReadRunsMatchesReadRows(t *testing.T) {
 		skip := func(g *rgInfo) bool { return pruned >= 0 && g == &sg.rgs[pruned] }
 		var want, got []int64
 		for _, r := range runs {
-			if err := sg.readRows(r.a, r.b, skip, "", func(rr *rawRow) bool { want = append(want, rr.seq); return true }); err != nil {
+			if err := sg.readRows(r.a, r.b, skip, "", nil, func(rr *rawRow) bool { want = append(want, rr.seq); return true }); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := sg.readRuns(append([]rowRun(nil), runs...), skip, "", func(rr *rawRow) bool { got = append(got, rr.seq); return true }); err != nil {
+		if err := sg.readRuns(append([]rowRun(nil), runs...), skip, "", nil, func(rr *rawRow) bool { got = append(got, rr.seq); return true }); err != nil {
 			t.Fatal(err)
 		}
 		if !equalSeqs(got, want) {

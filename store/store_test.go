@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +105,33 @@ func TestAppendFetchReopen(t *testing.T) {
 	ack = mustAppend(t, s, mkRows("/a", 1, 3))
 	if ack.First != 6 {
 		t.Fatalf("seq after reopen = %d, want 6", ack.First)
+	}
+}
+
+// Two stores on one data dir would hand out the same seqs: the second Open
+// fails at once, naming the dir and the holder, and works once the first is
+// closed or has died (Abandon, then a crash).
+func TestSecondOpenOfDataDirRefused(t *testing.T) {
+	fs := vfs.NewMemFS()
+	opts := memOpts(fs)
+	s := mustOpen(t, opts)
+	mustAppend(t, s, mkRows("/k", 2, 0))
+	_, err := Open(opts)
+	if !errors.Is(err, ErrDirInUse) {
+		t.Fatalf("second Open = %v, want ErrDirInUse", err)
+	}
+	if want := fmt.Sprintf("data dir /data is in use by another finelogd (pid %d)", os.Getpid()); !strings.Contains(err.Error(), want) {
+		t.Fatalf("second Open error %q does not say %q", err, want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, opts)
+	s.Abandon()
+	fs.Crash(nil)
+	s = mustOpen(t, opts)
+	defer s.Close()
+	if got := s.LastSeq(); got != 2 {
+		t.Fatalf("last seq after reopen = %d", got)
 	}
 }

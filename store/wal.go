@@ -149,9 +149,9 @@ func (w *wal) close() error {
 	return err
 }
 
-// readWALFile returns the valid records of one file. A bad record with no
-// valid record after it is a torn tail and is dropped; one followed by a
-// valid record is corruption.
+// readWALFile returns the valid records of one file. A bad record is a torn
+// tail (dropped) unless a valid record of a later group commit follows it,
+// which is corruption (see walrecord.go on back).
 func readWALFile(fsys vfs.FS, name string) ([]WALRecord, int64, error) {
 	f, err := fsys.Open(name)
 	if err != nil {
@@ -165,28 +165,37 @@ func readWALFile(fsys vfs.FS, name string) ([]WALRecord, int64, error) {
 	var recs []WALRecord
 	off := 0
 	for off < len(data) {
-		rec, n, err := DecodeWALRecord(data[off:])
+		rec, n, _, err := decodeWALFrame(data[off:])
 		if err == nil {
 			recs = append(recs, rec)
 			off += n
 			continue
 		}
-		if later, ok := findValidRecord(data, off+1); ok {
-			return nil, 0, fmt.Errorf("wal %s: corrupt record at offset %d (%v) followed by a valid record at offset %d: refusing to skip acknowledged data", name, off, err, later)
+		if later, ok := findLaterGroup(data, off); ok {
+			return nil, 0, fmt.Errorf("wal %s: corrupt record at offset %d (%v) followed by a valid record of a later group commit at offset %d: refusing to skip acknowledged data", name, off, err, later)
 		}
 		return recs, int64(len(data) - off), nil // torn tail
 	}
 	return recs, 0, nil
 }
 
-func findValidRecord(data []byte, from int) (int, bool) {
-	for i := from; i+walHeaderSize <= len(data); i++ {
+// findLaterGroup looks past the bad record at off for a valid record that
+// proves off's group commit was synced: one whose group starts after off,
+// or one that does not say where its group starts (older files). Valid
+// records of off's own group are what a torn write leaves; they are skipped.
+func findLaterGroup(data []byte, off int) (int, bool) {
+	for i := off + 1; i+walHeaderSize <= len(data); i++ {
 		if !plausibleHeader(data[i:]) {
 			continue
 		}
-		if _, _, err := DecodeWALRecord(data[i:]); err == nil {
+		_, n, back, err := decodeWALFrame(data[i:])
+		if err != nil {
+			continue
+		}
+		if back < 0 || int64(i)-back > int64(off) {
 			return i, true
 		}
+		i += n - 1
 	}
 	return 0, false
 }
@@ -194,6 +203,9 @@ func findValidRecord(data []byte, from int) (int, bool) {
 // walReplay is the outcome of reading every WAL file at Open.
 type walReplay struct {
 	records []WALRecord // continuous, all rows > base
+	// flushed are the records whose rows are all in segments (last <= base)
+	// but whose marks may not be in producers.json yet (last > markBase).
+	flushed []WALRecord
 	files   []walFileInfo
 	maxNum  uint64
 	torn    []string // one line per file that ended in a torn (unacked) record
@@ -202,8 +214,31 @@ type walReplay struct {
 var errWALGap = errors.New("wal gap")
 
 // replayWAL reads the WAL files in order and returns the continuous run of
-// records after base (the highest seq already in segments).
-func replayWAL(fsys vfs.FS, dir string, names []string, base int64) (walReplay, error) {
+// records after markBase (where producers.json's marks are as of, <= base),
+// split at base (the highest seq already in segments).
+func replayWAL(fsys vfs.FS, dir string, names []string, base, markBase int64) (walReplay, error) {
+	out, err := replayWALAfter(fsys, dir, names, markBase)
+	if err != nil {
+		return out, err
+	}
+	recs := out.records
+	out.records = nil
+	for _, rec := range recs {
+		switch {
+		case rec.Last <= base:
+			out.flushed = append(out.flushed, rec)
+		case rec.First <= base: // straddles the segment boundary
+			rec.Rows = rec.Rows[base-rec.First+1:]
+			rec.First = base + 1
+			out.records = append(out.records, rec)
+		default:
+			out.records = append(out.records, rec)
+		}
+	}
+	return out, nil
+}
+
+func replayWALAfter(fsys vfs.FS, dir string, names []string, base int64) (walReplay, error) {
 	var out walReplay
 	expected := base + 1
 	for _, name := range names {
@@ -227,8 +262,12 @@ func replayWAL(fsys vfs.FS, dir string, names []string, base int64) (walReplay, 
 		out.maxNum = max(out.maxNum, num)
 		first := true
 		for _, rec := range recs {
-			if rec.Last <= base {
-				continue // already in a durable segment
+			if rec.Last < base || (rec.Last == base && rec.First <= base) {
+				// Already in a durable segment, and its marks in the marks
+				// as of base. A record without rows at base itself may have
+				// come after the seal, so the marks as of base lack it: it
+				// is kept for its marks.
+				continue
 			}
 			if rec.First <= base { // straddles the segment boundary
 				rec.Rows = rec.Rows[base-rec.First+1:]

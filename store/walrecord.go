@@ -10,7 +10,8 @@ import (
 // WAL record framing, modelled on Pebble's record package:
 //
 //	crc32c  uint32  Castagnoli CRC of everything after this field
-//	length  uint32  payload length in bytes
+//	length  uint32  bit 31: grouped (set by every writer since it existed);
+//	                bits 0-30: payload length in bytes
 //	first   int64   store seq of the first row (first = last+1 when no rows)
 //	last    int64   store seq of the last row
 //	payload [length]byte
@@ -22,6 +23,9 @@ import (
 //
 // Payload (all integers are varints, strings are uvarint length + bytes):
 //
+//	uint32  back    (grouped records only) bytes from the start of this
+//	                record's group commit (one write, one fdatasync) to the
+//	                start of this record
 //	uvarint nMarks; nMarks × (string producer, varint mark)
 //	uvarint nRows;  nRows  × (rstring key, rstring source, string data,
 //	                          varint epoch_ms, varint attempt_id, varint level,
@@ -32,8 +36,23 @@ import (
 //
 // Row seqs are implicit (first + index), which keeps records compact and makes
 // a record whose row count disagrees with its seq range detectably invalid.
+//
+// back lets recovery tell a torn group from corruption. A power cut can
+// leave any of an unsynced group's bytes zeroed or garbled while later
+// bytes of the same group are intact, so a bad record followed by a valid
+// one of the same group is a torn write (nothing in it was acked). A valid
+// record of a later group proves the bad record's group was fdatasync'ed
+// (the committer writes a group only after the previous one's sync
+// returned), so that is corruption of acked data. Records without the
+// grouped bit (older files) keep the old rule: any valid record after a bad
+// one is corruption.
 const (
 	walHeaderSize = 24
+	// walGrouped is the length field's flag for records that carry back.
+	walGrouped = 1 << 31
+	// walBackSize is back's size: fixed, so the committer can patch it into
+	// a record encoded before its place in the group was known.
+	walBackSize = 4
 	// maxWALPayload bounds a record: the largest valid batch plus generous
 	// framing overhead. A header claiming more is garbage, not a record.
 	maxWALPayload = MaxBatchBytes + 4<<20
@@ -57,10 +76,18 @@ type ProducerMark struct {
 // errBadRecord marks a frame that is not a valid record (torn or corrupt).
 var errBadRecord = errors.New("bad wal record")
 
-// appendWALRecord encodes a record onto dst.
+// appendWALRecord encodes a record onto dst, as the first of its group
+// (back 0; patchWALHeader sets it).
 func appendWALRecord(dst []byte, first, last int64, marks []ProducerMark, rows []Row) []byte {
+	return encodeWALRecord(dst, first, last, 0, marks, rows)
+}
+
+// encodeWALRecord encodes a record that starts back bytes after the start
+// of its group commit.
+func encodeWALRecord(dst []byte, first, last int64, back uint32, marks []ProducerMark, rows []Row) []byte {
 	start := len(dst)
 	dst = append(dst, make([]byte, walHeaderSize)...)
+	dst = binary.LittleEndian.AppendUint32(dst, back)
 	dst = binary.AppendUvarint(dst, uint64(len(marks)))
 	for _, m := range marks {
 		dst = appendString(dst, m.Producer)
@@ -78,7 +105,7 @@ func appendWALRecord(dst []byte, first, last int64, marks []ProducerMark, rows [
 		dst = appendRepeat(dst, r.Cluster, i > 0 && rows[i-1].Cluster == r.Cluster)
 	}
 	h := dst[start : start+walHeaderSize]
-	binary.LittleEndian.PutUint32(h[4:], uint32(len(dst)-start-walHeaderSize))
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(dst)-start-walHeaderSize)|walGrouped)
 	binary.LittleEndian.PutUint64(h[8:], uint64(first))
 	binary.LittleEndian.PutUint64(h[16:], uint64(last))
 	binary.LittleEndian.PutUint32(h[0:], crc32.Checksum(dst[start+4:], castagnoli))
@@ -107,35 +134,53 @@ func appendString(dst []byte, s string) []byte {
 // the seq range) is an error wrapping errBadRecord; it never panics, and a
 // record is returned only when its checksum matches.
 func DecodeWALRecord(b []byte) (WALRecord, int, error) {
+	rec, n, _, err := decodeWALFrame(b)
+	return rec, n, err
+}
+
+// decodeWALFrame is DecodeWALRecord that also returns the record's back
+// (bytes from its group's start), or -1 for a record written before records
+// had one.
+func decodeWALFrame(b []byte) (WALRecord, int, int64, error) {
 	if len(b) < walHeaderSize {
-		return WALRecord{}, 0, fmt.Errorf("%w: %d bytes, header needs %d", errBadRecord, len(b), walHeaderSize)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: %d bytes, header needs %d", errBadRecord, len(b), walHeaderSize)
 	}
 	n := binary.LittleEndian.Uint32(b[4:])
+	grouped := n&walGrouped != 0
+	n &^= walGrouped
 	if n > maxWALPayload || int(n) > len(b)-walHeaderSize {
-		return WALRecord{}, 0, fmt.Errorf("%w: payload length %d exceeds the %d bytes available", errBadRecord, n, len(b)-walHeaderSize)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: payload length %d exceeds the %d bytes available", errBadRecord, n, len(b)-walHeaderSize)
 	}
 	total := walHeaderSize + int(n)
 	if got, want := crc32.Checksum(b[4:total], castagnoli), binary.LittleEndian.Uint32(b); got != want {
-		return WALRecord{}, 0, fmt.Errorf("%w: crc32c %08x, header says %08x", errBadRecord, got, want)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: crc32c %08x, header says %08x", errBadRecord, got, want)
 	}
 	rec := WALRecord{
 		First: int64(binary.LittleEndian.Uint64(b[8:])),
 		Last:  int64(binary.LittleEndian.Uint64(b[16:])),
 	}
 	if rec.First < 1 || rec.Last < rec.First-1 {
-		return WALRecord{}, 0, fmt.Errorf("%w: seq range [%d,%d]", errBadRecord, rec.First, rec.Last)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: seq range [%d,%d]", errBadRecord, rec.First, rec.Last)
 	}
 	d := decoder{b: b[walHeaderSize:total]}
+	back := int64(-1)
+	if grouped {
+		if len(d.b) < walBackSize {
+			return WALRecord{}, 0, 0, fmt.Errorf("%w: grouped record of %d payload bytes has no group offset", errBadRecord, len(d.b))
+		}
+		back = int64(binary.LittleEndian.Uint32(d.b))
+		d.b = d.b[walBackSize:]
+	}
 	nm := d.uvarint()
 	if nm > uint64(len(d.b)) {
-		return WALRecord{}, 0, fmt.Errorf("%w: %d producer marks in %d bytes", errBadRecord, nm, len(d.b))
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: %d producer marks in %d bytes", errBadRecord, nm, len(d.b))
 	}
 	for i := uint64(0); i < nm && d.err == nil; i++ {
 		rec.Marks = append(rec.Marks, ProducerMark{Producer: d.str(), Seq: d.varint()})
 	}
 	nr := d.uvarint()
 	if d.err == nil && (nr > uint64(len(d.b)) || int64(nr) != rec.Last-rec.First+1) {
-		return WALRecord{}, 0, fmt.Errorf("%w: %d rows for seq range [%d,%d]", errBadRecord, nr, rec.First, rec.Last)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: %d rows for seq range [%d,%d]", errBadRecord, nr, rec.First, rec.Last)
 	}
 	if d.err == nil {
 		rec.Rows = make([]Row, 0, nr)
@@ -157,9 +202,9 @@ func DecodeWALRecord(b []byte) (WALRecord, int, error) {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
 	}
 	if d.err != nil {
-		return WALRecord{}, 0, fmt.Errorf("%w: payload: %v", errBadRecord, d.err)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: payload: %v", errBadRecord, d.err)
 	}
-	return rec, total, nil
+	return rec, total, back, nil
 }
 
 // plausibleHeader is a cheap pre-check used when scanning past a bad record
@@ -168,7 +213,7 @@ func plausibleHeader(b []byte) bool {
 	if len(b) < walHeaderSize {
 		return false
 	}
-	n := binary.LittleEndian.Uint32(b[4:])
+	n := binary.LittleEndian.Uint32(b[4:]) &^ walGrouped
 	first := int64(binary.LittleEndian.Uint64(b[8:]))
 	last := int64(binary.LittleEndian.Uint64(b[16:]))
 	return n <= maxWALPayload && int(n) <= len(b)-walHeaderSize && first >= 1 && last >= first-1 && last-first < 1<<30

@@ -26,6 +26,15 @@ func init() {
 		summary: "load-generate against a running finelogd and report lines/s, MB/s, latency",
 		run:     runBench,
 	})
+	helps["bench"] = helpDoc{
+		usage:       "finelog bench [flags]",
+		description: "load-generate against finelogd (or a throw-away one with --spawn) and report lines/s, MB/s, latency, server CPU and RSS",
+		examples: []string{
+			"finelog bench --spawn                       # own empty finelogd, CPU and RSS included",
+			"finelog bench --lines 100000 --metrics http://127.0.0.1:7070/metrics",
+			"finelog bench --addr http://10.0.0.5:7070 --prefix /bench/try-2/",
+		},
+	}
 }
 
 type benchConfig struct {
@@ -38,11 +47,13 @@ type benchConfig struct {
 	progress    time.Duration
 	seed        uint64
 	gzip        bool
+	prefix      string
+	protocol    string
+	push        benchPusher // nil: PushLogs through the client
 }
 
 func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
 	conn := addConnFlags(fs, env)
 	var bc benchConfig
 	fs.IntVar(&bc.lines, "lines", 5_000_000, "total lines to push")
@@ -54,7 +65,11 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.DurationVar(&bc.progress, "progress", 2*time.Second, "progress line interval")
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the line generator")
 	fs.BoolVar(&bc.gzip, "gzip", false, "gzip request bodies")
-	pos, err := parseArgs(fs, args)
+	fs.StringVar(&bc.protocol, "protocol", benchPushLogs, "push over `pushlogs`, loki (push API, protobuf+snappy), otlp (OTLP/HTTP protobuf), or all (each in turn, with ratios to pushlogs)")
+	fs.StringVar(&bc.prefix, "prefix", "/bench/run-"+time.Now().UTC().Format("20060102T150405Z")+"/", "key `prefix` the bench rows are written under")
+	spawn := fs.Bool("spawn", false, "start a throw-away finelogd (empty data dir, free loopback port) for a clean measurement, report its CPU and RSS, then stop it and delete its data")
+	finelogd := fs.String("finelogd", "", "finelogd `binary` for --spawn (default: next to finelog, else on PATH)")
+	pos, err := parseArgs(env, fs, args)
 	if err != nil {
 		return err
 	}
@@ -64,6 +79,27 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	if bc.lines <= 0 || bc.keys <= 0 || bc.batch <= 0 || bc.concurrency <= 0 {
 		return fmt.Errorf("--lines, --keys, --batch and --concurrency must be positive")
 	}
+	if !strings.HasPrefix(bc.prefix, "/") || !strings.HasSuffix(bc.prefix, "/") {
+		return fmt.Errorf("--prefix %q: want a key prefix that starts and ends with /", bc.prefix)
+	}
+	if *spawn {
+		if bc.pid != 0 || bc.metricsURL != "" {
+			return fmt.Errorf("--spawn measures the daemon it starts: drop --pid and --metrics")
+		}
+		bin, err := findFinelogd(*finelogd)
+		if err != nil {
+			return err
+		}
+		d, err := spawnFinelogd(ctx, bin, env.stderr)
+		if err != nil {
+			return err
+		}
+		defer d.stop()
+		conn.addr = d.addr
+		conn.tokenFile = ""
+		bc.pid = d.pid()
+		fmt.Fprintf(env.stdout, "spawned      %s at %s (pid %d, data in %s, deleted after)\n", bin, d.addr, d.pid(), d.dataDir)
+	}
 	var extra []client.Option
 	if bc.gzip {
 		extra = append(extra, client.WithGzip())
@@ -72,9 +108,20 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Fail fast with the friendly error if the server is not there.
-	if _, err := c.Fetch(ctx, &loggingpb.FetchLogsRequest{Source: "/bench/", MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT, MaxLines: 1}); err != nil {
+	// Fail fast with the friendly error if the server is not there, and
+	// say so when the store already holds data: the bench adds bc.lines
+	// rows to it, and other data skews the measurement.
+	other, err := c.Fetch(ctx, &loggingpb.FetchLogsRequest{MatchScope: loggingpb.MatchScope_MATCH_SCOPE_REGEX, MaxLines: 1})
+	if err != nil {
 		return conn.friendly(err)
+	}
+	fmt.Fprintf(env.stdout, "writing      %d lines under key prefix %s at %s\n", bc.lines, bc.prefix, conn.addr)
+	if es := other.GetEntries(); len(es) > 0 {
+		fmt.Fprintf(env.stderr, "finelog bench: warning: the store at %s already holds data (e.g. key %q): the bench adds %d rows to it under %s; use --spawn for a clean measurement\n",
+			conn.addr, es[0].GetKey(), bc.lines, bc.prefix)
+	}
+	if bc.protocol != benchPushLogs {
+		return runProtocolBench(ctx, env, c, conn, bc)
 	}
 	r, err := bench(ctx, c, bc, env.stderr)
 	if err != nil {
@@ -102,7 +149,7 @@ type procSample struct {
 func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Writer) (*benchResult, error) {
 	keys := make([]string, bc.keys)
 	for i := range keys {
-		keys[i] = "/bench" + loggen.Key(i)
+		keys[i] = bc.prefix + strings.TrimPrefix(loggen.Key(i), "/")
 	}
 	batches := (bc.lines + bc.batch - 1) / bc.batch
 	var next, sentLines, sentBytes atomic.Int64
@@ -153,7 +200,12 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Wr
 					e.Timestamp.EpochMs = now
 				}
 				t0 := time.Now()
-				_, err := c.Push(ctx, req)
+				var err error
+				if bc.push != nil {
+					err = bc.push(ctx, req)
+				} else {
+					_, err = c.Push(ctx, req)
+				}
 				d := time.Since(t0)
 				req.Entries = full
 				if err != nil {

@@ -93,10 +93,10 @@ func (c *connFlags) friendly(err error) error {
 // parseArgs parses flags that may come before or after the positional
 // arguments ("finelog fetch KEY --json" works like "finelog fetch --json
 // KEY"); "--" ends flag parsing.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+func parseArgs(env *cliEnv, fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(env, fs, args); err != nil {
 			return nil, err
 		}
 		rest := fs.Args()
@@ -114,14 +114,13 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // parseOneArg parses flags around exactly one positional argument, named
 // what (KEY, SOURCE) in the error.
-func parseOneArg(fs *flag.FlagSet, args []string, what string) (string, error) {
-	pos, err := parseArgs(fs, args)
+func parseOneArg(env *cliEnv, fs *flag.FlagSet, args []string, what string) (string, error) {
+	pos, err := parseArgs(env, fs, args)
 	if err != nil {
 		return "", err
 	}
 	if len(pos) != 1 {
-		fs.Usage()
-		return "", fmt.Errorf("want exactly one %s, got %d arguments", what, len(pos))
+		return "", fmt.Errorf("want exactly one %s, got %d arguments (usage: %s)", what, len(pos), helps[fs.Name()].usage)
 	}
 	return pos[0], nil
 }

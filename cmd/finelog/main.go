@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"syscall"
 )
 
@@ -47,11 +46,16 @@ func main() {
 }
 
 func run(ctx context.Context, env *cliEnv, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(env.stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	if wantsHelp(args) {
+		usage(env.stdout)
+		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" || args[0] == "version" {
+		fmt.Fprintln(env.stdout, versionLine())
 		return 0
 	}
 	c, ok := commands[args[0]]
@@ -62,24 +66,10 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	if err := c.run(ctx, env, args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0 // -h: the flag set already printed the usage
+			return 0 // -h: the help is already on stdout
 		}
 		fmt.Fprintf(env.stderr, "finelog %s: %v\n", c.name, err)
 		return 1
 	}
 	return 0
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: finelog <command> [flags]")
-	fmt.Fprintln(w)
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
-	}
-	fmt.Fprintln(w, "\nRun 'finelog <command> -h' for a command's flags.")
 }

@@ -23,6 +23,14 @@ func init() {
 		summary: "validate an auth policy and explain a decision (policy check [--policy-file F] [--peer IP:PORT] [--token-file F])",
 		run:     runPolicy,
 	})
+	helps["policy check"] = helpDoc{
+		usage:       "finelog policy check [--policy-file FILE] [--peer IP:PORT] [--token-file FILE|-] [--at TIME]",
+		description: "validate an auth policy like finelogd does at start, and explain the decision for one request",
+		examples: []string{
+			"finelog policy check --policy-file /etc/finelog/policy.json",
+			"finelog policy check --policy-file policy.json --peer 10.0.0.7:5000 --token-file east.token",
+		},
+	}
 }
 
 // policyClock is the default evaluation time of `policy check`; tests
@@ -30,17 +38,15 @@ func init() {
 var policyClock clock.Clock = clock.Real{}
 
 func runPolicy(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(env.stderr, "usage: finelog policy check [--policy-file FILE] [--peer IP:PORT] [--token-file FILE|-] [--at TIME]")
-		return errors.New("want the subcommand \"check\"")
-	}
 	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
 	policyFile := fs.String("policy-file", "", "policy `file` (default: the FINELOG_AUTH_POLICY environment variable; neither means loopback only)")
 	peer := fs.String("peer", "", "explain the decision for a request from this transport peer `IP:PORT`")
 	tokenFile := fs.String("token-file", "", "`file` holding the request's bearer token (\"-\" reads stdin)")
 	at := fs.String("at", "", "evaluate tokens at this `time` (RFC 3339 or unix seconds; default now)")
-	if err := fs.Parse(args[1:]); err != nil {
+	if len(args) == 0 || args[0] != "check" {
+		return subcommandUsage(env, fs, args)
+	}
+	if err := parseFlags(env, fs, args[1:]); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {

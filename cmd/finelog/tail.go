@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"time"
 
-	"github.com/finelog/finelog/store"
+	"github.com/finelog/finelog/wire"
 )
 
 func init() {
@@ -15,24 +14,28 @@ func init() {
 		summary: "print the newest lines of SOURCE; with -f keep following",
 		run:     runTail,
 	})
+	helps["tail"] = helpDoc{
+		usage:       "finelog tail [-f] [flags] SOURCE",
+		description: "print the newest lines of SOURCE; with -f keep printing new ones as they arrive",
+		examples: []string{
+			"finelog tail -n 100 /user/job-1/task-0",
+			"finelog tail -f --prefix /user/job-1/ --level warn",
+		},
+	}
 }
 
 func runTail(ctx context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
 	conn := addConnFlags(fs, env)
 	filt := addFilterFlags(fs)
 	follow := fs.Bool("f", false, "follow: keep printing new lines as they arrive (until interrupted)")
 	n := fs.Int("n", 10, "print the newest `N` lines first (at least 1)")
-	fs.Usage = func() {
-		fmt.Fprintln(env.stderr, "usage: finelog tail [-f] [flags] SOURCE")
-		fs.PrintDefaults()
-	}
-	source, err := parseOneArg(fs, args, "SOURCE")
+	source, err := parseOneArg(env, fs, args, "SOURCE")
 	if err != nil {
 		return err
 	}
-	req, err := filt.request(source, time.Now())
+	now := time.Now()
+	req, err := filt.request(source, now)
 	if err != nil {
 		return err
 	}
@@ -41,7 +44,7 @@ func runTail(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	req.Tail = true
-	req.MaxLines = int32(min(max(*n, 1), store.MaxMaxLines))
+	req.MaxLines = int32(min(max(*n, 1), wire.MaxMaxLines))
 	out := newEntryPrinter(env.stdout, filt)
 	defer out.flush()
 	if !*follow {
@@ -50,6 +53,9 @@ func runTail(ctx context.Context, env *cliEnv, args []string) error {
 			return conn.friendly(err)
 		}
 		for _, e := range resp.GetEntries() {
+			if !filt.keep(e, now) {
+				continue
+			}
 			if err := out.print(e); err != nil {
 				return err
 			}
@@ -59,6 +65,9 @@ func runTail(ctx context.Context, env *cliEnv, args []string) error {
 	for e, err := range c.Tail(ctx, req) {
 		if err != nil {
 			return conn.friendly(err)
+		}
+		if !filt.keep(e, now) {
+			continue
 		}
 		if err := out.print(e); err != nil {
 			return err

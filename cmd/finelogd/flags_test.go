@@ -74,3 +74,16 @@ func TestMemoryLimitFlagAndGOMEMLIMIT(t *testing.T) {
 		t.Fatalf("GOMEMLIMIT set, but --memory-limit changed the limit to %d", got)
 	}
 }
+
+func TestFlagsRefuseZeroLimits(t *testing.T) {
+	for _, args := range [][]string{
+		{"--max-connections", "0"}, {"--max-connections-per-peer", "-1"}, {"--max-long-polls", "0"},
+		{"--max-long-polls-per-identity", "0"}, {"--max-reads-per-identity", "0"}, {"--max-producers-per-identity", "0"},
+		{"--request-body-timeout", "0s"},
+	} {
+		_, err := parseFlags(args, func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: %v, want an error naming %s", args, err, args[0])
+		}
+	}
+}

@@ -54,9 +54,25 @@ const DefaultMemoryLimit = 200 << 20
 const DefaultMemtableBytes = 32 << 20
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*flags, error) {
+	f, fs := newFlagSet(stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := validateFlags(f); err != nil {
+		return nil, err
+	}
+	f.cfg.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
+	return f, nil
+}
+
+// newFlagSet defines every flag; parse errors and help go to out.
+func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 	f := &flags{}
 	fs := flag.NewFlagSet("finelogd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(out)
 	c := &f.cfg
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "`address` to serve HTTP/1.1 and h2c on (loopback by default)")
 	fs.StringVar(&c.DataDir, "data-dir", "./finelog-data", "`directory` for the store (WAL and segments) and relay state")
@@ -70,11 +86,21 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&c.AuthPolicyFile, "auth-policy-file", "", "JSON auth policy `file` (or set FINELOG_AUTH_POLICY); neither: loopback peers only")
 	c.MaxRequestBytes = server.DefaultMaxRequestBytes
 	fs.Var((*byteSize)(&c.MaxRequestBytes), "max-request-bytes", "largest request body accepted, after decompression, in `bytes`")
-	fs.Var((*byteSize)(&c.MaxInflightRequestBytes), "max-inflight-request-bytes", "request `bytes` read and decoded at once across all requests; past it requests wait, then get a retryable resource_exhausted (0 = twice --max-request-bytes)")
+	fs.Var((*byteSize)(&c.MaxInflightRequestBytes), "max-inflight-request-bytes", "request `bytes` read and decoded at once across all requests; past it requests wait, then get a retryable resource_exhausted (0 = the larger of 64MiB and --max-request-bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown waits for in-flight requests")
+	// Hostile-client bounds (docs/operations.md "Limits").
+	fs.DurationVar(&c.RequestBodyTimeout, "request-body-timeout", server.DefaultRequestBodyTimeout, "a request body must arrive within this `duration`; past it the request is dropped and its share of the in-flight budget freed")
+	fs.IntVar(&c.MaxConnections, "max-connections", server.DefaultMaxConnections, "open connections at most; past it new connections are closed at accept")
+	fs.IntVar(&c.MaxConnectionsPerPeer, "max-connections-per-peer", server.DefaultMaxConnectionsPerPeer, "open connections at most from one peer address")
+	fs.IntVar(&c.MaxLongPolls, "max-long-polls", server.DefaultMaxLongPolls, "parked long-polls (FetchLogs wait_ms) at most; past it a long-poll answers at once")
+	fs.IntVar(&c.MaxLongPollsPerIdentity, "max-long-polls-per-identity", server.DefaultMaxLongPollsPerIdentity, "parked long-polls at most per identity")
+	fs.IntVar(&c.MaxReadsPerIdentity, "max-reads-per-identity", server.DefaultMaxReadsPerIdentity, "FetchLogs store scans one identity runs at once; past it a fetch waits, then gets a retryable resource_exhausted")
+	fs.IntVar(&c.MaxProducersPerIdentity, "max-producers-per-identity", server.DefaultMaxProducersPerIdentity, "relay producers one identity keeps active (a producer stops counting after 24h idle)")
 	fs.StringVar(&c.Relay.Address, "relay-address", "", "forward every row to the global finelogd at this `URL` (unset: no relay, no egress)")
 	fs.StringVar(&c.Relay.KeyFile, "relay-key-file", "", "`file` with this cluster's signing key; the relay mints its own short-lived tokens")
 	fs.StringVar(&c.Relay.TokenFile, "relay-token-file", "", "`file` with a static bearer token for the relay target")
+	fs.StringVar(&c.Relay.Audience, "relay-audience", "", "`audience` the relay puts in the tokens it mints from --relay-key-file, for a target whose jwt layer requires one")
+	fs.Int64Var(&c.Relay.HealthMaxLagRows, "relay-health-max-lag-rows", 0, "/health/relay answers 503 while more than this many `rows` wait to be forwarded (0 = lag alone never fails it)")
 	fs.StringVar(&c.Relay.StatePath, "relay-state", "", "relay watermark `file` (default <data-dir>/relay/state.json)")
 	fs.IntVar(&c.Relay.BatchRows, "relay-batch-rows", 0, "rows per relay batch (0 = relay default)")
 	fs.IntVar(&c.Relay.InFlight, "relay-in-flight", 0, "relay batches pushed at once, against a target that refuses overtaking batches (0 = relay default, 4)")
@@ -84,24 +110,41 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	fs.Bool("version", false, "print the version (module version and VCS revision) and exit")
+	// A bad flag gets its error and a pointer to --help, not the whole
+	// flag list on stderr.
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), "run 'finelogd --help' for the flags") }
+	return f, fs
+}
+
+func validateFlags(f *flags) error {
+	c := &f.cfg
+	for _, v := range []struct {
+		name string
+		n    int
+	}{
+		{"--max-connections", c.MaxConnections}, {"--max-connections-per-peer", c.MaxConnectionsPerPeer},
+		{"--max-long-polls", c.MaxLongPolls}, {"--max-long-polls-per-identity", c.MaxLongPollsPerIdentity},
+		{"--max-reads-per-identity", c.MaxReadsPerIdentity}, {"--max-producers-per-identity", c.MaxProducersPerIdentity},
+	} {
+		if v.n < 1 {
+			return fmt.Errorf("%s %d: want at least 1", v.name, v.n)
+		}
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	if c.RequestBodyTimeout < time.Second {
+		return fmt.Errorf("--request-body-timeout %v: want at least 1s", c.RequestBodyTimeout)
 	}
 	if c.Relay.BatchRows < 0 || c.Relay.InFlight < 0 {
-		return nil, fmt.Errorf("--relay-batch-rows %d and --relay-in-flight %d: want 0 (the relay default) or more", c.Relay.BatchRows, c.Relay.InFlight)
+		return fmt.Errorf("--relay-batch-rows %d and --relay-in-flight %d: want 0 (the relay default) or more", c.Relay.BatchRows, c.Relay.InFlight)
 	}
 	if c.MemtableBytes < minMemtableBytes {
-		return nil, fmt.Errorf("--memtable-bytes %s: want at least %s", byteSize(c.MemtableBytes), byteSize(minMemtableBytes))
+		return fmt.Errorf("--memtable-bytes %s: want at least %s", byteSize(c.MemtableBytes), byteSize(minMemtableBytes))
 	}
 	if f.memoryLimit != 0 && f.memoryLimit < 4*c.MemtableBytes {
-		return nil, fmt.Errorf("--memory-limit %s is below 4x --memtable-bytes %s: memtables alone may hold 3x it while flushes catch up; raise the limit, lower the memtable, or set --memory-limit 0",
+		return fmt.Errorf("--memory-limit %s is below 4x --memtable-bytes %s: memtables alone may hold 3x it while flushes catch up; raise the limit, lower the memtable, or set --memory-limit 0",
 			byteSize(f.memoryLimit), byteSize(c.MemtableBytes))
 	}
-	c.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
-	return f, nil
+	return nil
 }
 
 func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
@@ -121,6 +164,9 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if helpOrVersion(args, stdout) {
+		return 0
+	}
 	f, err := parseFlags(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -203,11 +249,8 @@ func applyMemoryLimit(limit int64, getenv func(string) string, log *slog.Logger)
 // relay key and token are files, and only their paths are printed; an
 // inline policy is printed with every secret-looking value replaced.
 func printConfig(w io.Writer, f *flags) error {
-	c := f.cfg
+	c := f.cfg.Effective()
 	relayState := c.Relay.StatePath
-	if c.Relay.Address != "" && relayState == "" {
-		relayState = c.DataDir + "/relay/state.json"
-	}
 	out := map[string]any{
 		"listen":                     f.listen,
 		"data_dir":                   c.DataDir,
@@ -219,18 +262,29 @@ func printConfig(w io.Writer, f *flags) error {
 		"max_request_bytes":          c.MaxRequestBytes,
 		"max_inflight_request_bytes": c.MaxInflightRequestBytes,
 		"shutdown_timeout":           c.ShutdownTimeout.String(),
-		"log_format":                 f.logFormat,
-		"log_level":                  f.logLevel,
-		"auth_policy_file":           c.AuthPolicyFile,
+		"limits": map[string]any{
+			"request_body_timeout":        c.RequestBodyTimeout.String(),
+			"max_connections":             c.MaxConnections,
+			"max_connections_per_peer":    c.MaxConnectionsPerPeer,
+			"max_long_polls":              c.MaxLongPolls,
+			"max_long_polls_per_identity": c.MaxLongPollsPerIdentity,
+			"max_reads_per_identity":      c.MaxReadsPerIdentity,
+			"max_producers_per_identity":  c.MaxProducersPerIdentity,
+		},
+		"log_format":       f.logFormat,
+		"log_level":        f.logLevel,
+		"auth_policy_file": c.AuthPolicyFile,
 		"relay": map[string]any{
-			"address":       c.Relay.Address,
-			"key_file":      c.Relay.KeyFile,
-			"token_file":    c.Relay.TokenFile,
-			"state":         relayState,
-			"batch_rows":    c.Relay.BatchRows,
-			"in_flight":     c.Relay.InFlight,
-			"backfill":      c.Relay.Backfill,
-			"pin_max_bytes": c.Relay.PinMaxBytes,
+			"address":             c.Relay.Address,
+			"key_file":            c.Relay.KeyFile,
+			"token_file":          c.Relay.TokenFile,
+			"audience":            c.Relay.Audience,
+			"health_max_lag_rows": c.Relay.HealthMaxLagRows,
+			"state":               relayState,
+			"batch_rows":          c.Relay.BatchRows,
+			"in_flight":           c.Relay.InFlight,
+			"backfill":            c.Relay.Backfill,
+			"pin_max_bytes":       c.Relay.PinMaxBytes,
 		},
 	}
 	// The policy is printed as auth describes it: validated, with inline

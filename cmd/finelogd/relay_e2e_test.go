@@ -34,6 +34,7 @@ type relayNode struct {
 	t      *testing.T
 	name   string
 	addr   string
+	dir    string // working directory ("" = the test's)
 	args   []string
 	stderr *syncBuffer // every incarnation's stderr, in order
 
@@ -92,6 +93,7 @@ func (n *relayNode) startOnce() (stderr string, exitErr error) {
 	n.runs++
 	fmt.Fprintf(n.stderr, "---- %s run %d ----\n", n.name, n.runs)
 	cmd := exec.Command(bin, append([]string{"--listen", n.addr}, n.args...)...)
+	cmd.Dir = n.dir
 	cmd.Stderr = io.MultiWriter(n.stderr, runLog)
 	exited := make(chan struct{})
 	n.cmd, n.exited = cmd, exited

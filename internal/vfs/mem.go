@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -26,6 +27,7 @@ const (
 	OpRemove  Op = "remove"
 	OpSyncDir Op = "syncdir"
 	OpMkdir   Op = "mkdir"
+	OpLock    Op = "lock"
 )
 
 // ErrCrashed is returned by a file handle opened before the last Crash: the
@@ -34,16 +36,24 @@ var ErrCrashed = errors.New("vfs: file handle belongs to a crashed process")
 
 // MemFS is an in-memory filesystem that models a power cut. Every file has
 // its current bytes and its durable bytes (as of its last Sync); every
-// directory has its current entries and its durable entries (as of its last
-// SyncDir). Crash throws away everything not durable and may keep a torn
-// prefix of a file's unsynced appended bytes, exactly what a power cut can do.
-// Directories themselves are durable once made (finelog makes its directories
-// once, at start, and syncs their parent).
+// directory has its current entries, its durable entries (as of its last
+// SyncDir) and the operations since. A crash keeps what is durable, and with
+// a seeded rng also what a power cut may keep of the rest: any subset of a
+// directory's unsynced operations (creates, removes, renames; each one
+// atomic, in their order), and of a file's unsynced appended bytes a prefix
+// that may have zeroed or scrambled bytes (sectors that never reached the
+// disk, or reached it half-written). Directories themselves are durable once
+// made (finelog makes its directories once, at start, and syncs their
+// parent).
 type MemFS struct {
 	mu   sync.Mutex
 	gen  uint64
 	dirs map[string]*memDir
 	now  func() time.Time
+	// locks are the held Locks: name -> holder token. A crash kills every
+	// holder, so Crash clears it.
+	locks     map[string]uint64
+	lockToken uint64
 
 	// Inject, when set, is called before each mutating operation (and
 	// before each Sync); a non-nil error fails the operation unperformed.
@@ -56,6 +66,16 @@ type MemFS struct {
 type memDir struct {
 	entries map[string]*memNode
 	durable map[string]*memNode
+	// ops are the entry changes since the last SyncDir, in order.
+	ops []dirOp
+}
+
+// dirOp is one directory change: del is removed, then set (if not empty)
+// points at node. A rename inside one directory is one op, so a crash keeps
+// it whole or not at all, as a journaling filesystem does.
+type dirOp struct {
+	del, set string
+	node     *memNode
 }
 
 type memNode struct {
@@ -66,7 +86,7 @@ type memNode struct {
 
 // NewMemFS returns an empty MemFS with a root directory.
 func NewMemFS() *MemFS {
-	m := &MemFS{dirs: map[string]*memDir{}, now: func() time.Time { return time.Unix(0, 0) }}
+	m := &MemFS{dirs: map[string]*memDir{}, locks: map[string]uint64{}, now: func() time.Time { return time.Unix(0, 0) }}
 	m.dirs["/"] = newMemDir()
 	return m
 }
@@ -114,6 +134,7 @@ func (m *MemFS) Create(name string) (File, error) {
 	}
 	n := &memNode{mod: m.now()}
 	d.entries[base] = n
+	d.ops = append(d.ops, dirOp{set: base, node: n})
 	return &memFile{fs: m, node: n, name: clean(name), gen: m.gen, writable: true}, nil
 }
 
@@ -168,6 +189,12 @@ func (m *MemFS) Rename(oldname, newname string) error {
 	}
 	delete(od.entries, ob)
 	nd.entries[nb] = n
+	if od == nd {
+		od.ops = append(od.ops, dirOp{del: ob, set: nb, node: n})
+	} else {
+		od.ops = append(od.ops, dirOp{del: ob})
+		nd.ops = append(nd.ops, dirOp{set: nb, node: n})
+	}
 	return nil
 }
 
@@ -189,6 +216,7 @@ func (m *MemFS) Remove(name string) error {
 		return &fs.PathError{Op: "remove", Path: clean(name), Err: fs.ErrNotExist}
 	}
 	delete(d.entries, base)
+	d.ops = append(d.ops, dirOp{del: base})
 	return nil
 }
 
@@ -269,17 +297,66 @@ func (m *MemFS) SyncDir(dir string) error {
 	for k, v := range d.entries {
 		d.durable[k] = v
 	}
+	d.ops = nil
 	return nil
 }
 
-// Crash simulates a power cut: every directory reverts to its durable
-// entries and every file to its durable bytes. When rng is not nil, a file
-// whose unsynced bytes extend its durable bytes keeps a random prefix of them
-// (a torn write). Handles opened before the crash fail with ErrCrashed.
+// Lock takes an in-process exclusive lock on name (the directory must
+// exist). A second Lock of the same name fails with a *LockedError until the
+// first is closed or the FS crashes: a crash kills the holder, and like a
+// flock the lock dies with it.
+func (m *MemFS) Lock(name string) (io.Closer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.inject(OpLock, name); err != nil {
+		return nil, err
+	}
+	if _, _, err := m.lookup(name); err != nil {
+		return nil, err
+	}
+	name = clean(name)
+	if _, held := m.locks[name]; held {
+		return nil, &LockedError{Path: name, PID: os.Getpid()}
+	}
+	m.lockToken++
+	m.locks[name] = m.lockToken
+	return &memLock{fs: m, name: name, token: m.lockToken}, nil
+}
+
+type memLock struct {
+	fs     *MemFS
+	name   string
+	token  uint64
+	closed bool
+}
+
+// Close releases the lock unless a crash already did (and someone else may
+// hold it now).
+func (l *memLock) Close() error {
+	l.fs.mu.Lock()
+	defer l.fs.mu.Unlock()
+	if l.closed {
+		return fs.ErrClosed
+	}
+	l.closed = true
+	if l.fs.locks[l.name] == l.token {
+		delete(l.fs.locks, l.name)
+	}
+	return nil
+}
+
+// Crash simulates a power cut. With rng nil every directory reverts to its
+// durable entries and every file to its durable bytes. With rng, each
+// directory also keeps a random subset of its unsynced operations, and a
+// file whose unsynced bytes extend its durable bytes keeps a random prefix
+// of them, in which a random run of bytes may be zeroed or scrambled (a torn
+// write). Handles opened before the crash fail with ErrCrashed, and every
+// Lock is released.
 func (m *MemFS) Crash(rng *rand.Rand) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.gen++
+	clear(m.locks)
 	seen := map[*memNode]bool{}
 	dirNames := make([]string, 0, len(m.dirs))
 	for p := range m.dirs {
@@ -288,6 +365,20 @@ func (m *MemFS) Crash(rng *rand.Rand) {
 	sort.Strings(dirNames)
 	for _, p := range dirNames {
 		d := m.dirs[p]
+		if rng != nil {
+			for _, op := range d.ops {
+				if rng.Intn(2) == 0 {
+					continue
+				}
+				if op.del != "" {
+					delete(d.durable, op.del)
+				}
+				if op.set != "" {
+					d.durable[op.set] = op.node
+				}
+			}
+		}
+		d.ops = nil
 		d.entries = make(map[string]*memNode, len(d.durable))
 		names := make([]string, 0, len(d.durable))
 		for k, v := range d.durable {
@@ -301,13 +392,43 @@ func (m *MemFS) Crash(rng *rand.Rand) {
 				continue
 			}
 			seen[n] = true
-			keep := n.synced
+			keep := append([]byte(nil), n.synced...)
 			if rng != nil && len(n.data) > len(n.synced) && string(n.data[:len(n.synced)]) == string(n.synced) {
-				extra := rng.Intn(len(n.data) - len(n.synced) + 1)
-				keep = n.data[:len(n.synced)+extra]
+				// Often all of it reached the disk (the usual case, and
+				// the one where damage inside it is followed by intact
+				// bytes); otherwise a uniform prefix.
+				extra := len(n.data) - len(n.synced)
+				if rng.Intn(3) > 0 {
+					extra = rng.Intn(extra + 1)
+				}
+				keep = append(keep, n.data[len(n.synced):len(n.synced)+extra]...)
+				damage(rng, keep[len(n.synced):])
 			}
-			n.data = append([]byte(nil), keep...)
-			n.synced = append([]byte(nil), keep...)
+			n.data = keep
+			n.synced = keep[:len(keep):len(keep)]
+		}
+	}
+}
+
+// damage models what a power cut does to bytes written but not synced: kept
+// as written (a clean cut), a run of them zeroed (sectors never written), or
+// a run of them overwritten with garbage (a sector written halfway).
+func damage(rng *rand.Rand, b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	mode := rng.Intn(3)
+	if mode == 0 {
+		return
+	}
+	// Up to a sector: damage elsewhere in the tail is a separate sector.
+	from := rng.Intn(len(b))
+	to := from + 1 + rng.Intn(min(len(b)-from, 512))
+	for i := from; i < to; i++ {
+		if mode == 1 {
+			b[i] = 0
+		} else {
+			b[i] = byte(rng.Intn(256))
 		}
 	}
 }

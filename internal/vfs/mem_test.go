@@ -2,7 +2,11 @@ package vfs
 
 import (
 	"errors"
+	"io/fs"
 	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -36,8 +40,12 @@ func TestMemFSCrashDropsUnsynced(t *testing.T) {
 	}
 }
 
-func TestMemFSTornTailIsPrefix(t *testing.T) {
-	for seed := int64(0); seed < 20; seed++ {
+// A crash keeps the synced bytes intact and at most the written length;
+// over many seeds it produces every kind of unsynced tail: cut, intact,
+// zeroed and scrambled.
+func TestMemFSTornTail(t *testing.T) {
+	var cut, whole, zeroed, scrambled bool
+	for seed := int64(0); seed < 200; seed++ {
 		m := NewMemFS()
 		f, _ := m.Create("/a")
 		f.Write([]byte("abc"))
@@ -46,9 +54,53 @@ func TestMemFSTornTailIsPrefix(t *testing.T) {
 		f.Write([]byte("defgh"))
 		m.Crash(rand.New(rand.NewSource(seed)))
 		b, _ := ReadFile(m, "/a")
-		if len(b) < 3 || string(b) != "abcdefgh"[:len(b)] {
-			t.Fatalf("seed %d: torn file %q is not a prefix extension", seed, b)
+		if len(b) < 3 || len(b) > 8 || string(b[:3]) != "abc" {
+			t.Fatalf("seed %d: crashed file %q lost synced bytes or grew", seed, b)
 		}
+		tail := b[3:]
+		switch {
+		case string(tail) == "defgh":
+			whole = true
+		case string(tail) == "defgh"[:len(tail)]:
+			cut = true
+		case strings.Contains(string(tail), "\x00"):
+			zeroed = true
+		default:
+			scrambled = true
+		}
+	}
+	if !cut || !whole || !zeroed || !scrambled {
+		t.Fatalf("crash tails over 200 seeds: cut %v whole %v zeroed %v scrambled %v; want every kind", cut, whole, zeroed, scrambled)
+	}
+}
+
+// Unsynced directory operations survive a crash in any subset, each whole:
+// over many seeds every combination of two renames shows up, and a rename
+// never leaves both names or neither.
+func TestMemFSCrashKeepsAnySubsetOfDirOps(t *testing.T) {
+	seen := map[string]bool{}
+	for seed := int64(0); seed < 64; seed++ {
+		m := NewMemFS()
+		for _, n := range []string{"/a.tmp", "/b.tmp"} {
+			f, _ := m.Create(n)
+			f.Write([]byte(n))
+			f.Sync()
+		}
+		m.SyncDir("/")
+		m.Rename("/a.tmp", "/a")
+		m.Rename("/b.tmp", "/b")
+		m.Crash(rand.New(rand.NewSource(seed)))
+		names, _ := m.List("/")
+		key := strings.Join(names, ",")
+		switch key {
+		case "a.tmp,b.tmp", "a,b.tmp", "a.tmp,b", "a,b":
+			seen[key] = true
+		default:
+			t.Fatalf("seed %d: after crash %q: a rename was split", seed, key)
+		}
+	}
+	if len(seen) != 4 {
+		t.Fatalf("subsets seen over 64 seeds: %v, want all 4", seen)
 	}
 }
 
@@ -116,4 +168,63 @@ func TestMemFSManyAppends(t *testing.T) {
 	if c := cap(f.(*memFile).node.data); c > 4*1000000 {
 		t.Fatalf("capacity %d for a 1 MB file: growth is not geometric", c)
 	}
+}
+
+func TestMemFSLock(t *testing.T) {
+	m := NewMemFS()
+	if err := m.MkdirAll("/d"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := m.Lock("/d/LOCK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var le *LockedError
+	if _, err := m.Lock("/d/LOCK"); !errors.As(err, &le) || !errors.Is(err, ErrLocked) || le.Path != "/d/LOCK" {
+		t.Fatalf("second Lock = %v, want a LockedError for /d/LOCK", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := m.Lock("/d/LOCK")
+	if err != nil {
+		t.Fatalf("Lock after Close: %v", err)
+	}
+	// A crash kills the holder: its lock is gone, and closing its stale
+	// handle later must not release the lock of whoever took it next.
+	m.Crash(nil)
+	l3, err := m.Lock("/d/LOCK")
+	if err != nil {
+		t.Fatalf("Lock after Crash: %v", err)
+	}
+	l2.Close()
+	if _, err := m.Lock("/d/LOCK"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("a pre-crash handle's Close released the new holder's lock: %v", err)
+	}
+	l3.Close()
+	if _, err := m.Lock("/nodir/LOCK"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Lock in a missing dir = %v", err)
+	}
+}
+
+// flock belongs to an open file, so a second Lock even from the same
+// process conflicts, and the file names the holder's pid.
+func TestOSLock(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "LOCK")
+	l, err := OS{}.Lock(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var le *LockedError
+	if _, err := (OS{}).Lock(name); !errors.As(err, &le) || le.PID != os.Getpid() {
+		t.Fatalf("second Lock = %v, want a LockedError naming pid %d", err, os.Getpid())
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = OS{}.Lock(name)
+	if err != nil {
+		t.Fatalf("Lock after Close: %v", err)
+	}
+	l.Close()
 }

@@ -32,7 +32,33 @@ type FS interface {
 	// SyncDir makes the directory's entries (creates, renames, removes)
 	// durable.
 	SyncDir(dir string) error
+	// Lock takes an exclusive lock named by the file name, held until the
+	// returned Closer is closed or the process dies (a kill -9 never leaves
+	// a lock behind). When another holder has it, the error is a
+	// *LockedError (errors.Is(err, ErrLocked)).
+	Lock(name string) (io.Closer, error)
 }
+
+// ErrLocked: Lock found the lock held by someone else.
+var ErrLocked = errors.New("lock is held by another process")
+
+// LockedError says who holds a lock, as far as is known.
+type LockedError struct {
+	Path string
+	// PID is the holder's process id as it wrote it into the lock file, for
+	// information only (0 when unknown): the lock itself is the flock, which
+	// dies with its holder whatever the file says.
+	PID int
+}
+
+func (e *LockedError) Error() string {
+	if e.PID > 0 {
+		return fmt.Sprintf("%s is locked by pid %d", e.Path, e.PID)
+	}
+	return fmt.Sprintf("%s is locked by another process", e.Path)
+}
+
+func (e *LockedError) Unwrap() error { return ErrLocked }
 
 // File is an open file.
 type File interface {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// spawned is a throw-away finelogd that `bench --spawn` starts for a clean
+// measurement: its own empty data dir and port, stopped and deleted after.
+type spawned struct {
+	cmd     *exec.Cmd
+	dataDir string
+	addr    string
+	exited  chan error
+}
+
+// findFinelogd picks the daemon binary: the flag, else a finelogd next to
+// this finelog, else one on PATH.
+func findFinelogd(flagPath string) (string, error) {
+	if flagPath != "" {
+		return flagPath, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "finelogd")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("finelogd")
+	if err != nil {
+		return "", errors.New("--spawn: no finelogd next to finelog or on PATH; pass --finelogd PATH (go build -o finelogd ./cmd/finelogd)")
+	}
+	return p, nil
+}
+
+// spawnFinelogd starts bin on a free loopback port with a fresh data dir
+// and waits until /health answers 200. Its log goes to logw.
+func spawnFinelogd(ctx context.Context, bin string, logw io.Writer) (*spawned, error) {
+	dir, err := os.MkdirTemp("", "finelog-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("--spawn: data dir: %w", err)
+	}
+	// Reserve a port, release it, hand it over: a tiny race with other
+	// listeners, acceptable for a measurement tool.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("--spawn: pick a port: %w", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "--listen", addr, "--data-dir", dir, "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logw, logw
+	// No inherited policy: the throw-away daemon admits loopback only.
+	cmd.Env = append(os.Environ(), "FINELOG_AUTH_POLICY=")
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("--spawn: start %s: %w", bin, err)
+	}
+	s := &spawned{cmd: cmd, dataDir: dir, addr: "http://" + addr, exited: make(chan error, 1)}
+	go func() { s.exited <- cmd.Wait() }()
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := hc.Get(s.addr + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s, nil
+			}
+		}
+		select {
+		case err := <-s.exited:
+			s.exited <- err
+			s.stop()
+			return nil, fmt.Errorf("--spawn: %s exited before it was ready: %v", bin, err)
+		case <-ctx.Done():
+			s.stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("--spawn: %s not healthy at %s after 30s", bin, s.addr)
+		}
+	}
+}
+
+func (s *spawned) pid() int { return s.cmd.Process.Pid }
+
+// stop shuts the daemon down gracefully (SIGTERM, then kill after 30 s)
+// and deletes its data dir.
+func (s *spawned) stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.exited:
+		s.exited <- err
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	os.RemoveAll(s.dataDir)
+}
