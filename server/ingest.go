@@ -74,6 +74,9 @@ func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch)
 		in.refused.WithLabelValues(protocol).Add(float64(b.RejectedRecords()))
 		return nil
 	}
+	if err := in.s.refuseIfReplica(); err != nil {
+		return err
+	}
 	st, err := in.s.store()
 	if err != nil {
 		return err
@@ -97,6 +100,10 @@ func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch)
 	ack, err := st.Append(ctx, store.Batch{Rows: rows})
 	if err != nil {
 		return in.s.storeError(protocol+" push", err)
+	}
+	// Held like a PushLogs ack until --min-replica-acks replicas synced it.
+	if err := in.s.awaitReplicas(ctx, st, ack); err != nil {
+		return err
 	}
 	if ack.Last > 0 {
 		in.rows.WithLabelValues(protocol).Add(float64(ack.Last - ack.First + 1))

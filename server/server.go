@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/finelog/finelog/federation"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
@@ -91,7 +92,9 @@ type Config struct {
 	// in-flight requests.
 	ShutdownTimeout time.Duration
 
-	Relay RelayConfig
+	Relay      RelayConfig
+	Peer       PeerConfig
+	Federation FederationConfig
 
 	// Defects is for the simulation's canaries only (see Defects).
 	Defects Defects
@@ -160,7 +163,11 @@ type Server struct {
 	reads         *slots // concurrent store scans per identity
 	longPolls     *slots // parked long-polls, in all and per identity
 
+	fetchPath federation.Fetcher // FetchLogs: the local store, or the federation Router around it
+	fed       *federation.Router // nil without a peers file
+
 	relay *relayRunner // nil when no relay is configured
+	peer  *peerRunner  // nil when no replica port is configured
 	self  []string     // this daemon's own URLs (the relay refuses them as a target)
 }
 
@@ -242,6 +249,12 @@ func New(cfg Config) (*Server, error) {
 	if err := s.newRelay(); err != nil {
 		return nil, err
 	}
+	if err := s.newPeer(); err != nil {
+		return nil, err
+	}
+	if err := s.newFederation(); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes(gate)
 	return s, nil
 }
@@ -281,6 +294,7 @@ func (s *Server) routes(gate gate) http.Handler {
 	gated.Handle(legacyServicePath, legacyService(rpc))
 	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(s.intake.wrap(h)) })
 	gated.Handle("/metrics", requireAdmin(writeWithin(adminWriteTimeout, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))))
+	gated.Handle("/replica/", requireAdmin(s.replicaAdmin()))
 	gated.Handle("/debug/pprof/", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Index))))
 	gated.Handle("/debug/pprof/cmdline", requireAdmin(writeWithin(adminWriteTimeout, http.HandlerFunc(pprof.Cmdline))))
 	gated.Handle("/debug/pprof/profile", requireAdmin(boundProfile(pprof.Profile)))
@@ -293,7 +307,7 @@ func (s *Server) routes(gate gate) http.Handler {
 	}
 	root.HandleFunc("/health", s.health)
 	root.HandleFunc("/health/relay", s.healthRelay)
-	root.Handle("/", gate(gated))
+	root.Handle("/", gate(s.delegationGate(gated)))
 	return stripForwardedPrefix(root)
 }
 
@@ -326,6 +340,16 @@ func (s *Server) Open(ctx context.Context) error {
 				"pin", pin, "first_seq", first, "last_seq", last, "cap_bytes", s.cfg.Relay.PinMaxBytes)
 		},
 	})
+	var locked *vfs.LockedError
+	if errors.As(err, &locked) {
+		// Name the --data-dir the operator typed, not the store's subdir.
+		who := "pid unknown"
+		if locked.PID > 0 {
+			who = fmt.Sprintf("pid %d", locked.PID)
+		}
+		return fmt.Errorf("data dir %s is in use by another finelogd (%s): stop it first, or use another --data-dir (lock file %s): %w",
+			s.cfg.DataDir, who, locked.Path, store.ErrDirInUse)
+	}
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}
@@ -344,6 +368,11 @@ func (s *Server) ServeStore(ctx context.Context, st *store.Store) error {
 	s.st.Store(&storeRef{st})
 	if err := s.startRelay(ctx, st); err != nil {
 		s.st.Store(nil)
+		return err
+	}
+	if err := s.startPeer(ctx, st); err != nil {
+		s.stopRelay()
+		st.Close()
 		return err
 	}
 	s.state.Store(int32(stateReady))
@@ -368,6 +397,7 @@ func (s *Server) store() (logStore, error) {
 func (s *Server) Close() error {
 	s.beginStop()
 	s.stopRelay()
+	s.stopPeer()
 	ref := s.st.Swap(nil)
 	s.state.Store(int32(stateStopped))
 	if ref == nil {
@@ -439,11 +469,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 
 // healthStatus is the /health body.
 type healthStatus struct {
-	Status  string       `json:"status"`
-	Cluster string       `json:"cluster,omitempty"`
-	LastSeq int64        `json:"last_seq"`
-	Relay   *relayHealth `json:"relay,omitempty"`
-	Error   string       `json:"error,omitempty"`
+	Status  string         `json:"status"`
+	Cluster string         `json:"cluster,omitempty"`
+	LastSeq int64          `json:"last_seq"`
+	Relay   *relayHealth   `json:"relay,omitempty"`
+	Replica *replicaHealth `json:"replica,omitempty"`
+	Error   string         `json:"error,omitempty"`
 }
 
 // health is open (no credentials): load balancers and systemd probe it. It
@@ -461,6 +492,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		// The relay's state is shown, but a stopped relay does not make
 		// this store unable to serve: /health/relay answers for it.
 		h.Relay = s.relayHealth()
+		h.Replica = s.replicaHealth()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -42,6 +42,9 @@ type flags struct {
 	// memoryLimit is the Go runtime's soft memory limit (0 = none).
 	memoryLimit int64
 	cfg         server.Config
+	// finishPeer reads the peer port's key once flags are parsed
+	// (peerflags.go).
+	finishPeer func(getenv func(string) string) error
 }
 
 // DefaultMemoryLimit is finelogd's soft memory limit. Its default store
@@ -65,6 +68,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 		return nil, err
 	}
 	f.cfg.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
+	if err := f.finishPeer(getenv); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -107,6 +113,8 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 	fs.BoolVar(&c.Relay.Backfill, "relay-backfill", false, "on first start, forward the rows already stored instead of starting at the current end")
 	c.Relay.PinMaxBytes = server.DefaultRelayPinMaxBytes
 	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
+	f.finishPeer = addPeerFlags(fs, &c.Peer)
+	federationFlags(fs, c)
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
@@ -220,6 +228,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		os.Exit(2)
 	}()
 
+	defer reloadOnSIGHUP(srv, f.cfg, log)()
 	start := time.Now()
 	if err := srv.Run(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "finelogd: %v\n", err)
@@ -286,6 +295,7 @@ func printConfig(w io.Writer, f *flags) error {
 			"backfill":            c.Relay.Backfill,
 			"pin_max_bytes":       c.Relay.PinMaxBytes,
 		},
+		"peer": peerConfigJSON(c.Peer),
 	}
 	// The policy is printed as auth describes it: validated, with inline
 	// secrets redacted and key files named by path.
@@ -298,6 +308,9 @@ func printConfig(w io.Writer, f *flags) error {
 		return err
 	}
 	out["auth_policy"] = json.RawMessage(polJSON)
+	if out["federation"], err = federationConfig(c); err != nil {
+		return err
+	}
 	if c.AuthPolicy == "" && c.AuthPolicyFile == "" {
 		out["auth_policy_note"] = "no policy configured: loopback peers only"
 	}

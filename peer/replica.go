@@ -1,0 +1,275 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/finelog/finelog/internal/clock"
+)
+
+// ReplicaConfig configures a standby that follows a primary.
+type ReplicaConfig struct {
+	// Primary is the primary's HOST:PORT, for status and logs.
+	Primary string
+	// Dial opens a transport connection to the primary.
+	Dial   func(ctx context.Context) (net.Conn, error)
+	Dialer DialerConfig
+	Store  RecordApplier
+	Clock  clock.Clock
+	Log    *slog.Logger
+	// Heartbeat: default DefaultHeartbeat.
+	Heartbeat time.Duration
+	// MinBackoff and MaxBackoff bound the wait between reconnects
+	// (defaults 100 ms and 5 s), doubling per consecutive failure.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Replica follows a primary: it subscribes from its last seq, applies the
+// records it receives durably and acknowledges each frame once synced.
+type Replica struct {
+	cfg ReplicaConfig
+
+	mu sync.Mutex
+	st FollowStatus
+	// handing: the reader is blocked passing a frame to the applier.
+	handing bool
+}
+
+// FollowStatus is a replica's view of its primary.
+type FollowStatus struct {
+	Primary     string    `json:"primary"`
+	Connected   bool      `json:"connected"`
+	AppliedSeq  int64     `json:"applied_seq"`
+	PrimaryLast int64     `json:"primary_last_seq"`
+	LagRows     int64     `json:"lag_rows"`
+	LagSeconds  float64   `json:"lag_seconds"`
+	LastContact time.Time `json:"last_contact,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	caughtUp    time.Time
+}
+
+// NewReplica checks cfg.
+func NewReplica(cfg ReplicaConfig) (*Replica, error) {
+	if cfg.Dial == nil || cfg.Store == nil {
+		return nil, errors.New("peer: ReplicaConfig needs Dial and Store")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Dialer.Clock == nil {
+		cfg.Dialer.Clock = cfg.Clock
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	cfg.Heartbeat = orDefault(cfg.Heartbeat, DefaultHeartbeat)
+	cfg.MinBackoff = orDefault(cfg.MinBackoff, 100*time.Millisecond)
+	cfg.MaxBackoff = orDefault(cfg.MaxBackoff, 5*time.Second)
+	r := &Replica{cfg: cfg}
+	r.st.Primary = cfg.Primary
+	r.st.caughtUp = cfg.Clock.Now()
+	return r, nil
+}
+
+// Run follows the primary until ctx ends, reconnecting with backoff after
+// any failure. It returns nil once ctx is done and every goroutine it
+// started has stopped.
+func (r *Replica) Run(ctx context.Context) error {
+	backoff := r.cfg.MinBackoff
+	for ctx.Err() == nil {
+		followed, err := r.once(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		r.mu.Lock()
+		r.st.Connected = false
+		r.st.LastError = err.Error()
+		r.mu.Unlock()
+		r.cfg.Log.Warn("replica link to the primary failed; reconnecting", "primary", r.cfg.Primary, "err", err, "retry_in", backoff)
+		if followed {
+			backoff = r.cfg.MinBackoff
+		}
+		if clock.Sleep(ctx, r.cfg.Clock, backoff) != nil {
+			break
+		}
+		if !followed {
+			backoff = min(2*backoff, r.cfg.MaxBackoff)
+		}
+	}
+	r.mu.Lock()
+	r.st.Connected = false
+	r.mu.Unlock()
+	return nil
+}
+
+// once dials, authenticates and follows until the link fails; followed
+// reports whether it got as far as applying records.
+func (r *Replica) once(ctx context.Context) (followed bool, err error) {
+	nc, err := r.cfg.Dial(ctx)
+	if err != nil {
+		return false, fmt.Errorf("dial primary %s: %w", r.cfg.Primary, err)
+	}
+	c, err := Handshake(nc, r.cfg.Dialer)
+	if err != nil {
+		return false, fmt.Errorf("primary %s: %w", r.cfg.Primary, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	from := r.cfg.Store.LastSeq()
+	if err := c.SendSeq(TypeSubscribe, from); err != nil {
+		return false, err
+	}
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	r.st.Connected, r.st.LastContact, r.st.LastError = true, now, ""
+	r.mu.Unlock()
+	r.cfg.Log.Info("replica following the primary", "primary", r.cfg.Primary, "from_seq", from)
+
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for clock.Sleep(lctx, r.cfg.Clock, r.cfg.Heartbeat) == nil {
+			if c.Send(TypeHeartbeat, nil) != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		watchdog(lctx, r.cfg.Clock, r.cfg.Heartbeat, c, func() time.Time {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.handing {
+				// The reader waits for the applier (a slow disk), not
+				// for the primary.
+				return r.cfg.Clock.Now()
+			}
+			return r.st.LastContact
+		})
+	}()
+	// The reader decodes frames while the applier writes: everything that
+	// arrived during one fdatasync is applied with the next. A few frames
+	// of buffer (up to 8 MiB each); past that TCP pushes back on the
+	// primary.
+	frames := make(chan Records, 4)
+	readErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(frames)
+		readErr <- r.readFrames(lctx, c, frames)
+	}()
+	for {
+		batch, ok := <-frames
+		if !ok {
+			return followed, <-readErr
+		}
+		recs := batch.Records
+		size := batchRows(batch)
+	drain:
+		for size < mergeMaxBytes {
+			select {
+			case more, ok := <-frames:
+				if !ok {
+					break drain
+				}
+				recs = append(recs, more.Records...)
+				batch.PrimaryLast = more.PrimaryLast
+				size += batchRows(more)
+			default:
+				break drain
+			}
+		}
+		merged := mergeRecords(recs)
+		for _, rec := range merged {
+			if err := r.cfg.Store.ApplyReplicated(ctx, rec); err != nil {
+				c.Close()
+				return followed, fmt.Errorf("apply record [%d,%d] from the primary: %w", rec.First, rec.Last, err)
+			}
+		}
+		followed = true
+		applied := r.cfg.Store.LastSeq()
+		if err := c.SendSeq(TypeAck, applied); err != nil {
+			return followed, err
+		}
+		now := r.cfg.Clock.Now()
+		r.mu.Lock()
+		r.st.AppliedSeq, r.st.PrimaryLast = applied, batch.PrimaryLast
+		if applied >= batch.PrimaryLast {
+			r.st.caughtUp = now
+		}
+		r.mu.Unlock()
+	}
+}
+
+// readFrames receives frames until the link fails, noting contact and
+// passing Records on.
+func (r *Replica) readFrames(ctx context.Context, c *Conn, out chan<- Records) error {
+	defer func() {
+		r.mu.Lock()
+		r.handing = false
+		r.mu.Unlock()
+	}()
+	for {
+		typ, body, err := c.Recv()
+		if err != nil {
+			return err
+		}
+		now := r.cfg.Clock.Now()
+		r.mu.Lock()
+		r.st.LastContact = now
+		r.mu.Unlock()
+		if typ != TypeRecords {
+			continue // a Heartbeat; Recv refuses anything else
+		}
+		batch, err := DecodeRecords(body)
+		if err != nil {
+			c.Close()
+			return err
+		}
+		r.mu.Lock()
+		r.handing = true
+		r.mu.Unlock()
+		select {
+		case out <- batch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		r.mu.Lock()
+		r.handing, r.st.LastContact = false, r.cfg.Clock.Now()
+		r.mu.Unlock()
+	}
+}
+
+// batchRows is the rows' size in a Records batch, for the drain bound.
+func batchRows(b Records) int {
+	n := 0
+	for i := range b.Records {
+		n += rowsBytes(b.Records[i].Rows)
+	}
+	return n
+}
+
+// Status reports the link and the lag.
+func (r *Replica) Status() FollowStatus {
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.st
+	st.AppliedSeq = r.cfg.Store.LastSeq()
+	st.LagRows = max(0, st.PrimaryLast-st.AppliedSeq)
+	if st.LagRows > 0 {
+		st.LagSeconds = now.Sub(st.caughtUp).Seconds()
+	}
+	return st
+}
