@@ -87,8 +87,8 @@ func (l *lineReader) next() (string, error) {
 				l.cur = bytes.TrimSuffix(l.cur, []byte{'\r'})
 			}
 		}
-		if len(l.cur) > room {
-			cut := runeCut(l.cur, room)
+		if validLen(l.cur) > room {
+			cut := fitCut(l.cur, room)
 			if l.mode == longTruncate {
 				l.truncated++
 				piece := string(l.fix(l.cur[:cut])) + truncMark
@@ -130,6 +130,33 @@ func (l *lineReader) fix(b []byte) []byte {
 	}
 	l.fixedUTF8++
 	return bytes.ToValidUTF8(b, []byte("\uFFFD"))
+}
+
+// validLen is len(b) once fix has replaced its invalid bytes (each of
+// which becomes the 3-byte U+FFFD): what a piece of b weighs in a row.
+func validLen(b []byte) int {
+	if utf8.Valid(b) {
+		return len(b)
+	}
+	return len(bytes.ToValidUTF8(b, []byte("\uFFFD")))
+}
+
+// fitCut is the largest cut of b, not splitting a UTF-8 sequence, whose
+// fixed bytes fit in room.
+func fitCut(b []byte, room int) int {
+	cut := len(b)
+	if cut > room {
+		cut = runeCut(b, room)
+	}
+	for {
+		over := validLen(b[:cut]) - room
+		if over <= 0 {
+			return cut
+		}
+		// Every replaced byte grows by 2, so this converges, and room
+		// (at least 58 bytes) keeps the cut above zero.
+		cut = runeCut(b, cut-over)
+	}
 }
 
 // runeCut is the largest cut <= n that does not split a UTF-8 sequence.
