@@ -83,8 +83,8 @@ type Store struct {
 	// inside a merged segment's range) whose removal failed; Retain retries
 	// them, and recovery would delete them too.
 	// Guarded by compactMu (set during recovery before any goroutine runs).
-	garbage   []string
-	lastSeq   atomic.Int64
+	garbage []string
+	lastSeq atomic.Int64
 	// following: the store copies a primary (Options.Following until
 	// StopFollowing); Retain then deletes nothing of its own accord.
 	following atomic.Bool
