@@ -259,9 +259,9 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 	// its own --peer-max-frame, so the two ends need not agree on it.
 	budget := min(p.cfg.MaxFrame, MinMaxFrame) - 1 - TagBytes - recordsHeader
 	var body []byte
-	// floorSent is the highest floor the replica was sent; -1 so a replica
-	// that (re)subscribes caught up hears the floor at the first idle beat.
-	floorSent := int64(-1)
+	// floorSent is the highest floor sent on this link: a replica that
+	// (re)subscribes caught up hears a nonzero floor at the first idle beat.
+	floorSent := int64(0)
 	for {
 		t := p.cfg.Clock.NewTimer(p.cfg.Heartbeat)
 		var rec store.Record
