@@ -45,6 +45,7 @@ type options struct {
 	token       func(ctx context.Context) (string, error)
 	grpc        bool
 	gzip        bool
+	acceptZstd  bool
 	maxAttempts int
 	baseDelay   time.Duration
 	maxDelay    time.Duration
@@ -71,6 +72,11 @@ func WithGRPC() Option { return func(o *options) { o.grpc = true } }
 
 // WithGzip compresses requests with gzip.
 func WithGzip() Option { return func(o *options) { o.gzip = true } }
+
+// WithAcceptZstd asks for zstd-compressed responses ahead of gzip (finelogd
+// sends either). For a large page zstd's fastest level costs a fraction
+// of gzip's time at both ends; a server that lacks it still answers gzip.
+func WithAcceptZstd() Option { return func(o *options) { o.acceptZstd = true } }
 
 // WithRetry bounds Push retries: at most attempts tries in total (1 means
 // no retry), sleeping a random duration in [0, min(max, base·2^n)) between
@@ -129,6 +135,10 @@ func New(baseURL string, opts ...Option) *Client {
 	// gzip both ways through klauspost's implementation (ordinary gzip on
 	// the wire, several times faster than the standard library's).
 	copts = append(copts, connect.WithAcceptCompression(wirecompress.Gzip, wirecompress.GzipDecompressor, wirecompress.GzipCompressor(gzip.DefaultCompression)))
+	if o.acceptZstd {
+		// Registered last: Connect lists the last one first in Accept-Encoding.
+		copts = append(copts, connect.WithAcceptCompression(wirecompress.Zstd, wirecompress.ZstdDecompressor, wirecompress.ZstdCompressor))
+	}
 	if o.gzip {
 		copts = append(copts, connect.WithSendCompression(wirecompress.Gzip))
 	}

@@ -52,6 +52,13 @@ func (c *Client) Tail(ctx context.Context, req *loggingpb.FetchLogsRequest) iter
 			// forward from the cursor.
 			q.Tail = false
 			q.Cursor = resp.GetCursor()
+			if len(resp.GetClusters()) > 0 {
+				// A fan-out (cluster "*") follows each cluster from its own cursor.
+				q.ClusterCursors = make(map[string]int64, len(resp.GetClusters()))
+				for _, st := range resp.GetClusters() {
+					q.ClusterCursors[st.GetCluster()] = st.GetCursor()
+				}
+			}
 		}
 	}
 }

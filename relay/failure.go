@@ -15,7 +15,8 @@ import (
 var ErrTargetIsSource = errors.New("relay target is the source store itself")
 
 // ErrTargetRejecting means the target rejected MaxDeadLetterRun rows in a
-// row as invalid; the relay keeps the rest and retries slowly.
+// row as invalid, or refused a batch without rows (which no row can be
+// blamed for); the relay keeps the rest and retries slowly.
 var ErrTargetRejecting = errors.New("target rejects every row")
 
 // ErrSourceBehind means the resume point is past the local store's newest

@@ -49,7 +49,7 @@ func (f *Forwarder) isolate(ctx context.Context, b Batch, reason error, prog *pr
 			prog.forwarded += int64(len(h.Rows))
 			continue
 		}
-		if classify(err) != ClassInvalidArgument {
+		if !blamesRows(err) {
 			return err
 		}
 		if err := f.isolate(ctx, h, err, prog); err != nil {

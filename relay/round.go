@@ -204,17 +204,41 @@ func (f *Forwarder) acked(b Batch) {
 	}
 }
 
-// push sends one batch. It may run concurrently with other pushes of the
-// round, so it only reads Forwarder state.
+// push sends one batch, as several in order when it skips more seqs than
+// the target lets one batch skip (skipPieces); it succeeds once they all
+// did, so the target's mark is then at least b.LastSeq. It may run
+// concurrently with other pushes of the round, so it only reads Forwarder
+// state.
 func (f *Forwarder) push(ctx context.Context, b Batch) (store.Ack, error) {
-	ack, err := f.cfg.Sink.Push(ctx, b)
-	if err != nil {
-		return ack, fmt.Errorf("push seqs %d..%d (%d rows) to %s: %w", b.FirstSeq, b.LastSeq, len(b.Rows), f.cfg.Target, err)
-	}
-	if b.Producer != "" && ack.ProducerApplied > f.sentMark {
-		// The target may have dropped these rows as already applied: the
-		// batch is not settled.
-		return ack, &targetAheadError{mark: ack.ProducerApplied, sent: f.sentMark}
+	pieces := skipPieces(b)
+	var ack store.Ack
+	for i, p := range pieces {
+		if i > 0 {
+			if err := ctx.Err(); err != nil {
+				return ack, err
+			}
+		}
+		a, err := f.cfg.Sink.Push(ctx, p)
+		if err != nil && len(p.Rows) == 0 && classify(err) == ClassInvalidArgument {
+			return ack, markRefused(p, err)
+		}
+		if err != nil {
+			if len(pieces) > 1 {
+				return ack, fmt.Errorf("push seqs %d..%d (%d rows, part %d of %d of seqs %d..%d) to %s: %w",
+					p.FirstSeq, p.LastSeq, len(p.Rows), i+1, len(pieces), b.FirstSeq, b.LastSeq, f.cfg.Target, err)
+			}
+			return ack, fmt.Errorf("push seqs %d..%d (%d rows) to %s: %w", b.FirstSeq, b.LastSeq, len(b.Rows), f.cfg.Target, err)
+		}
+		if b.Producer != "" && a.ProducerApplied > f.sentMark {
+			// The target may have dropped these rows as already applied:
+			// the batch is not settled.
+			return a, &targetAheadError{mark: a.ProducerApplied, sent: f.sentMark}
+		}
+		if ack.First == 0 {
+			ack.First = a.First
+		}
+		ack.Last = max(ack.Last, a.Last)
+		ack.ProducerApplied = a.ProducerApplied
 	}
 	return ack, nil
 }
@@ -233,7 +257,7 @@ func (f *Forwarder) settle(ctx context.Context, p *pending, prog *progress) erro
 		prog.forwarded += int64(len(b.Rows))
 		return nil
 	}
-	if classify(p.err) != ClassInvalidArgument {
+	if !blamesRows(p.err) {
 		return p.err
 	}
 	f.countFailure(ClassInvalidArgument)

@@ -99,15 +99,34 @@ func (s *Server) stampCluster(c caller, reqCluster string) (string, error) {
 	return s.cfg.Cluster, nil
 }
 
+// FetchLogs answers through s.fetchPath: the local store, or the federation
+// Router around it when a peers file is configured.
+func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+	// The caller's read scope is applied here, before a read is proxied
+	// or fanned out, and again by the local store.
+	msg, err := scopedRead(callerFrom(ctx), req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := l.s.fetchPath.FetchLogs(readContext(ctx, req.Header()), msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// localReads is FetchLogs of this store alone (a federation.Fetcher).
+type localReads struct{ s *Server }
+
 // FetchLogs reads one page. With wait_ms it long-polls: when nothing
 // matches yet it waits (up to the server's cap) for the store to change and
 // answers as soon as a matching row arrives.
-func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[loggingpb.FetchLogsRequest]) (*connect.Response[loggingpb.FetchLogsResponse], error) {
+func (l localReads) FetchLogs(ctx context.Context, msg *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
 	st, err := l.s.store()
 	if err != nil {
 		return nil, err
 	}
-	q, err := queryFromFetch(req.Msg)
+	q, err := queryFromFetch(msg)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +134,7 @@ func (l *logService) FetchLogs(ctx context.Context, req *connect.Request[logging
 	if q.Cluster, err = readCluster(c, q.Cluster); err != nil {
 		return nil, err
 	}
-	wait := min(time.Duration(req.Msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
+	wait := min(time.Duration(msg.GetWaitMs())*time.Millisecond, l.s.cfg.MaxWait)
 	var timer clock.Timer
 	parked := false
 	defer func() {
@@ -179,13 +198,13 @@ func (s *Server) fetchOnce(ctx context.Context, c caller, st logStore, q store.Q
 	return res, nil
 }
 
-func (l *logService) fetchResponse(res store.Result) *connect.Response[loggingpb.FetchLogsResponse] {
+func (l localReads) fetchResponse(res store.Result) *loggingpb.FetchLogsResponse {
 	l.s.m.fetchRows.Add(float64(len(res.Rows)))
-	return connect.NewResponse(&loggingpb.FetchLogsResponse{
+	return &loggingpb.FetchLogsResponse{
 		Entries:         entriesFromRows(res.Rows),
 		Cursor:          res.Cursor,
 		MaxLinesApplied: int32(res.MaxLines),
-	})
+	}
 }
 
 // GetProducerState tells a relay where to resume.

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/finelog/finelog/federation"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
@@ -91,8 +92,9 @@ type Config struct {
 	// in-flight requests.
 	ShutdownTimeout time.Duration
 
-	Relay RelayConfig
-	Peer  PeerConfig
+	Relay      RelayConfig
+	Peer       PeerConfig
+	Federation FederationConfig
 
 	FS     vfs.FS
 	Clock  clock.Clock
@@ -157,6 +159,9 @@ type Server struct {
 	intake        *intake
 	reads         *slots // concurrent store scans per identity
 	longPolls     *slots // parked long-polls, in all and per identity
+
+	fetchPath federation.Fetcher // FetchLogs: the local store, or the federation Router around it
+	fed       *federation.Router // nil without a peers file
 
 	relay *relayRunner // nil when no relay is configured
 	peer  *peerRunner  // nil when no replica port is configured
@@ -244,6 +249,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.newPeer(); err != nil {
 		return nil, err
 	}
+	if err := s.newFederation(); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes(gate)
 	return s, nil
 }
@@ -293,7 +301,7 @@ func (s *Server) routes(gate gate) http.Handler {
 	root := http.NewServeMux()
 	root.HandleFunc("/health", s.health)
 	root.HandleFunc("/health/relay", s.healthRelay)
-	root.Handle("/", gate(gated))
+	root.Handle("/", gate(s.delegationGate(gated)))
 	return stripForwardedPrefix(root)
 }
 
@@ -327,6 +335,16 @@ func (s *Server) Open(ctx context.Context) error {
 				"pin", pin, "first_seq", first, "last_seq", last, "cap_bytes", s.cfg.Relay.PinMaxBytes)
 		},
 	})
+	var locked *vfs.LockedError
+	if errors.As(err, &locked) {
+		// Name the --data-dir the operator typed, not the store's subdir.
+		who := "pid unknown"
+		if locked.PID > 0 {
+			who = fmt.Sprintf("pid %d", locked.PID)
+		}
+		return fmt.Errorf("data dir %s is in use by another finelogd (%s): stop it first, or use another --data-dir (lock file %s): %w",
+			s.cfg.DataDir, who, locked.Path, store.ErrDirInUse)
+	}
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}

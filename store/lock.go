@@ -25,11 +25,21 @@ func (s *Store) takeLock() error {
 		if le.PID > 0 {
 			who = fmt.Sprintf("pid %d", le.PID)
 		}
-		return fmt.Errorf("store: data dir %s is in use by another finelogd (%s): stop it first, or use another --data-dir (lock file %s): %w",
-			s.dir, who, le.Path, ErrDirInUse)
+		return &dirInUseError{msg: fmt.Sprintf("store: data dir %s is in use by another finelogd (%s): stop it first, or use another --data-dir (lock file %s)",
+			s.dir, who, le.Path), locked: le}
 	case err != nil:
 		return fmt.Errorf("store: lock data dir %s: %w", s.dir, mapNoSpace(err))
 	}
 	s.lock = l
 	return nil
 }
+
+// dirInUseError is ErrDirInUse with the lock's holder (a *vfs.LockedError),
+// so the daemon can name its own --data-dir and the pid.
+type dirInUseError struct {
+	msg    string
+	locked *vfs.LockedError
+}
+
+func (e *dirInUseError) Error() string   { return e.msg + ": " + ErrDirInUse.Error() }
+func (e *dirInUseError) Unwrap() []error { return []error{ErrDirInUse, e.locked} }

@@ -100,13 +100,14 @@ func (f *filterFlags) keep(e *loggingpb.LogEntry, now time.Time) bool {
 
 // entryPrinter writes entries as text or JSON lines.
 type entryPrinter struct {
-	w       *bufio.Writer
-	json    bool
-	showKey bool
+	w           *bufio.Writer
+	json        bool
+	showKey     bool
+	showCluster bool
 }
 
 func newEntryPrinter(w io.Writer, f *filterFlags) *entryPrinter {
-	return &entryPrinter{w: bufio.NewWriter(w), json: f.json, showKey: f.prefix || f.regex}
+	return &entryPrinter{w: bufio.NewWriter(w), json: f.json, showKey: f.prefix || f.regex, showCluster: f.cluster == fanOut}
 }
 
 // jsonEntry is the --json line: fixed field order and spacing (protojson
@@ -148,6 +149,10 @@ func (p *entryPrinter) print(e *loggingpb.LogEntry) error {
 	p.w.WriteByte(' ')
 	p.w.WriteString(levelName(e.GetLevel()))
 	p.w.WriteByte(' ')
+	if p.showCluster {
+		p.w.WriteString(e.GetCluster())
+		p.w.WriteByte(' ')
+	}
 	if p.showKey {
 		p.w.WriteString(e.GetKey())
 		p.w.WriteByte(' ')
@@ -207,6 +212,7 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 	req.Cursor = *cursor
 	out := newEntryPrinter(env.stdout, filt)
 	defer out.flush()
+	rep := newClusterReporter(env.stderr)
 	printed := 0
 	emit := func(entries []*loggingpb.LogEntry) error {
 		for _, e := range entries {
@@ -240,10 +246,12 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return conn.friendly(err)
 		}
+		rep.report(resp)
 		if err := emit(resp.GetEntries()); err != nil {
 			return err
 		}
-		if es := resp.GetEntries(); len(es) == int(req.MaxLines) && es[0].GetSeq() > 1 {
+		// (A fan-out's rows have one seq space per cluster: no such probe.)
+		if es := resp.GetEntries(); len(es) == int(req.MaxLines) && es[0].GetSeq() > 1 && req.GetCluster() != fanOut {
 			older := proto.Clone(req).(*loggingpb.FetchLogsRequest)
 			older.UntilCursor = es[0].GetSeq() - 1
 			if truncated, err = more(older); err != nil {
@@ -262,15 +270,24 @@ func runFetch(ctx context.Context, env *cliEnv, args []string) error {
 			if err != nil {
 				return conn.friendly(err)
 			}
+			rep.report(resp)
 			if err := emit(resp.GetEntries()); err != nil {
 				return err
 			}
 			n := len(resp.GetEntries())
 			left -= n
-			if n == 0 || resp.GetCursor() == req.Cursor {
-				break
+			if req.GetCluster() == fanOut {
+				// A fan-out pages by each cluster's cursor.
+				if n == 0 {
+					break
+				}
+				req.ClusterCursors = clusterCursors(resp)
+			} else {
+				if n == 0 || resp.GetCursor() == req.Cursor {
+					break
+				}
+				req.Cursor = resp.GetCursor()
 			}
-			req.Cursor = resp.GetCursor()
 			if !*all && left <= 0 {
 				if truncated, err = more(proto.Clone(req).(*loggingpb.FetchLogsRequest)); err != nil {
 					return err

@@ -47,11 +47,15 @@ func runTail(ctx context.Context, env *cliEnv, args []string) error {
 	req.MaxLines = int32(min(max(*n, 1), wire.MaxMaxLines))
 	out := newEntryPrinter(env.stdout, filt)
 	defer out.flush()
+	if *follow && filt.cluster == fanOut {
+		return followFanOut(ctx, c, req, out, env.stderr, conn.friendly)
+	}
 	if !*follow {
 		resp, err := c.Fetch(ctx, req)
 		if err != nil {
 			return conn.friendly(err)
 		}
+		newClusterReporter(env.stderr).report(resp)
 		for _, e := range resp.GetEntries() {
 			if !filt.keep(e, now) {
 				continue

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"syscall"
 	"testing"
@@ -37,7 +36,7 @@ func TestE2ESecondDaemonOnDataDirExits(t *testing.T) {
 		t.Fatalf("second finelogd: err %v, want a non-zero exit; output:\n%s", err, out)
 	}
 	want := regexp.MustCompile(fmt.Sprintf(`data dir %s is in use by another finelogd \(pid %d\)`,
-		regexp.QuoteMeta(filepath.Join(dir, "store")), first.cmd.Process.Pid))
+		regexp.QuoteMeta(dir), first.cmd.Process.Pid))
 	if !want.Match(out) {
 		t.Fatalf("second finelogd output does not match %q:\n%s", want, out)
 	}

@@ -114,6 +114,7 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 	c.Relay.PinMaxBytes = server.DefaultRelayPinMaxBytes
 	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
 	f.finishPeer = addPeerFlags(fs, &c.Peer)
+	federationFlags(fs, c)
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
@@ -227,6 +228,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		os.Exit(2)
 	}()
 
+	defer reloadOnSIGHUP(srv, f.cfg, log)()
 	start := time.Now()
 	if err := srv.Run(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "finelogd: %v\n", err)
@@ -306,6 +308,9 @@ func printConfig(w io.Writer, f *flags) error {
 		return err
 	}
 	out["auth_policy"] = json.RawMessage(polJSON)
+	if out["federation"], err = federationConfig(c); err != nil {
+		return err
+	}
 	if c.AuthPolicy == "" && c.AuthPolicyFile == "" {
 		out["auth_policy_note"] = "no policy configured: loopback peers only"
 	}

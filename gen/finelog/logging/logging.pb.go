@@ -464,9 +464,13 @@ type FetchLogsRequest struct {
 	Regex string `protobuf:"bytes,11,opt,name=regex,proto3" json:"regex,omitempty"`
 	// Long-poll: when no row matches yet, wait up to wait_ms (capped by the
 	// server) for one to arrive instead of returning an empty page.
-	WaitMs        int32 `protobuf:"varint,100,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WaitMs int32 `protobuf:"varint,100,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// Fan-out (cluster "*"): the cursor to continue from in each cluster,
+	// by cluster name, as returned in FetchLogsResponse.clusters[].cursor.
+	// A cluster not named starts at 0. The top-level cursor is not used.
+	ClusterCursors map[string]int64 `protobuf:"bytes,101,rep,name=cluster_cursors,json=clusterCursors,proto3" json:"cluster_cursors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *FetchLogsRequest) Reset() {
@@ -583,6 +587,13 @@ func (x *FetchLogsRequest) GetWaitMs() int32 {
 	return 0
 }
 
+func (x *FetchLogsRequest) GetClusterCursors() map[string]int64 {
+	if x != nil {
+		return x.ClusterCursors
+	}
+	return nil
+}
+
 type FetchLogsResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Entries []*LogEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
@@ -590,8 +601,13 @@ type FetchLogsResponse struct {
 	// The max_lines the server applied (the default, or the request's value
 	// capped at the server's limit).
 	MaxLinesApplied int32 `protobuf:"varint,100,opt,name=max_lines_applied,json=maxLinesApplied,proto3" json:"max_lines_applied,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Federated reads: how each cluster asked fared. A fan-out lists the
+	// local store first, then its peers by name; a proxied read lists its
+	// peer only when the answer came from this store's stale copy. Empty
+	// otherwise (a local read, or a proxied read the owner answered).
+	Clusters      []*ClusterStatus `protobuf:"bytes,101,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchLogsResponse) Reset() {
@@ -645,6 +661,97 @@ func (x *FetchLogsResponse) GetMaxLinesApplied() int32 {
 	return 0
 }
 
+func (x *FetchLogsResponse) GetClusters() []*ClusterStatus {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+// ClusterStatus is one cluster's part of a federated read.
+type ClusterStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Empty when the cluster answered; otherwise the Connect code name
+	// ("unavailable", "deadline_exceeded", ...).
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// What happened, naming the peer; empty when the cluster answered.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// The cursor to continue this cluster from (cluster_cursors). Negative
+	// for a stale answer: a position in this store's copy, not an owner seq.
+	Cursor int64 `protobuf:"varint,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// The rows of this cluster came from this store's relayed copy because
+	// the owner could not be reached; code and error say why.
+	Stale         bool `protobuf:"varint,5,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatus) Reset() {
+	*x = ClusterStatus{}
+	mi := &file_finelog_logging_logging_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatus) ProtoMessage() {}
+
+func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_finelog_logging_logging_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
+func (*ClusterStatus) Descriptor() ([]byte, []int) {
+	return file_finelog_logging_logging_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ClusterStatus) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type GetProducerStateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Producer      string                 `protobuf:"bytes,1,opt,name=producer,proto3" json:"producer,omitempty"`
@@ -654,7 +761,7 @@ type GetProducerStateRequest struct {
 
 func (x *GetProducerStateRequest) Reset() {
 	*x = GetProducerStateRequest{}
-	mi := &file_finelog_logging_logging_proto_msgTypes[6]
+	mi := &file_finelog_logging_logging_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +773,7 @@ func (x *GetProducerStateRequest) String() string {
 func (*GetProducerStateRequest) ProtoMessage() {}
 
 func (x *GetProducerStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_finelog_logging_logging_proto_msgTypes[6]
+	mi := &file_finelog_logging_logging_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +786,7 @@ func (x *GetProducerStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProducerStateRequest.ProtoReflect.Descriptor instead.
 func (*GetProducerStateRequest) Descriptor() ([]byte, []int) {
-	return file_finelog_logging_logging_proto_rawDescGZIP(), []int{6}
+	return file_finelog_logging_logging_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetProducerStateRequest) GetProducer() string {
@@ -704,7 +811,7 @@ type GetProducerStateResponse struct {
 
 func (x *GetProducerStateResponse) Reset() {
 	*x = GetProducerStateResponse{}
-	mi := &file_finelog_logging_logging_proto_msgTypes[7]
+	mi := &file_finelog_logging_logging_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +823,7 @@ func (x *GetProducerStateResponse) String() string {
 func (*GetProducerStateResponse) ProtoMessage() {}
 
 func (x *GetProducerStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_finelog_logging_logging_proto_msgTypes[7]
+	mi := &file_finelog_logging_logging_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +836,7 @@ func (x *GetProducerStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProducerStateResponse.ProtoReflect.Descriptor instead.
 func (*GetProducerStateResponse) Descriptor() ([]byte, []int) {
-	return file_finelog_logging_logging_proto_rawDescGZIP(), []int{7}
+	return file_finelog_logging_logging_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetProducerStateResponse) GetAppliedSeq() int64 {
@@ -780,7 +887,7 @@ const file_finelog_logging_logging_proto_rawDesc = "" +
 	"\x10PushLogsResponse\x12\x1b\n" +
 	"\tfirst_seq\x18d \x01(\x03R\bfirstSeq\x12\x19\n" +
 	"\blast_seq\x18e \x01(\x03R\alastSeq\x120\n" +
-	"\x14producer_applied_seq\x18f \x01(\x03R\x12producerAppliedSeq\"\xf3\x02\n" +
+	"\x14producer_applied_seq\x18f \x01(\x03R\x12producerAppliedSeq\"\x96\x04\n" +
 	"\x10FetchLogsRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x19\n" +
 	"\bsince_ms\x18\x02 \x01(\x03R\asinceMs\x12\x16\n" +
@@ -795,11 +902,22 @@ const file_finelog_logging_logging_proto_rawDesc = "" +
 	"\funtil_cursor\x18\n" +
 	" \x01(\x03R\vuntilCursor\x12\x14\n" +
 	"\x05regex\x18\v \x01(\tR\x05regex\x12\x17\n" +
-	"\await_ms\x18d \x01(\x05R\x06waitMs\"\x8c\x01\n" +
+	"\await_ms\x18d \x01(\x05R\x06waitMs\x12^\n" +
+	"\x0fcluster_cursors\x18e \x03(\v25.finelog.logging.FetchLogsRequest.ClusterCursorsEntryR\x0eclusterCursors\x1aA\n" +
+	"\x13ClusterCursorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xc8\x01\n" +
 	"\x11FetchLogsResponse\x123\n" +
 	"\aentries\x18\x01 \x03(\v2\x19.finelog.logging.LogEntryR\aentries\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\x03R\x06cursor\x12*\n" +
-	"\x11max_lines_applied\x18d \x01(\x05R\x0fmaxLinesApplied\"5\n" +
+	"\x11max_lines_applied\x18d \x01(\x05R\x0fmaxLinesApplied\x12:\n" +
+	"\bclusters\x18e \x03(\v2\x1e.finelog.logging.ClusterStatusR\bclusters\"\x81\x01\n" +
+	"\rClusterStatus\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\x03R\x06cursor\x12\x14\n" +
+	"\x05stale\x18\x05 \x01(\bR\x05stale\"5\n" +
 	"\x17GetProducerStateRequest\x12\x1a\n" +
 	"\bproducer\x18\x01 \x01(\tR\bproducer\"t\n" +
 	"\x18GetProducerStateResponse\x12\x1f\n" +
@@ -839,7 +957,7 @@ func file_finelog_logging_logging_proto_rawDescGZIP() []byte {
 }
 
 var file_finelog_logging_logging_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_finelog_logging_logging_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_finelog_logging_logging_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_finelog_logging_logging_proto_goTypes = []any{
 	(LogLevel)(0),                    // 0: finelog.logging.LogLevel
 	(MatchScope)(0),                  // 1: finelog.logging.MatchScope
@@ -849,26 +967,30 @@ var file_finelog_logging_logging_proto_goTypes = []any{
 	(*PushLogsResponse)(nil),         // 5: finelog.logging.PushLogsResponse
 	(*FetchLogsRequest)(nil),         // 6: finelog.logging.FetchLogsRequest
 	(*FetchLogsResponse)(nil),        // 7: finelog.logging.FetchLogsResponse
-	(*GetProducerStateRequest)(nil),  // 8: finelog.logging.GetProducerStateRequest
-	(*GetProducerStateResponse)(nil), // 9: finelog.logging.GetProducerStateResponse
+	(*ClusterStatus)(nil),            // 8: finelog.logging.ClusterStatus
+	(*GetProducerStateRequest)(nil),  // 9: finelog.logging.GetProducerStateRequest
+	(*GetProducerStateResponse)(nil), // 10: finelog.logging.GetProducerStateResponse
+	nil,                              // 11: finelog.logging.FetchLogsRequest.ClusterCursorsEntry
 }
 var file_finelog_logging_logging_proto_depIdxs = []int32{
-	2, // 0: finelog.logging.LogEntry.timestamp:type_name -> finelog.logging.Timestamp
-	0, // 1: finelog.logging.LogEntry.level:type_name -> finelog.logging.LogLevel
-	3, // 2: finelog.logging.PushLogsRequest.entries:type_name -> finelog.logging.LogEntry
-	1, // 3: finelog.logging.FetchLogsRequest.match_scope:type_name -> finelog.logging.MatchScope
-	3, // 4: finelog.logging.FetchLogsResponse.entries:type_name -> finelog.logging.LogEntry
-	4, // 5: finelog.logging.LogService.PushLogs:input_type -> finelog.logging.PushLogsRequest
-	6, // 6: finelog.logging.LogService.FetchLogs:input_type -> finelog.logging.FetchLogsRequest
-	8, // 7: finelog.logging.LogService.GetProducerState:input_type -> finelog.logging.GetProducerStateRequest
-	5, // 8: finelog.logging.LogService.PushLogs:output_type -> finelog.logging.PushLogsResponse
-	7, // 9: finelog.logging.LogService.FetchLogs:output_type -> finelog.logging.FetchLogsResponse
-	9, // 10: finelog.logging.LogService.GetProducerState:output_type -> finelog.logging.GetProducerStateResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	2,  // 0: finelog.logging.LogEntry.timestamp:type_name -> finelog.logging.Timestamp
+	0,  // 1: finelog.logging.LogEntry.level:type_name -> finelog.logging.LogLevel
+	3,  // 2: finelog.logging.PushLogsRequest.entries:type_name -> finelog.logging.LogEntry
+	1,  // 3: finelog.logging.FetchLogsRequest.match_scope:type_name -> finelog.logging.MatchScope
+	11, // 4: finelog.logging.FetchLogsRequest.cluster_cursors:type_name -> finelog.logging.FetchLogsRequest.ClusterCursorsEntry
+	3,  // 5: finelog.logging.FetchLogsResponse.entries:type_name -> finelog.logging.LogEntry
+	8,  // 6: finelog.logging.FetchLogsResponse.clusters:type_name -> finelog.logging.ClusterStatus
+	4,  // 7: finelog.logging.LogService.PushLogs:input_type -> finelog.logging.PushLogsRequest
+	6,  // 8: finelog.logging.LogService.FetchLogs:input_type -> finelog.logging.FetchLogsRequest
+	9,  // 9: finelog.logging.LogService.GetProducerState:input_type -> finelog.logging.GetProducerStateRequest
+	5,  // 10: finelog.logging.LogService.PushLogs:output_type -> finelog.logging.PushLogsResponse
+	7,  // 11: finelog.logging.LogService.FetchLogs:output_type -> finelog.logging.FetchLogsResponse
+	10, // 12: finelog.logging.LogService.GetProducerState:output_type -> finelog.logging.GetProducerStateResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_finelog_logging_logging_proto_init() }
@@ -882,7 +1004,7 @@ func file_finelog_logging_logging_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_finelog_logging_logging_proto_rawDesc), len(file_finelog_logging_logging_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
