@@ -108,7 +108,9 @@ func checkAnswer(raw []byte, cluster string) (int, error) {
 	rows := 0
 	for b := raw; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		// ConsumeTag checks only the lower bound of a field number; the
+		// decoder also refuses one above MaxValidNumber.
+		if n < 0 || num > protowire.MaxValidNumber {
 			return 0, errMalformed
 		}
 		b = b[n:]
@@ -144,7 +146,7 @@ func checkEntry(e []byte, cluster string) error {
 	var seq uint64
 	for len(e) > 0 {
 		num, typ, n := protowire.ConsumeTag(e)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return errMalformed
 		}
 		e = e[n:]
@@ -190,7 +192,7 @@ func checkEntry(e []byte, cluster string) error {
 func validTimestamp(b []byte) bool {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber {
 			return false
 		}
 		b = b[n:]

@@ -228,9 +228,12 @@ func (l *logService) GetProducerState(ctx context.Context, req *connect.Request[
 // (storeerr holds the one mapping) and logs what the operator must see.
 func (s *Server) storeError(op string, err error) error {
 	ce := storeerr.ToConnect(op, err)
+	if s.tier != nil && errors.Is(err, store.ErrNoSpace) {
+		ce = s.tier.diskFull(ce)
+	}
 	switch ce.Code() {
 	case connect.CodeResourceExhausted:
-		s.log.Error(op+" failed: disk full", "err", err)
+		s.log.Error(op+" failed: disk full", "err", err, "detail", ce.Message())
 	case connect.CodeInternal:
 		s.log.Error(op+" failed", "err", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/internal/wirecompress"
+	"github.com/finelog/finelog/objstore"
 	"github.com/finelog/finelog/store"
 )
 
@@ -96,6 +97,8 @@ type Config struct {
 	Peer       PeerConfig
 	Federation FederationConfig
 
+	ObjectStore ObjectStoreConfig
+
 	FS     vfs.FS
 	Clock  clock.Clock
 	Logger *slog.Logger
@@ -163,9 +166,11 @@ type Server struct {
 	fetchPath federation.Fetcher // FetchLogs: the local store, or the federation Router around it
 	fed       *federation.Router // nil without a peers file
 
-	relay *relayRunner // nil when no relay is configured
-	peer  *peerRunner  // nil when no replica port is configured
-	self  []string     // this daemon's own URLs (the relay refuses them as a target)
+	relay  *relayRunner // nil when no relay is configured
+	peer   *peerRunner  // nil when no replica port is configured
+	bucket objstore.Bucket
+	tier   *tierRunner // nil without an object store
+	self   []string    // this daemon's own URLs (the relay refuses them as a target)
 }
 
 type storeRef struct{ s logStore }
@@ -237,6 +242,11 @@ func New(cfg Config) (*Server, error) {
 	if err := checkWritable(cfg.FS, cfg.DataDir); err != nil {
 		return nil, err
 	}
+	bucket, err := openBucket(cfg.FS, cfg.ObjectStore)
+	if err != nil {
+		return nil, err
+	}
+	s.bucket = bucket
 	gate, err := s.loadAuth()
 	if err != nil {
 		return nil, err
@@ -315,8 +325,12 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // server answers RPCs once it returns nil.
 func (s *Server) Open(ctx context.Context) error {
 	dir := filepath.Join(s.cfg.DataDir, "store")
+	storeFS, err := s.openTier(ctx, dir)
+	if err != nil {
+		return err
+	}
 	st, err := store.Open(store.Options{
-		FS:             s.cfg.FS,
+		FS:             storeFS,
 		Clock:          s.clk,
 		Dir:            dir,
 		MemtableBytes:  s.cfg.MemtableBytes,
@@ -349,8 +363,12 @@ func (s *Server) Open(ctx context.Context) error {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}
 	s.st.Store(&storeRef{st})
+	s.startTier()
 	if err := s.startRelay(ctx, st); err != nil {
 		st.Close()
+		if s.tier != nil {
+			s.tier.close(0)
+		}
 		return err
 	}
 	if err := s.startPeer(ctx, st); err != nil {
@@ -388,6 +406,11 @@ func (s *Server) Close() error {
 	}
 	if err := ref.s.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
+	}
+	if s.tier != nil {
+		if err := s.tier.close(s.cfg.ShutdownTimeout); err != nil {
+			return fmt.Errorf("object store: %w", err)
+		}
 	}
 	return nil
 }

@@ -11,6 +11,10 @@ import (
 // envVars are every environment variable finelogd reads.
 var envVars = [][2]string{
 	{"FINELOG_AUTH_POLICY", "auth policy JSON (a list of cidr/jwt layers); --auth-policy-file is the file form; neither: loopback peers only"},
+	{"AWS_ACCESS_KEY_ID", "access key for --object-store (with AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN); never printed"},
+	{"AWS_SECRET_ACCESS_KEY", "secret key for --object-store; never printed or logged"},
+	{"AWS_SESSION_TOKEN", "session token for --object-store (temporary credentials)"},
+	{"AWS_PROFILE", "profile read from --object-store-credentials-file (default: default)"},
 	{"GOMEMLIMIT", "Go runtime soft memory limit; when set it wins over --memory-limit"},
 }
 
@@ -30,13 +34,14 @@ func printHelp(w io.Writer, fs *flag.FlagSet) {
 		"finelogd                                              # loopback only, data in ./finelog-data",
 		"finelogd --listen :7070 --data-dir /var/lib/finelog --cluster east --auth-policy-file /etc/finelog/policy.json",
 		"finelogd --relay-address https://global.example:7070 --relay-key-file /etc/finelog/east.key",
+		"finelogd --object-store 's3://logs/east?endpoint=http://127.0.0.1:9000'   # tier sealed segments to a local S3 server",
 		"finelogd --print-config                               # the effective configuration, secrets redacted",
 	} {
 		fmt.Fprintf(w, "  %s\n", e)
 	}
 	fmt.Fprintln(w, "\nenvironment:")
 	for _, e := range envVars {
-		fmt.Fprintf(w, "  %-20s %s\n", e[0], e[1])
+		fmt.Fprintf(w, "  %-22s %s\n", e[0], e[1])
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/objstore"
 	"github.com/finelog/finelog/server"
 )
 
@@ -68,6 +69,21 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*f
 		return nil, err
 	}
 	f.cfg.AuthPolicy = getenv("FINELOG_AUTH_POLICY")
+	if f.cfg.ObjectStore.URL != "" {
+		f.cfg.ObjectStore.CredentialsProfile = getenv("AWS_PROFILE")
+		if f.cfg.ObjectStore.CredentialsFile == "" {
+			creds, err := objstore.CredentialsFromEnv(getenv)
+			if err != nil {
+				return nil, fmt.Errorf("--object-store: %w", err)
+			}
+			f.cfg.ObjectStore.Credentials = creds
+		}
+	} else if f.cfg.ObjectStore.CredentialsFile != "" || f.cfg.ObjectStore.LocalRetentionAge != 0 || f.cfg.ObjectStore.LocalRetentionBytes != 0 {
+		return nil, fmt.Errorf("--object-store-credentials-file, --local-retention-age and --local-retention-bytes need --object-store")
+	}
+	if f.cfg.ObjectStore.LocalRetentionAge < 0 || f.cfg.ObjectStore.LocalRetentionBytes < 0 || f.cfg.ObjectStore.CacheBytes < 0 {
+		return nil, fmt.Errorf("--local-retention-age, --local-retention-bytes and --object-cache-bytes must be 0 or more")
+	}
 	if err := f.finishPeer(getenv); err != nil {
 		return nil, err
 	}
@@ -115,6 +131,12 @@ func newFlagSet(out io.Writer) (*flags, *flag.FlagSet) {
 	fs.Var((*byteSize)(&c.Relay.PinMaxBytes), "relay-pin-max-bytes", "retention keeps at most this many `bytes` of rows the relay has not forwarded; past it the oldest are deleted, logged and counted")
 	f.finishPeer = addPeerFlags(fs, &c.Peer)
 	federationFlags(fs, c)
+	fs.StringVar(&c.ObjectStore.URL, "object-store", "", "tier sealed segments to this S3-compatible bucket `URL`: s3://BUCKET/PREFIX[?endpoint=http://HOST:PORT&region=R] (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --object-store-credentials-file)")
+	fs.StringVar(&c.ObjectStore.CredentialsFile, "object-store-credentials-file", "", "AWS shared credentials `file` (INI) for --object-store; its [default] profile, or AWS_PROFILE's")
+	c.ObjectStore.CacheBytes = server.DefaultObjectCacheBytes
+	fs.Var((*byteSize)(&c.ObjectStore.CacheBytes), "object-cache-bytes", "on-disk cache of remote segment blocks under <data-dir>/objcache, in `bytes` (0 = none)")
+	fs.DurationVar(&c.ObjectStore.LocalRetentionAge, "local-retention-age", 0, "with --object-store: drop local copies of segments written longer ago than this once they are in the bucket (0 = keep)")
+	fs.Var((*byteSize)(&c.ObjectStore.LocalRetentionBytes), "local-retention-bytes", "with --object-store: drop the oldest local copies already in the bucket while local segments exceed this many `bytes` (0 = no limit)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as JSON (secrets redacted) and exit")
@@ -254,6 +276,26 @@ func applyMemoryLimit(limit int64, getenv func(string) string, log *slog.Logger)
 	}
 }
 
+// objectStoreConfig describes the object store for --print-config: the
+// URL (which cannot hold credentials) and where credentials come from,
+// never their values.
+func objectStoreConfig(o server.ObjectStoreConfig) map[string]any {
+	if o.URL == "" {
+		return nil
+	}
+	out := map[string]any{"url": o.URL, "cache_bytes": o.CacheBytes,
+		"local_retention_age": o.LocalRetentionAge.String(), "local_retention_bytes": o.LocalRetentionBytes}
+	switch {
+	case o.CredentialsFile != "":
+		out["credentials"] = "file " + o.CredentialsFile
+	case o.Credentials.Anonymous():
+		out["credentials"] = "none (anonymous requests)"
+	default:
+		out["credentials"] = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (redacted)"
+	}
+	return out
+}
+
 // printConfig writes the effective configuration. Secrets never appear: the
 // relay key and token are files, and only their paths are printed; an
 // inline policy is printed with every secret-looking value replaced.
@@ -283,6 +325,7 @@ func printConfig(w io.Writer, f *flags) error {
 		"log_format":       f.logFormat,
 		"log_level":        f.logLevel,
 		"auth_policy_file": c.AuthPolicyFile,
+		"object_store":     objectStoreConfig(c.ObjectStore),
 		"relay": map[string]any{
 			"address":             c.Relay.Address,
 			"key_file":            c.Relay.KeyFile,

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/finelog/finelog/objstore"
 	"github.com/finelog/finelog/store"
 	"github.com/finelog/finelog/wire"
 )
@@ -48,6 +49,10 @@ func ToConnect(op string, err error) *connect.Error {
 			fmt.Errorf("query exceeded the %s budget; narrow it (a longer literal prefix, a cluster, since_ms or cursor): %w", be.Budget(), err))
 	case errors.Is(err, store.ErrClosed):
 		return connect.NewError(connect.CodeUnavailable, errors.New("finelogd is shutting down"))
+	case errors.Is(err, objstore.ErrUnavailable):
+		// A remote-only segment could not be read; the message names the
+		// bucket. Retryable: the bucket may be back on the next try.
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s: %w", op, err))
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	case errors.Is(err, context.Canceled):

@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/finelog/finelog/client"
+	"github.com/finelog/finelog/objstore"
 	"github.com/finelog/finelog/store"
 )
 
@@ -29,6 +30,7 @@ func TestToConnect(t *testing.T) {
 		{store.ErrClosed, connect.CodeUnavailable, true},
 		{context.DeadlineExceeded, connect.CodeDeadlineExceeded, true},
 		{context.Canceled, connect.CodeCanceled, false},
+		{&objstore.Error{Bucket: "s3://logs/", Op: "get", Err: objstore.ErrUnavailable}, connect.CodeUnavailable, true},
 		{errors.New("segment checksum mismatch"), connect.CodeInternal, false},
 	} {
 		ce := ToConnect("push", fmt.Errorf("store: %w", tc.err))
