@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/finelog/finelog/peer"
+	"github.com/finelog/finelog/store"
 )
 
 // fuzzFrameKey is the direction key the seed corpus was sealed with.
@@ -22,6 +23,9 @@ func FuzzPeerFrame(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(peer.SealFrame(nil, &fuzzFrameKey, 0, peer.TypeHeartbeat, nil))
 	f.Add(peer.SealFrame(nil, &fuzzFrameKey, 0, peer.TypeAck, []byte{0, 0, 0, 0, 0, 0, 0, 42}))
+	attrs, _ := store.MakeAttributes(map[string]string{"env": "prod"})
+	f.Add(peer.EncodeRecords(nil, peer.Records{PrimaryLast: 8, Records: []store.Record{{First: 7, Last: 8, Rows: []store.Row{
+		{Seq: 7, Key: "/k", Data: "a", Attributes: attrs}, {Seq: 8, Key: "/k", Data: "b"}}}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkRecords(t, b)
 		for ctr := uint64(0); len(b) > 0; ctr++ {

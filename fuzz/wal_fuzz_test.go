@@ -18,6 +18,10 @@ func FuzzWALRecord(f *testing.F) {
 		{Key: "/user/job-1/task-0", Source: "stdout", Data: "2026-11-24T03:53:22Z INFO hello", EpochMS: 1795489200000, Level: 2},
 		{Key: "/user/job-1/task-0:3", Data: "x", AttemptID: 3, Cluster: "east"},
 	}}))
+	attrs, _ := store.MakeAttributes(map[string]string{"env": "prod", "trace_id": "0af7651916cd43dd"})
+	f.Add(store.AppendWALRecord(nil, store.WALRecord{First: 3, Last: 5, Rows: []store.Row{
+		{Key: "/k", Data: "a", Attributes: attrs}, {Key: "/k", Data: "b", Attributes: attrs}, {Key: "/k", Data: "c"},
+	}}))
 	f.Add(store.AppendWALRecord(nil, store.WALRecord{First: 7, Last: 6, Marks: []store.ProducerMark{{Producer: "relay", Seq: 99}}}))
 	castagnoli := crc32.MakeTable(crc32.Castagnoli)
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -43,6 +47,11 @@ func FuzzWALRecord(f *testing.F) {
 		again, _, err := store.DecodeWALRecord(store.AppendWALRecord(nil, rec))
 		if err != nil || again.First != rec.First || len(again.Rows) != len(rec.Rows) {
 			t.Fatalf("re-encoded record does not round-trip: %v", err)
+		}
+		for i := range rec.Rows {
+			if again.Rows[i] != rec.Rows[i] {
+				t.Fatalf("row %d re-encoded as %+v, was %+v", i, again.Rows[i], rec.Rows[i])
+			}
 		}
 	})
 }

@@ -207,7 +207,7 @@ func TestLokiMapping(t *testing.T) {
 				if len(b.Rejected) > 0 {
 					t.Fatalf("%s: rejected %s", form, b.RejectionMessage())
 				}
-				if diff := cmp.Diff(tc.want, b.Rows); diff != "" {
+				if diff := cmp.Diff(tc.want, storedAs(t, b.Rows)); diff != "" {
 					t.Errorf("%s rows (-want +got):\n%s", form, diff)
 				}
 			}

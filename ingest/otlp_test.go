@@ -92,7 +92,7 @@ func TestOTLPMapping(t *testing.T) {
 			if len(b.Rejected) > 0 {
 				t.Fatal(b.RejectionMessage())
 			}
-			if diff := cmp.Diff([]Row{tc.want}, b.Rows); diff != "" {
+			if diff := cmp.Diff([]Row{tc.want}, storedAs(t, b.Rows)); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
@@ -232,7 +232,7 @@ func TestOTLPJSON(t *testing.T) {
 		otlpRow("/otlp/api/i-1", "ok", 1_700_000_000_000, store.LevelInfo, map[string]string{
 			"service.name": "api", "service.instance.id": "i-1", "scope.name": "lib"}),
 	}
-	if diff := cmp.Diff(want, b.Rows); diff != "" {
+	if diff := cmp.Diff(want, storedAs(t, b.Rows)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 	// The same export as protobuf decodes to the same rows.
@@ -244,7 +244,7 @@ func TestOTLPJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(want, DecodeOTLP(req2, now).Rows); diff != "" {
+	if diff := cmp.Diff(want, storedAs(t, DecodeOTLP(req2, now).Rows)); diff != "" {
 		t.Errorf("protobuf (-want +got):\n%s", diff)
 	}
 }

@@ -14,12 +14,13 @@ import (
 	"github.com/finelog/finelog/store"
 )
 
-// Attribute limits. A row over one is refused with an error wrapping
-// ErrRefused that names the limit; attributes count in store.MaxRowBytes.
+// Attribute limits, the store's. A row over one is refused with an error
+// wrapping ErrRefused that names the limit; attributes count in
+// store.MaxRowBytes.
 const (
-	MaxAttributes          = 64
-	MaxAttributeNameBytes  = 256
-	MaxAttributeValueBytes = 4 << 10
+	MaxAttributes          = store.MaxAttributes
+	MaxAttributeNameBytes  = store.MaxAttributeNameBytes
+	MaxAttributeValueBytes = store.MaxAttributeValueBytes
 )
 
 // Source values of ingested rows: which protocol a row arrived by.
@@ -38,7 +39,8 @@ var (
 )
 
 // Row is one decoded log line: the store row (Key, Source, Data, EpochMS,
-// Level, and Cluster when the sender asked for one) and its attributes.
+// Level, Cluster when the sender asked for one, and Row.Attributes, the
+// encoding of Attributes) and its attributes as a map.
 type Row struct {
 	store.Row
 	Attributes map[string]string
@@ -113,40 +115,41 @@ const rowOverhead = 48
 // attrCheck is the attribute part of checkRow for one attributes map:
 // rows of a stream share their map, so it is checked once, not per row.
 type attrCheck struct {
-	err   error
-	bytes int
+	err error
+	enc store.Attributes
 }
 
 func checkAttrs(attrs map[string]string) attrCheck {
-	return attrCheck{err: checkAttributes(attrs), bytes: attributesBytes(attrs)}
+	if err := checkAttributes(attrs); err != nil {
+		return attrCheck{err: err}
+	}
+	enc, err := store.MakeAttributes(attrs)
+	if err != nil { // checkAttributes applies the same limits first
+		return attrCheck{err: fmt.Errorf("%v: %w", err, ErrRefused)}
+	}
+	return attrCheck{enc: enc}
 }
 
 // checkRow applies the attribute limits (a is the check of r.Attributes)
 // and the store's key and row-size limits, so a refused row is refused
-// here with its stream named rather than failing the whole append.
+// here with its stream named rather than failing the whole append. It sets
+// the store row's encoded attributes.
 func checkRow(r *Row, a attrCheck) error {
 	if a.err != nil {
 		return a.err
 	}
+	r.Row.Attributes = a.enc
 	switch {
 	case r.Key == "":
 		return fmt.Errorf("key is empty: %w", ErrRefused)
 	case len(r.Key) > store.MaxKeyBytes:
 		return fmt.Errorf("key is %d bytes, limit is %d: %w", len(r.Key), store.MaxKeyBytes, ErrRefused)
 	}
-	n := rowOverhead + len(r.Key) + len(r.Source) + len(r.Data) + len(r.Cluster) + a.bytes
+	n := rowOverhead + len(r.Key) + len(r.Source) + len(r.Data) + len(r.Cluster) + len(a.enc)
 	if n > store.MaxRowBytes {
 		return fmt.Errorf("row is %d bytes with its attributes, limit is %d: %w", n, store.MaxRowBytes, ErrRefused)
 	}
 	return nil
-}
-
-func attributesBytes(attrs map[string]string) int {
-	n := 0
-	for k, v := range attrs {
-		n += len(k) + len(v)
-	}
-	return n
 }
 
 // checkAttributes reports the first broken limit, in name order so the

@@ -14,7 +14,13 @@ import (
 //	floor:u64 | primary_last:u64 | count:u32 | count × record
 //	record = first:u64 | last:u64 | n_marks:u32 | n_marks × mark | n_rows:u32 | n_rows × row
 //	mark   = producer:str16 | seq:u64
-//	row    = key:rstr | source:rstr | data:str32 | epoch_ms:i64 | attempt_id:i32 | level:i32 | cluster:rstr
+//	row    = key:rstr | source:rstr | data:str32 | epoch_ms:i64 | attempt_id:i32 | level:i32 | cluster:rstr [| attributes:rstr]
+//
+// Bit 31 of n_rows (rowsHaveAttrs) says the record's rows end with their
+// attributes (store.Attributes' canonical encoding); it is set only when a
+// row has some, so a record without attributes is byte-for-byte what it was
+// before attributes existed, and an older replica refuses one with them
+// (its row count check fails) rather than misreading it.
 //
 // str16 is len:u16 and bytes; str32 is len:u32 and bytes; rstr is a str32
 // whose length 0xFFFFFFFF means "the same as this field of the previous row
@@ -33,6 +39,7 @@ type Records struct {
 const (
 	recordsHeader = 8 + 8 + 4
 	sameAsPrev    = math.MaxUint32
+	rowsHaveAttrs = 1 << 31
 	// minRecord and minRow are the smallest encodings, to bound counts by
 	// the bytes present before allocating.
 	minRecord = 8 + 8 + 4 + 4
@@ -60,7 +67,16 @@ func appendRecord(dst []byte, rec *store.Record) []byte {
 		dst = append(dst, m.Producer...)
 		dst = binary.BigEndian.AppendUint64(dst, uint64(m.Seq))
 	}
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(rec.Rows)))
+	n := uint32(len(rec.Rows))
+	attrs := false
+	for i := range rec.Rows {
+		if rec.Rows[i].Attributes != "" {
+			attrs = true
+			n |= rowsHaveAttrs
+			break
+		}
+	}
+	dst = binary.BigEndian.AppendUint32(dst, n)
 	for i := range rec.Rows {
 		r := &rec.Rows[i]
 		var prev *store.Row
@@ -75,6 +91,9 @@ func appendRecord(dst []byte, rec *store.Record) []byte {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(r.AttemptID))
 		dst = binary.BigEndian.AppendUint32(dst, uint32(r.Level))
 		dst = appendRStr(dst, r.Cluster, prev != nil && prev.Cluster == r.Cluster)
+		if attrs {
+			dst = appendRStr(dst, string(r.Attributes), prev != nil && prev.Attributes == r.Attributes)
+		}
 	}
 	return dst
 }
@@ -207,6 +226,8 @@ func (d *rdecoder) record(floor int64) (store.Record, error) {
 	if d.err {
 		return rec, d.fail("marks")
 	}
+	attrs := nr&rowsHaveAttrs != 0
+	nr &^= rowsHaveAttrs
 	if int64(nr) != rec.Last-rec.First+1 {
 		return rec, fmt.Errorf("%w: %d rows for seq range [%d,%d]", ErrProtocol, nr, rec.First, rec.Last)
 	}
@@ -227,6 +248,11 @@ func (d *rdecoder) record(floor int64) (store.Record, error) {
 		r.AttemptID = int32(d.u32())
 		r.Level = int32(d.u32())
 		r.Cluster, ok3 = d.rstr(prev.Cluster, i == 0)
+		if attrs {
+			a, ok := d.rstr(string(prev.Attributes), i == 0)
+			r.Attributes = store.Attributes(a)
+			ok3 = ok3 && ok
+		}
 		if d.err {
 			return rec, d.fail("rows")
 		}

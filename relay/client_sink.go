@@ -114,7 +114,8 @@ func PushRequest(b Batch) *loggingpb.PushLogsRequest {
 			Key:       r.Key,
 			Seq:       r.Seq,
 			// Empty for local rows: the request's cluster applies.
-			Cluster: r.Cluster,
+			Cluster:    r.Cluster,
+			Attributes: r.Attributes.Map(),
 		}
 	}
 	return &loggingpb.PushLogsRequest{

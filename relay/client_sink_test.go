@@ -89,12 +89,16 @@ func newTestServer(t *testing.T, svc *recordingService) (*httptest.Server, *wire
 func TestClientSinkMapsBatchToPushLogs(t *testing.T) {
 	svc := &recordingService{applied: 41, known: true}
 	srv, wc := newTestServer(t, svc)
+	attrs, err := store.MakeAttributes(map[string]string{"trace_id": "0af7", "env": "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sink := NewClientSink(srv.URL, srv.Client(), func(context.Context) (string, error) { return "tok-123", nil }, 0)
 	b := Batch{
 		Producer: "east/abc", Cluster: "east", FirstSeq: 40, LastSeq: 43,
 		Rows: []store.Row{
 			{Seq: 41, Key: "/a/job:2", Source: "stderr", Data: "boom", EpochMS: 1700, AttemptID: 2, Level: store.LevelError},
-			{Seq: 43, Key: "/b/job", Data: "ok", EpochMS: 1701, Level: 9, Cluster: "east"},
+			{Seq: 43, Key: "/b/job", Data: "ok", EpochMS: 1701, Level: 9, Cluster: "east", Attributes: attrs},
 		},
 	}
 	ack, err := sink.Push(context.Background(), b)
@@ -112,7 +116,8 @@ func TestClientSinkMapsBatchToPushLogs(t *testing.T) {
 		Cluster: "east", Producer: "east/abc", FirstSeq: 40, LastSeq: 43,
 		Entries: []*loggingpb.LogEntry{
 			{Timestamp: &loggingpb.Timestamp{EpochMs: 1700}, Source: "stderr", Data: "boom", AttemptId: 2, Level: loggingpb.LogLevel_LOG_LEVEL_ERROR, Key: "/a/job:2", Seq: 41},
-			{Timestamp: &loggingpb.Timestamp{EpochMs: 1701}, Data: "ok", Level: 9, Key: "/b/job", Seq: 43, Cluster: "east"},
+			{Timestamp: &loggingpb.Timestamp{EpochMs: 1701}, Data: "ok", Level: 9, Key: "/b/job", Seq: 43, Cluster: "east",
+				Attributes: map[string]string{"trace_id": "0af7", "env": "prod"}},
 		},
 	}
 	if !proto.Equal(got, want) {

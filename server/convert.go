@@ -66,6 +66,10 @@ func rowsFromPush(req *loggingpb.PushLogsRequest, cluster string, nowMS int64) (
 			source = prevSource
 		}
 		prevSource = source
+		attrs, err := store.MakeAttributes(e.GetAttributes())
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("entry %d: %w", i, err))
+		}
 		rows[i] = store.Row{
 			Seq:       e.GetSeq(),
 			Key:       key,
@@ -75,6 +79,8 @@ func rowsFromPush(req *loggingpb.PushLogsRequest, cluster string, nowMS int64) (
 			AttemptID: attempt,
 			Level:     int32(e.GetLevel()),
 			Cluster:   cluster,
+
+			Attributes: attrs,
 		}
 	}
 	return rows, nil
@@ -86,6 +92,10 @@ func queryFromFetch(req *loggingpb.FetchLogsRequest) (store.Query, error) {
 	if scope == store.ScopePrefix && req.GetSource() == "" {
 		return store.Query{}, connect.NewError(connect.CodeInvalidArgument,
 			fmt.Errorf("source is required for a PREFIX fetch"))
+	}
+	attrs, err := store.MakeAttributes(req.GetAttributes())
+	if err != nil {
+		return store.Query{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("attributes filter: %w", err))
 	}
 	return store.Query{
 		Source:      req.GetSource(),
@@ -99,6 +109,7 @@ func queryFromFetch(req *loggingpb.FetchLogsRequest) (store.Query, error) {
 		Cluster:     req.GetCluster(),
 		UntilCursor: req.GetUntilCursor(),
 		Regex:       req.GetRegex(),
+		Attributes:  attrs,
 	}, nil
 }
 
@@ -125,6 +136,7 @@ func entriesFromRows(rows []store.Row) []*loggingpb.LogEntry {
 		e.Key = r.Key
 		e.Seq = r.Seq
 		e.Cluster = r.Cluster
+		e.Attributes = r.Attributes.Map()
 		out[i] = e
 	}
 	return out

@@ -67,8 +67,7 @@ type ingester struct {
 
 // store appends a decoded batch: the cluster of every row is decided by
 // the PushLogs rule (a jwt identity writes only its own), then one Append,
-// acknowledged after fsync. The attributes are not stored yet: the store's
-// row has no column for them (docs/ingest.md).
+// acknowledged after fsync, attributes included.
 func (in *ingester) store(ctx context.Context, protocol string, b *ingest.Batch) error {
 	if len(b.Rows) == 0 {
 		in.refused.WithLabelValues(protocol).Add(float64(b.RejectedRecords()))

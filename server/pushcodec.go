@@ -92,6 +92,10 @@ const (
 	fEntKey       = 6
 	fEntSeq       = 7
 	fEntCluster   = 101
+	fEntAttrs     = 102
+
+	fMapKey   = 1
+	fMapValue = 2
 
 	fTsEpochMS = 1
 )
@@ -242,6 +246,16 @@ func (d *pushDecoder) entry(b []byte, e *loggingpb.LogEntry, ts *loggingpb.Times
 				e.Cluster = s
 			}
 			continue
+		case num == fEntAttrs && typ == protowire.BytesType:
+			v, l := protowire.ConsumeBytes(b)
+			if l < 0 {
+				return protowire.ParseError(l)
+			}
+			b = b[l:]
+			if err := d.attribute(v, e); err != nil {
+				return err
+			}
+			continue
 		case (num == fEntAttempt || num == fEntLevel || num == fEntSeq) && typ == protowire.VarintType:
 			v, l := protowire.ConsumeVarint(b)
 			if l < 0 {
@@ -264,6 +278,47 @@ func (d *pushDecoder) entry(b []byte, e *loggingpb.LogEntry, ts *loggingpb.Times
 		}
 		b = b[l:]
 	}
+	return nil
+}
+
+// attribute decodes one map entry of LogEntry.attributes as the library
+// does: a missing key or value is "", a later entry for the same key wins,
+// and fields other than key and value are skipped.
+func (d *pushDecoder) attribute(b []byte, e *loggingpb.LogEntry) error {
+	var k, v string
+	for len(b) > 0 {
+		num, typ, tl := consumeTag(b)
+		if tl < 0 {
+			return errors.New("proto: cannot parse invalid wire-format data")
+		}
+		b = b[tl:]
+		if (num == fMapKey || num == fMapValue) && typ == protowire.BytesType {
+			x, l := protowire.ConsumeBytes(b)
+			if l < 0 {
+				return protowire.ParseError(l)
+			}
+			b = b[l:]
+			s, err := d.str(x)
+			if err != nil {
+				return err
+			}
+			if num == fMapKey {
+				k = s
+			} else {
+				v = s
+			}
+			continue
+		}
+		l := protowire.ConsumeFieldValue(num, typ, b)
+		if l < 0 {
+			return protowire.ParseError(l)
+		}
+		b = b[l:]
+	}
+	if e.Attributes == nil {
+		e.Attributes = map[string]string{}
+	}
+	e.Attributes[k] = v
 	return nil
 }
 

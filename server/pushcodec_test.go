@@ -56,6 +56,12 @@ func genPush(t *rapid.T) *loggingpb.PushLogsRequest {
 			Seq:       rapid.Int64().Draw(t, "seq"),
 			Cluster:   genString(t, "ecluster"),
 		}
+		for range rapid.IntRange(0, 3).Draw(t, "attrs") {
+			if e.Attributes == nil {
+				e.Attributes = map[string]string{}
+			}
+			e.Attributes[genString(t, "aname")] = genString(t, "avalue")
+		}
 		if rapid.Bool().Draw(t, "hasTS") {
 			e.Timestamp = &loggingpb.Timestamp{EpochMs: rapid.Int64().Draw(t, "ts")}
 		}
@@ -107,6 +113,25 @@ func TestPushDecoderMatchesProto(t *testing.T) {
 				b = protowire.AppendBytes(b, []byte(rapid.String().Draw(t, "bytes")))
 			}
 		}
+		// A hand-made attributes entry appended to a last entry: repeated
+		// keys, missing key or value, unknown and mistyped fields inside.
+		if rapid.Bool().Draw(t, "rawAttr") {
+			var me []byte
+			for range rapid.IntRange(0, 3).Draw(t, "meFields") {
+				num := protowire.Number(rapid.SampledFrom([]int{1, 2, 3}).Draw(t, "meNum"))
+				if rapid.Bool().Draw(t, "meBytes") {
+					me = protowire.AppendTag(me, num, protowire.BytesType)
+					me = protowire.AppendString(me, genString(t, "meVal"))
+				} else {
+					me = protowire.AppendTag(me, num, protowire.VarintType)
+					me = protowire.AppendVarint(me, rapid.Uint64().Draw(t, "meInt"))
+				}
+			}
+			ent := protowire.AppendTag(nil, fEntAttrs, protowire.BytesType)
+			ent = protowire.AppendBytes(ent, me)
+			b = protowire.AppendTag(b, fReqEntries, protowire.BytesType)
+			b = protowire.AppendBytes(b, ent)
+		}
 		check(t, b)
 		// Corrupt it: the two decoders must still agree.
 		if len(b) > 0 {
@@ -132,12 +157,26 @@ func TestPushDecoderRejectsInvalidUTF8(t *testing.T) {
 		t.Fatal("invalid UTF-8 in data accepted")
 	}
 	check(t, b)
+	for _, field := range []protowire.Number{fMapKey, fMapValue} {
+		me := protowire.AppendTag(nil, field, protowire.BytesType)
+		me = protowire.AppendString(me, bad)
+		ent := protowire.AppendTag(nil, fEntAttrs, protowire.BytesType)
+		ent = protowire.AppendBytes(ent, me)
+		b := protowire.AppendTag(nil, fReqEntries, protowire.BytesType)
+		b = protowire.AppendBytes(b, ent)
+		if err := decodePush(b, &loggingpb.PushLogsRequest{}); err == nil {
+			t.Fatalf("invalid UTF-8 in an attribute's field %d accepted", field)
+		}
+		check(t, b)
+	}
 }
 
 func FuzzPushDecoder(f *testing.F) {
 	seed, _ := proto.Marshal(&loggingpb.PushLogsRequest{Key: "/k", Entries: []*loggingpb.LogEntry{{Data: "x", Timestamp: &loggingpb.Timestamp{EpochMs: 5}, Level: 9}}})
 	f.Add(seed)
 	f.Add([]byte{0x12, 0x02, 0x0a, 0x00})
+	withAttrs, _ := proto.Marshal(&loggingpb.PushLogsRequest{Key: "/k", Entries: []*loggingpb.LogEntry{{Data: "x", Attributes: map[string]string{"env": "prod", "": "v", "k": ""}}}})
+	f.Add(withAttrs)
 	f.Fuzz(func(t *testing.T, b []byte) { check(t, b) })
 }
 

@@ -99,6 +99,9 @@ type Config struct {
 
 	ObjectStore ObjectStoreConfig
 
+	// Defects is for the simulation's canaries only (see Defects).
+	Defects Defects
+
 	FS     vfs.FS
 	Clock  clock.Clock
 	Logger *slog.Logger
@@ -309,6 +312,9 @@ func (s *Server) routes(gate gate) http.Handler {
 	gated.Handle("/debug/pprof/trace", requireAdmin(boundProfile(pprof.Trace)))
 
 	root := http.NewServeMux()
+	if s.cfg.Defects.UngatedPprof {
+		root.HandleFunc("/debug/pprof/", pprof.Index)
+	}
 	root.HandleFunc("/health", s.health)
 	root.HandleFunc("/health/relay", s.healthRelay)
 	root.Handle("/", gate(s.delegationGate(gated)))
@@ -362,18 +368,33 @@ func (s *Server) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", dir, err)
 	}
+	if err := s.ServeStore(ctx, st); err != nil {
+		st.Close()
+		return err
+	}
+	return nil
+}
+
+// ServeStore is Open with a store the caller opened and whose lifecycle it
+// owns: the simulation opens stores with background work off, steps their
+// flushes itself and crashes them with Abandon. It starts the relay, if one
+// is configured, and then the server answers RPCs. Close closes st.
+func (s *Server) ServeStore(ctx context.Context, st *store.Store) error {
 	s.st.Store(&storeRef{st})
 	s.startTier()
 	if err := s.startRelay(ctx, st); err != nil {
-		st.Close()
 		if s.tier != nil {
 			s.tier.close(0)
 		}
+		s.st.Store(nil)
 		return err
 	}
 	if err := s.startPeer(ctx, st); err != nil {
 		s.stopRelay()
-		st.Close()
+		if s.tier != nil {
+			s.tier.close(0)
+		}
+		s.st.Store(nil)
 		return err
 	}
 	s.state.Store(int32(stateReady))

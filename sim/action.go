@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/relay"
 	"github.com/finelog/finelog/store"
 )
 
@@ -28,10 +29,17 @@ const (
 	Deliver                  // the oldest held request finally arrives
 	Skew                     // Node's clock is set to true time + D (a jump: D may be negative)
 	FSFault                  // the next Op on Node's disk fails (N == 1: with ENOSPC)
+	EnableRelay              // Node's relay is switched on (Config.RelayByAction)
+	BadKey                   // Node's relay mints with a key the target does not have...
+	GoodKey                  // ... until it gets its own key back
+	Read                     // a random FetchLogs against the target, checked against the model (read property)
+	Overtake                 // a producer's two in-flight batches arrive in reverse order (the gap rule)
+	Down                     // Node's server stops answering (its port is closed) ...
+	Up                       // ... and answers again
 )
 
 var kindNames = [...]string{"append", "relay-step", "advance", "flush", "compact", "retain", "crash", "partition", "heal",
-	"drop-request", "drop-response", "delay", "deliver", "skew", "fs-fault"}
+	"drop-request", "drop-response", "delay", "deliver", "skew", "fs-fault", "enable-relay", "bad-key", "good-key", "read", "overtake", "down", "up"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -43,17 +51,23 @@ func (k Kind) String() string {
 // Action is one step of a schedule.
 type Action struct {
 	Kind    Kind
-	Node    int // 0 = source (east), 1 = target (global)
+	Node    int // index into World.Nodes: 0 = east, 1 = global by default
 	N       int
 	D       time.Duration
 	Op      vfs.Op
 	Cluster string
+	// Fetch is a Read's request.
+	Fetch *FetchSpec
 }
 
+// actionNodeNames name Action.Node in printed schedules: the default world's
+// nodes, then the identity world's impostor.
+var actionNodeNames = []string{SourceCluster, TargetName, "rogue"}
+
 func (a Action) String() string {
-	node := "east"
-	if a.Node == 1 {
-		node = "global"
+	node := fmt.Sprintf("node%d", a.Node)
+	if a.Node >= 0 && a.Node < len(actionNodeNames) {
+		node = actionNodeNames[a.Node]
 	}
 	switch a.Kind {
 	case Append:
@@ -61,7 +75,21 @@ func (a Action) String() string {
 		if c == "" {
 			c = "-"
 		}
+		if a.Node != 0 {
+			return fmt.Sprintf("append %d rows cluster=%s on %s", a.N, c, node)
+		}
 		return fmt.Sprintf("append %d rows cluster=%s", a.N, c)
+	case RelayStep:
+		if a.Node != 0 {
+			return "relay-step " + node
+		}
+		return "relay-step"
+	case EnableRelay, BadKey, GoodKey, Partition, Down, Up:
+		return fmt.Sprintf("%s %s", a.Kind, node)
+	case Read:
+		return fmt.Sprintf("read %s", a.Fetch)
+	case Overtake:
+		return fmt.Sprintf("overtake %d rows", a.N)
 	case Advance:
 		return fmt.Sprintf("advance %v", a.D)
 	case Flush, Compact, Retain, Crash:
@@ -91,8 +119,17 @@ func FormatSchedule(s []Action) string {
 }
 
 func (w *World) node(i int) *Node {
-	if i == 1 {
-		return w.Target
+	if i >= 0 && i < len(w.Nodes) {
+		return w.Nodes[i]
+	}
+	return w.Source
+}
+
+// relayNode is the node a relay action means: Action.Node when it relays,
+// else the Source.
+func (w *World) relayNode(i int) *Node {
+	if n := w.node(i); n.spec.RelayTo != "" {
+		return n
 	}
 	return w.Source
 }
@@ -104,9 +141,9 @@ func (w *World) Do(a Action) {
 	w.Trace.Addf("@%s do %s", w.now.Sub(Epoch), a)
 	switch a.Kind {
 	case Append:
-		w.appendRows(a.N, a.Cluster)
+		w.appendRows(w.relayNode(a.Node), a.N, a.Cluster)
 	case RelayStep:
-		w.relayStep()
+		w.relayStep(w.relayNode(a.Node))
 	case Advance:
 		w.Advance(a.D)
 	case Flush, Compact, Retain:
@@ -114,9 +151,9 @@ func (w *World) Do(a Action) {
 	case Crash:
 		w.crash(a.Node)
 	case Partition:
-		w.Net.Partitioned = true
+		w.Net.Isolated[w.node(a.Node).Name] = true
 	case Heal:
-		w.Net.Partitioned = false
+		clear(w.Net.Isolated)
 	case DropRequest:
 		w.Net.DropRequests += a.N
 	case DropResponse:
@@ -131,8 +168,20 @@ func (w *World) Do(a Action) {
 	case FSFault:
 		n := w.node(a.Node)
 		n.failOps = append(n.failOps, fault{op: a.Op, noSpace: a.N == 1})
+	case Down, Up:
+		w.node(a.Node).down = a.Kind == Down
+	case EnableRelay:
+		if err := w.enableRelay(w.relayNode(a.Node)); err != nil {
+			w.violate("%v", err)
+		}
+	case BadKey, GoodKey:
+		w.relayNode(a.Node).badCredentials = a.Kind == BadKey
+	case Read:
+		w.read(a.Fetch)
+	case Overtake:
+		w.overtake(a.N)
 	}
-	w.autoFlush(w.Source, w.Target)
+	w.autoFlush(w.Nodes...)
 }
 
 // autoFlush is what the daemon's background loop does when a memtable
@@ -147,13 +196,13 @@ func (w *World) autoFlush(nodes ...*Node) {
 	}
 }
 
-func (w *World) appendRows(n int, cluster string) {
-	s := w.Source.Store
+func (w *World) appendRows(node *Node, n int, cluster string) {
+	s := node.Store
 	if s == nil {
-		w.Trace.Addf("  east is down")
+		w.Trace.Addf("  %s is down", node.Name)
 		return
 	}
-	now := w.Source.Clock.Now()
+	now := node.Clock.Now()
 	rows := make([]store.Row, n)
 	for i := range rows {
 		w.nextRow++
@@ -169,12 +218,23 @@ func (w *World) appendRows(n int, cluster string) {
 		}
 		w.rows[rows[i].Data] = rows[i]
 	}
+	for _, r := range rows {
+		w.origin[r.Data] = node
+	}
 	ack, err := s.Append(w.ctx, store.Batch{Rows: rows})
 	if err != nil {
-		for _, r := range rows {
-			w.maybe[r.Data] = true
+		if node == w.Source {
+			for _, r := range rows {
+				w.maybe[r.Data] = true
+			}
 		}
 		w.Trace.Addf("  append failed: %v", err)
+		return
+	}
+	if node != w.Source {
+		// Only the Source's rows are in the no-loss model; the others'
+		// fate is the identity property's business.
+		w.Trace.Addf("  acked seqs %d..%d", ack.First, ack.Last)
 		return
 	}
 	if ack.Last-ack.First+1 != int64(n) {
@@ -188,14 +248,24 @@ func (w *World) appendRows(n int, cluster string) {
 	w.Trace.Addf("  acked seqs %d..%d", ack.First, ack.Last)
 }
 
-func (w *World) relayStep() {
-	if w.Source.Store == nil || w.Relay == nil {
-		w.Trace.Addf("  east is down")
+func (w *World) relayStep(n *Node) {
+	if n.Store == nil {
+		w.Trace.Addf("  %s is down", n.Name)
 		return
 	}
-	next, err := w.Relay.Step(w.ctx)
-	st := w.Relay.Status()
-	w.Trace.Addf("  relay next=%v err=%v watermark=%d state=%s", next, errString(err), st.Watermark, st.State)
+	if n.Relay == nil && n.relayEnabled {
+		// LateRelay: the deferred relay starts once its target answers.
+		if err := w.startRelay(n); err != nil {
+			w.violate("%v", err)
+		}
+	}
+	if n.Relay == nil {
+		w.Trace.Addf("  %s has no relay running", n.Name)
+		return
+	}
+	next, err := n.Relay.Step(w.ctx)
+	st := n.Relay.Status()
+	w.Trace.Addf("  %s relay next=%v err=%v watermark=%d state=%s", n.Name, next, errString(err), st.Watermark, st.State)
 }
 
 func (w *World) background(a Action) {
@@ -239,10 +309,11 @@ func (w *World) violate(format string, args ...any) {
 
 // crash cuts power to a node, reopens its store from the disk and (on the
 // source) restarts the relay, then checks the store's crash invariants.
-func (w *World) crash(i int) {
-	n := w.node(i)
+func (w *World) crash(i int) { w.crashNode(w.node(i)) }
+
+func (w *World) crashNode(n *Node) {
 	var snapshot []store.Row
-	if i == 1 && n.Store != nil {
+	if n == w.Target && n.Store != nil {
 		// Rows the target acked must come back exactly as they were.
 		rows, err := scanAll(w.ctx, n.Store)
 		if err != nil {
@@ -262,14 +333,22 @@ func (w *World) crash(i int) {
 		return
 	}
 	w.Trace.Addf("  %s restarted: last=%d", n.Name, n.Store.LastSeq())
-	if i == 0 {
-		w.SourceCrashes++
-		if err := w.CheckSourceStore(); err != nil {
+	if err := w.startServer(n); err != nil {
+		w.violate("%v", err)
+	}
+	if n.spec.RelayTo != "" {
+		if n == w.Source {
+			w.SourceCrashes++
+			if err := w.CheckSourceStore(); err != nil {
+				w.violate("%v", err)
+			}
+		}
+		if err := w.startRelay(n); err != nil {
 			w.violate("%v", err)
 		}
-		if err := w.startRelay(); err != nil {
-			w.violate("%v", err)
-		}
+		return
+	}
+	if n != w.Target {
 		return
 	}
 	w.TargetCrashes++
@@ -285,38 +364,92 @@ func (w *World) crash(i int) {
 }
 
 // Drain ends a schedule the way the no-loss property states it: the network
-// heals, clocks agree again, every process restarts, and the relay gets
-// enough steps (and time) to catch up.
+// heals, clocks agree again, credentials are restored, every process
+// restarts (servers first), and every relay gets enough steps (and time) to
+// catch up. An impostor's relay (KeyOf another cluster) is refused for
+// good: it gets the steps but need not catch up.
 func (w *World) Drain(maxSteps int) {
 	w.Trace.Addf("@%s drain", w.now.Sub(Epoch))
-	w.Net.Partitioned = false
+	clear(w.Net.Isolated)
 	w.Net.DropRequests, w.Net.DropResponses, w.Net.DelayRequests = 0, 0, 0
+	for _, n := range w.Nodes {
+		n.down = false
+	}
 	for w.Net.InFlight() > 0 {
 		w.Net.Deliver(w.ctx)
 	}
-	w.Source.failOps, w.Target.failOps = nil, nil
-	w.Source.setSkew(w.now, 0)
-	w.Target.setSkew(w.now, 0)
-	w.crash(1)
-	w.crash(0)
-	if w.Source.Store == nil || w.Target.Store == nil {
-		return
+	for _, n := range w.Nodes {
+		n.failOps = nil
+		n.badCredentials = false
+		n.setSkew(w.now, 0)
 	}
-	for i := 0; i < maxSteps; i++ {
-		next, err := w.Relay.Step(w.ctx)
-		wm := w.Relay.Watermark()
-		w.Coverage.DrainSteps = i + 1
-		if err == nil && wm >= w.Source.Store.LastSeq() {
-			w.Trace.Addf("  drained after %d steps: watermark=%d", i+1, wm)
+	for _, n := range w.Nodes {
+		if n.spec.Serves {
+			w.crashNode(n)
+		}
+	}
+	for _, n := range w.Nodes {
+		if !n.spec.Serves {
+			w.crashNode(n)
+		}
+	}
+	for _, n := range w.Nodes {
+		if n.Store == nil {
 			return
 		}
-		if err != nil {
-			w.Trace.Addf("  drain step %d: next=%v err=%v", i, next, err)
+		if n.spec.RelayTo != "" && !n.relayEnabled {
+			// Enabled at the latest now, so the rest of the properties
+			// are checked over every run.
+			if err := w.enableRelay(n); err != nil {
+				w.violate("%v", err)
+			}
+		}
+	}
+	w.drainOvertake()
+	for i := 0; i < maxSteps; i++ {
+		done := true
+		var next time.Duration
+		for _, n := range w.Nodes {
+			if n.spec.RelayTo == "" || n.spec.KeyOf != "" {
+				continue
+			}
+			if n.Relay == nil {
+				w.relayStep(n)
+			}
+			if n.Relay == nil {
+				done = false
+				continue
+			}
+			d, err := n.Relay.Step(w.ctx)
+			if n == w.Source {
+				w.Coverage.DrainSteps = i + 1
+			}
+			if err != nil {
+				w.Trace.Addf("  %s drain step %d: next=%v err=%v", n.Name, i, d, err)
+			}
+			if err != nil || n.Relay.Watermark() < n.Store.LastSeq() {
+				done = false
+				next = max(next, d)
+			}
+		}
+		if done {
+			w.Trace.Addf("  drained after %d steps: watermark=%d", i+1, w.Relay.Watermark())
+			for _, n := range w.Nodes {
+				if n.spec.KeyOf != "" && n.Relay != nil {
+					d, err := n.Relay.Step(w.ctx)
+					w.Trace.Addf("  %s (impostor) final step: next=%v err=%v", n.Name, d, errString(err))
+				}
+			}
+			return
 		}
 		w.Advance(max(next, time.Millisecond))
 	}
-	w.violate("relay did not catch up in %d steps: watermark=%d source last=%d status=%+v",
-		maxSteps, w.Relay.Watermark(), w.Source.Store.LastSeq(), w.Relay.Status())
+	var st relay.Status
+	if w.Relay != nil {
+		st = w.Relay.Status()
+	}
+	w.violate("relays did not catch up in %d steps: %s watermark=%d source last=%d status=%+v",
+		maxSteps, w.Source.Name, st.Watermark, w.Source.Store.LastSeq(), st)
 }
 
 // Violations are the property violations noticed while the schedule ran.

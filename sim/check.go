@@ -177,20 +177,26 @@ func (w *World) CheckTargetStore(snapshot []store.Row) error {
 // DurableWatermark reads the relay's watermark file from the source disk:
 // what a restarted relay would resume from.
 func (w *World) DurableWatermark() (int64, error) {
+	wm, _, err := w.durableWatermark()
+	return wm, err
+}
+
+// durableWatermark also says whether the file exists.
+func (w *World) durableWatermark() (int64, bool, error) {
 	data, err := vfs.ReadFile(w.Source.FS, statePath)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	var wm struct {
 		Cursor int64 `json:"cursor"`
 	}
 	if err := json.Unmarshal(data, &wm); err != nil {
-		return 0, fmt.Errorf("watermark file: %w", err)
+		return 0, false, fmt.Errorf("watermark file: %w", err)
 	}
-	return wm.Cursor, nil
+	return wm.Cursor, true, nil
 }
 
 // targetCounts counts target rows by Data. The end-of-run checks share one
@@ -231,7 +237,7 @@ func (w *World) CheckWatermark() error {
 	}
 	for _, d := range w.ackedList {
 		seq := w.acked[d]
-		if seq <= wm && forwardable(w.rows[d]) && counts[d] == 0 && !w.reportedLost(seq) {
+		if seq <= wm && forwardable(w.rows[d]) && counts[d] == 0 && !w.reportedLost(seq) && !w.beforeRelay(seq) {
 			p.addf("watermark %d covers source seq %d (%q) but the target does not hold it", wm, seq, trim(d))
 		}
 	}
@@ -244,15 +250,23 @@ func (w *World) CheckWatermark() error {
 }
 
 // CheckNoLoss is property 1: every row the source acked (and every row it
-// still holds) is in the target, unless another cluster owns it.
+// still holds) is in the target, unless another cluster owns it. With
+// relays enabled by an action it is the relay-completeness property: every
+// row acked after the relay was enabled (seq above enabledAt) is.
 func (w *World) CheckNoLoss() error {
 	p := &problems{what: "acked rows missing from the target"}
+	if w.cfg.RelayByAction {
+		p.what = fmt.Sprintf("rows acked after the relay was enabled (after seq %d) missing from the target", w.Source.enabledAt)
+	}
 	counts, err := w.targetCounts()
 	if err != nil {
 		return fmt.Errorf("store global: scan: %w", err)
 	}
 	for _, d := range w.ackedList {
 		r := w.rows[d]
+		if w.beforeRelay(w.acked[d]) && counts[d] == 0 {
+			continue
+		}
 		switch {
 		case forwardable(r) && counts[d] == 0 && w.reportedLost(w.acked[d]):
 			// Deleted past the pin cap, and reported: not silent loss.
@@ -260,6 +274,37 @@ func (w *World) CheckNoLoss() error {
 			p.addf("source seq %d (%q) never reached the target", w.acked[d], trim(d))
 		case !forwardable(r) && counts[d] > 0:
 			p.addf("source seq %d (%q) of cluster %q was forwarded despite the loop guard", w.acked[d], trim(d), r.Cluster)
+		}
+	}
+	return p.err()
+}
+
+// beforeRelay says whether source seq was acked before the relay was
+// enabled: the relay need not forward it.
+func (w *World) beforeRelay(seq int64) bool {
+	return w.cfg.RelayByAction && seq <= w.Source.enabledAt
+}
+
+// CheckIdentity is the identity property: every row in the target carries
+// the cluster of the identity that wrote it. A node whose relay holds
+// another cluster's key (an impostor) must not get a row of its own
+// cluster in.
+func (w *World) CheckIdentity() error {
+	if w.Target.Store == nil {
+		return nil
+	}
+	rows, err := scanAll(w.ctx, w.Target.Store)
+	if err != nil {
+		return fmt.Errorf("store global: scan: %w", err)
+	}
+	p := &problems{what: "rows in the target under another cluster's identity"}
+	for _, r := range rows {
+		o := w.origin[r.Data]
+		if o == nil {
+			continue // CheckTargetStore reports rows nobody produced
+		}
+		if id := o.spec.key(); r.Cluster != id {
+			p.addf("seq %d (%q) from node %s carries cluster %q but was written with the key of cluster %q", r.Seq, trim(r.Data), o.Name, r.Cluster, id)
 		}
 	}
 	return p.err()
@@ -354,7 +399,7 @@ func (w *World) CheckAll() error {
 	}
 	w.counts = counts
 	defer func() { w.counts = nil }()
-	for _, f := range []func() error{w.CheckNoLoss, w.CheckDuplicates, w.CheckWatermark} {
+	for _, f := range []func() error{w.CheckNoLoss, w.CheckDuplicates, w.CheckWatermark, w.CheckOvertaking, w.CheckIdentity} {
 		if err := f(); err != nil {
 			errs = append(errs, err)
 		}

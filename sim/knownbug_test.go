@@ -58,6 +58,17 @@ func TestKnownBugs(t *testing.T) {
 		// mark, past a gap a lost-ack push had spanned, and never counted
 		// it in SourceGap.
 		{"W6 gap push with a lost ack", false, w6Schedule(), func(c *Config) { c.PinMaxBytes = 12 << 10 }},
+		// R1 (fixed in relay 7ead143: the start point is a seed file
+		// written by Forwarder.Enable): a relay fixed its starting point
+		// at its first successful contact with the target, so rows acked
+		// after it was enabled and before that were never forwarded.
+		// Issue 10 §2's shape: the target is partitioned away when the
+		// relay starts.
+		{"R1 relay enabled while the target is unreachable", false, []Action{a(20, ""), {Kind: Partition}, {Kind: EnableRelay},
+			a(20, ""), step, a(20, ""), {Kind: Heal}, step, a(5, ""), step}, func(c *Config) { c.RelayByAction = true }},
+		// R1 without any fault: rows acked between the relay's start and
+		// its first step.
+		{"R1 rows before the first step", false, []Action{a(20, ""), {Kind: EnableRelay}, a(20, ""), step}, func(c *Config) { c.RelayByAction = true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := config()

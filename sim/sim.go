@@ -10,13 +10,17 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/finelog/finelog/auth"
+	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
 	"github.com/finelog/finelog/relay"
+	"github.com/finelog/finelog/server"
 	"github.com/finelog/finelog/store"
 )
 
@@ -25,17 +29,25 @@ const (
 	SourceCluster = "east"
 	TargetName    = "global"
 	Producer      = "east/store-1"
-	sourceDir     = "/data/store"
-	targetDir     = "/data/store"
+	storeDir      = "/data/store"
+	dataDir       = "/data"
 	statePath     = "/data/relay/watermark.json"
 	deadPath      = "/data/relay/dead-letter.jsonl"
-	targetURL     = "sim://global"
-	peerAddr      = "10.20.30.40:43210"
+	// readerPeer is where the harness's own reads come from; the target's
+	// policy admits it by address (readerCIDR), never a relay.
+	readerPeer = "10.99.0.7:7000"
+	readerCIDR = "10.99.0.0/16"
+	blackHole  = "blackhole"
 )
 
-// relaySecret is the key the source mints with and the target verifies
-// with. It is a test constant, never a real credential.
-var relaySecret = auth.Secret("sim-relay-secret-east-0123456789abcdef")
+// clusterKey is the key a cluster's relay mints with and the target
+// verifies with. Test constants, never real credentials.
+func clusterKey(cluster string) auth.Secret {
+	return auth.Secret("sim-relay-secret-" + cluster + "-0123456789abcdef")
+}
+
+// wrongKey is configured nowhere: a relay minting with it is refused.
+var wrongKey = auth.Secret("sim-key-that-no-target-has-configured-0123")
 
 // Config is one run's fixed setup; the schedule is what varies.
 type Config struct {
@@ -67,6 +79,50 @@ type Config struct {
 	// WallClockJitter seeds the relay's backoff jitter from the wall
 	// clock, as careless code would: the determinism check must notice.
 	WallClockJitter bool
+	// Defects puts known bugs into the target's server (canaries).
+	Defects server.Defects
+	// LateRelay constructs a relay only once its target answers, while the
+	// harness still counts it as enabled at its EnableRelay: a relay that
+	// fixes its starting point at first contact (the completeness canary).
+	LateRelay bool
+
+	// Nodes is the world's machines; nil means DefaultNodes.
+	Nodes []NodeSpec
+	// RelayByAction: relays are not enabled at start but by an EnableRelay
+	// action (rows acked before it need not be forwarded); with it the
+	// relays run without Backfill, as the daemon does by default.
+	RelayByAction bool
+}
+
+// NodeSpec is one machine of the world.
+type NodeSpec struct {
+	Name    string
+	Cluster string
+	// Serves: the node runs finelogd's server (a target).
+	Serves bool
+	// RelayTo names the node this one's relay forwards to ("" = no relay).
+	RelayTo string
+	// KeyOf is the cluster whose key the relay mints with ("" = its own
+	// cluster's). Another cluster's key makes it an impostor: every row it
+	// sends carries its own cluster under that other identity.
+	KeyOf string
+	// Peer is the node's transport address as servers see it.
+	Peer string
+}
+
+// DefaultNodes is the source cluster east relaying to the global target.
+func DefaultNodes() []NodeSpec {
+	return []NodeSpec{
+		{Name: SourceCluster, Cluster: SourceCluster, RelayTo: TargetName, Peer: "10.20.30.40:43210"},
+		{Name: TargetName, Cluster: TargetName, Serves: true, Peer: "10.20.30.1:8080"},
+	}
+}
+
+func (s NodeSpec) key() string {
+	if s.KeyOf != "" {
+		return s.KeyOf
+	}
+	return s.Cluster
 }
 
 // DefaultConfig is the setup the property tests use.
@@ -90,11 +146,18 @@ type World struct {
 	now    time.Time // true simulated time
 	crashR *rand.Rand
 
+	// Nodes are the machines, in Config.Nodes order (Action.Node indexes
+	// it); Source is the first relaying node and Target the node it
+	// relays to, the pair the no-loss properties are about.
+	Nodes          []*Node
+	byName         map[string]*Node
 	Source, Target *Node
 	Net            *Net
-	Relay          *relay.Forwarder
-	minter         *auth.Minter
-	policy         *auth.Policy
+	// Relay is the Source's forwarder (nil while not enabled).
+	Relay      *relay.Forwarder
+	policyJSON string
+	// blackHole is the ack-without-storing canary's sink (else nil).
+	blackHole *Node
 
 	// Models the checkers compare against.
 	rows      map[string]store.Row // every row ever submitted, by its unique Data
@@ -106,6 +169,15 @@ type World struct {
 	// pinnedLoss are source seq ranges the store reported deleting
 	// although pinned (PinMaxBytes exceeded): loss the system owns up to.
 	pinnedLoss [][2]int64
+
+	// origin is the node each row was produced on, by Data.
+	origin map[string]*Node
+	// batch is the overtaking producer (overtake.go).
+	batch batcher
+	// reader is the harness's FetchLogs client (read.go); Reads counts
+	// the reads it checked.
+	reader loggingpbconnect.LogServiceClient
+	Reads  int
 
 	// counts caches the target's rows by Data during CheckAll.
 	counts map[string]int
@@ -146,110 +218,144 @@ type Coverage struct {
 	// FailedRetainFloors counts crashes after which a failed Retain's
 	// floor had taken effect (see failedRetainTop).
 	FailedRetainFloors int
+	// NonEmptyReads counts checked reads that returned rows.
+	NonEmptyReads int
+	// LongPolls counts reads that parked in the server until time moved.
+	LongPolls int
+	// GapRefusals counts overtaking batches the target refused.
+	GapRefusals int
+	// UnreachableEnables counts relays enabled while their target was
+	// down, partitioned away or refusing the key.
+	UnreachableEnables int
 }
 
-// NewWorld builds both nodes, opens their stores and starts the relay. seed
-// drives only the crash tearing; everything else comes from the schedule.
+// NewWorld builds the nodes, opens their stores, starts the servers and
+// (unless Config.RelayByAction) the relays. seed drives only the crash
+// tearing; everything else comes from the schedule.
 func NewWorld(cfg Config, seed int64) (*World, error) {
 	t := &Trace{}
 	w := &World{
 		cfg: cfg, Trace: t, ctx: context.Background(), now: Epoch,
 		crashR: rand.New(rand.NewSource(seed)),
 		rows:   map[string]store.Row{}, acked: map[string]int64{}, maybe: map[string]bool{},
+		byName: map[string]*Node{}, origin: map[string]*Node{},
 	}
-	w.Source = newNode("east", t, store.Options{Dir: sourceDir, MemtableBytes: cfg.MemtableBytes,
-		RetentionBytes: cfg.SourceRetentionBytes, RetentionAge: cfg.SourceRetentionAge, PinMaxBytes: cfg.PinMaxBytes,
-		OnPinnedLoss: func(pin string, first, last int64) {
-			t.Addf("  east retention deleted pinned seqs %d..%d (pin %s over PinMaxBytes)", first, last, pin)
-			w.pinnedLoss = append(w.pinnedLoss, [2]int64{first, last})
-		}})
-	w.Target = newNode("global", t, store.Options{Dir: targetDir, MemtableBytes: cfg.MemtableBytes})
+	specs := cfg.Nodes
+	if specs == nil {
+		specs = DefaultNodes()
+	}
+	if cfg.AckWithoutStoring {
+		// Pushes meant for the target land in a store nobody reads.
+		specs = append(append([]NodeSpec(nil), specs...), NodeSpec{Name: blackHole, Cluster: TargetName, Serves: true})
+	}
+	keys := map[string]bool{}
+	for _, sp := range specs {
+		if sp.RelayTo != "" && sp.KeyOf == "" {
+			keys[sp.Cluster] = true
+		}
+	}
+	for _, sp := range specs {
+		if _, dup := w.byName[sp.Name]; dup {
+			return nil, fmt.Errorf("two nodes named %q", sp.Name)
+		}
+		opts := store.Options{Dir: storeDir, MemtableBytes: cfg.MemtableBytes}
+		if sp.RelayTo != "" {
+			opts.RetentionBytes, opts.RetentionAge, opts.PinMaxBytes = cfg.SourceRetentionBytes, cfg.SourceRetentionAge, cfg.PinMaxBytes
+		}
+		n := newNode(sp, t, opts)
+		if sp.Name == blackHole {
+			w.byName[sp.Name] = n
+			w.blackHole = n
+		} else {
+			w.Nodes = append(w.Nodes, n)
+			w.byName[sp.Name] = n
+		}
+	}
+	for _, n := range w.Nodes {
+		if n.spec.RelayTo != "" {
+			if _, ok := w.byName[n.spec.RelayTo]; !ok {
+				return nil, fmt.Errorf("node %s relays to unknown node %q", n.Name, n.spec.RelayTo)
+			}
+			if w.Source == nil {
+				w.Source, w.Target = n, w.byName[n.spec.RelayTo]
+			}
+		}
+	}
+	if w.Source == nil {
+		return nil, errors.New("no node relays: the world needs a source")
+	}
+	w.Source.opts.OnPinnedLoss = func(pin string, first, last int64) {
+		t.Addf("  %s retention deleted pinned seqs %d..%d (pin %s over PinMaxBytes)", w.Source.Name, first, last, pin)
+		w.pinnedLoss = append(w.pinnedLoss, [2]int64{first, last})
+	}
 	w.Source.FS.SyncLies = cfg.SourceSyncLies
 	w.Target.FS.SyncLies = cfg.TargetSyncLies
-	if err := w.Source.FS.MkdirAll("/data/relay"); err != nil {
-		return nil, err
+
+	policy := PolicySpec{Layers: []LayerSpec{{Kind: "cidr", CIDRs: []string{readerCIDR}}, {Kind: "jwt", Leeway: cfg.Leeway}}}
+	for _, c := range sortedKeys(keys) {
+		policy.Layers[1].Keys = append(policy.Layers[1].Keys, KeySpec{Cluster: c, Secret: string(clusterKey(c))})
 	}
-	var err error
-	policyJSON := PolicySpec{Layers: []LayerSpec{{Kind: "jwt", Keys: []KeySpec{{Cluster: SourceCluster, Secret: string(relaySecret)}}, Leeway: cfg.Leeway}}}.JSON()
-	w.policy, err = auth.ParsePolicy(policyJSON, w.Target.FS, w.Target.Clock)
-	if err != nil {
-		return nil, fmt.Errorf("target policy: %w", err)
-	}
-	w.minter = auth.NewMinter(relaySecret, SourceCluster, "", cfg.TokenTTL, w.Source.Clock)
+	w.policyJSON = string(policy.JSON())
+
 	w.Net = &Net{
 		trace:    t,
-		PeerAddr: peerAddr,
-		Target: func() Endpoint {
-			if w.Target.Store == nil {
-				return nil
+		Isolated: map[string]bool{},
+		Handler: func(host string) http.Handler {
+			if n := w.byName[host]; n != nil && n.Server != nil && !n.down {
+				return n.Server.Handler()
 			}
-			return w.Target.Store
+			return nil
 		},
-		Token:             w.minter.Token,
-		Gate:              w.gate,
-		Advance:           w.Advance,
-		Latency:           cfg.Latency,
-		AckWithoutStoring: cfg.AckWithoutStoring,
-		BeforeApply:       func() { w.autoFlush(w.Target) },
-		OnApplied: func(a store.Ack) {
-			w.targetAcked = max(w.targetAcked, a.Last)
+		Advance: w.Advance,
+		Latency: cfg.Latency,
+		BeforeDeliver: func(host string) {
+			if n := w.byName[host]; n != nil {
+				w.autoFlush(n)
+			}
+		},
+		OnPushApplied: func(host string) {
+			if host == w.Target.Name && w.Target.Store != nil {
+				w.targetAcked = max(w.targetAcked, w.Target.Store.LastSeq())
+			}
 		},
 	}
-	if err := w.Source.open(); err != nil {
-		return nil, err
+	if cfg.AckWithoutStoring {
+		w.Net.Redirect = map[string]string{w.Target.Name: blackHole}
 	}
-	if err := w.Target.open(); err != nil {
-		return nil, err
-	}
-	if err := w.startRelay(); err != nil {
-		return nil, err
+	for _, n := range append(append([]*Node(nil), w.Nodes...), w.blackHole) {
+		if n == nil {
+			continue
+		}
+		if err := n.FS.MkdirAll("/data/relay"); err != nil {
+			return nil, err
+		}
+		if err := n.open(); err != nil {
+			return nil, err
+		}
+		if err := w.startServer(n); err != nil {
+			return nil, err
+		}
 	}
 	t.Addf("world start: %+v", cfg)
+	if !cfg.RelayByAction {
+		for _, n := range w.Nodes {
+			if n.spec.RelayTo != "" {
+				if err := w.enableRelay(n); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
 	return w, nil
 }
 
-// gate is the target's ingress check, through the real auth policy on the
-// target's clock.
-func (w *World) gate(remote string, h http.Header) (bool, bool, string, string) {
-	v := w.policy.Admit(remote, h)
-	if !v.Admitted {
-		return false, v.Code == auth.CodeUnauthenticated, "", v.Reason + " (" + v.Cause + ")"
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
-	if v.Identity.Kind == auth.LayerJWT {
-		return true, false, v.Identity.Cluster, v.Reason
-	}
-	return true, false, v.Identity.CIDR, v.Reason
-}
-
-// startRelay builds a forwarder over whatever the source disk holds, as the
-// daemon does at start. Backfill: the relay starts with the world, so "the
-// source's current cursor" would be 0 anyway; setting it keeps a restart
-// before the first durable seed from skipping rows.
-func (w *World) startRelay() error {
-	src := w.Source.Store
-	jitter := rand.New(rand.NewSource(int64(w.SourceCrashes) + 1))
-	if w.cfg.WallClockJitter {
-		jitter = rand.New(rand.NewSource(time.Now().UnixNano()))
-	}
-	f, err := relay.New(relay.Config{
-		Source:         relay.StoreSource{Store: src},
-		Sink:           w.Net.Sink(),
-		FS:             w.Source.FS,
-		Clock:          w.Source.Clock,
-		Rand:           jitter,
-		StatePath:      statePath,
-		DeadLetterPath: deadPath,
-		Target:         targetURL,
-		Producer:       Producer,
-		Cluster:        SourceCluster,
-		Options:        relay.Options{BatchRows: w.cfg.BatchRows, InFlight: 1, Backfill: true, NonIdempotent: w.cfg.NonIdempotent},
-		Pin:            func(seq int64) { src.SetPin(relay.PinName, seq) },
-	})
-	if err != nil {
-		return fmt.Errorf("start relay: %w", err)
-	}
-	w.Relay = f
-	return nil
+	slices.Sort(out)
+	return out
 }
 
 // Workarounds lists what the harness does by default to step around open
@@ -264,19 +370,31 @@ func (w *World) Advance(d time.Duration) {
 		return
 	}
 	w.now = w.now.Add(d)
-	w.Source.Clock.Set(w.now.Add(w.Source.skew))
-	w.Target.Clock.Set(w.now.Add(w.Target.skew))
+	for _, n := range w.allNodes() {
+		n.Clock.Set(w.now.Add(n.skew))
+	}
 }
 
-// Close stops both stores cleanly.
+// allNodes is Nodes plus the canary's black hole.
+func (w *World) allNodes() []*Node {
+	if w.blackHole == nil {
+		return w.Nodes
+	}
+	return append(append([]*Node(nil), w.Nodes...), w.blackHole)
+}
+
+// Node returns the node called name, or nil.
+func (w *World) Node(name string) *Node { return w.byName[name] }
+
+// Close stops every store cleanly.
 func (w *World) Close() error {
 	var first error
-	for _, n := range []*Node{w.Source, w.Target} {
+	for _, n := range w.allNodes() {
 		if n.Store != nil {
 			if err := n.Store.Close(); err != nil && first == nil {
 				first = fmt.Errorf("%s: close: %w", n.Name, err)
 			}
-			n.Store = nil
+			n.Store, n.Server = nil, nil
 		}
 	}
 	return first

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/finelog/finelog/store"
 )
 
 // Trace is the ordered record of everything a run did and every outcome it
@@ -57,4 +59,19 @@ func FirstDiff(a, b *Trace) string {
 		return fmt.Sprintf("run 1 has %d events, run 2 has %d", len(a.lines), len(b.lines))
 	}
 	return ""
+}
+
+// errString keeps trace lines stable: the Connect code plus the message.
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+func ackString(a store.Ack, err error) string {
+	if err != nil {
+		return "err " + errString(err)
+	}
+	return fmt.Sprintf("ok first=%d last=%d applied=%d", a.First, a.Last, a.ProducerApplied)
 }

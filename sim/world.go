@@ -9,6 +9,8 @@ import (
 
 	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/relay"
+	"github.com/finelog/finelog/server"
 	"github.com/finelog/finelog/store"
 )
 
@@ -26,10 +28,29 @@ var errInjected = errors.New("sim: injected I/O error")
 // Node is one simulated machine: its own clock (which may be skewed against
 // true simulated time), its own crashable disk, and the store process on it.
 type Node struct {
-	Name  string
-	Clock *clock.Fake
-	FS    *vfs.MemFS
-	Store *store.Store // nil while the process is down
+	Name    string
+	Cluster string
+	Clock   *clock.Fake
+	FS      *vfs.MemFS
+	Store   *store.Store // nil while the process is down
+	// Server is finelogd's server over Store on a serving node, nil while
+	// the process is down or on a node that only relays.
+	Server *server.Server
+	// Relay is the node's forwarder while its relay is enabled and the
+	// process is up.
+	Relay *relay.Forwarder
+
+	spec NodeSpec
+	// relayEnabled: the relay was switched on (by the world's start or an
+	// EnableRelay action) and restarts with the process; enabledAt is the
+	// store's last seq at that moment.
+	relayEnabled bool
+	enabledAt    int64
+	// badCredentials makes the relay mint with a key no target knows.
+	badCredentials bool
+	// down: the server does not answer (Down .. Up).
+	down    bool
+	crashes int
 
 	opts store.Options
 	// skew is how far this node's clock is from true simulated time.
@@ -52,8 +73,8 @@ type Node struct {
 	maxWrites int
 }
 
-func newNode(name string, t *Trace, opts store.Options) *Node {
-	n := &Node{Name: name, Clock: clock.NewFake(Epoch), FS: vfs.NewMemFS(), trace: t, writes: map[string]int{}, FaultsByOp: map[vfs.Op]int{}}
+func newNode(spec NodeSpec, t *Trace, opts store.Options) *Node {
+	n := &Node{Name: spec.Name, Cluster: spec.Cluster, spec: spec, Clock: clock.NewFake(Epoch), FS: vfs.NewMemFS(), trace: t, writes: map[string]int{}, FaultsByOp: map[vfs.Op]int{}}
 	n.FS.Inject = n.inject
 	opts.FS = n.FS
 	opts.Clock = n.Clock
@@ -111,6 +132,8 @@ func (n *Node) crash(rng *rand.Rand) {
 		n.Store.Abandon()
 		n.Store = nil
 	}
+	n.Server, n.Relay = nil, nil
+	n.crashes++
 	n.FS.Crash(rng)
 	n.frozen = false
 	n.failOps = nil

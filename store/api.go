@@ -56,6 +56,9 @@ type Row struct {
 	AttemptID int32
 	Level     int32
 	Cluster   string
+	// Attributes are the row's labels, in canonical encoding (build them
+	// with MakeAttributes or AttributesOf); "" for none.
+	Attributes Attributes
 }
 
 // Batch is what one Append call writes: one WAL record.
@@ -112,6 +115,9 @@ type Query struct {
 	Tail      bool
 	MinLevel  string
 	Cluster   string // "" = any cluster
+	// Attributes keeps rows that carry every one of these pairs with
+	// exactly that value ("" = no filter).
+	Attributes Attributes
 	// MaxExamined is the query's budget: rows (and, for a regex, keys) it
 	// may look at before it fails with ErrQueryBudget (0 =
 	// DefaultMaxExamined; negative is invalid). A read also stops, with the

@@ -85,6 +85,9 @@ func validateBatch(b *Batch) (int64, error) {
 		case !utf8.ValidString(r.Key):
 			return 0, fmt.Errorf("row %d: key %q is not valid UTF-8: %w", i, r.Key, ErrInvalidArgument)
 		}
+		if err := r.Attributes.Check(); err != nil {
+			return 0, fmt.Errorf("row %d (key %q): %w", i, r.Key, err)
+		}
 		n := rowBytes(r)
 		if n > MaxRowBytes {
 			return 0, fmt.Errorf("row %d (key %q): row is %d bytes, limit is %d (MaxRowBytes): %w", i, r.Key, n, MaxRowBytes, ErrInvalidArgument)

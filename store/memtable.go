@@ -10,12 +10,12 @@ import (
 // Store.mu and then read without the lock, because appends never modify an
 // element below a length a reader already saw.
 //
-// Rows are stored compactly rather than as Row values: a 40-byte pointer-free
-// memRow per row, the data bytes packed into blocks, and key, source
-// and cluster interned once per memtable. A Row with its own strings costs
-// ~260 bytes for a 150-byte line and is full of pointers the GC must trace;
-// this layout costs ~195 and the GC skips it, which is most of a busy
-// daemon's heap.
+// Rows are stored compactly rather than as Row values: a 48-byte pointer-free
+// memRow per row, the data bytes (and after them the encoded attributes)
+// packed into blocks, and key, source and cluster interned once per
+// memtable. A Row with its own strings costs ~260 bytes for a 150-byte line
+// and is full of pointers the GC must trace; this layout costs ~203 and the
+// GC skips it, which is most of a busy daemon's heap.
 type memtable struct {
 	first int64 // seq of row 0 (or of the next row while empty)
 	// chunks of fixed-size arrays: appending never moves a row (no slice
@@ -78,6 +78,9 @@ type memRow struct {
 	attempt, level       int32
 	key, source, cluster uint32 // indexes into memtable.strs
 	blk, off, n          uint32 // data is blocks[blk][off:off+n]
+	// attrs is the length of the row's encoded attributes, stored in the
+	// block right after its data.
+	attrs uint32
 }
 
 type internCache struct {
@@ -105,7 +108,7 @@ func newMemtable(first int64, walNum uint64, bound int64) *memtable {
 
 // rowBytes is the size of one row as the limits and read budgets count it.
 func rowBytes(r *Row) int64 {
-	return int64(len(r.Key)+len(r.Source)+len(r.Data)+len(r.Cluster)) + 48
+	return int64(len(r.Key)+len(r.Source)+len(r.Data)+len(r.Cluster)+len(r.Attributes)) + 48
 }
 
 // intern returns the id of s, copying s the first time so the memtable never
@@ -126,16 +129,19 @@ func (m *memtable) intern(c *internCache, s string) uint32 {
 	return id
 }
 
-// addData copies b into the current block (or a new one) and returns where.
-func (m *memtable) addData(b string) (blk, off uint32) {
+// addData copies b and then attrs into the current block (or a new one)
+// and returns where b starts.
+func (m *memtable) addData(b, attrs string) (blk, off uint32) {
+	n := len(b) + len(attrs)
 	last := len(m.blocks) - 1
-	if last < 0 || m.used+len(b) > len(m.blocks[last]) {
-		m.blocks = append(m.blocks, make([]byte, max(m.block, len(b))))
+	if last < 0 || m.used+n > len(m.blocks[last]) {
+		m.blocks = append(m.blocks, make([]byte, max(m.block, n)))
 		last++
 		m.used = 0
 	}
 	off = uint32(m.used)
 	m.used += copy(m.blocks[last][m.used:], b)
+	m.used += copy(m.blocks[last][m.used:], attrs)
 	return uint32(last), off
 }
 
@@ -147,16 +153,16 @@ func (m *memtable) add(rows []Row) {
 			m.chunks = append(m.chunks, new([memChunk]memRow))
 		}
 		key := m.intern(&m.cache[0], r.Key)
-		blk, off := m.addData(r.Data)
+		blk, off := m.addData(r.Data, string(r.Attributes))
 		m.chunks[m.n/memChunk][m.n%memChunk] = memRow{
 			epoch: r.EpochMS, attempt: r.AttemptID, level: r.Level,
 			key: key, source: m.intern(&m.cache[1], r.Source), cluster: m.intern(&m.cache[2], r.Cluster),
-			blk: blk, off: off, n: uint32(len(r.Data)),
+			blk: blk, off: off, n: uint32(len(r.Data)), attrs: uint32(len(r.Attributes)),
 		}
 		k := m.strs[key]
 		m.keys[k] = append(m.keys[k], int32(m.n))
 		m.n++
-		m.bytes += memRowCost + int64(len(r.Data))
+		m.bytes += memRowCost + int64(len(r.Data)+len(r.Attributes))
 	}
 }
 
@@ -188,13 +194,16 @@ type rowsView struct {
 // written again below that row's end, so no copy is needed.
 func (v rowsView) at(i int) Row {
 	r := &v.chunks[i/memChunk][i%memChunk]
-	var data string
+	var data, attrs string
 	if r.n > 0 {
 		data = unsafe.String(&v.blocks[r.blk][r.off], r.n)
 	}
+	if r.attrs > 0 {
+		attrs = unsafe.String(&v.blocks[r.blk][r.off+r.n], r.attrs)
+	}
 	return Row{
 		Seq: v.first + int64(i), Key: v.strs[r.key], Source: v.strs[r.source], Cluster: v.strs[r.cluster],
-		Data: data, EpochMS: r.epoch, AttemptID: r.attempt, Level: r.level,
+		Data: data, EpochMS: r.epoch, AttemptID: r.attempt, Level: r.level, Attributes: Attributes(attrs),
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // levelNames maps a min_level name (case-insensitive) to its value.
@@ -53,6 +54,7 @@ type query struct {
 	data      dataFilter // Query.Regex
 	minLevel  int32
 	cluster   string
+	attrs     Attributes // every pair must be in the row's
 	limit     int
 	tail      bool
 	scan      bool // Scan: every row in seq order, served through the scan window cache
@@ -65,7 +67,10 @@ type query struct {
 
 func compileQuery(q Query) (*query, error) {
 	c := &query{scope: q.Scope, source: q.Source, since: q.SinceMS, cursor: q.Cursor, maxSeq: max(q.UntilCursor, 0),
-		substring: q.Substring, minLevel: ParseMinLevel(q.MinLevel), cluster: q.Cluster, tail: q.Tail}
+		substring: q.Substring, minLevel: ParseMinLevel(q.MinLevel), cluster: q.Cluster, attrs: q.Attributes, tail: q.Tail}
+	if err := q.Attributes.Check(); err != nil {
+		return nil, fmt.Errorf("attributes filter: %w", err)
+	}
 	var err error
 	if c.data, err = compileDataFilter(q.Regex); err != nil {
 		return nil, err
@@ -152,7 +157,7 @@ func (q *query) keyMatch(k string) bool {
 }
 
 // rowOK applies every filter except the key.
-func (q *query) rowOK(seq, epoch int64, level int32, cluster, data []byte) bool {
+func (q *query) rowOK(seq, epoch int64, level int32, cluster, attrs, data []byte) bool {
 	if seq <= q.cursor || (q.maxSeq > 0 && seq > q.maxSeq) {
 		return false
 	}
@@ -163,6 +168,9 @@ func (q *query) rowOK(seq, epoch int64, level int32, cluster, data []byte) bool 
 		return false
 	}
 	if q.cluster != "" && string(cluster) != q.cluster {
+		return false
+	}
+	if q.attrs != "" && !Attributes(unsafe.String(unsafe.SliceData(attrs), len(attrs))).contains(q.attrs) {
 		return false
 	}
 	if q.substring != "" && !bytes.Contains(data, []byte(q.substring)) {
@@ -182,6 +190,9 @@ func (q *query) memRowOK(r *Row) bool {
 		return false
 	}
 	if q.cluster != "" && r.Cluster != q.cluster {
+		return false
+	}
+	if q.attrs != "" && !r.Attributes.contains(q.attrs) {
 		return false
 	}
 	return (q.substring == "" || strings.Contains(r.Data, q.substring)) && q.data.matchString(r.Data)
@@ -451,6 +462,9 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		if q.since > 0 && g.maxEpoch <= q.since {
 			return true
 		}
+		if !g.attrs.mayHaveAttrs(q.attrs) {
+			return true
+		}
 		return q.substring != "" && !mayContain(g.grams, q.substring)
 	}
 	if q.scope == ScopeExact {
@@ -512,7 +526,7 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 		if !q.step() {
 			return false
 		}
-		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
+		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.attrs, rr.data) {
 			out = append(out, cp.row(rr))
 			if len(out) >= 4*limit+1024 {
 				trim()
@@ -539,7 +553,7 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 		if !q.step() {
 			return false
 		}
-		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.data) {
+		if q.rowOK(rr.seq, rr.epoch, rr.level, rr.cluster, rr.attrs, rr.data) {
 			out = append(out, cp.row(rr))
 		}
 		return true

@@ -77,9 +77,25 @@ type rgInfo struct {
 	minSeq, maxSeq     int64
 	minEpoch, maxEpoch int64
 	grams              []byte // trigramBits/8 bytes
+	// attrs summarizes the group's attribute names from the parquet
+	// column statistics (not stored in finelog.rowgroups): none means no
+	// row has any, else every name is within [attrMin, attrMax].
+	attrs attrStats
 }
 
-type colIndex struct{ key, seq, epoch, level, attempt, source, cluster, data int }
+type attrStats struct {
+	known            bool // false: no statistics, nothing can be pruned
+	none             bool
+	attrMin, attrMax string
+}
+
+// colIndex holds each column's index. attrName and attrValue are -1 in a
+// segment written before rows had attributes. They are the last columns,
+// so a parquet.Row holds every other column at its index.
+type colIndex struct {
+	key, seq, epoch, level, attempt, source, cluster, data int
+	attrName, attrValue                                    int
+}
 
 // segRow is the parquet schema of a segment row.
 type segRow struct {
@@ -91,6 +107,9 @@ type segRow struct {
 	Source    string `parquet:"source,dict"`
 	Cluster   string `parquet:"cluster,dict"`
 	Data      string `parquet:"data"`
+	// Attributes is a plain parquet MAP so DuckDB and other engines read it
+	// (attributes['trace_id']); it must stay the last field (see colIndex).
+	Attributes map[string]string `parquet:"attributes"`
 }
 
 const (

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,6 +93,19 @@ func loadSegment(f vfs.File, size int64) (*segment, error) {
 			return 0, fmt.Errorf("missing column %q", name)
 		}
 		return leaf.ColumnIndex, nil
+	}
+	sg.col.attrName, sg.col.attrValue = -1, -1
+	if name, ok := schema.Lookup("attributes", "key_value", "key"); ok {
+		value, ok := schema.Lookup("attributes", "key_value", "value")
+		if !ok || value.ColumnIndex != name.ColumnIndex+1 || name.ColumnIndex != len(schema.Columns())-2 {
+			return nil, errors.New("attributes column is not a map of strings in the last columns")
+		}
+		sg.col.attrName, sg.col.attrValue = name.ColumnIndex, value.ColumnIndex
+		loadAttrStats(sg, pf)
+	} else {
+		for i := range sg.rgs {
+			sg.rgs[i].attrs = attrStats{known: true, none: true}
+		}
 	}
 	for _, c := range []struct {
 		name string
@@ -449,8 +463,11 @@ func (sg *segment) readGroup(rg parquet.RowGroup, a, b int64, buf []parquet.Row,
 // buffers; rowCopier.row copies them out for a row that passed the filters.
 type rawRow struct {
 	key, source, cluster, data []byte
-	seq, epoch                 int64
-	level, attempt             int32
+	// attrs is the row's attributes re-encoded (canonical) into a buffer
+	// the next fill reuses.
+	attrs          []byte
+	seq, epoch     int64
+	level, attempt int32
 }
 
 func (sg *segment) fill(rr *rawRow, r parquet.Row) {
@@ -463,12 +480,101 @@ func (sg *segment) fill(rr *rawRow, r parquet.Row) {
 	rr.source = r[c.source].ByteArray()
 	rr.cluster = r[c.cluster].ByteArray()
 	rr.data = r[c.data].ByteArray()
+	rr.attrs = rr.attrs[:0]
+	if c.attrName >= 0 {
+		rr.attrs = appendAttrs(rr.attrs, r[c.attrName:])
+	}
+}
+
+// appendAttrs encodes the attribute map of a parquet row's tail (the name
+// values, then the value values) canonically onto dst.
+func appendAttrs(dst []byte, vals []parquet.Value) []byte {
+	n := 0
+	for n < len(vals) && vals[n].Column() == vals[0].Column() {
+		n++
+	}
+	if n == 0 || vals[0].IsNull() || 2*n > len(vals) {
+		return dst
+	}
+	names, values := vals[:n], vals[n:2*n]
+	sorted := true
+	for i := 1; i < n; i++ {
+		if string(names[i-1].ByteArray()) >= string(names[i].ByteArray()) {
+			sorted = false
+			break
+		}
+	}
+	if !sorted {
+		pairs := make([]Attribute, n)
+		for i := range names {
+			pairs[i] = Attribute{string(names[i].ByteArray()), string(values[i].ByteArray())}
+		}
+		sort.Slice(pairs, func(i, j int) bool { return pairs[i].Name < pairs[j].Name })
+		for _, p := range pairs {
+			dst = binary.AppendUvarint(dst, uint64(len(p.Name)))
+			dst = append(dst, p.Name...)
+			dst = binary.AppendUvarint(dst, uint64(len(p.Value)))
+			dst = append(dst, p.Value...)
+		}
+		return dst
+	}
+	for i := range names {
+		k, v := names[i].ByteArray(), values[i].ByteArray()
+		dst = binary.AppendUvarint(dst, uint64(len(k)))
+		dst = append(dst, k...)
+		dst = binary.AppendUvarint(dst, uint64(len(v)))
+		dst = append(dst, v...)
+	}
+	return dst
+}
+
+// loadAttrStats fills each row group's attrStats from the attribute name
+// column's chunk statistics, when the writer recorded them.
+func loadAttrStats(sg *segment, pf *parquet.File) {
+	md := pf.Metadata()
+	for gi := range sg.rgs {
+		if gi >= len(md.RowGroups) {
+			return
+		}
+		cols := md.RowGroups[gi].Columns
+		if sg.col.attrName >= len(cols) {
+			return
+		}
+		st := cols[sg.col.attrName].MetaData.Statistics
+		g := &sg.rgs[gi]
+		switch {
+		case st.NullCount == g.count:
+			g.attrs = attrStats{known: true, none: true}
+		case len(st.MinValue) > 0 && len(st.MaxValue) > 0:
+			g.attrs = attrStats{known: true, attrMin: string(st.MinValue), attrMax: string(st.MaxValue)}
+		}
+	}
+}
+
+// mayHaveAttrs reports whether some row of a group with these statistics
+// could carry every name of want.
+func (s *attrStats) mayHaveAttrs(want Attributes) bool {
+	if want == "" || !s.known {
+		return true
+	}
+	if s.none {
+		return false
+	}
+	for k := range want.All() {
+		if k < s.attrMin || k > s.attrMax {
+			return false
+		}
+	}
+	return true
 }
 
 // rowCopier copies decoded rows out of a reader's buffers, reusing the
 // previous row's key, source and cluster string when they are the same:
 // rows come key by key, so most rows allocate only their data.
-type rowCopier struct{ key, source, cluster string }
+type rowCopier struct {
+	key, source, cluster string
+	attrs                Attributes
+}
 
 func (c *rowCopier) row(rr *rawRow) Row {
 	if string(rr.key) != c.key { // compared without a copy
@@ -480,5 +586,8 @@ func (c *rowCopier) row(rr *rawRow) Row {
 	if string(rr.cluster) != c.cluster {
 		c.cluster = string(rr.cluster)
 	}
-	return Row{Seq: rr.seq, Key: c.key, Source: c.source, Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: c.cluster}
+	if string(rr.attrs) != string(c.attrs) {
+		c.attrs = Attributes(rr.attrs)
+	}
+	return Row{Seq: rr.seq, Key: c.key, Source: c.source, Data: string(rr.data), EpochMS: rr.epoch, AttemptID: rr.attempt, Level: rr.level, Cluster: c.cluster, Attributes: c.attrs}
 }

@@ -73,7 +73,24 @@ func (sw *segWriter) add(r *Row) error {
 	sw.first, sw.last = min(sw.first, r.Seq), max(sw.last, r.Seq)
 	sw.minE, sw.maxE = min(sw.minE, r.EpochMS), max(sw.maxE, r.EpochMS)
 	sw.rows++
-	sw.buf = append(sw.buf, segRow{Key: r.Key, Seq: r.Seq, EpochMS: r.EpochMS, Level: r.Level, AttemptID: r.AttemptID, Source: r.Source, Cluster: r.Cluster, Data: r.Data})
+	// The buffer's slots keep their attribute maps from the previous row
+	// group: a flush of a large memtable with attributes would otherwise
+	// allocate a map per row.
+	n := len(sw.buf)
+	if n < cap(sw.buf) {
+		sw.buf = sw.buf[:n+1]
+	} else {
+		sw.buf = append(sw.buf, segRow{})
+	}
+	m := sw.buf[n].Attributes
+	clear(m)
+	for k, v := range r.Attributes.All() {
+		if m == nil {
+			m = make(map[string]string, 8)
+		}
+		m[k] = v
+	}
+	sw.buf[n] = segRow{Key: r.Key, Seq: r.Seq, EpochMS: r.EpochMS, Level: r.Level, AttemptID: r.AttemptID, Source: r.Source, Cluster: r.Cluster, Data: r.Data, Attributes: m}
 	if len(sw.buf) == rowGroupRows {
 		return sw.flushGroup()
 	}
@@ -108,7 +125,13 @@ func (sw *segWriter) flushGroup() error {
 	if err := sw.w.Flush(); err != nil {
 		return err
 	}
-	clear(sw.buf)
+	for i := range sw.buf {
+		// Drop the strings (they may alias memtable blocks or a merge's
+		// buffers) but keep the map for the next group.
+		m := sw.buf[i].Attributes
+		clear(m)
+		sw.buf[i] = segRow{Attributes: m}
+	}
 	sw.buf = sw.buf[:0]
 	return nil
 }

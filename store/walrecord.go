@@ -11,7 +11,9 @@ import (
 //
 //	crc32c  uint32  Castagnoli CRC of everything after this field
 //	length  uint32  bit 31: grouped (set by every writer since it existed);
-//	                bits 0-30: payload length in bytes
+//	                bit 30: rows carry attributes (set when any row has
+//	                some, so records without any stay readable by older
+//	                binaries); bits 0-29: payload length in bytes
 //	first   int64   store seq of the first row (first = last+1 when no rows)
 //	last    int64   store seq of the last row
 //	payload [length]byte
@@ -29,7 +31,10 @@ import (
 //	uvarint nMarks; nMarks × (string producer, varint mark)
 //	uvarint nRows;  nRows  × (rstring key, rstring source, string data,
 //	                          varint epoch_ms, varint attempt_id, varint level,
-//	                          rstring cluster)
+//	                          rstring cluster[, rstring attributes])
+//
+// attributes (Row.Attributes, canonical encoding) is present only in
+// records with the attributes bit.
 //
 // An rstring is uvarint 0 for "same as the previous row" (a PushLogs batch
 // repeats one key; this saves ~15% of WAL bytes) or uvarint len+1 and bytes.
@@ -50,6 +55,11 @@ const (
 	walHeaderSize = 24
 	// walGrouped is the length field's flag for records that carry back.
 	walGrouped = 1 << 31
+	// walAttrs is the length field's flag for records whose rows carry
+	// attributes.
+	walAttrs = 1 << 30
+	// walLengthMask selects the payload length from the length field.
+	walLengthMask = walAttrs - 1
 	// walBackSize is back's size: fixed, so the committer can patch it into
 	// a record encoded before its place in the group was known.
 	walBackSize = 4
@@ -94,6 +104,13 @@ func encodeWALRecord(dst []byte, first, last int64, back uint32, marks []Produce
 		dst = binary.AppendVarint(dst, m.Seq)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(rows)))
+	var flags uint32 = walGrouped
+	for i := range rows {
+		if rows[i].Attributes != "" {
+			flags |= walAttrs
+			break
+		}
+	}
 	for i := range rows {
 		r := &rows[i]
 		dst = appendRepeat(dst, r.Key, i > 0 && rows[i-1].Key == r.Key)
@@ -103,9 +120,12 @@ func encodeWALRecord(dst []byte, first, last int64, back uint32, marks []Produce
 		dst = binary.AppendVarint(dst, int64(r.AttemptID))
 		dst = binary.AppendVarint(dst, int64(r.Level))
 		dst = appendRepeat(dst, r.Cluster, i > 0 && rows[i-1].Cluster == r.Cluster)
+		if flags&walAttrs != 0 {
+			dst = appendRepeat(dst, string(r.Attributes), i > 0 && rows[i-1].Attributes == r.Attributes)
+		}
 	}
 	h := dst[start : start+walHeaderSize]
-	binary.LittleEndian.PutUint32(h[4:], uint32(len(dst)-start-walHeaderSize)|walGrouped)
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(dst)-start-walHeaderSize)|flags)
 	binary.LittleEndian.PutUint64(h[8:], uint64(first))
 	binary.LittleEndian.PutUint64(h[16:], uint64(last))
 	binary.LittleEndian.PutUint32(h[0:], crc32.Checksum(dst[start+4:], castagnoli))
@@ -147,7 +167,8 @@ func decodeWALFrame(b []byte) (WALRecord, int, int64, error) {
 	}
 	n := binary.LittleEndian.Uint32(b[4:])
 	grouped := n&walGrouped != 0
-	n &^= walGrouped
+	hasAttrs := n&walAttrs != 0
+	n &= walLengthMask
 	if n > maxWALPayload || int(n) > len(b)-walHeaderSize {
 		return WALRecord{}, 0, 0, fmt.Errorf("%w: payload length %d exceeds the %d bytes available", errBadRecord, n, len(b)-walHeaderSize)
 	}
@@ -195,6 +216,9 @@ func decodeWALFrame(b []byte) (WALRecord, int, int64, error) {
 		r.AttemptID = int32(d.varint())
 		r.Level = int32(d.varint())
 		r.Cluster = d.repeat(prev.Cluster)
+		if hasAttrs {
+			r.Attributes = Attributes(d.repeat(string(prev.Attributes)))
+		}
 		rec.Rows = append(rec.Rows, r)
 		prev = &rec.Rows[len(rec.Rows)-1]
 	}
@@ -213,7 +237,7 @@ func plausibleHeader(b []byte) bool {
 	if len(b) < walHeaderSize {
 		return false
 	}
-	n := binary.LittleEndian.Uint32(b[4:]) &^ walGrouped
+	n := binary.LittleEndian.Uint32(b[4:]) & walLengthMask
 	first := int64(binary.LittleEndian.Uint64(b[8:]))
 	last := int64(binary.LittleEndian.Uint64(b[16:]))
 	return n <= maxWALPayload && int(n) <= len(b)-walHeaderSize && first >= 1 && last >= first-1 && last-first < 1<<30

@@ -30,6 +30,7 @@ func init() {
 			"finelog fetch --prefix /user/job-1/ --since 1d --level warn",
 			"finelog fetch --prefix /user/ --since 2026-12-01T09:00:00Z --until 2026-12-01T10:00:00Z --all",
 			"finelog fetch --tail --max 50 --json /user/job-1/task-0 | jq .data",
+			"finelog fetch --prefix '{app=\"api\"' --attr env=prod --attr trace_id=0af7651916cd43dd8448eb211c80319c",
 		},
 	}
 }
@@ -42,6 +43,7 @@ type filterFlags struct {
 	dataRegex     string
 	level         string
 	cluster       string
+	attrs         attrFlag
 	json          bool
 }
 
@@ -55,7 +57,8 @@ func addFilterFlags(fs *flag.FlagSet) *filterFlags {
 	fs.StringVar(&f.dataRegex, "grep-regex", "", "only lines whose data matches this RE2 regular expression")
 	fs.StringVar(&f.level, "level", "", "minimum level: "+levelHelp+" (lines without a level are kept)")
 	fs.StringVar(&f.cluster, "cluster", "", "only lines of this cluster")
-	fs.BoolVar(&f.json, "json", false, "print one JSON object per line: seq, time (RFC 3339), level, key, source, data, attempt_id, cluster")
+	fs.Var(&f.attrs, "attr", "only lines with this attribute, NAME=VALUE exactly (repeat: every one must match)")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object per line: seq, time (RFC 3339), level, key, source, data, attempt_id, cluster, attributes (when the line has some)")
 	return f
 }
 
@@ -69,6 +72,7 @@ func (f *filterFlags) request(source string, now time.Time) (*loggingpb.FetchLog
 		Regex:      f.dataRegex,
 		Cluster:    f.cluster,
 		MatchScope: loggingpb.MatchScope_MATCH_SCOPE_EXACT,
+		Attributes: f.attrs.get(),
 	}
 	switch {
 	case f.prefix:
@@ -122,6 +126,9 @@ type jsonEntry struct {
 	Data      string `json:"data"`
 	AttemptID int32  `json:"attempt_id"`
 	Cluster   string `json:"cluster"`
+	// Attributes is left out for a line without any, so output for such
+	// lines is what it was before lines had attributes.
+	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
 func (p *entryPrinter) print(e *loggingpb.LogEntry) error {
@@ -137,6 +144,8 @@ func (p *entryPrinter) print(e *loggingpb.LogEntry) error {
 			Data:      e.GetData(),
 			AttemptID: e.GetAttemptId(),
 			Cluster:   e.GetCluster(),
+
+			Attributes: e.GetAttributes(),
 		})
 		if err != nil {
 			return err
@@ -155,6 +164,10 @@ func (p *entryPrinter) print(e *loggingpb.LogEntry) error {
 	}
 	if p.showKey {
 		p.w.WriteString(e.GetKey())
+		p.w.WriteByte(' ')
+	}
+	if a := e.GetAttributes(); len(a) > 0 {
+		p.w.WriteString(formatAttrs(a))
 		p.w.WriteByte(' ')
 	}
 	p.w.WriteString(e.GetData())

@@ -28,6 +28,7 @@ func init() {
 			"echo 'job started' | finelog push --level info /user/job-1/task-0",
 			"tail -f app.log | finelog push --source stdout /user/job-1/task-0",
 			"finelog push -v /k < big.log   # prints the seq range each batch got",
+			"echo 'deploy done' | finelog push --attr env=prod --attr version=1.4.2 /deploy/api",
 		},
 	}
 }
@@ -38,6 +39,8 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 	level := fs.String("level", "", "level of every line: "+levelHelp+" (default unknown)")
 	cluster := fs.String("cluster", "", "cluster to stamp (default: the server's)")
 	source := fs.String("source", "", "source field of every line (e.g. stdout, stderr)")
+	var attrs attrFlag
+	fs.Var(&attrs, "attr", "attribute of every line, NAME=VALUE (repeat for more; at most 64, names up to 256 bytes, values up to 4 KiB)")
 	batchLines := fs.Int("batch-lines", 1000, "send a batch after this many lines")
 	batchBytes := fs.Int("batch-bytes", 4<<20, "send a batch after this many bytes")
 	interval := fs.Duration("flush-interval", time.Second, "send a partial batch after this long, for slow input such as tail -f")
@@ -59,7 +62,11 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	// Room for the data of one row: the row limit less the key, source,
 	// a generous cluster name and the per-row overhead.
-	lr, err := newLineReader(env.stdin, wire.MaxRowBytes-len(key)-len(*source)-1024, *longLines)
+	attrBytes := 0
+	for k, v := range attrs.get() {
+		attrBytes += len(k) + len(v) + 4
+	}
+	lr, err := newLineReader(env.stdin, wire.MaxRowBytes-len(key)-len(*source)-attrBytes-1024, *longLines)
 	if err != nil {
 		return err
 	}
@@ -165,6 +172,8 @@ func runPush(ctx context.Context, env *cliEnv, args []string) error {
 				Source:    *source,
 				Data:      line,
 				Level:     lv,
+
+				Attributes: attrs.get(),
 			})
 			size += len(line) + 32
 			if len(req.Entries) >= *batchLines || size >= *batchBytes {

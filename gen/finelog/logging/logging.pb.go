@@ -197,7 +197,11 @@ type LogEntry struct {
 	// released reader depends on, so it is retired.
 	Seq int64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
 	// In responses: the cluster the row belongs to.
-	Cluster       string `protobuf:"bytes,101,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Cluster string `protobuf:"bytes,101,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// The row's labels (Loki labels and structured metadata, OTLP attributes,
+	// trace and span ids): at most 64, names up to 256 bytes, values up to
+	// 4 KiB, counted in the row size limit.
+	Attributes    map[string]string `protobuf:"bytes,102,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -286,6 +290,13 @@ func (x *LogEntry) GetCluster() string {
 		return x.Cluster
 	}
 	return ""
+}
+
+func (x *LogEntry) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
 }
 
 type PushLogsRequest struct {
@@ -469,8 +480,11 @@ type FetchLogsRequest struct {
 	// by cluster name, as returned in FetchLogsResponse.clusters[].cursor.
 	// A cluster not named starts at 0. The top-level cursor is not used.
 	ClusterCursors map[string]int64 `protobuf:"bytes,101,rep,name=cluster_cursors,json=clusterCursors,proto3" json:"cluster_cursors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Keeps rows that carry every one of these attributes with exactly this
+	// value.
+	Attributes    map[string]string `protobuf:"bytes,102,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchLogsRequest) Reset() {
@@ -590,6 +604,13 @@ func (x *FetchLogsRequest) GetWaitMs() int32 {
 func (x *FetchLogsRequest) GetClusterCursors() map[string]int64 {
 	if x != nil {
 		return x.ClusterCursors
+	}
+	return nil
+}
+
+func (x *FetchLogsRequest) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
 	}
 	return nil
 }
@@ -866,7 +887,7 @@ const file_finelog_logging_logging_proto_rawDesc = "" +
 	"\n" +
 	"\x1dfinelog/logging/logging.proto\x12\x0ffinelog.logging\"&\n" +
 	"\tTimestamp\x12\x19\n" +
-	"\bepoch_ms\x18\x01 \x01(\x03R\aepochMs\"\x84\x02\n" +
+	"\bepoch_ms\x18\x01 \x01(\x03R\aepochMs\"\x8e\x03\n" +
 	"\bLogEntry\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.finelog.logging.TimestampR\ttimestamp\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x12\n" +
@@ -876,7 +897,13 @@ const file_finelog_logging_logging_proto_rawDesc = "" +
 	"\x05level\x18\x05 \x01(\x0e2\x19.finelog.logging.LogLevelR\x05level\x12\x10\n" +
 	"\x03key\x18\x06 \x01(\tR\x03key\x12\x10\n" +
 	"\x03seq\x18\a \x01(\x03R\x03seq\x12\x18\n" +
-	"\acluster\x18e \x01(\tR\aclusterJ\x04\bd\x10e\"\xc6\x01\n" +
+	"\acluster\x18e \x01(\tR\acluster\x12I\n" +
+	"\n" +
+	"attributes\x18f \x03(\v2).finelog.logging.LogEntry.AttributesEntryR\n" +
+	"attributes\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\bd\x10e\"\xc6\x01\n" +
 	"\x0fPushLogsRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
 	"\aentries\x18\x02 \x03(\v2\x19.finelog.logging.LogEntryR\aentries\x12\x18\n" +
@@ -887,7 +914,7 @@ const file_finelog_logging_logging_proto_rawDesc = "" +
 	"\x10PushLogsResponse\x12\x1b\n" +
 	"\tfirst_seq\x18d \x01(\x03R\bfirstSeq\x12\x19\n" +
 	"\blast_seq\x18e \x01(\x03R\alastSeq\x120\n" +
-	"\x14producer_applied_seq\x18f \x01(\x03R\x12producerAppliedSeq\"\x96\x04\n" +
+	"\x14producer_applied_seq\x18f \x01(\x03R\x12producerAppliedSeq\"\xa8\x05\n" +
 	"\x10FetchLogsRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x19\n" +
 	"\bsince_ms\x18\x02 \x01(\x03R\asinceMs\x12\x16\n" +
@@ -903,10 +930,16 @@ const file_finelog_logging_logging_proto_rawDesc = "" +
 	" \x01(\x03R\vuntilCursor\x12\x14\n" +
 	"\x05regex\x18\v \x01(\tR\x05regex\x12\x17\n" +
 	"\await_ms\x18d \x01(\x05R\x06waitMs\x12^\n" +
-	"\x0fcluster_cursors\x18e \x03(\v25.finelog.logging.FetchLogsRequest.ClusterCursorsEntryR\x0eclusterCursors\x1aA\n" +
+	"\x0fcluster_cursors\x18e \x03(\v25.finelog.logging.FetchLogsRequest.ClusterCursorsEntryR\x0eclusterCursors\x12Q\n" +
+	"\n" +
+	"attributes\x18f \x03(\v21.finelog.logging.FetchLogsRequest.AttributesEntryR\n" +
+	"attributes\x1aA\n" +
 	"\x13ClusterCursorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xc8\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x01\n" +
 	"\x11FetchLogsResponse\x123\n" +
 	"\aentries\x18\x01 \x03(\v2\x19.finelog.logging.LogEntryR\aentries\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\x03R\x06cursor\x12*\n" +
@@ -957,7 +990,7 @@ func file_finelog_logging_logging_proto_rawDescGZIP() []byte {
 }
 
 var file_finelog_logging_logging_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_finelog_logging_logging_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_finelog_logging_logging_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_finelog_logging_logging_proto_goTypes = []any{
 	(LogLevel)(0),                    // 0: finelog.logging.LogLevel
 	(MatchScope)(0),                  // 1: finelog.logging.MatchScope
@@ -970,27 +1003,31 @@ var file_finelog_logging_logging_proto_goTypes = []any{
 	(*ClusterStatus)(nil),            // 8: finelog.logging.ClusterStatus
 	(*GetProducerStateRequest)(nil),  // 9: finelog.logging.GetProducerStateRequest
 	(*GetProducerStateResponse)(nil), // 10: finelog.logging.GetProducerStateResponse
-	nil,                              // 11: finelog.logging.FetchLogsRequest.ClusterCursorsEntry
+	nil,                              // 11: finelog.logging.LogEntry.AttributesEntry
+	nil,                              // 12: finelog.logging.FetchLogsRequest.ClusterCursorsEntry
+	nil,                              // 13: finelog.logging.FetchLogsRequest.AttributesEntry
 }
 var file_finelog_logging_logging_proto_depIdxs = []int32{
 	2,  // 0: finelog.logging.LogEntry.timestamp:type_name -> finelog.logging.Timestamp
 	0,  // 1: finelog.logging.LogEntry.level:type_name -> finelog.logging.LogLevel
-	3,  // 2: finelog.logging.PushLogsRequest.entries:type_name -> finelog.logging.LogEntry
-	1,  // 3: finelog.logging.FetchLogsRequest.match_scope:type_name -> finelog.logging.MatchScope
-	11, // 4: finelog.logging.FetchLogsRequest.cluster_cursors:type_name -> finelog.logging.FetchLogsRequest.ClusterCursorsEntry
-	3,  // 5: finelog.logging.FetchLogsResponse.entries:type_name -> finelog.logging.LogEntry
-	8,  // 6: finelog.logging.FetchLogsResponse.clusters:type_name -> finelog.logging.ClusterStatus
-	4,  // 7: finelog.logging.LogService.PushLogs:input_type -> finelog.logging.PushLogsRequest
-	6,  // 8: finelog.logging.LogService.FetchLogs:input_type -> finelog.logging.FetchLogsRequest
-	9,  // 9: finelog.logging.LogService.GetProducerState:input_type -> finelog.logging.GetProducerStateRequest
-	5,  // 10: finelog.logging.LogService.PushLogs:output_type -> finelog.logging.PushLogsResponse
-	7,  // 11: finelog.logging.LogService.FetchLogs:output_type -> finelog.logging.FetchLogsResponse
-	10, // 12: finelog.logging.LogService.GetProducerState:output_type -> finelog.logging.GetProducerStateResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	11, // 2: finelog.logging.LogEntry.attributes:type_name -> finelog.logging.LogEntry.AttributesEntry
+	3,  // 3: finelog.logging.PushLogsRequest.entries:type_name -> finelog.logging.LogEntry
+	1,  // 4: finelog.logging.FetchLogsRequest.match_scope:type_name -> finelog.logging.MatchScope
+	12, // 5: finelog.logging.FetchLogsRequest.cluster_cursors:type_name -> finelog.logging.FetchLogsRequest.ClusterCursorsEntry
+	13, // 6: finelog.logging.FetchLogsRequest.attributes:type_name -> finelog.logging.FetchLogsRequest.AttributesEntry
+	3,  // 7: finelog.logging.FetchLogsResponse.entries:type_name -> finelog.logging.LogEntry
+	8,  // 8: finelog.logging.FetchLogsResponse.clusters:type_name -> finelog.logging.ClusterStatus
+	4,  // 9: finelog.logging.LogService.PushLogs:input_type -> finelog.logging.PushLogsRequest
+	6,  // 10: finelog.logging.LogService.FetchLogs:input_type -> finelog.logging.FetchLogsRequest
+	9,  // 11: finelog.logging.LogService.GetProducerState:input_type -> finelog.logging.GetProducerStateRequest
+	5,  // 12: finelog.logging.LogService.PushLogs:output_type -> finelog.logging.PushLogsResponse
+	7,  // 13: finelog.logging.LogService.FetchLogs:output_type -> finelog.logging.FetchLogsResponse
+	10, // 14: finelog.logging.LogService.GetProducerState:output_type -> finelog.logging.GetProducerStateResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_finelog_logging_logging_proto_init() }
@@ -1004,7 +1041,7 @@ func file_finelog_logging_logging_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_finelog_logging_logging_proto_rawDesc), len(file_finelog_logging_logging_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

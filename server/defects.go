@@ -1,0 +1,22 @@
+package server
+
+// Defects puts known bugs back into the server, for the simulation's
+// canaries only: each one proves that a property in sim/ notices the bug
+// (a property that passes a broken server proves nothing). Production code
+// never sets it; the zero value is the correct server.
+type Defects struct {
+	// NoIdentityRule lets a JWT identity of one cluster write rows of
+	// another (the request's cluster is stamped unchecked).
+	NoIdentityRule bool
+	// InclusiveSince keeps rows with epoch_ms == since_ms.
+	InclusiveSince bool
+	// TailNewestFirst returns a tail page newest row first.
+	TailNewestFirst bool
+	// UngatedPprof mounts /debug/pprof/ outside the auth gate.
+	UngatedPprof bool
+	// AcceptOvertaking makes producer batches dedupe by high-water mark
+	// alone, as a store without the gap rule would: a batch whose range
+	// starts past the producer's mark + 1 is applied instead of refused,
+	// and the earlier batch is then dropped as already applied.
+	AcceptOvertaking bool
+}
