@@ -259,6 +259,9 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 	// its own --peer-max-frame, so the two ends need not agree on it.
 	budget := min(p.cfg.MaxFrame, MinMaxFrame) - 1 - TagBytes - recordsHeader
 	var body []byte
+	// floorSent is the highest floor sent on this link: a replica that
+	// (re)subscribes caught up hears a nonzero floor at the first idle beat.
+	floorSent := int64(0)
 	for {
 		t := p.cfg.Clock.NewTimer(p.cfg.Heartbeat)
 		var rec store.Record
@@ -267,6 +270,19 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 		case rec, ok = <-recs:
 			t.Stop()
 		case <-t.C():
+			// Idle: records carry the floor, but none is due, so a rise
+			// goes in a Records frame of its own. Only up to what was sent:
+			// past it the stream's next record is a floor jump.
+			p.mu.Lock()
+			sent := l.sent
+			p.mu.Unlock()
+			if f := p.cfg.Source.Floor(); f > floorSent && f <= sent {
+				if err := p.sendRecords(c, l, &body, Records{Floor: f}); err != nil {
+					return err
+				}
+				floorSent = f
+				continue
+			}
 			if err := c.Send(TypeHeartbeat, nil); err != nil {
 				return err
 			}
@@ -288,6 +304,7 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 					if err := p.sendRecords(c, l, &body, batch); err != nil {
 						return err
 					}
+					floorSent = max(floorSent, batch.Floor)
 					batch, size = Records{Floor: next.Floor}, 0
 				}
 				batch.Records = append(batch.Records, next)
@@ -299,6 +316,7 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 		if err := p.sendRecords(c, l, &body, batch); err != nil {
 			return err
 		}
+		floorSent = max(floorSent, batch.Floor)
 	}
 }
 

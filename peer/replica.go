@@ -185,6 +185,7 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 				}
 				recs = append(recs, more.Records...)
 				batch.PrimaryLast = more.PrimaryLast
+				batch.Floor = max(batch.Floor, more.Floor)
 				size += batchRows(more)
 			default:
 				break drain
@@ -209,6 +210,18 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 			r.st.caughtUp = now
 		}
 		r.mu.Unlock()
+		// After the Ack: a floor rise may flush the memtable, and the
+		// primary's --min-replica-acks wait is for the rows, not for it.
+		// A floor past the records sent so far breaks the stream's order
+		// (the primary sends a floor jump record for that).
+		if batch.Floor > applied {
+			c.Close()
+			return followed, fmt.Errorf("%w: primary's floor %d is past the last seq it sent (%d)", ErrProtocol, batch.Floor, applied)
+		}
+		if err := r.cfg.Store.ApplyFloor(ctx, batch.Floor); err != nil {
+			c.Close()
+			return followed, fmt.Errorf("apply the primary's retention floor %d: %w", batch.Floor, err)
+		}
 	}
 }
 

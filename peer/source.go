@@ -11,6 +11,9 @@ type RecordSource interface {
 	// Tail streams the committed records after afterSeq (store.Tail).
 	Tail(afterSeq int64) (RecordStream, error)
 	LastSeq() int64
+	// Floor is the retention floor (store.Floor): a caught-up replica
+	// learns of a rise from it, as no record is due to carry it.
+	Floor() int64
 }
 
 // RecordStream yields records in seq order, waiting at the end.
@@ -23,6 +26,8 @@ type RecordStream interface {
 // the primary's seqs and marks and returns once it is durable.
 type RecordApplier interface {
 	ApplyReplicated(ctx context.Context, rec store.Record) error
+	// ApplyFloor takes the primary's retention floor (store.ApplyFloor).
+	ApplyFloor(ctx context.Context, floor int64) error
 	LastSeq() int64
 }
 
@@ -40,3 +45,5 @@ func (ss storeSource) Tail(after int64) (RecordStream, error) {
 }
 
 func (ss storeSource) LastSeq() int64 { return ss.s.LastSeq() }
+
+func (ss storeSource) Floor() int64 { return ss.s.Floor() }

@@ -74,7 +74,10 @@ type peerRunner struct {
 	serveDone   chan struct{}
 	addr        net.Addr
 
-	replica      *peer.Replica
+	replica *peer.Replica
+	// store is the following store, for its retention to resume on
+	// promotion.
+	store        *store.Store
 	following    atomic.Bool
 	followCancel context.CancelFunc
 	followDone   chan struct{}
@@ -125,6 +128,18 @@ func (s *Server) newPeer() error {
 	return nil
 }
 
+// follows: the store opens as a follower (--replica-of, not promoted), so
+// it runs no retention of its own; the floor is the primary's. A data dir
+// whose promotion marker cannot be read counts as following: startPeer then
+// fails on it anyway.
+func (s *Server) follows() bool {
+	if s.peer == nil || s.cfg.Peer.ReplicaOf == "" {
+		return false
+	}
+	_, err := s.cfg.FS.Stat(filepath.Join(s.cfg.DataDir, promotedName))
+	return err != nil
+}
+
 // startPeer binds the peer port and starts following, after the store
 // opened.
 func (s *Server) startPeer(ctx context.Context, st *store.Store) error {
@@ -166,6 +181,7 @@ func (s *Server) startPeer(ctx context.Context, st *store.Store) error {
 		return nil
 	}
 	if data, err := vfs.ReadFile(s.cfg.FS, filepath.Join(s.cfg.DataDir, promotedName)); err == nil {
+		// The store opened as a primary (follows), retention included.
 		s.log.Warn("this data dir was promoted to primary; ignoring --replica-of (remove the flag, or delete the file and the data dir to follow again)",
 			"replica_of", c.ReplicaOf, "file", filepath.Join(s.cfg.DataDir, promotedName), "promotion", string(data))
 		return nil
@@ -188,7 +204,7 @@ func (s *Server) startPeer(ctx context.Context, st *store.Store) error {
 		return err
 	}
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	pr.replica, pr.followCancel, pr.followDone = r, cancel, make(chan struct{})
+	pr.replica, pr.store, pr.followCancel, pr.followDone = r, st, cancel, make(chan struct{})
 	pr.following.Store(true)
 	go func() {
 		defer close(pr.followDone)
@@ -413,6 +429,7 @@ func (s *Server) promote(ctx context.Context, force bool) (int, string) {
 		return http.StatusInternalServerError, fmt.Sprintf("promotion not recorded (%v); still following %s", err, pr.cfg.ReplicaOf)
 	}
 	pr.following.Store(false)
+	pr.store.StopFollowing()
 	s.log.Warn("promoted to primary: no longer following; taking writes", "former_primary", pr.cfg.ReplicaOf, "last_seq", last, "forced", force)
 	return http.StatusOK, fmt.Sprintf("promoted at seq %d; former primary %s", last, pr.cfg.ReplicaOf)
 }

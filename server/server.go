@@ -343,6 +343,7 @@ func (s *Server) Open(ctx context.Context) error {
 		RetentionAge:   s.cfg.RetentionAge,
 		RetentionBytes: s.cfg.RetentionBytes,
 		Background:     true,
+		Following:      s.follows(),
 		Logger:         s.log.With("component", "store"),
 		Registerer:     s.reg,
 		PinMaxBytes:    s.cfg.Relay.PinMaxBytes,

@@ -200,6 +200,13 @@ type Options struct {
 	// OnPinnedLoss reports a seq range that retention deleted while pinned.
 	OnPinnedLoss func(pin string, first, last int64)
 
+	// Following: this store copies a primary (ApplyReplicated, ApplyFloor)
+	// until StopFollowing. Retain then deletes no segments and forgets no
+	// producers by RetentionAge or RetentionBytes: the floor and the marks
+	// are the primary's, and a copy that expired on its own clock or disk
+	// size would no longer be exact.
+	Following bool
+
 	// Background starts goroutines that call Flush, Compact and Retain.
 	// The simulation leaves it false and calls the steps itself.
 	Background bool

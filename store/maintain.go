@@ -292,6 +292,8 @@ func (s *Store) merge(run []*segment) error {
 // only in the WAL or memtable are never deleted. Pins (SetPin) hold back
 // segments with unforwarded rows until pinned bytes exceed PinMaxBytes; past
 // that the segment goes anyway and OnPinnedLoss reports the lost range.
+// A following store (Options.Following) only retries garbage removal: its
+// floor comes from its primary (ApplyFloor).
 func (s *Store) Retain(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
@@ -301,7 +303,7 @@ func (s *Store) Retain(ctx context.Context) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	gcErr := s.removeGarbage()
-	if s.opts.RetentionAge <= 0 && s.opts.RetentionBytes <= 0 {
+	if s.opts.RetentionAge <= 0 && s.opts.RetentionBytes <= 0 || s.following.Load() {
 		return gcErr
 	}
 	if s.expireProducers() {

@@ -210,6 +210,11 @@ func (s *Store) snapshot(q *query) *snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sn := &snapshot{segs: append([]*segment(nil), s.segs...)}
+	if q != nil {
+		// Rows at or below the floor are deleted even where a segment
+		// that straddles it (a follower's, ApplyFloor) still holds them.
+		q.cursor = max(q.cursor, s.floor)
+	}
 	for _, sg := range sn.segs {
 		sg.acquire()
 	}

@@ -154,10 +154,11 @@ func (s *Store) loadSegments(names []string, floor int64) ([]*segment, error) {
 			continue
 		}
 		if f <= floor {
-			// Retention deletes whole segments, so none straddles the
-			// floor; one that does predates this check. Its rows above the
-			// floor are kept rather than refusing to open.
-			s.log.Warn("recovery: segment straddles the retention floor; rows at or below the floor stay readable", "segment", n, "floor_seq", floor)
+			// Retention deletes whole segments, but a follower's floor is
+			// its primary's (ApplyFloor), which need not fall where the
+			// follower's own flushes cut segments. Reads skip the rows at
+			// or below the floor.
+			s.log.Debug("recovery: segment straddles the retention floor; its rows at or below the floor are not read", "segment", n, "floor_seq", floor)
 		}
 		cs = append(cs, cand{n, f, l})
 	}

@@ -63,7 +63,7 @@ type Store struct {
 	producerSeen map[string]int64
 	pins         map[string]int64
 	changed      chan struct{}
-	floor        int64 // seqs <= floor were deleted by retention
+	floor        int64 // seqs <= floor were deleted by retention (or a primary's, ApplyFloor)
 	// segMarks are the producer marks as of the newest segment's last seq
 	// (or the floor when there is none): what a Tail that reads rows from
 	// segments, where marks have no position, delivers when it reaches
@@ -83,8 +83,11 @@ type Store struct {
 	// inside a merged segment's range) whose removal failed; Retain retries
 	// them, and recovery would delete them too.
 	// Guarded by compactMu (set during recovery before any goroutine runs).
-	garbage   []string
-	lastSeq   atomic.Int64
+	garbage []string
+	lastSeq atomic.Int64
+	// following: the store copies a primary (Options.Following until
+	// StopFollowing); Retain then deletes nothing of its own accord.
+	following atomic.Bool
 	walBytes  atomic.Int64
 	lastFlush time.Time
 
@@ -146,6 +149,7 @@ func Open(opts Options) (*Store, error) {
 	for _, name := range opts.Pins {
 		s.pins[name] = 0
 	}
+	s.following.Store(opts.Following)
 	if err := s.recover(); err != nil {
 		for _, sg := range s.segs {
 			sg.close()
@@ -213,6 +217,11 @@ func (s *Store) Stats() Stats {
 		st.FirstSeq = s.sealed[0].first
 	case s.mem.n > 0:
 		st.FirstSeq = s.mem.first
+	}
+	if st.FirstSeq != 0 && st.FirstSeq <= s.floor {
+		// A segment straddling the floor (ApplyFloor) still holds rows at
+		// or below it, which reads skip.
+		st.FirstSeq = s.floor + 1
 	}
 	st.WALBytes = s.walBytes.Load()
 	st.Producers = len(s.producers)
