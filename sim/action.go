@@ -36,10 +36,11 @@ const (
 	Overtake                 // a producer's two in-flight batches arrive in reverse order (the gap rule)
 	Down                     // Node's server stops answering (its port is closed) ...
 	Up                       // ... and answers again
+	Poison                   // another identity pushes a forged batch naming the Source relay's producer (poison.go; N: 0 jwt, 1 cidr)
 )
 
 var kindNames = [...]string{"append", "relay-step", "advance", "flush", "compact", "retain", "crash", "partition", "heal",
-	"drop-request", "drop-response", "delay", "deliver", "skew", "fs-fault", "enable-relay", "bad-key", "good-key", "read", "overtake", "down", "up"}
+	"drop-request", "drop-response", "delay", "deliver", "skew", "fs-fault", "enable-relay", "bad-key", "good-key", "read", "overtake", "down", "up", "poison"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -90,6 +91,8 @@ func (a Action) String() string {
 		return fmt.Sprintf("read %s", a.Fetch)
 	case Overtake:
 		return fmt.Sprintf("overtake %d rows", a.N)
+	case Poison:
+		return fmt.Sprintf("poison via %s", poisonVia(a.N))
 	case Advance:
 		return fmt.Sprintf("advance %v", a.D)
 	case Flush, Compact, Retain, Crash:
@@ -180,6 +183,8 @@ func (w *World) Do(a Action) {
 		w.read(a.Fetch)
 	case Overtake:
 		w.overtake(a.N)
+	case Poison:
+		w.poison(a.N)
 	}
 	w.autoFlush(w.Nodes...)
 }

@@ -92,6 +92,9 @@ type Config struct {
 	// action (rows acked before it need not be forwarded); with it the
 	// relays run without Backfill, as the daemon does by default.
 	RelayByAction bool
+	// Hostile adds the key of cluster HostileCluster to the target's
+	// policy, for Poison actions (poison.go).
+	Hostile bool
 }
 
 // NodeSpec is one machine of the world.
@@ -204,6 +207,9 @@ type World struct {
 	// are about, so a test can insist the generator gets there.
 	Coverage   Coverage
 	violations []error
+	// hostileAccepted are forged producer requests the target took
+	// (poison.go): each one a violation.
+	hostileAccepted []string
 }
 
 // Coverage counts interesting things a run did.
@@ -227,6 +233,9 @@ type Coverage struct {
 	// UnreachableEnables counts relays enabled while their target was
 	// down, partitioned away or refusing the key.
 	UnreachableEnables int
+	// Poisons counts forged producer pushes sent; PoisonRefusals those
+	// the target refused as not the sender's producer.
+	Poisons, PoisonRefusals int
 }
 
 // NewWorld builds the nodes, opens their stores, starts the servers and
@@ -253,6 +262,9 @@ func NewWorld(cfg Config, seed int64) (*World, error) {
 		if sp.RelayTo != "" && sp.KeyOf == "" {
 			keys[sp.Cluster] = true
 		}
+	}
+	if cfg.Hostile {
+		keys[HostileCluster] = true
 	}
 	for _, sp := range specs {
 		if _, dup := w.byName[sp.Name]; dup {
