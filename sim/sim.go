@@ -95,6 +95,12 @@ type Config struct {
 	// Hostile adds the key of cluster HostileCluster to the target's
 	// policy, for Poison actions (poison.go).
 	Hostile bool
+	// Federation is the federated world (federation.go): with
+	// FederationNodes, home reads east and west through its peers file.
+	Federation bool
+	// DropPeerRows (canary): home's proxy silently drops the first row
+	// of every answer from this peer.
+	DropPeerRows string
 }
 
 // NodeSpec is one machine of the world.
@@ -181,6 +187,8 @@ type World struct {
 	// the reads it checked.
 	reader loggingpbconnect.LogServiceClient
 	Reads  int
+	// FedReads counts the federated reads checked (federation.go).
+	FedReads int
 
 	// counts caches the target's rows by Data during CheckAll.
 	counts map[string]int
@@ -236,6 +244,9 @@ type Coverage struct {
 	// Poisons counts forged producer pushes sent; PoisonRefusals those
 	// the target refused as not the sender's producer.
 	Poisons, PoisonRefusals int
+	// FedUnreachable counts federated reads that named a cluster they
+	// could not reach; FedRowsChecked those that matched an owner's rows.
+	FedUnreachable, FedRowsChecked int
 }
 
 // NewWorld builds the nodes, opens their stores, starts the servers and
@@ -265,6 +276,10 @@ func NewWorld(cfg Config, seed int64) (*World, error) {
 	}
 	if cfg.Hostile {
 		keys[HostileCluster] = true
+	}
+	if cfg.Federation {
+		// home's delegation tokens: its peers know its key under its name.
+		keys[FedHome] = true
 	}
 	for _, sp := range specs {
 		if _, dup := w.byName[sp.Name]; dup {
@@ -339,6 +354,9 @@ func NewWorld(cfg Config, seed int64) (*World, error) {
 			continue
 		}
 		if err := n.FS.MkdirAll("/data/relay"); err != nil {
+			return nil, err
+		}
+		if err := w.preparePeers(n); err != nil {
 			return nil, err
 		}
 		if err := n.open(); err != nil {
