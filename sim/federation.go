@@ -3,7 +3,9 @@ package sim
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -76,18 +78,61 @@ func (w *World) preparePeers(n *Node) error {
 	return vfs.WriteFileAtomic(n.FS, peersPath, []byte(`{"peers":[`+strings.Join(ps, ",")+`]}`))
 }
 
-// federationConfig is home's server.Config.Federation. One peer call at a
-// time: the simulated network is driven from one goroutine, and a
-// sequential fan-out keeps the trace in a fixed order.
+// federationConfig is home's server.Config.Federation. A fan-out asks
+// home and both peers at once; the turnstile then lets the peer calls
+// through one at a time in peers-file order, so the simulated network
+// (driven as if from one goroutine) sees them in a fixed order.
 func (w *World) federationConfig(n *Node) server.FederationConfig {
 	if !w.cfg.Federation || n.Name != FedHome {
 		return server.FederationConfig{}
 	}
-	dial := federation.ClientDial(w.Net.Client(n.Name, n.spec.Peer))
+	dial := w.fanTurns.dial(federation.ClientDial(w.Net.Client(n.Name, n.spec.Peer)))
 	if w.cfg.DropPeerRows != "" {
 		dial = dropRows(dial, w.cfg.DropPeerRows)
 	}
-	return server.FederationConfig{PeersFile: peersPath, MaxInflight: 1, Dial: dial}
+	return server.FederationConfig{PeersFile: peersPath, MaxInflight: 1 + len(fedPeers), Dial: dial}
+}
+
+// turnstile orders a fan-out's concurrent peer calls: while order is set,
+// a call for a peer waits until every peer before it in order has had
+// its call. With no order (a proxied read: one call) calls pass at once.
+type turnstile struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	order []string
+}
+
+// expect makes the next calls wait for order; expect(nil) ends it.
+func (t *turnstile) expect(order []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cond == nil {
+		t.cond = sync.NewCond(&t.mu)
+	}
+	t.order = append([]string(nil), order...)
+	t.cond.Broadcast()
+}
+
+func (t *turnstile) dial(next federation.Dial) federation.Dial {
+	return func(p federation.PeerConfig, token func(context.Context) (string, error)) federation.Fetcher {
+		f := next(p, token)
+		return federation.FetcherFunc(func(ctx context.Context, req *loggingpb.FetchLogsRequest) (*loggingpb.FetchLogsResponse, error) {
+			t.mu.Lock()
+			for len(t.order) > 0 && t.order[0] != p.Cluster && slices.Contains(t.order, p.Cluster) {
+				t.cond.Wait()
+			}
+			ordered := len(t.order) > 0 && t.order[0] == p.Cluster
+			t.mu.Unlock()
+			resp, err := f.FetchLogs(ctx, req)
+			if ordered {
+				t.mu.Lock()
+				t.order = t.order[1:]
+				t.cond.Broadcast()
+				t.mu.Unlock()
+			}
+			return resp, err
+		})
+	}
 }
 
 // dropRows is the federation canary: home's path to peer silently drops
@@ -162,7 +207,11 @@ func (w *World) fedRead(cluster string, f int) {
 	}
 	req := proto.Clone(fedFilters[f%len(fedFilters)]).(*loggingpb.FetchLogsRequest)
 	req.Cluster = cluster
+	if cluster == federation.FanOut {
+		w.fanTurns.expect(fedPeers)
+	}
 	resp, err := w.fedClient(FedHome).FetchLogs(w.ctx, connect.NewRequest(req))
+	w.fanTurns.expect(nil)
 	var msg *loggingpb.FetchLogsResponse
 	if err == nil {
 		msg = resp.Msg

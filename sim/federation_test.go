@@ -99,13 +99,20 @@ func TestCanaryFederationDropsRows(t *testing.T) {
 }
 
 // TestFederationCoverage: generated schedules reach reads that match
-// owners' rows and reads that name an unreachable cluster.
+// owners' rows and reads that name an unreachable cluster, and a schedule
+// replays to the same trace (peer calls are sequential).
 func TestFederationCoverage(t *testing.T) {
 	var reads, rows, unreachable int
 	for i := 0; i < 10; i++ {
 		w, err := run(fedConfig(), int64(i), genSchedule(fedShape).Example(i))
 		if err != nil {
 			t.Fatalf("schedule %d: %v", i, err)
+		}
+		if i == 0 {
+			again, _ := run(fedConfig(), int64(i), genSchedule(fedShape).Example(i))
+			if w.Trace.Hash() != again.Trace.Hash() {
+				t.Fatalf("the federated world is not deterministic: %s", FirstDiff(w.Trace, again.Trace))
+			}
 		}
 		reads += w.FedReads
 		rows += w.Coverage.FedRowsChecked

@@ -189,6 +189,8 @@ type World struct {
 	Reads  int
 	// FedReads counts the federated reads checked (federation.go).
 	FedReads int
+	// fanTurns orders a fan-out's peer calls (federation.go).
+	fanTurns turnstile
 
 	// counts caches the target's rows by Data during CheckAll.
 	counts map[string]int
