@@ -19,4 +19,9 @@ type Defects struct {
 	// starts past the producer's mark + 1 is applied instead of refused,
 	// and the earlier batch is then dropped as already applied.
 	AcceptOvertaking bool
+	// NoProducerNamespace skips the binding of producers to identities
+	// (checkProducer's namespace rule): any admitted writer may push
+	// batches for, and ask about, any producer, so another identity can
+	// advance a relay's applied mark and make the store drop its rows.
+	NoProducerNamespace bool
 }

@@ -89,6 +89,9 @@ type tierRunner struct {
 	cfg      ObjectStoreConfig
 	log      logger
 
+	// roundMu serializes rounds: the loop's and an explicit one (a test,
+	// the final upload at shutdown) must not run at once.
+	roundMu   sync.Mutex
 	collected time.Time // last garbage collection
 
 	stop chan struct{}
@@ -184,6 +187,8 @@ func (r *tierRunner) loop() {
 // round reconciles once, steps the tier until it is idle or backing off,
 // then evicts.
 func (r *tierRunner) round(ctx context.Context) error {
+	r.roundMu.Lock()
+	defer r.roundMu.Unlock()
 	if err := r.reconcile(); err != nil {
 		return err
 	}

@@ -42,6 +42,9 @@ func (s *Server) checkProducer(c caller, producer string) error {
 		return connect.NewError(connect.CodeInvalidArgument,
 			fmt.Errorf("producer id is %d bytes, limit is %d", len(producer), MaxProducerBytes))
 	}
+	if s.cfg.Defects.NoProducerNamespace {
+		return nil
+	}
 	ns, _, namespaced := strings.Cut(producer, "/")
 	if c.jwt {
 		if !namespaced || ns != c.cluster {

@@ -36,10 +36,13 @@ const (
 	Overtake                 // a producer's two in-flight batches arrive in reverse order (the gap rule)
 	Down                     // Node's server stops answering (its port is closed) ...
 	Up                       // ... and answers again
+	FedRead                  // home is asked for Cluster (a peer, "*", or not a peer) with filters N, checked against the owners (federation.go)
+	LocalAppend              // N rows written straight into Node's store by a local writer of its cluster
+	Poison                   // another identity pushes a forged batch naming the Source relay's producer (poison.go; N: 0 jwt, 1 cidr)
 )
 
 var kindNames = [...]string{"append", "relay-step", "advance", "flush", "compact", "retain", "crash", "partition", "heal",
-	"drop-request", "drop-response", "delay", "deliver", "skew", "fs-fault", "enable-relay", "bad-key", "good-key", "read", "overtake", "down", "up"}
+	"drop-request", "drop-response", "delay", "deliver", "skew", "fs-fault", "enable-relay", "bad-key", "good-key", "read", "overtake", "down", "up", "fed-read", "local-append", "poison"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -61,8 +64,9 @@ type Action struct {
 }
 
 // actionNodeNames name Action.Node in printed schedules: the default world's
-// nodes, then the identity world's impostor.
-var actionNodeNames = []string{SourceCluster, TargetName, "rogue"}
+// nodes, then the identity world's impostor or the federated world's home,
+// then the federated world's west.
+var actionNodeNames = []string{SourceCluster, TargetName, "rogue|home", FedWest}
 
 func (a Action) String() string {
 	node := fmt.Sprintf("node%d", a.Node)
@@ -90,6 +94,12 @@ func (a Action) String() string {
 		return fmt.Sprintf("read %s", a.Fetch)
 	case Overtake:
 		return fmt.Sprintf("overtake %d rows", a.N)
+	case Poison:
+		return fmt.Sprintf("poison via %s", poisonVia(a.N))
+	case FedRead:
+		return fmt.Sprintf("fed-read cluster=%s filters=%d", a.Cluster, a.N)
+	case LocalAppend:
+		return fmt.Sprintf("local-append %d rows on %s", a.N, node)
 	case Advance:
 		return fmt.Sprintf("advance %v", a.D)
 	case Flush, Compact, Retain, Crash:
@@ -180,6 +190,12 @@ func (w *World) Do(a Action) {
 		w.read(a.Fetch)
 	case Overtake:
 		w.overtake(a.N)
+	case Poison:
+		w.poison(a.N)
+	case FedRead:
+		w.fedRead(a.Cluster, a.N)
+	case LocalAppend:
+		w.localAppend(w.node(a.Node), a.N)
 	}
 	w.autoFlush(w.Nodes...)
 }
@@ -197,6 +213,11 @@ func (w *World) autoFlush(nodes ...*Node) {
 }
 
 func (w *World) appendRows(node *Node, n int, cluster string) {
+	if cluster == "" && w.cfg.Federation && node.spec.Serves {
+		// A store that serves its own cluster holds its local writers'
+		// rows stamped with it, as its server does: peers read it by name.
+		cluster = node.Cluster
+	}
 	s := node.Store
 	if s == nil {
 		w.Trace.Addf("  %s is down", node.Name)

@@ -399,7 +399,7 @@ func (w *World) CheckAll() error {
 	}
 	w.counts = counts
 	defer func() { w.counts = nil }()
-	for _, f := range []func() error{w.CheckNoLoss, w.CheckDuplicates, w.CheckWatermark, w.CheckOvertaking, w.CheckIdentity} {
+	for _, f := range []func() error{w.CheckNoLoss, w.CheckDuplicates, w.CheckWatermark, w.CheckOvertaking, w.CheckIdentity, w.CheckHostile} {
 		if err := f(); err != nil {
 			errs = append(errs, err)
 		}

@@ -22,6 +22,7 @@ func (w *World) startServer(n *Node) error {
 		Defects:       w.cfg.Defects,
 		FS:            n.FS,
 		Clock:         n.Clock,
+		Federation:    w.federationConfig(n),
 	})
 	if err != nil {
 		return fmt.Errorf("%s: server: %w", n.Name, err)

@@ -92,6 +92,15 @@ type Config struct {
 	// action (rows acked before it need not be forwarded); with it the
 	// relays run without Backfill, as the daemon does by default.
 	RelayByAction bool
+	// Hostile adds the key of cluster HostileCluster to the target's
+	// policy, for Poison actions (poison.go).
+	Hostile bool
+	// Federation is the federated world (federation.go): with
+	// FederationNodes, home reads east and west through its peers file.
+	Federation bool
+	// DropPeerRows (canary): home's proxy silently drops the first row
+	// of every answer from this peer.
+	DropPeerRows string
 }
 
 // NodeSpec is one machine of the world.
@@ -178,6 +187,10 @@ type World struct {
 	// the reads it checked.
 	reader loggingpbconnect.LogServiceClient
 	Reads  int
+	// FedReads counts the federated reads checked (federation.go).
+	FedReads int
+	// fanTurns orders a fan-out's peer calls (federation.go).
+	fanTurns turnstile
 
 	// counts caches the target's rows by Data during CheckAll.
 	counts map[string]int
@@ -204,6 +217,9 @@ type World struct {
 	// are about, so a test can insist the generator gets there.
 	Coverage   Coverage
 	violations []error
+	// hostileAccepted are forged producer requests the target took
+	// (poison.go): each one a violation.
+	hostileAccepted []string
 }
 
 // Coverage counts interesting things a run did.
@@ -227,6 +243,12 @@ type Coverage struct {
 	// UnreachableEnables counts relays enabled while their target was
 	// down, partitioned away or refusing the key.
 	UnreachableEnables int
+	// Poisons counts forged producer pushes sent; PoisonRefusals those
+	// the target refused as not the sender's producer.
+	Poisons, PoisonRefusals int
+	// FedUnreachable counts federated reads that named a cluster they
+	// could not reach; FedRowsChecked those that matched an owner's rows.
+	FedUnreachable, FedRowsChecked int
 }
 
 // NewWorld builds the nodes, opens their stores, starts the servers and
@@ -253,6 +275,13 @@ func NewWorld(cfg Config, seed int64) (*World, error) {
 		if sp.RelayTo != "" && sp.KeyOf == "" {
 			keys[sp.Cluster] = true
 		}
+	}
+	if cfg.Hostile {
+		keys[HostileCluster] = true
+	}
+	if cfg.Federation {
+		// home's delegation tokens: its peers know its key under its name.
+		keys[FedHome] = true
 	}
 	for _, sp := range specs {
 		if _, dup := w.byName[sp.Name]; dup {
@@ -327,6 +356,9 @@ func NewWorld(cfg Config, seed int64) (*World, error) {
 			continue
 		}
 		if err := n.FS.MkdirAll("/data/relay"); err != nil {
+			return nil, err
+		}
+		if err := w.preparePeers(n); err != nil {
 			return nil, err
 		}
 		if err := n.open(); err != nil {

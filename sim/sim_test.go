@@ -54,6 +54,13 @@ type scheduleShape struct {
 	// outages weights the relay-start hazards: bad key / good key,
 	// server down / up, and EnableRelay.
 	outages int
+	// poisons weights Poison actions (forged producer pushes by another
+	// identity).
+	poisons int
+	// federation weights the federated world's actions: reads of home
+	// (proxied, fanned out, local), local writes on home and west, and
+	// partitions of west.
+	federation int
 }
 
 // faultOps are the I/O operations a FSFault action can fail.
@@ -63,8 +70,12 @@ func genAction(sh scheduleShape) *rapid.Generator[Action] {
 	return rapid.Custom(func(t *rapid.T) Action {
 		nodes := max(sh.nodes, 2)
 		node := rapid.IntRange(0, nodes-1).Draw(t, "node")
-		b := uniform(t, 100+sh.reads+sh.overtakes+sh.outages, "kind")
+		b := uniform(t, 100+sh.reads+sh.overtakes+sh.outages+sh.poisons+sh.federation, "kind")
 		switch x := b - 100; {
+		case x >= sh.reads+sh.overtakes+sh.outages+sh.poisons:
+			return genFederationAction(t)
+		case x >= sh.reads+sh.overtakes+sh.outages:
+			return Action{Kind: Poison, N: uniform(t, 2, "via")}
 		case x >= 0 && x < sh.reads:
 			return Action{Kind: Read, Fetch: genFetch().Draw(t, "fetch")}
 		case x >= 0 && x < sh.reads+sh.overtakes:
