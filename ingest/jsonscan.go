@@ -318,7 +318,8 @@ func (s *jsonScan) array(depth int, elem func() error) error {
 
 // end checks nothing but space follows the top-level value.
 func (s *jsonScan) end() error {
-	if s.peek() != 0 {
+	// Not peek: it answers 0 both at the end and for a NUL byte.
+	if s.ws(); s.i < len(s.b) {
 		return s.errorf("invalid character after top-level value")
 	}
 	return nil
