@@ -92,14 +92,19 @@ func TestSimReplicaPrimaryDiskLoss(t *testing.T) {
 // caught by the disk-loss property.
 func TestCanaryReplicaAcksBeforeSync(t *testing.T) {
 	caught := false
-	rapid.Check(t, func(rt *rapid.T) {
-		if err := runReplica(rt, true, nil); err != nil {
-			if !strings.Contains(err.Error(), "acknowledged seq") {
-				rt.Fatal(err)
+	// Under -race rapid runs few schedules per Check, and the violation
+	// needs a crash at the right step: keep drawing batches of schedules
+	// (each Check with a fresh seed) until one is caught, up to a cap.
+	for round := 0; round < 25 && !caught; round++ {
+		rapid.Check(t, func(rt *rapid.T) {
+			if err := runReplica(rt, true, nil); err != nil {
+				if !strings.Contains(err.Error(), "acknowledged seq") {
+					rt.Fatal(err)
+				}
+				caught = true
 			}
-			caught = true
-		}
-	})
+		})
+	}
 	if !caught {
 		t.Fatal("a standby acking before it syncs lost no acknowledged row in any schedule")
 	}
