@@ -63,28 +63,13 @@ func readSeed(fsys vfs.FS, path string) (*Seed, error) {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, corruptSeed(path, fmt.Sprintf("is not valid JSON (%d bytes: %v)", len(data), err))
 	}
-	switch {
-	case s.Version != seedVersion:
-		return nil, corruptSeed(path, fmt.Sprintf("has version %d, this relay reads version %d", s.Version, seedVersion))
-	case s.Target == "":
-		return nil, corruptSeed(path, "has no target")
-	case s.Producer == "":
-		return nil, corruptSeed(path, "has no producer")
-	case s.Cursor < 0:
-		return nil, corruptSeed(path, fmt.Sprintf("has negative cursor %d", s.Cursor))
+	if problem := headerProblem(s.Version, seedVersion, s.Target, s.Producer, s.Cursor); problem != "" {
+		return nil, corruptSeed(path, problem)
 	}
 	return &s, nil
 }
 
 func writeSeed(fsys vfs.FS, path string, s Seed) error {
 	s.Version = seedVersion
-	data, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
-	if err := vfs.WriteFileAtomic(fsys, path, data); err != nil {
-		return fmt.Errorf("write relay seed %s: %w", path, err)
-	}
-	return nil
+	return writeStateFile(fsys, path, "seed", s)
 }

@@ -56,15 +56,8 @@ func readWatermark(fsys vfs.FS, path string) (*Watermark, error) {
 	if err := json.Unmarshal(data, &w); err != nil {
 		return nil, fmt.Errorf("%w: parse %s (%d bytes): %v", ErrCorruptWatermark, path, len(data), err)
 	}
-	switch {
-	case w.Version != watermarkVersion:
-		return nil, fmt.Errorf("%w: %s has version %d, this relay reads version %d", ErrCorruptWatermark, path, w.Version, watermarkVersion)
-	case w.Target == "":
-		return nil, fmt.Errorf("%w: %s has no target", ErrCorruptWatermark, path)
-	case w.Producer == "":
-		return nil, fmt.Errorf("%w: %s has no producer", ErrCorruptWatermark, path)
-	case w.Cursor < 0:
-		return nil, fmt.Errorf("%w: %s has negative cursor %d", ErrCorruptWatermark, path, w.Cursor)
+	if problem := headerProblem(w.Version, watermarkVersion, w.Target, w.Producer, w.Cursor); problem != "" {
+		return nil, fmt.Errorf("%w: %s %s", ErrCorruptWatermark, path, problem)
 	}
 	// The relay acts on this watermark, so its name must be durable: a
 	// write whose directory sync failed leaves it visible but able to
@@ -78,13 +71,5 @@ func readWatermark(fsys vfs.FS, path string) (*Watermark, error) {
 
 func writeWatermark(fsys vfs.FS, path string, w Watermark) error {
 	w.Version = watermarkVersion
-	data, err := json.MarshalIndent(w, "", "  ")
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
-	if err := vfs.WriteFileAtomic(fsys, path, data); err != nil {
-		return fmt.Errorf("write relay watermark %s: %w", path, err)
-	}
-	return nil
+	return writeStateFile(fsys, path, "watermark", w)
 }
