@@ -33,6 +33,7 @@ func init() {
 			"finelog bench --spawn                       # own empty finelogd, CPU and RSS included",
 			"finelog bench --lines 100000 --metrics http://127.0.0.1:7070/metrics",
 			"finelog bench --addr http://10.0.0.5:7070 --prefix /bench/try-2/",
+			"finelog bench --spawn --victorialogs http://127.0.0.1:9428  # then the same lines to VictoriaLogs",
 		},
 	}
 }
@@ -69,6 +70,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&bc.prefix, "prefix", "/bench/run-"+time.Now().UTC().Format("20060102T150405Z")+"/", "key `prefix` the bench rows are written under")
 	spawn := fs.Bool("spawn", false, "start a throw-away finelogd (empty data dir, free loopback port) for a clean measurement, report its CPU and RSS, then stop it and delete its data")
 	finelogd := fs.String("finelogd", "", "finelogd `binary` for --spawn (default: next to finelog, else on PATH)")
+	vl := fs.String("victorialogs", "", "VictoriaLogs `URL` (http://host:port): after finelogd, push the same lines to its /insert/jsonline and print the throughput ratio")
 	pos, err := parseArgs(env, fs, args)
 	if err != nil {
 		return err
@@ -81,6 +83,14 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if !strings.HasPrefix(bc.prefix, "/") || !strings.HasSuffix(bc.prefix, "/") {
 		return fmt.Errorf("--prefix %q: want a key prefix that starts and ends with /", bc.prefix)
+	}
+	if *vl != "" {
+		if bc.protocol != benchPushLogs {
+			return fmt.Errorf("--victorialogs compares with PushLogs: drop --protocol %s", bc.protocol)
+		}
+		if err := checkVL(ctx, *vl); err != nil {
+			return err
+		}
 	}
 	if *spawn {
 		if bc.pid != 0 || bc.metricsURL != "" {
@@ -128,6 +138,9 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		return conn.friendly(err)
 	}
 	r.print(env.stdout, bc)
+	if *vl != "" {
+		return runVLBench(ctx, env, c, *vl, bc, r)
+	}
 	return nil
 }
 
