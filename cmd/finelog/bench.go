@@ -92,6 +92,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 	}
+	var d *spawned
 	if *spawn {
 		if bc.pid != 0 || bc.metricsURL != "" {
 			return fmt.Errorf("--spawn measures the daemon it starts: drop --pid and --metrics")
@@ -100,7 +101,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		d, err := spawnFinelogd(ctx, bin, env.stderr)
+		d, err = spawnFinelogd(ctx, bin, env.stderr)
 		if err != nil {
 			return err
 		}
@@ -138,6 +139,12 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		return conn.friendly(err)
 	}
 	r.print(env.stdout, bc)
+	if d != nil {
+		// Before VictoriaLogs runs, so its load does not slow the settling.
+		size, waited := d.settledBytes(ctx, settleTimeout)
+		fmt.Fprintf(env.stdout, "disk         %.1f bytes per line (%d bytes in the data dir once its size held still; waited %s)\n",
+			float64(size)/float64(max(r.lines, 1)), size, waited.Round(100*time.Millisecond))
+	}
 	if *vl != "" {
 		return runVLBench(ctx, env, c, *vl, bc, r)
 	}
