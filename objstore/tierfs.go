@@ -163,6 +163,27 @@ func (t *TierFS) Open(name string) (vfs.File, error) {
 	return tf, nil
 }
 
+// CaptureFiles hands the tier the local copy of every kept file that
+// differs from the one the manifest holds: a store that had its files
+// before the tier was turned on (or a capture a crash cut off) gets them
+// into the manifest.
+func (t *TierFS) CaptureFiles() error {
+	m := t.tier.Manifest()
+	for _, k := range t.kept {
+		data, err := vfs.ReadFile(t.FS, filepath.Join(t.dir, k))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if old, ok := m.Files[k]; !ok || !bytes.Equal(old, data) {
+			t.tier.SetFile(k, data)
+		}
+	}
+	return nil
+}
+
 // Rename queues a segment renamed into place for upload. The store renames
 // a segment only after fsyncing it; the upload happens on a later Step.
 func (t *TierFS) Rename(oldname, newname string) error {

@@ -127,7 +127,7 @@ func (s *Server) openTier(ctx context.Context, storeDir string) (vfs.FS, error) 
 	oc := s.cfg.ObjectStore
 	tier, err := objstore.OpenTier(ctx, objstore.TierOptions{
 		FS: s.cfg.FS, Dir: filepath.Join(s.cfg.DataDir, "objstore"), Bucket: s.bucket,
-		Clock: s.clk, Registerer: s.reg,
+		Clock: s.clk, Registerer: s.reg, MarksFile: store.ProducersFile, MarksAsOf: store.ProducersAsOf,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("object store: %w", err)
@@ -240,6 +240,9 @@ func (r *tierRunner) collect(ctx context.Context) error {
 // published manifest covers): a segment whose rename a crash cut off from
 // its upload is found here.
 func (r *tierRunner) reconcile() error {
+	if err := r.tfs.CaptureFiles(); err != nil {
+		return err
+	}
 	segs, err := store.ListSegments(r.fs, r.dir)
 	if err != nil {
 		return err

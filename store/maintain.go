@@ -37,6 +37,12 @@ func (s *Store) flush(ctx context.Context) error {
 		if len(s.sealed) == 0 {
 			s.lastFlush = s.clk.Now()
 			s.mu.Unlock()
+			if s.marksUnwritten {
+				if err := s.persistSegMarks(); err != nil {
+					return fmt.Errorf("store: flush: %w", err)
+				}
+				s.marksUnwritten = false
+			}
 			return nil
 		}
 		m := s.sealed[0]
@@ -97,9 +103,11 @@ func (s *Store) flush(ctx context.Context) error {
 		// write succeeds the WAL stays, and recovery reads the marks from
 		// it (producers.json says which seq it is as of).
 		if err := s.persistSegMarks(); err != nil {
+			s.marksUnwritten = true
 			s.log.Error("flush: producer marks not written; the WAL is kept until they are", "err", err)
 			return fmt.Errorf("store: flush: %w", err)
 		}
+		s.marksUnwritten = false
 		s.walMu.Lock()
 		err = s.wal.trimBefore(trimTo)
 		s.walBytes.Store(s.wal.bytes())
