@@ -37,6 +37,7 @@ type TierFS struct {
 
 	mu    sync.Mutex
 	files map[string][]*tieredFile // open handles on each segment name
+	held  map[string]int           // segments a merge reads: not evicted meanwhile
 }
 
 // TierFSOptions configure NewTierFS.
@@ -66,7 +67,7 @@ func NewTierFS(o TierFSOptions) *TierFS {
 		o.Context = context.Background()
 	}
 	return &TierFS{FS: o.Local, dir: filepath.Clean(o.Dir), isSeg: o.IsSegment, describe: o.Describe,
-		tier: o.Tier, cache: o.Cache, kept: o.Files, ctx: o.Context, timeout: o.ReadTimeout, files: map[string][]*tieredFile{}}
+		tier: o.Tier, cache: o.Cache, kept: o.Files, ctx: o.Context, timeout: o.ReadTimeout, files: map[string][]*tieredFile{}, held: map[string]int{}}
 }
 
 // segment returns the base name when p is a segment in the directory.
@@ -227,20 +228,76 @@ func (t *TierFS) Remove(name string) error {
 	return err
 }
 
+// ErrHeld: the segment is an input of a running merge and keeps its local
+// copy until the merge ends.
+var ErrHeld = errors.New("segment is being merged")
+
+// Remote reports whether the segment at p has no local copy (it lives only
+// in the bucket). It implements store.TieredFS.
+func (t *TierFS) Remote(p string) bool {
+	if _, ok := t.segment(p); !ok {
+		return false
+	}
+	_, err := t.FS.Stat(p)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// HoldLocal keeps the named segments' local copies until release: Evict
+// refuses them meanwhile, so a merge reads its inputs from local disk and
+// never from the bucket. ok is false, and nothing is held, when one of
+// them is already remote. It implements store.TieredFS.
+func (t *TierFS) HoldLocal(paths []string) (release func(), ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var segs []string
+	for _, p := range paths {
+		seg, isSeg := t.segment(p)
+		if !isSeg {
+			continue
+		}
+		if _, err := t.FS.Stat(p); err != nil {
+			return func() {}, false
+		}
+		segs = append(segs, seg)
+	}
+	for _, s := range segs {
+		t.held[s]++
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			for _, s := range segs {
+				if t.held[s]--; t.held[s] <= 0 {
+					delete(t.held, s)
+				}
+			}
+		})
+	}, true
+}
+
 // Evict drops the local copy of a segment that the published manifest
 // holds: open handles switch to the bucket first, then the file is removed.
+// A segment a merge holds (HoldLocal) is refused with ErrHeld.
 func (t *TierFS) Evict(seg string) error {
 	e, ok := t.tier.Published().FindSegment(seg)
 	if !ok {
 		return fmt.Errorf("evict %s: not in the bucket's published manifest", seg)
 	}
+	p := filepath.Join(t.dir, seg)
 	t.mu.Lock()
+	if t.held[seg] > 0 {
+		t.mu.Unlock()
+		return fmt.Errorf("evict %s: %w", seg, ErrHeld)
+	}
 	for _, f := range t.files[seg] {
 		f.toRemote(OpenRemote(t.ctx, t.tier.Bucket(), t.cache, e, t.timeout, nil), e.Size)
 	}
+	// Removed under mu, so a HoldLocal cannot see the file and then lose it.
+	err := t.FS.Remove(p)
 	t.mu.Unlock()
-	p := filepath.Join(t.dir, seg)
-	if err := t.FS.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("evict %s: %w", p, err)
 	}
 	return t.FS.SyncDir(t.dir)

@@ -280,7 +280,9 @@ func (r *tierRunner) evict() error {
 		if !r.tier.Uploaded(toTierSegment(sg)) {
 			continue
 		}
-		if err := r.tfs.Evict(sg.Name); err != nil {
+		if err := r.tfs.Evict(sg.Name); errors.Is(err, objstore.ErrHeld) {
+			continue // a merge reads it; the next round evicts the output
+		} else if err != nil {
 			return err
 		}
 		total -= sg.Size

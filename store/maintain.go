@@ -165,10 +165,19 @@ func (s *Store) Compact(ctx context.Context) error {
 		if len(run) < 2 {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
+		release, local := s.holdLocal(run)
+		if err := ctx.Err(); err != nil || !local {
+			// An input was evicted to the bucket since the pick (or the
+			// context ended): the next Compact picks again.
+			release()
+			for _, sg := range run {
+				sg.release()
+			}
 			return err
 		}
-		if err := s.merge(run); err != nil {
+		err := s.merge(run)
+		release()
+		if err != nil {
 			return err
 		}
 	}
@@ -202,7 +211,7 @@ func (s *Store) pickCompaction() []*segment {
 	}
 	for i := len(s.segs) - 1; i >= 0 && len(best) == 0; i-- {
 		sg := s.segs[i]
-		if sg.size >= small {
+		if sg.size >= small || s.remoteSeg(sg) {
 			flush()
 			continue
 		}
