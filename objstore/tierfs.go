@@ -285,6 +285,18 @@ func (t *TierFS) Evict(seg string) error {
 	if !ok {
 		return fmt.Errorf("evict %s: not in the bucket's published manifest", seg)
 	}
+	return t.evict(seg, e)
+}
+
+// EvictUnchecked evicts without asking the published manifest: only the
+// simulation's canary (server.Defects.EvictUnuploaded) uses it, to show
+// the harness catches a tier that drops a local copy too early.
+func (t *TierFS) EvictUnchecked(seg string) error {
+	e, _ := t.tier.Manifest().FindSegment(seg)
+	return t.evict(seg, e)
+}
+
+func (t *TierFS) evict(seg string, e Entry) error {
 	p := filepath.Join(t.dir, seg)
 	t.mu.Lock()
 	if t.held[seg] > 0 {

@@ -43,6 +43,9 @@ type ObjectStoreConfig struct {
 	LocalRetentionBytes int64
 	// ReadTimeout bounds one ranged GET of a remote segment (0: 30s).
 	ReadTimeout time.Duration
+	// Stepped runs no tier goroutine: the caller (the simulation) calls
+	// TierRound from its scheduler instead.
+	Stepped bool
 }
 
 // DefaultObjectCacheBytes is --object-cache-bytes' default.
@@ -88,6 +91,7 @@ type tierRunner struct {
 	interval time.Duration
 	cfg      ObjectStoreConfig
 	log      logger
+	defects  Defects
 
 	// roundMu serializes rounds: the loop's and an explicit one (a test,
 	// the final upload at shutdown) must not run at once.
@@ -146,15 +150,20 @@ func (s *Server) openTier(ctx context.Context, storeDir string) (vfs.FS, error) 
 		iv = 2 * time.Second
 	}
 	s.tier = &tierRunner{tier: tier, tfs: tfs, fs: s.cfg.FS, dir: storeDir, clk: s.clk, interval: iv, cfg: oc,
-		log:  s.log.With("component", "objstore", "bucket", s.bucket.String()),
+		log: s.log.With("component", "objstore", "bucket", s.bucket.String()), defects: s.cfg.Defects,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	return tfs, nil
 }
 
 func (s *Server) startTier() {
-	if s.tier != nil {
-		go s.tier.loop()
+	if s.tier == nil {
+		return
 	}
+	if s.cfg.ObjectStore.Stepped {
+		close(s.tier.done) // no loop: the caller runs TierRound
+		return
+	}
+	go s.tier.loop()
 }
 
 func (r *tierRunner) loop() {
@@ -277,10 +286,14 @@ func (r *tierRunner) evict() error {
 		if !old && !over {
 			continue
 		}
-		if !r.tier.Uploaded(toTierSegment(sg)) {
+		if !r.tier.Uploaded(toTierSegment(sg)) && !r.defects.EvictUnuploaded {
 			continue
 		}
-		if err := r.tfs.Evict(sg.Name); errors.Is(err, objstore.ErrHeld) {
+		evict := r.tfs.Evict
+		if r.defects.EvictUnuploaded {
+			evict = r.tfs.EvictUnchecked
+		}
+		if err := evict(sg.Name); errors.Is(err, objstore.ErrHeld) {
 			continue // a merge reads it; the next round evicts the output
 		} else if err != nil {
 			return err
