@@ -55,6 +55,14 @@ func openCatalog(ctx context.Context, fsys vfs.FS, dir string, b Bucket) (*catal
 	if haveLocal && local.Generation >= remote.Generation {
 		c.cur = local
 	}
+	if !haveLocal {
+		// Keep the copy just read (empty for a new bucket) on local disk
+		// now: the next start then needs no bucket, even if nothing is
+		// uploaded before it.
+		if err := c.commit(c.cur); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 

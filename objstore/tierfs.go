@@ -35,6 +35,9 @@ type TierFS struct {
 	ctx      context.Context
 	timeout  time.Duration
 
+	openRanges func(f vfs.File, size int64) ([][2]int64, error)
+	stubDir    string
+
 	mu    sync.Mutex
 	files map[string][]*tieredFile // open handles on each segment name
 	held  map[string]int           // segments a merge reads: not evicted meanwhile
@@ -59,6 +62,12 @@ type TierFSOptions struct {
 	ReadTimeout time.Duration
 	// Context ends remote reads when the daemon stops.
 	Context context.Context
+	// OpenRanges returns the byte ranges the store reads to open the
+	// segment f (store.OpenRanges), and StubDir is where they are kept
+	// when its local copy is evicted, so the store opens while the bucket
+	// is down. Either empty: no stubs (a restart then needs the bucket).
+	OpenRanges func(f vfs.File, size int64) ([][2]int64, error)
+	StubDir    string
 }
 
 // NewTierFS wraps o.Local.
@@ -67,7 +76,8 @@ func NewTierFS(o TierFSOptions) *TierFS {
 		o.Context = context.Background()
 	}
 	return &TierFS{FS: o.Local, dir: filepath.Clean(o.Dir), isSeg: o.IsSegment, describe: o.Describe,
-		tier: o.Tier, cache: o.Cache, kept: o.Files, ctx: o.Context, timeout: o.ReadTimeout, files: map[string][]*tieredFile{}, held: map[string]int{}}
+		tier: o.Tier, cache: o.Cache, kept: o.Files, ctx: o.Context, timeout: o.ReadTimeout, files: map[string][]*tieredFile{}, held: map[string]int{},
+		openRanges: o.OpenRanges, stubDir: o.StubDir}
 }
 
 // segment returns the base name when p is a segment in the directory.
@@ -157,6 +167,7 @@ func (t *TierFS) Open(name string) (vfs.File, error) {
 		}
 		tf.remote = OpenRemote(t.ctx, t.tier.Bucket(), t.cache, e, t.timeout, nil)
 		tf.size = e.Size
+		tf.stub = t.loadStub(seg, e)
 	}
 	t.mu.Lock()
 	t.files[seg] = append(t.files[seg], tf)
@@ -222,6 +233,7 @@ func (t *TierFS) Remove(name string) error {
 	}
 	_, inBucket := t.tier.Manifest().FindSegment(seg)
 	t.tier.Deleted([]string{seg})
+	t.removeStub(seg)
 	if inBucket {
 		return nil
 	}
@@ -298,13 +310,20 @@ func (t *TierFS) EvictUnchecked(seg string) error {
 
 func (t *TierFS) evict(seg string, e Entry) error {
 	p := filepath.Join(t.dir, seg)
+	var stub *openStub
+	if e.Object != "" {
+		if err := t.writeStub(seg, e); err != nil {
+			return fmt.Errorf("evict %s: keep what opening it reads: %w", seg, err)
+		}
+		stub = t.loadStub(seg, e)
+	}
 	t.mu.Lock()
 	if t.held[seg] > 0 {
 		t.mu.Unlock()
 		return fmt.Errorf("evict %s: %w", seg, ErrHeld)
 	}
 	for _, f := range t.files[seg] {
-		f.toRemote(OpenRemote(t.ctx, t.tier.Bucket(), t.cache, e, t.timeout, nil), e.Size)
+		f.toRemote(OpenRemote(t.ctx, t.tier.Bucket(), t.cache, e, t.timeout, nil), e.Size, stub)
 	}
 	// Removed under mu, so a HoldLocal cannot see the file and then lose it.
 	err := t.FS.Remove(p)
@@ -341,19 +360,20 @@ type tieredFile struct {
 	mu     sync.RWMutex
 	local  vfs.File
 	remote *RemoteFile
+	stub   *openStub // what opening the segment reads, kept locally
 	size   int64
 	off    int64
 	closed bool
 }
 
-func (f *tieredFile) toRemote(r *RemoteFile, size int64) {
+func (f *tieredFile) toRemote(r *RemoteFile, size int64, stub *openStub) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed || f.remote != nil {
 		return
 	}
 	f.local.Close()
-	f.local, f.remote, f.size = nil, r, size
+	f.local, f.remote, f.size, f.stub = nil, r, size, stub
 }
 
 func (f *tieredFile) ReadAt(p []byte, off int64) (int, error) {
@@ -364,6 +384,9 @@ func (f *tieredFile) ReadAt(p []byte, off int64) (int, error) {
 	}
 	if f.local != nil {
 		return f.local.ReadAt(p, off)
+	}
+	if f.stub != nil && f.stub.readAt(p, off) {
+		return len(p), nil
 	}
 	return f.remote.ReadAt(p, off)
 }

@@ -144,7 +144,8 @@ func (s *Server) openTier(ctx context.Context, storeDir string) (vfs.FS, error) 
 		oc.ReadTimeout = 30 * time.Second
 	}
 	tfs := objstore.NewTierFS(objstore.TierFSOptions{Local: s.cfg.FS, Dir: storeDir, IsSegment: store.IsSegmentName,
-		Describe: describeSegment, Tier: tier, Cache: cache, Files: []string{store.ProducersFile}, ReadTimeout: oc.ReadTimeout})
+		Describe: describeSegment, Tier: tier, Cache: cache, Files: []string{store.ProducersFile}, ReadTimeout: oc.ReadTimeout,
+		OpenRanges: store.OpenRanges, StubDir: filepath.Join(s.cfg.DataDir, "objstore", "stubs")})
 	iv := oc.ScanInterval
 	if iv <= 0 {
 		iv = 2 * time.Second
@@ -236,6 +237,9 @@ func (r *tierRunner) collect(ctx context.Context) error {
 	}
 	n, err := r.tier.Collect(ctx)
 	if err != nil {
+		return err
+	}
+	if err := r.tfs.CollectStubs(); err != nil {
 		return err
 	}
 	r.collected = now

@@ -1,6 +1,10 @@
 package store
 
-import "path"
+import (
+	"path"
+
+	"github.com/finelog/finelog/internal/vfs"
+)
 
 // TieredFS is implemented by a file system that keeps some sealed segments
 // only in another tier (objstore.TierFS: a bucket). Compaction merges only
@@ -33,4 +37,30 @@ func (s *Store) holdLocal(run []*segment) (release func(), ok bool) {
 		paths[i] = path.Join(s.dir, sg.name)
 	}
 	return t.HoldLocal(paths)
+}
+
+// OpenRanges returns the byte ranges (offset, length) of segment f that
+// the store reads to open it: footer, page index and key index. An object
+// tier keeps them locally when it evicts the segment, so a store with
+// remote-only segments opens while the bucket is unreachable.
+func OpenRanges(f vfs.File, size int64) ([][2]int64, error) {
+	rec := &rangeRecorder{File: f}
+	if _, err := loadSegment(rec, size); err != nil {
+		return nil, err
+	}
+	return rec.ranges, nil
+}
+
+// rangeRecorder notes every ReadAt.
+type rangeRecorder struct {
+	vfs.File
+	ranges [][2]int64
+}
+
+func (r *rangeRecorder) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.File.ReadAt(p, off)
+	if n > 0 {
+		r.ranges = append(r.ranges, [2]int64{off, int64(n)})
+	}
+	return n, err
 }
