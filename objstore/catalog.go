@@ -44,8 +44,14 @@ func openCatalog(ctx context.Context, fsys vfs.FS, dir string, b Bucket) (*catal
 		if haveLocal && (Retryable(err) || errors.Is(err, ErrNoReadableManifest)) {
 			// Ingest must not depend on the bucket: start from the local
 			// copy and treat nothing as published until it is put again
-			// (which also replaces a damaged copy in the bucket).
-			c.cur = local
+			// (which also replaces a damaged copy in the bucket). The put
+			// is a new generation: the bucket may already hold a verified
+			// copy of this one, and a failed re-put of it (torn, then
+			// deleted as damaged) would take the only whole manifest.
+			local.Generation++
+			if err := c.commit(local); err != nil {
+				return nil, err
+			}
 			return c, nil
 		}
 		return nil, err
