@@ -24,4 +24,10 @@ type Defects struct {
 	// batches for, and ask about, any producer, so another identity can
 	// advance a relay's applied mark and make the store drop its rows.
 	NoProducerNamespace bool
+	// EvictUnuploaded lets the object tier evict a segment's local copy
+	// before the bucket's manifest holds it (before its upload is
+	// verified and published), as a tier that trusted the PUT's reply
+	// would: a crash, a torn upload or a down bucket then leaves acked
+	// rows nowhere.
+	EvictUnuploaded bool
 }
