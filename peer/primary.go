@@ -49,6 +49,10 @@ type Primary struct {
 	mu       sync.Mutex
 	replicas map[ID]*link
 	changed  chan struct{} // closed and replaced when an ack arrives or a link goes
+	// gen counts the replacements of changed; waiters are the parked
+	// WaitSynced calls (Parked).
+	gen     uint64
+	waiters map[*waiter]struct{}
 	wg       sync.WaitGroup
 }
 
@@ -76,7 +80,7 @@ func NewPrimary(cfg PrimaryConfig) (*Primary, error) {
 	}
 	cfg.Heartbeat = orDefault(cfg.Heartbeat, DefaultHeartbeat)
 	cfg.MaxFrame = orDefault(cfg.MaxFrame, DefaultMaxFrame)
-	return &Primary{cfg: cfg, replicas: map[ID]*link{}, changed: make(chan struct{}), failLog: newLogLimit(cfg.Clock, 10, time.Second)}, nil
+	return &Primary{cfg: cfg, replicas: map[ID]*link{}, changed: make(chan struct{}), waiters: map[*waiter]struct{}{}, failLog: newLogLimit(cfg.Clock, 10, time.Second)}, nil
 }
 
 // Serve accepts replica connections on ln until ctx is done or ln fails,
@@ -378,30 +382,7 @@ func (p *Primary) unregister(id ID, l *link) {
 func (p *Primary) notifyLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
-}
-
-// WaitSynced blocks until n replicas have acknowledged seq as durable, or
-// ctx ends (its error is returned).
-func (p *Primary) WaitSynced(ctx context.Context, seq int64, n int) error {
-	for {
-		p.mu.Lock()
-		got := 0
-		for _, l := range p.replicas {
-			if l.synced >= seq {
-				got++
-			}
-		}
-		ch := p.changed
-		p.mu.Unlock()
-		if got >= n {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("%d of %d replicas have synced seq %d: %w", got, n, seq, ctx.Err())
-		}
-	}
+	p.gen++
 }
 
 // ReplicaStatus is one connected replica as the primary sees it.
