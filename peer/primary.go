@@ -53,7 +53,7 @@ type Primary struct {
 	// WaitSynced calls (Parked).
 	gen     uint64
 	waiters map[*waiter]struct{}
-	wg       sync.WaitGroup
+	wg      sync.WaitGroup
 }
 
 // link is one connected replica as the primary sees it.
