@@ -28,6 +28,8 @@ type ReplicaConfig struct {
 	// MinBackoff and MaxBackoff bound the wait between reconnects
 	// (defaults 100 ms and 5 s), doubling per consecutive failure.
 	MinBackoff, MaxBackoff time.Duration
+	// Defects is for the simulation's canaries only.
+	Defects Defects
 }
 
 // Replica follows a primary: it subscribes from its last seq, applies the
@@ -200,6 +202,9 @@ type ReplicaLink struct {
 	c *Conn
 	// applied: some frame was applied on this link (Run resets its backoff).
 	applied bool
+	// unwritten holds the records the AckBeforeSync canary acked but has
+	// not written yet.
+	unwritten []store.Record
 }
 
 // Attach starts following on c, an authenticated link to the primary: it
@@ -252,6 +257,14 @@ func (rl *ReplicaLink) Apply(ctx context.Context, frames []Records) error {
 		floor = max(floor, f.Floor)
 	}
 	primaryLast := frames[len(frames)-1].PrimaryLast
+	if r.cfg.Defects.AckBeforeSync {
+		if n := len(recs); n > 0 {
+			if err := c.SendSeq(TypeAck, recs[n-1].Last); err != nil {
+				return err
+			}
+		}
+		recs, rl.unwritten = rl.unwritten, recs
+	}
 	for _, rec := range mergeRecords(recs) {
 		if err := r.cfg.Store.ApplyReplicated(ctx, rec); err != nil {
 			c.Close()
@@ -274,6 +287,9 @@ func (rl *ReplicaLink) Apply(ctx context.Context, frames []Records) error {
 	// primary's --min-replica-acks wait is for the rows, not for it.
 	// A floor past the records sent so far breaks the stream's order
 	// (the primary sends a floor jump record for that).
+	if r.cfg.Defects.AckBeforeSync {
+		floor = min(floor, applied)
+	}
 	if floor > applied {
 		c.Close()
 		return fmt.Errorf("%w: primary's floor %d is past the last seq it sent (%d)", ErrProtocol, floor, applied)
