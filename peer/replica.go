@@ -362,3 +362,9 @@ func (r *Replica) Status() FollowStatus {
 	}
 	return st
 }
+
+// Handshake runs the dialer's handshake on nc with this replica's
+// configuration, for a caller that dials itself (the simulation).
+func (r *Replica) Handshake(nc net.Conn) (*Conn, error) {
+	return Handshake(nc, r.cfg.Dialer)
+}
