@@ -31,8 +31,8 @@ type peerPipe struct {
 func newPeerPipe(dialerAddr, acceptorAddr string) *peerPipe {
 	p := &peerPipe{auto: true}
 	p.cond = sync.NewCond(&p.mu)
-	p.ends[0] = &pipeEnd{p: p, i: 0, local: simAddr(dialerAddr), remote: simAddr(acceptorAddr)}
-	p.ends[1] = &pipeEnd{p: p, i: 1, local: simAddr(acceptorAddr), remote: simAddr(dialerAddr)}
+	p.ends[0] = &pipeEnd{p: p, i: 0, local: pipeAddr(dialerAddr), remote: pipeAddr(acceptorAddr)}
+	p.ends[1] = &pipeEnd{p: p, i: 1, local: pipeAddr(acceptorAddr), remote: pipeAddr(dialerAddr)}
 	return p
 }
 
@@ -117,7 +117,7 @@ func (p *peerPipe) close() {
 type pipeEnd struct {
 	p             *peerPipe
 	i             int
-	local, remote simAddr
+	local, remote pipeAddr
 }
 
 var errPipeClosed = errors.New("sim: peer connection closed")
@@ -165,8 +165,8 @@ func (e *pipeEnd) SetDeadline(time.Time) error      { return nil }
 func (e *pipeEnd) SetReadDeadline(time.Time) error  { return nil }
 func (e *pipeEnd) SetWriteDeadline(time.Time) error { return nil }
 
-// simAddr is a node's address on the simulated network.
-type simAddr string
+// pipeAddr is a node's address on the simulated network.
+type pipeAddr string
 
-func (a simAddr) Network() string { return "sim" }
-func (a simAddr) String() string  { return string(a) }
+func (a pipeAddr) Network() string { return "sim" }
+func (a pipeAddr) String() string  { return string(a) }

@@ -59,7 +59,7 @@ func runReplica(rt *rapid.T, cfg ReplicaWorldConfig, cov *replicaCoverage) (*Rep
 		case 16:
 			w.Partition(!w.partitioned)
 		case 17:
-			err = w.Advance(rapid.SampledFrom([]time.Duration{time.Second, ackTimeout}).Draw(rt, "advance"))
+			err = w.Advance(rapid.SampledFrom([]time.Duration{time.Second, replicaAckTimeout}).Draw(rt, "advance"))
 		case 18, 19:
 			err = w.Maintain()
 		case 20:
@@ -185,7 +185,7 @@ func runFixedReplica(seed int64) (*ReplicaWorld, error) {
 	steps := []func() error{
 		func() error { return w.Push(5) }, w.Dial, w.ToPrimary, w.Ship, w.ToStandby, w.ToPrimary,
 		func() error { return w.SourceAppend(12) }, w.RelayStep, w.Ship, w.ToStandby, w.ToPrimary,
-		func() error { return w.Push(3) }, w.Maintain, w.Cut, func() error { return w.Advance(ackTimeout) },
+		func() error { return w.Push(3) }, w.Maintain, w.Cut, func() error { return w.Advance(replicaAckTimeout) },
 		w.Dial, w.ToPrimary, w.Ship, w.Beat, w.ToStandby, w.ToPrimary, w.Inject, w.ToStandby,
 		w.IntruderDial, w.Hijack, w.Dial, w.ToStandby, w.Dial, w.ToPrimary, w.Ship, w.ToStandby, w.ToPrimary,
 		w.CrashPrimary, func() error { return w.Push(2) }, w.Dial, w.ToPrimary, w.Ship, w.ToStandby, w.ToPrimary,

@@ -63,9 +63,9 @@ type ReplicaWorld struct {
 	partitioned bool
 	// hijack: the standby's next dial reaches the intruder.
 	hijack bool
-	ops    []*simOp
+	ops    []*replicaOp
 	// relayOp is the relay's Step while it runs.
-	relayOp *simOp
+	relayOp *replicaOp
 
 	// Acked are the rows clients were told are stored, by seq.
 	Acked map[int64]string
@@ -88,21 +88,21 @@ type ReplicaWorldConfig struct {
 }
 
 const (
-	primaryName   = "primary"
-	standbyName   = "standby"
-	replicaSource = "east"
-	peerAddr      = primaryName + ":7071"
-	replicaPSK    = "sim replica port psk: 0123456789abcdef"
-	intruderPSK   = "the intruder's guess at the psk 0123456789"
-	// relayProducer is the relay's producer id at its targets.
-	relayProducer = replicaSource + "/store-1"
-	ackTimeout    = 10 * time.Second
+	replicaPrimary     = "primary"
+	replicaStandby     = "standby"
+	replicaSource      = "east"
+	replicaPeerAddr    = replicaPrimary + ":7071"
+	replicaPSK         = "sim replica port psk: 0123456789abcdef"
+	replicaIntruderPSK = "the intruder's guess at the psk 0123456789"
+	// replicaProducer is the relay's producer id at its targets.
+	replicaProducer   = replicaSource + "/store-1"
+	replicaAckTimeout = 10 * time.Second
 )
 
-// intruderKey is the key the intruder holds: long enough, but not the
+// replicaIntruderKey is the key the intruder holds: long enough, but not the
 // cluster's.
-func intruderKey() peer.PSK {
-	k, err := peer.NewPSK([]byte(intruderPSK), "sim intruder")
+func replicaIntruderKey() peer.PSK {
+	k, err := peer.NewPSK([]byte(replicaIntruderPSK), "sim intruder")
 	if err != nil {
 		panic(err) // a harness bug
 	}
@@ -119,9 +119,9 @@ type replicaLink struct {
 	intruder *peer.Conn
 }
 
-// simOp is a client action that may wait for replica acks: a push or a
+// replicaOp is a client action that may wait for replica acks: a push or a
 // relay step, on its own goroutine.
-type simOp struct {
+type replicaOp struct {
 	name   string
 	done   chan struct{}
 	cancel context.CancelFunc
@@ -136,8 +136,8 @@ func NewReplicaWorld(cfg ReplicaWorldConfig, seed int64) (*ReplicaWorld, error) 
 	w.relayNet = &Net{trace: &Trace{}, Handler: w.handler}
 	// The primary deletes every flushed segment on Retain, so the floor
 	// moves often; the standby follows it.
-	w.P = newNode(NodeSpec{Name: primaryName, Cluster: "global", Serves: true}, w.Trace, store.Options{Dir: storeDir, MemtableBytes: 4 << 10, RetentionBytes: 1})
-	w.S = newNode(NodeSpec{Name: standbyName, Cluster: "global", Serves: true}, w.Trace, store.Options{Dir: storeDir, MemtableBytes: 4 << 10, RetentionBytes: 1, Following: true})
+	w.P = newNode(NodeSpec{Name: replicaPrimary, Cluster: "global", Serves: true}, w.Trace, store.Options{Dir: storeDir, MemtableBytes: 4 << 10, RetentionBytes: 1})
+	w.S = newNode(NodeSpec{Name: replicaStandby, Cluster: "global", Serves: true}, w.Trace, store.Options{Dir: storeDir, MemtableBytes: 4 << 10, RetentionBytes: 1, Following: true})
 	w.Src = newNode(NodeSpec{Name: replicaSource, Cluster: replicaSource}, w.Trace, store.Options{Dir: storeDir, MemtableBytes: 4 << 10})
 	for _, n := range []*Node{w.P, w.S, w.Src} {
 		if err := n.open(); err != nil {
@@ -153,7 +153,7 @@ func NewReplicaWorld(cfg ReplicaWorldConfig, seed int64) (*ReplicaWorld, error) 
 	if err := w.startServer(w.S); err != nil {
 		return nil, err
 	}
-	w.startRelay(primaryName)
+	w.startRelay(replicaPrimary)
 	return w, nil
 }
 
@@ -173,9 +173,9 @@ func (w *ReplicaWorld) startServer(n *Node) error {
 	pc := server.PeerConfig{PSKEnv: auth.Secret(replicaPSK), NodeName: n.Name, DriveLinks: true,
 		Rand: rand.New(rand.NewSource(w.seed*31 + int64(n.crashes)*7 + int64(len(n.Name))))}
 	if n == w.P {
-		pc.Listen, pc.MinReplicaAcks, pc.AckTimeout = peerAddr, 1, ackTimeout
+		pc.Listen, pc.MinReplicaAcks, pc.AckTimeout = replicaPeerAddr, 1, replicaAckTimeout
 	} else {
-		pc.ReplicaOf = peerAddr
+		pc.ReplicaOf = replicaPeerAddr
 	}
 	// Every client of this world is on the trusted network (the auth
 	// policy has its own simulation).
@@ -205,7 +205,7 @@ func (w *ReplicaWorld) startRelay(target string) {
 		StatePath:      statePath,
 		DeadLetterPath: deadPath,
 		Target:         url,
-		Producer:       relayProducer,
+		Producer:       replicaProducer,
 		Cluster:        replicaSource,
 		Options:        relay.Options{BatchRows: 8, InFlight: 1, Backfill: true},
 		Pin:            func(seq int64) { src.SetPin(relay.PinName, seq) },
@@ -219,7 +219,7 @@ func (w *ReplicaWorld) startRelay(target string) {
 // start runs f as a client op and settles.
 func (w *ReplicaWorld) start(name string, f func(ctx context.Context) func()) error {
 	ctx, cancel := context.WithCancel(w.ctx)
-	op := &simOp{name: name, done: make(chan struct{}), cancel: cancel}
+	op := &replicaOp{name: name, done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(op.done)
 		op.finish = f(ctx)
@@ -284,7 +284,7 @@ func (w *ReplicaWorld) Push(n int) error {
 		req.Entries = append(req.Entries, &loggingpb.LogEntry{Data: fmt.Sprintf("client row %d", w.appended)})
 	}
 	opNet := &Net{trace: &Trace{}, Handler: w.handler}
-	c := client.New(relayURL(primaryName), client.WithHTTPClient(opNet.Client("client", "10.0.0.9:40000")), client.WithRetry(1, 0, 0))
+	c := client.New(relayURL(replicaPrimary), client.WithHTTPClient(opNet.Client("client", "10.0.0.9:40000")), client.WithRetry(1, 0, 0))
 	return w.start("push", func(ctx context.Context) func() {
 		resp, err := c.Push(ctx, req)
 		return func() {
@@ -293,7 +293,7 @@ func (w *ReplicaWorld) Push(n int) error {
 				if strings.Contains(err.Error(), "within") && strings.Contains(err.Error(), "retry the push") {
 					w.Timeouts++
 				}
-				w.Trace.Addf("push of %d rows: %s", len(req.Entries), firstLine(err))
+				w.Trace.Addf("push of %d rows: %s", len(req.Entries), replicaFirstLine(err))
 				return
 			}
 			for i, e := range req.Entries {
@@ -327,7 +327,7 @@ func (w *ReplicaWorld) RelayStep() error {
 		_, err := f.Step(ctx)
 		return func() {
 			w.Trace.lines = append(w.Trace.lines, opTrace.lines...)
-			w.Trace.Addf("relay step: watermark %d: %s", f.Watermark(), firstLine(err))
+			w.Trace.Addf("relay step: watermark %d: %s", f.Watermark(), replicaFirstLine(err))
 		}
 	})
 	if len(w.ops) > 0 && w.ops[len(w.ops)-1].name == "relay step" {
@@ -336,7 +336,7 @@ func (w *ReplicaWorld) RelayStep() error {
 	return err
 }
 
-func firstLine(err error) string {
+func replicaFirstLine(err error) string {
 	if err == nil {
 		return "ok"
 	}
@@ -361,14 +361,14 @@ func (w *ReplicaWorld) Dial() error {
 		w.S.Server.PeerReplica().Disconnected(errors.New("sim: primary unreachable"))
 		return nil
 	}
-	pipe := newPeerPipe("standby:40001", peerAddr)
+	pipe := newPeerPipe("standby:40001", replicaPeerAddr)
 	type accepted struct {
 		c   *peer.Conn
 		err error
 	}
 	res := make(chan accepted, 1)
 	if hijacked {
-		acc, err := peer.NewAcceptor(peer.AcceptorConfig{Cluster: peer.NameID("global"), Node: peer.NameID(primaryName), PSK: intruderKey(),
+		acc, err := peer.NewAcceptor(peer.AcceptorConfig{Cluster: peer.NameID("global"), Node: peer.NameID(replicaPrimary), PSK: replicaIntruderKey(),
 			Rand: rand.New(rand.NewSource(w.rng.Int63())), Clock: w.P.Clock, Defects: peer.Defects{SkipMACCheck: true}})
 		if err != nil {
 			return err
@@ -388,7 +388,7 @@ func (w *ReplicaWorld) Dial() error {
 	if hijacked {
 		who = "intruder"
 	}
-	w.Trace.Addf("standby dial (%s): standby %s, acceptor %s", who, firstLine(derr), firstLine(a.err))
+	w.Trace.Addf("standby dial (%s): standby %s, acceptor %s", who, replicaFirstLine(derr), replicaFirstLine(a.err))
 	if derr == nil && hijacked {
 		w.IntruderHandshakes++
 	}
@@ -430,7 +430,7 @@ func (w *ReplicaWorld) IntruderDial() error {
 	if w.P.Server == nil {
 		return nil
 	}
-	pipe := newPeerPipe("intruder:40002", peerAddr)
+	pipe := newPeerPipe("intruder:40002", replicaPeerAddr)
 	res := make(chan error, 1)
 	p := w.P.Server.PeerPrimary()
 	go func() {
@@ -440,7 +440,7 @@ func (w *ReplicaWorld) IntruderDial() error {
 		}
 		res <- err
 	}()
-	dc, derr := peer.Handshake(pipe.dialer(), peer.DialerConfig{Cluster: peer.NameID("global"), Node: peer.NameID(standbyName), PSK: intruderKey(),
+	dc, derr := peer.Handshake(pipe.dialer(), peer.DialerConfig{Cluster: peer.NameID("global"), Node: peer.NameID(replicaStandby), PSK: replicaIntruderKey(),
 		Rand: rand.New(rand.NewSource(w.rng.Int63())), Clock: w.P.Clock, Defects: peer.Defects{SkipMACCheck: true}})
 	if dc != nil {
 		// The acceptor reads the Finish before it answers nothing or
@@ -450,7 +450,7 @@ func (w *ReplicaWorld) IntruderDial() error {
 	_ = derr
 	aerr := <-res
 	pipe.close()
-	w.Trace.Addf("intruder dials the primary: primary %s", firstLine(aerr))
+	w.Trace.Addf("intruder dials the primary: primary %s", replicaFirstLine(aerr))
 	if aerr == nil {
 		w.IntruderHandshakes++
 	}
@@ -486,7 +486,7 @@ func (w *ReplicaWorld) Ship() error {
 		return nil
 	}
 	sent, err := l.pl.SendReady(w.ctx)
-	w.Trace.Addf("primary ship: sent %v: %s", sent, firstLine(err))
+	w.Trace.Addf("primary ship: sent %v: %s", sent, replicaFirstLine(err))
 	if err != nil {
 		return w.linkDown("ship: " + err.Error())
 	}
@@ -542,7 +542,7 @@ func (w *ReplicaWorld) ToStandby() error {
 		return nil
 	}
 	err := l.rl.Apply(w.ctx, frames)
-	w.Trace.Addf("standby applies %d frames: last seq %d: %s", len(frames), w.S.Store.LastSeq(), firstLine(err))
+	w.Trace.Addf("standby applies %d frames: last seq %d: %s", len(frames), w.S.Store.LastSeq(), replicaFirstLine(err))
 	if err != nil {
 		return w.linkDown("standby apply: " + err.Error())
 	}
@@ -623,7 +623,7 @@ func (w *ReplicaWorld) linkDown(why string) error {
 	if w.S.Server != nil {
 		w.S.Server.PeerReplica().Disconnected(errors.New(why))
 	}
-	w.Trace.Addf("link down: %s", firstLine(errors.New(why)))
+	w.Trace.Addf("link down: %s", replicaFirstLine(errors.New(why)))
 	return w.settle()
 }
 
@@ -748,8 +748,8 @@ func (w *ReplicaWorld) LosePrimaryDisk(standbyCrash bool) error {
 			return err
 		}
 	}
-	w.markAtPromote, _ = w.S.Store.ProducerApplied(relayProducer)
-	resp, err := w.net.ObserverClient("10.0.0.2:50000").Post("http://"+standbyName+"/replica/promote?force=true", "application/json", nil)
+	w.markAtPromote, _ = w.S.Store.ProducerApplied(replicaProducer)
+	resp, err := w.net.ObserverClient("10.0.0.2:50000").Post("http://"+replicaStandby+"/replica/promote?force=true", "application/json", nil)
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
 	}
@@ -794,7 +794,7 @@ func (w *ReplicaWorld) RelayIntoPromoted() error {
 	if err := w.abandonOps(); err != nil {
 		return err
 	}
-	w.startRelay(standbyName)
+	w.startRelay(replicaStandby)
 	for range 100 {
 		if err := w.RelayStep(); err != nil {
 			return err
