@@ -858,11 +858,28 @@ func (w *ReplicaWorld) Close() {
 	}
 }
 
-// Round is one healthy exchange on the link: dial if down, the primary
-// takes what the standby sent, ships, the standby applies and acks, the
-// primary takes the Acks, and an idle beat (which carries a floor rise).
+// StandbyBeat is the standby's Heartbeat, which it sends every second in
+// production. It is how a link that lost a segment towards the primary
+// fails even when nothing else is due: the primary's frame counter no
+// longer matches (in production the watchdog would close a link that
+// stays silent as well).
+func (w *ReplicaWorld) StandbyBeat() error {
+	l := w.link
+	if l == nil {
+		return nil
+	}
+	if err := l.rc.Send(peer.TypeHeartbeat, nil); err != nil {
+		return w.linkDown("standby beat: " + err.Error())
+	}
+	return nil
+}
+
+// Round is one healthy exchange on the link: dial if down, the standby's
+// Heartbeat, the primary takes what the standby sent, ships, the standby
+// applies and acks, the primary takes the Acks, and an idle beat (which
+// carries a floor rise).
 func (w *ReplicaWorld) Round() error {
-	for _, step := range []func() error{w.Dial, w.ToPrimary, w.Ship, w.ToStandby, w.ToPrimary, w.Beat, w.ToStandby, w.ToPrimary} {
+	for _, step := range []func() error{w.Dial, w.StandbyBeat, w.ToPrimary, w.Ship, w.ToStandby, w.ToPrimary, w.Beat, w.ToStandby, w.ToPrimary} {
 		if err := step(); err != nil {
 			return err
 		}
