@@ -1,5 +1,7 @@
 package server
 
+import "github.com/finelog/finelog/peer"
+
 // Defects puts known bugs back into the server, for the simulation's
 // canaries only: each one proves that a property in sim/ notices the bug
 // (a property that passes a broken server proves nothing). Production code
@@ -30,4 +32,8 @@ type Defects struct {
 	// would: a crash, a torn upload or a down bucket then leaves acked
 	// rows nowhere.
 	EvictUnuploaded bool
+	// Peer passes the replica port's canaries on (peer.Defects: a
+	// handshake that skips the MAC check, frames taken untagged, a replica
+	// that acks before it syncs).
+	Peer peer.Defects
 }
