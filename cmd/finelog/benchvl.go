@@ -5,12 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
@@ -57,31 +54,12 @@ func newVLPusher(base string, gz bool) benchPusher {
 		if err != nil {
 			return err
 		}
-		if gz {
-			var buf bytes.Buffer
-			w := gzip.NewWriter(&buf)
-			w.Write(body)
-			if err := w.Close(); err != nil {
-				return err
-			}
-			body = buf.Bytes()
-		}
-		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, base+vlJSONLinePath, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		hr.Header.Set("Content-Type", "application/stream+json")
-		if gz {
-			hr.Header.Set("Content-Encoding", "gzip")
-		}
-		resp, err := hc.Do(hr)
+		status, msg, err := postBody(ctx, hc, base+vlJSONLinePath, "application/stream+json", body, gz, "")
 		if err != nil {
 			return fmt.Errorf("VictoriaLogs at %s: %w", base, err)
 		}
-		defer resp.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("VictoriaLogs POST /insert/jsonline: %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		if status/100 != 2 {
+			return fmt.Errorf("VictoriaLogs POST %s: %d %s: %s", vlJSONLinePath, status, http.StatusText(status), strings.TrimSpace(string(msg)))
 		}
 		return nil
 	}
