@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/internal/strictjson"
 )
 
 // ProxiedReadClaim is the private JWT claim that marks a token as a
@@ -201,7 +202,7 @@ func admitDelegation(c proxiedRead, id Identity, path string, opts DelegationGat
 		return Delegation{}, "proxied-read token refused: this store has no --cluster, so no token is addressed to it"
 	}
 	if c.aud != opts.Cluster {
-		return Delegation{}, fmt.Sprintf("proxied-read token is addressed to %s, not to this store (%s)", quoteShort(c.aud), opts.Cluster)
+		return Delegation{}, fmt.Sprintf("proxied-read token is addressed to %s, not to this store (%s)", strictjson.QuoteShort(c.aud), opts.Cluster)
 	}
 	allowed := false
 	for _, p := range opts.Paths {
@@ -216,7 +217,7 @@ func admitDelegation(c proxiedRead, id Identity, path string, opts DelegationGat
 	d := Delegation{By: c.by, Subject: c.sub}
 	if id.Kind == LayerJWT {
 		if c.by != id.Cluster {
-			return Delegation{}, fmt.Sprintf("proxied-read token claims to come from %s but is signed with the key of %s", quoteShort(c.by), quoteShort(id.Cluster))
+			return Delegation{}, fmt.Sprintf("proxied-read token claims to come from %s but is signed with the key of %s", strictjson.QuoteShort(c.by), strictjson.QuoteShort(id.Cluster))
 		}
 		d.Verified = true
 	}

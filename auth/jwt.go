@@ -1,10 +1,8 @@
 package auth
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"math"
@@ -117,11 +115,30 @@ func (c *claims) GetAudience() (jwt.ClaimStrings, error) {
 	if len(c.Aud) == 0 || string(c.Aud) == "null" {
 		return nil, nil
 	}
+	if s, ok := plainJSONString(c.Aud); ok {
+		return jwt.ClaimStrings{s}, nil
+	}
 	var aud jwt.ClaimStrings
 	if err := json.Unmarshal(c.Aud, &aud); err != nil {
 		return nil, jwt.ErrInvalidType
 	}
 	return aud, nil
+}
+
+// plainJSONString reads a JSON string of printable ASCII without escapes,
+// the shape of every audience we mint, without a trip through reflection.
+// Anything else is left to encoding/json.
+func plainJSONString(b []byte) (string, bool) {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return "", false
+	}
+	inner := b[1 : len(b)-1]
+	for _, c := range inner {
+		if c == '"' || c == '\\' || c < 0x20 || c >= 0x80 {
+			return "", false
+		}
+	}
+	return string(inner), true
 }
 
 // maxUnixSeconds is 9999-12-31T23:59:59Z: beyond it a NumericDate is a
@@ -271,49 +288,6 @@ func (v *verifier) lifetimeOK(exp time.Time, iat *jwt.NumericDate, now time.Time
 		start = iat.Time
 	}
 	return exp.Sub(start) <= v.maxLifetime
-}
-
-// repeatsName reports whether the token's header or claims object names a
-// member twice. encoding/json keeps the last, so {"exp":1,"exp":9e9} would
-// be read as whatever a different parser's first-wins rule does not say.
-func repeatsName(tok string) bool {
-	head, rest, _ := strings.Cut(tok, ".")
-	payload, _, _ := strings.Cut(rest, ".")
-	for _, seg := range []string{head, payload} {
-		b, err := base64.RawURLEncoding.Strict().DecodeString(seg)
-		if err != nil {
-			return false // the parser reports the encoding
-		}
-		if dupMember(b) {
-			return true
-		}
-	}
-	return false
-}
-
-// dupMember walks one JSON object's top-level member names.
-func dupMember(b []byte) bool {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return false
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return false
-		}
-		name, _ := t.(string)
-		if seen[name] {
-			return true
-		}
-		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return false
-		}
-	}
-	return false
 }
 
 func (v *verifier) verifyFull(tok string) (int, cause, bool, *claims) {

@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/internal/strictjson"
 	"github.com/finelog/finelog/internal/vfs"
 )
 
@@ -144,7 +144,7 @@ func readLimited(fsys vfs.FS, name string) ([]byte, error) {
 }
 
 // Wire shapes of the policy document. Field sets per layer type are
-// enforced by checkKeys before these are decoded.
+// enforced by strictjson.CheckObject before these are decoded.
 type layerJSON struct {
 	Type        string    `json:"type"`
 	CIDRs       []string  `json:"cidrs,omitempty"`
@@ -192,7 +192,7 @@ func ParsePolicy(data []byte, fsys vfs.FS, clk clock.Clock) (*Policy, error) {
 		return nil, errors.New("policy must be a JSON list of layers")
 	}
 	var raws []json.RawMessage
-	if err := decodeOne(trimmed, &raws); err != nil {
+	if err := strictjson.DecodeOne(trimmed, &raws); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	if len(raws) == 0 {
@@ -222,7 +222,7 @@ func parseLayer(n int, raw json.RawMessage, fsys vfs.FS, clk clock.Clock, labels
 		return nil, fmt.Errorf("layer %d: must be a JSON object", n)
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, fmt.Errorf("layer %d: field \"type\": %s", n, jsonProblem(err))
+		return nil, fmt.Errorf("layer %d: field \"type\": %s", n, strictjson.Problem(err))
 	}
 	if head.Type == nil {
 		return nil, fmt.Errorf("layer %d: missing field \"type\" (want %q or %q)", n, LayerCIDR, LayerJWT)
@@ -235,10 +235,10 @@ func parseLayer(n int, raw json.RawMessage, fsys vfs.FS, clk clock.Clock, labels
 	case LayerJWT:
 		allowed = jwtFields
 	default:
-		return nil, fmt.Errorf("layer %d: unknown type %s (want %q or %q)", n, quoteShort(typ), LayerCIDR, LayerJWT)
+		return nil, fmt.Errorf("layer %d: unknown type %s (want %q or %q)", n, strictjson.QuoteShort(typ), LayerCIDR, LayerJWT)
 	}
 	where := fmt.Sprintf("layer %d (%s)", n, typ)
-	if err := checkKeys(raw, allowed); err != nil {
+	if err := strictjson.CheckObject(raw, allowed); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	if typ == LayerJWT {
@@ -248,16 +248,16 @@ func parseLayer(n int, raw json.RawMessage, fsys vfs.FS, clk clock.Clock, labels
 			Keys []json.RawMessage `json:"keys"`
 		}
 		if err := json.Unmarshal(raw, &keyRaws); err != nil {
-			return nil, fmt.Errorf("%s: %s", where, jsonProblem(err))
+			return nil, fmt.Errorf("%s: %s", where, strictjson.Problem(err))
 		}
 		for j, kr := range keyRaws.Keys {
-			if err := checkKeys(kr, keyFields); err != nil {
+			if err := strictjson.CheckObject(kr, keyFields); err != nil {
 				return nil, fmt.Errorf("%s: key %d: %w", where, j+1, err)
 			}
 		}
 	}
 	var lj layerJSON
-	if err := decodeOne(raw, &lj); err != nil {
+	if err := strictjson.DecodeOne(raw, &lj); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	switch typ {
@@ -311,7 +311,7 @@ func parseJWTLayer(n int, lj layerJSON, fsys vfs.FS, clk clock.Clock, labels map
 	if lj.MaxLifetime != "" {
 		d, err := time.ParseDuration(lj.MaxLifetime)
 		if err != nil {
-			return nil, fmt.Errorf("field \"max_lifetime\": %s is not a duration like \"24h\"", quoteShort(lj.MaxLifetime))
+			return nil, fmt.Errorf("field \"max_lifetime\": %s is not a duration like \"24h\"", strictjson.QuoteShort(lj.MaxLifetime))
 		}
 		if d < time.Second || d > MaxTokenTTL {
 			return nil, fmt.Errorf("field \"max_lifetime\": %v is outside [1s, %v]", d, MaxTokenTTL)
@@ -321,7 +321,7 @@ func parseJWTLayer(n int, lj layerJSON, fsys vfs.FS, clk clock.Clock, labels map
 	if lj.Leeway != "" {
 		d, err := time.ParseDuration(lj.Leeway)
 		if err != nil {
-			return nil, fmt.Errorf("field \"leeway\": %s is not a duration like \"60s\"", quoteShort(lj.Leeway))
+			return nil, fmt.Errorf("field \"leeway\": %s is not a duration like \"60s\"", strictjson.QuoteShort(lj.Leeway))
 		}
 		if d < 0 || d > MaxLeeway {
 			return nil, fmt.Errorf("field \"leeway\": %v is outside [0s, %v]", d, MaxLeeway)
@@ -402,7 +402,7 @@ func checkLabel(s string) error {
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
 		default:
-			return fmt.Errorf("label %s may use only letters, digits, '-', '_' and '.'", quoteShort(s))
+			return fmt.Errorf("label %s may use only letters, digits, '-', '_' and '.'", strictjson.QuoteShort(s))
 		}
 	}
 	return nil
@@ -413,17 +413,17 @@ func checkLabel(s string) error {
 // since peers are compared in unmapped form.
 func parseCIDR(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "%") {
-		return netip.Prefix{}, fmt.Errorf("%s: zoned addresses are not supported", quoteShort(s))
+		return netip.Prefix{}, fmt.Errorf("%s: zoned addresses are not supported", strictjson.QuoteShort(s))
 	}
 	var p netip.Prefix
 	if strings.Contains(s, "/") {
 		var err error
 		p, err = netip.ParsePrefix(s)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%s is not a CIDR prefix like 10.0.0.0/8", quoteShort(s))
+			return netip.Prefix{}, fmt.Errorf("%s is not a CIDR prefix like 10.0.0.0/8", strictjson.QuoteShort(s))
 		}
 		if p.Addr().Is4In6() && p.Bits() < 96 {
-			return netip.Prefix{}, fmt.Errorf("%s: a v4-mapped prefix must be /96 or longer; write the IPv4 prefix instead", quoteShort(s))
+			return netip.Prefix{}, fmt.Errorf("%s: a v4-mapped prefix must be /96 or longer; write the IPv4 prefix instead", strictjson.QuoteShort(s))
 		}
 		// Host bits are masked off, as net.ParseCIDR does; the canonical
 		// form (MarshalJSON, `finelog policy check`) shows the result.
@@ -431,7 +431,7 @@ func parseCIDR(s string) (netip.Prefix, error) {
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%s is not an IP address or CIDR prefix", quoteShort(s))
+			return netip.Prefix{}, fmt.Errorf("%s is not an IP address or CIDR prefix", strictjson.QuoteShort(s))
 		}
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
@@ -439,114 +439,6 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p, nil
-}
-
-// checkKeys walks one JSON object and reports the first field that is not in
-// allowed (compared exactly: encoding/json alone would accept "Secret" for
-// "secret") or that appears twice (encoding/json would keep the last one,
-// which lets a policy say two things at once).
-func checkKeys(raw json.RawMessage, allowed []string) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
-	if err != nil {
-		return errors.New("not a JSON object")
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return errors.New("not a JSON object")
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("malformed JSON: %s", jsonProblem(err))
-		}
-		name, _ := tok.(string)
-		ok := false
-		for _, a := range allowed {
-			if a == name {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return fmt.Errorf("unknown field %s (allowed: %s)", quoteShort(name), strings.Join(allowed, ", "))
-		}
-		if seen[name] {
-			return fmt.Errorf("field %q appears twice", name)
-		}
-		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return fmt.Errorf("field %q: %s", name, jsonProblem(err))
-		}
-	}
-	return nil
-}
-
-// decodeOne decodes exactly one JSON value with unknown fields refused and
-// nothing but whitespace after it.
-func decodeOne(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errors.New(jsonProblem(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON value")
-	}
-	return nil
-}
-
-// jsonProblem describes a decoding error by position, field and type only.
-// The standard messages can quote fragments of the input, and the input may
-// hold a secret.
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
-	case errors.As(err, &te):
-		if te.Field != "" {
-			return fmt.Sprintf("field %q: got JSON %s, want %s", te.Field, te.Value, jsonKind(te.Type.String()))
-		}
-		return fmt.Sprintf("got JSON %s, want %s", te.Value, jsonKind(te.Type.String()))
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "malformed JSON: unexpected end of input"
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		// DisallowUnknownFields. checkKeys normally reports these first;
-		// the name is shortened like any other quoted input.
-		name, uerr := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
-		if uerr != nil {
-			return "unknown field"
-		}
-		return "unknown field " + quoteShort(name)
-	default:
-		return "malformed JSON"
-	}
-}
-
-func jsonKind(goType string) string {
-	switch {
-	case goType == "string", goType == "*string":
-		return "a string"
-	case strings.HasPrefix(goType, "[]"):
-		return "a list"
-	case strings.HasPrefix(goType, "auth.") || strings.HasPrefix(goType, "struct"):
-		return "an object"
-	default:
-		return goType
-	}
-}
-
-// quoteShort quotes s for an error message, cut to a length that cannot
-// carry a whole secret if an operator pasted one in the wrong place.
-func quoteShort(s string) string {
-	const limit = 24
-	if len(s) > limit {
-		return fmt.Sprintf("%q…", s[:limit])
-	}
-	return fmt.Sprintf("%q", s)
 }
 
 // MarshalJSON describes the policy in the input format, canonicalised

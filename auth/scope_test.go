@@ -67,7 +67,7 @@ func TestBadScopesRefused(t *testing.T) {
 		`,"read":["*","east"]`:         `"*" (every cluster) cannot be combined`,
 		`,"read":["no/slash"]`:         `entry 1: want "own", "*" or a cluster label`,
 		`,"read":"own"`:                `"keys.read": got JSON string, want a list`,
-		`,"admin":"yes"`:               `"keys.admin": got JSON string, want bool`,
+		`,"admin":"yes"`:               `"keys.admin": got JSON string, want true or false`,
 		`,"Read":["own"]`:              `unknown field "Read"`,
 		`,"read":["own"],"read":["*"]`: `appears twice`,
 	} {

@@ -1,16 +1,15 @@
 package federation
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"sort"
 	"strings"
 
 	"github.com/finelog/finelog/auth"
+	"github.com/finelog/finelog/internal/strictjson"
 	"github.com/finelog/finelog/internal/vfs"
 )
 
@@ -107,14 +106,14 @@ func ParsePeers(data []byte, self string, fsys vfs.FS) (*Peers, error) {
 	if self == "" {
 		return nil, errors.New("--peers-file needs --cluster: peers address their delegation tokens to it")
 	}
-	if err := strictObject(data, []string{"peers"}); err != nil {
+	if err := strictjson.CheckObject(data, []string{"peers"}); err != nil {
 		return nil, err
 	}
 	var top struct {
 		Peers []json.RawMessage `json:"peers"`
 	}
 	if err := json.Unmarshal(data, &top); err != nil {
-		return nil, errors.New(jsonProblem(err))
+		return nil, errors.New(strictjson.Problem(err))
 	}
 	if top.Peers == nil {
 		return nil, errors.New(`field "peers" is required (a list, may be empty)`)
@@ -122,12 +121,12 @@ func ParsePeers(data []byte, self string, fsys vfs.FS) (*Peers, error) {
 	ps := &Peers{byName: make(map[string]*peer, len(top.Peers))}
 	for i, raw := range top.Peers {
 		where := fmt.Sprintf("peers[%d]", i)
-		if err := strictObject(raw, []string{"cluster", "address", "key_file", "token_file", "fallback", "compression"}); err != nil {
+		if err := strictjson.CheckObject(raw, []string{"cluster", "address", "key_file", "token_file", "fallback", "compression"}); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		var pc PeerConfig
 		if err := json.Unmarshal(raw, &pc); err != nil {
-			return nil, fmt.Errorf("%s: %s", where, jsonProblem(err))
+			return nil, fmt.Errorf("%s: %s", where, strictjson.Problem(err))
 		}
 		p, err := loadPeer(pc, self, fsys)
 		if err != nil {
@@ -163,12 +162,12 @@ func loadPeer(pc PeerConfig, self string, fsys vfs.FS) (*peer, error) {
 	switch pc.Fallback {
 	case "", FallbackLocal:
 	default:
-		return nil, fmt.Errorf(`fallback: %s is not a fallback; the only one is "local"`, quoteShort(pc.Fallback))
+		return nil, fmt.Errorf(`fallback: %s is not a fallback; the only one is "local"`, strictjson.QuoteShort(pc.Fallback))
 	}
 	switch pc.Compression {
 	case "", CompressionZstd, CompressionGzip, CompressionNone:
 	default:
-		return nil, fmt.Errorf(`compression: %s: want "zstd" (the default), "gzip" or "none"`, quoteShort(pc.Compression))
+		return nil, fmt.Errorf(`compression: %s: want "zstd" (the default), "gzip" or "none"`, strictjson.QuoteShort(pc.Compression))
 	}
 	p := &peer{PeerConfig: pc}
 	switch {
@@ -202,7 +201,7 @@ func checkCluster(s string) error {
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
 		default:
-			return fmt.Errorf("%s may use only letters, digits, '-', '_' and '.'", quoteShort(s))
+			return fmt.Errorf("%s may use only letters, digits, '-', '_' and '.'", strictjson.QuoteShort(s))
 		}
 	}
 	return nil
@@ -217,17 +216,17 @@ func checkAddress(s string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%s is not a URL", quoteShort(s))
+		return fmt.Errorf("%s is not a URL", strictjson.QuoteShort(s))
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("%s: scheme must be http or https", quoteShort(s))
+		return fmt.Errorf("%s: scheme must be http or https", strictjson.QuoteShort(s))
 	case u.User != nil:
 		return errors.New("must not carry user info (credentials go in key_file or token_file)")
 	case u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("%s has no host", quoteShort(s))
+		return fmt.Errorf("%s has no host", strictjson.QuoteShort(s))
 	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.Opaque != "":
-		return fmt.Errorf("%s: only scheme, host and port are allowed (no path, query or fragment)", quoteShort(s))
+		return fmt.Errorf("%s: only scheme, host and port are allowed (no path, query or fragment)", strictjson.QuoteShort(s))
 	}
 	return nil
 }
@@ -246,80 +245,4 @@ func readToken(fsys vfs.FS, path string) (auth.Secret, error) {
 		return nil, fmt.Errorf("%s does not hold one token (whitespace inside, or longer than 4096 bytes)", path)
 	}
 	return auth.Secret(tok), nil
-}
-
-// strictObject checks that data is one JSON object with only allowed
-// fields, none twice (encoding/json would keep the last one, letting a
-// file say two things at once), compared exactly (encoding/json alone
-// accepts "Cluster" for "cluster"), and nothing after it.
-func strictObject(data []byte, allowed []string) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil {
-		return errors.New(jsonProblem(err))
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return errors.New("not a JSON object")
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return errors.New(jsonProblem(err))
-		}
-		name, _ := tok.(string)
-		known := false
-		for _, a := range allowed {
-			known = known || a == name
-		}
-		if !known {
-			return fmt.Errorf("unknown field %s (allowed: %s)", quoteShort(name), strings.Join(allowed, ", "))
-		}
-		if seen[name] {
-			return fmt.Errorf("field %q appears twice", name)
-		}
-		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return fmt.Errorf("field %q: %s", name, jsonProblem(err))
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return errors.New(jsonProblem(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON object")
-	}
-	return nil
-}
-
-// jsonProblem describes a decoding error by position, field and type only:
-// the standard messages can quote the input, which may hold a secret
-// pasted in the wrong place.
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
-	case errors.As(err, &te):
-		if te.Field != "" {
-			return fmt.Sprintf("field %q: got JSON %s, want %s", te.Field, te.Value, te.Type.Kind())
-		}
-		return fmt.Sprintf("got JSON %s, want %s", te.Value, te.Type.Kind())
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "malformed JSON: unexpected end of input"
-	default:
-		return "malformed JSON"
-	}
-}
-
-// quoteShort quotes s for an error message, cut to a length that cannot
-// carry a whole secret.
-func quoteShort(s string) string {
-	const limit = 24
-	if len(s) > limit {
-		return fmt.Sprintf("%q…", s[:limit])
-	}
-	return fmt.Sprintf("%q", s)
 }

@@ -75,7 +75,7 @@ func TestParsePeersRefuses(t *testing.T) {
 		{"not an object", `[]`, "home", "not a JSON object"},
 		{"trailing data", `{"peers": []} {}`, "home", "unexpected data"},
 		{"malformed", `{"peers": [`, "home", "malformed JSON"},
-		{"wrong type", `{"peers": {}}`, "home", "want slice"},
+		{"wrong type", `{"peers": {}}`, "home", "want a list"},
 		{"no cluster", peer(`"address": "http://h:1", "key_file": "/k/east.key"`), "home", `"cluster" is required`},
 		{"star cluster", peer(`"cluster": "*", "address": "http://h:1", "key_file": "/k/east.key"`), "home", "may use only"},
 		{"no address", peer(`"cluster": "east", "key_file": "/k/east.key"`), "home", `peers[0] (east): address: field "address" is required`},

@@ -41,11 +41,17 @@ func openCatalog(ctx context.Context, fsys vfs.FS, dir string, b Bucket) (*catal
 	}
 	remote, err := loadBucketManifest(ctx, b)
 	if err != nil {
-		if haveLocal && (Retryable(err) || errors.Is(err, errNoReadableManifest)) {
+		if haveLocal && (Retryable(err) || errors.Is(err, ErrNoReadableManifest)) {
 			// Ingest must not depend on the bucket: start from the local
 			// copy and treat nothing as published until it is put again
-			// (which also replaces a damaged copy in the bucket).
-			c.cur = local
+			// (which also replaces a damaged copy in the bucket). The put
+			// is a new generation: the bucket may already hold a verified
+			// copy of this one, and a failed re-put of it (torn, then
+			// deleted as damaged) would take the only whole manifest.
+			local.Generation++
+			if err := c.commit(local); err != nil {
+				return nil, err
+			}
 			return c, nil
 		}
 		return nil, err
@@ -54,6 +60,14 @@ func openCatalog(ctx context.Context, fsys vfs.FS, dir string, b Bucket) (*catal
 	c.cur = remote
 	if haveLocal && local.Generation >= remote.Generation {
 		c.cur = local
+	}
+	if !haveLocal {
+		// Keep the copy just read (empty for a new bucket) on local disk
+		// now: the next start then needs no bucket, even if nothing is
+		// uploaded before it.
+		if err := c.commit(c.cur); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -106,15 +120,16 @@ func loadBucketManifest(ctx context.Context, b Bucket) (Manifest, error) {
 		}
 	}
 	if firstErr != nil && len(gens) > 0 {
-		return Manifest{}, fmt.Errorf("%s: %w: %w", b, errNoReadableManifest, firstErr)
+		return Manifest{}, fmt.Errorf("%s: %w: %w", b, ErrNoReadableManifest, firstErr)
 	}
 	return Manifest{}, nil
 }
 
-// errNoReadableManifest: the bucket has manifest objects and none of them
-// is whole. Starting empty would let garbage collection delete every
+// ErrNoReadableManifest: the bucket has manifest objects and none of them
+// is whole (only a server that ignores Content-MD5 can keep a torn one, or
+// a copy damaged after it was verified). Starting empty would let garbage collection delete every
 // segment, so a store without a local manifest refuses to start.
-var errNoReadableManifest = errors.New("no readable manifest (every manifest/ object is damaged; restore one, or remove them to start the bucket afresh)")
+var ErrNoReadableManifest = errors.New("no readable manifest (every manifest/ object is damaged; restore one, or remove them to start the bucket afresh)")
 
 func readManifestObject(ctx context.Context, b Bucket, name string) (Manifest, error) {
 	info, err := b.Stat(ctx, name)

@@ -42,6 +42,16 @@ type TierOptions struct {
 	// means 1s and 2m.
 	MinBackoff, MaxBackoff time.Duration
 	Registerer             prometheus.Registerer
+	// MarksFile names the kept store file holding the producer marks, and
+	// MarksAsOf reads the seq its bytes are as of. When set, a segment is
+	// uploaded and recorded only once a copy of MarksFile as of at least
+	// its last seq is known, and that copy goes into the same manifest
+	// generation as the segment's entry: a store rebuilt from the bucket
+	// alone then has the mark of every uploaded row, so a relay re-sending
+	// any of them is still deduplicated. The store writes the marks right
+	// after it renames a flushed segment into place, so the wait is short.
+	MarksFile string
+	MarksAsOf func(data []byte) (int64, error)
 }
 
 // Tier uploads sealed segments and keeps the manifest. Its work is a step
@@ -199,6 +209,37 @@ func (t *Tier) pendingLocked() bool {
 	return len(t.queue) > 0 || len(t.deletes) > 0 || len(t.forget) > 0 || len(t.files) > 0 || t.cat.dirty()
 }
 
+// readyLocked reports whether a Step has work it can do now: pending work
+// other than uploads that wait for the producer marks.
+func (t *Tier) readyLocked() bool {
+	return len(t.queue) > 0 && t.marksCoverLocked(t.queue[0].seg.Last) ||
+		len(t.deletes) > 0 || len(t.forget) > 0 || len(t.files) > 0 || t.cat.dirty()
+}
+
+// marksAsOfLocked is the seq the newest known copy of the marks file is as
+// of (pending, else the current manifest's); ok is false without one.
+func (t *Tier) marksAsOfLocked() (int64, bool) {
+	data, ok := t.files[t.opts.MarksFile]
+	if !ok {
+		data, ok = t.cat.cur.Files[t.opts.MarksFile]
+	}
+	if !ok {
+		return 0, false
+	}
+	asOf, err := t.opts.MarksAsOf(data)
+	return asOf, err == nil
+}
+
+// marksCoverLocked reports whether the known marks are as of seq last or
+// later, so a segment ending at last may be recorded with them.
+func (t *Tier) marksCoverLocked(last int64) bool {
+	if t.opts.MarksFile == "" || t.opts.MarksAsOf == nil {
+		return true
+	}
+	asOf, ok := t.marksAsOfLocked()
+	return ok && asOf >= last
+}
+
 // Bucket returns the bucket the tier writes to.
 func (t *Tier) Bucket() Bucket { return t.opts.Bucket }
 
@@ -229,7 +270,20 @@ func (t *Tier) Step(ctx context.Context) (more bool, err error) {
 	} else {
 		t.fails, t.lastErr, t.retryAt = 0, nil, time.Time{}
 	}
-	return t.pendingLocked(), err
+	return t.readyLocked(), err
+}
+
+// waitingForMarks names the segment an idle tier still holds back because
+// the producer marks as of its last seq were never written.
+func (t *Tier) waitingForMarks() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.queue) == 0 || t.marksCoverLocked(t.queue[0].seg.Last) {
+		return nil
+	}
+	asOf, _ := t.marksAsOfLocked()
+	return fmt.Errorf("object store %s: segment %s (seqs %d-%d) not uploaded: the store's %s is as of seq %d, and the segment is uploaded only with marks covering its rows",
+		t.opts.Bucket, t.queue[0].seg.Name, t.queue[0].seg.First, t.queue[0].seg.Last, t.opts.MarksFile, asOf)
 }
 
 // RetryAt returns when a backed-off Step will try again (zero if not
@@ -268,7 +322,7 @@ func (t *Tier) stepLocked(ctx context.Context) error {
 		}
 		t.deletes = t.deletes[1:]
 		return nil
-	case len(t.queue) > 0:
+	case len(t.queue) > 0 && t.marksCoverLocked(t.queue[0].seg.Last):
 		return t.uploadLocked(ctx)
 	case len(t.files) > 0:
 		next := t.withFiles(t.cat.cur)
@@ -336,7 +390,7 @@ func (t *Tier) Drain(ctx context.Context) error {
 			return err
 		}
 		if !more && err == nil {
-			return nil
+			return t.waitingForMarks()
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("object store %s: uploads still pending at shutdown: %w", t.opts.Bucket, ctx.Err())

@@ -438,3 +438,35 @@ func TestTierUploadLag(t *testing.T) {
 		t.Fatalf("lag after publish = %v, %d", d, n)
 	}
 }
+
+// TestTierRepublishKeepsTheWholeManifest: a tier that started with the
+// bucket down publishes its local manifest again once the bucket is back;
+// that publish is torn and its cleanup delete fails. The bucket must still
+// hold a whole manifest naming the uploaded segment (the re-put is a new
+// generation, never an overwrite of the verified one).
+func TestTierRepublishKeepsTheWholeManifest(t *testing.T) {
+	ctx := context.Background()
+	fsys, b, clk := vfs.NewMemFS(), NewMemBucket("b"), clock.NewFake(time.Unix(1000, 0))
+	tier := openTestTier(t, fsys, b, clk)
+	tier.Sealed(writeSeg(t, fsys, 1, 10, nil))
+	drain(t, tier, clk)
+	b.Fault = func(Op, string) Fault { return FaultDown }
+	again := openTestTier(t, fsys, b, clk)
+	b.Fault = func(op Op, name string) Fault {
+		switch {
+		case op == OpPut && strings.HasPrefix(name, manifestDir):
+			return FaultTorn
+		case op == OpDelete:
+			return FaultDown
+		}
+		return FaultNone
+	}
+	if _, err := again.Step(ctx); !errors.Is(err, ErrVerify) {
+		t.Fatalf("republish with a torn put: %v, want ErrVerify", err)
+	}
+	b.Fault = nil
+	m, err := LoadManifest(ctx, b)
+	if err != nil || !m.Covers(1, 10) {
+		t.Fatalf("after a torn republish the bucket's manifest is %+v (%v); want the verified one naming seqs 1-10", m.Entries, err)
+	}
+}

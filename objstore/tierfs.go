@@ -35,8 +35,12 @@ type TierFS struct {
 	ctx      context.Context
 	timeout  time.Duration
 
+	openRanges func(f vfs.File, size int64) ([][2]int64, error)
+	stubDir    string
+
 	mu    sync.Mutex
 	files map[string][]*tieredFile // open handles on each segment name
+	held  map[string]int           // segments a merge reads: not evicted meanwhile
 }
 
 // TierFSOptions configure NewTierFS.
@@ -58,6 +62,12 @@ type TierFSOptions struct {
 	ReadTimeout time.Duration
 	// Context ends remote reads when the daemon stops.
 	Context context.Context
+	// OpenRanges returns the byte ranges the store reads to open the
+	// segment f (store.OpenRanges), and StubDir is where they are kept
+	// when its local copy is evicted, so the store opens while the bucket
+	// is down. Either empty: no stubs (a restart then needs the bucket).
+	OpenRanges func(f vfs.File, size int64) ([][2]int64, error)
+	StubDir    string
 }
 
 // NewTierFS wraps o.Local.
@@ -66,7 +76,8 @@ func NewTierFS(o TierFSOptions) *TierFS {
 		o.Context = context.Background()
 	}
 	return &TierFS{FS: o.Local, dir: filepath.Clean(o.Dir), isSeg: o.IsSegment, describe: o.Describe,
-		tier: o.Tier, cache: o.Cache, kept: o.Files, ctx: o.Context, timeout: o.ReadTimeout, files: map[string][]*tieredFile{}}
+		tier: o.Tier, cache: o.Cache, kept: o.Files, ctx: o.Context, timeout: o.ReadTimeout, files: map[string][]*tieredFile{}, held: map[string]int{},
+		openRanges: o.OpenRanges, stubDir: o.StubDir}
 }
 
 // segment returns the base name when p is a segment in the directory.
@@ -156,11 +167,33 @@ func (t *TierFS) Open(name string) (vfs.File, error) {
 		}
 		tf.remote = OpenRemote(t.ctx, t.tier.Bucket(), t.cache, e, t.timeout, nil)
 		tf.size = e.Size
+		tf.stub = t.loadStub(seg, e)
 	}
 	t.mu.Lock()
 	t.files[seg] = append(t.files[seg], tf)
 	t.mu.Unlock()
 	return tf, nil
+}
+
+// CaptureFiles hands the tier the local copy of every kept file that
+// differs from the one the manifest holds: a store that had its files
+// before the tier was turned on (or a capture a crash cut off) gets them
+// into the manifest.
+func (t *TierFS) CaptureFiles() error {
+	m := t.tier.Manifest()
+	for _, k := range t.kept {
+		data, err := vfs.ReadFile(t.FS, filepath.Join(t.dir, k))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if old, ok := m.Files[k]; !ok || !bytes.Equal(old, data) {
+			t.tier.SetFile(k, data)
+		}
+	}
+	return nil
 }
 
 // Rename queues a segment renamed into place for upload. The store renames
@@ -200,26 +233,102 @@ func (t *TierFS) Remove(name string) error {
 	}
 	_, inBucket := t.tier.Manifest().FindSegment(seg)
 	t.tier.Deleted([]string{seg})
+	t.removeStub(seg)
 	if inBucket {
 		return nil
 	}
 	return err
 }
 
+// ErrHeld: the segment is an input of a running merge and keeps its local
+// copy until the merge ends.
+var ErrHeld = errors.New("segment is being merged")
+
+// Remote reports whether the segment at p has no local copy (it lives only
+// in the bucket). It implements store.TieredFS.
+func (t *TierFS) Remote(p string) bool {
+	if _, ok := t.segment(p); !ok {
+		return false
+	}
+	_, err := t.FS.Stat(p)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// HoldLocal keeps the named segments' local copies until release: Evict
+// refuses them meanwhile, so a merge reads its inputs from local disk and
+// never from the bucket. ok is false, and nothing is held, when one of
+// them is already remote. It implements store.TieredFS.
+func (t *TierFS) HoldLocal(paths []string) (release func(), ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var segs []string
+	for _, p := range paths {
+		seg, isSeg := t.segment(p)
+		if !isSeg {
+			continue
+		}
+		if _, err := t.FS.Stat(p); err != nil {
+			return func() {}, false
+		}
+		segs = append(segs, seg)
+	}
+	for _, s := range segs {
+		t.held[s]++
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			for _, s := range segs {
+				if t.held[s]--; t.held[s] <= 0 {
+					delete(t.held, s)
+				}
+			}
+		})
+	}, true
+}
+
 // Evict drops the local copy of a segment that the published manifest
 // holds: open handles switch to the bucket first, then the file is removed.
+// A segment a merge holds (HoldLocal) is refused with ErrHeld.
 func (t *TierFS) Evict(seg string) error {
 	e, ok := t.tier.Published().FindSegment(seg)
 	if !ok {
 		return fmt.Errorf("evict %s: not in the bucket's published manifest", seg)
 	}
-	t.mu.Lock()
-	for _, f := range t.files[seg] {
-		f.toRemote(OpenRemote(t.ctx, t.tier.Bucket(), t.cache, e, t.timeout, nil), e.Size)
-	}
-	t.mu.Unlock()
+	return t.evict(seg, e)
+}
+
+// EvictUnchecked evicts without asking the published manifest: only the
+// simulation's canary (server.Defects.EvictUnuploaded) uses it, to show
+// the harness catches a tier that drops a local copy too early.
+func (t *TierFS) EvictUnchecked(seg string) error {
+	e, _ := t.tier.Manifest().FindSegment(seg)
+	return t.evict(seg, e)
+}
+
+func (t *TierFS) evict(seg string, e Entry) error {
 	p := filepath.Join(t.dir, seg)
-	if err := t.FS.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	var stub *openStub
+	if e.Object != "" {
+		if err := t.writeStub(seg, e); err != nil {
+			return fmt.Errorf("evict %s: keep what opening it reads: %w", seg, err)
+		}
+		stub = t.loadStub(seg, e)
+	}
+	t.mu.Lock()
+	if t.held[seg] > 0 {
+		t.mu.Unlock()
+		return fmt.Errorf("evict %s: %w", seg, ErrHeld)
+	}
+	for _, f := range t.files[seg] {
+		f.toRemote(OpenRemote(t.ctx, t.tier.Bucket(), t.cache, e, t.timeout, nil), e.Size, stub)
+	}
+	// Removed under mu, so a HoldLocal cannot see the file and then lose it.
+	err := t.FS.Remove(p)
+	t.mu.Unlock()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("evict %s: %w", p, err)
 	}
 	return t.FS.SyncDir(t.dir)
@@ -251,19 +360,20 @@ type tieredFile struct {
 	mu     sync.RWMutex
 	local  vfs.File
 	remote *RemoteFile
+	stub   *openStub // what opening the segment reads, kept locally
 	size   int64
 	off    int64
 	closed bool
 }
 
-func (f *tieredFile) toRemote(r *RemoteFile, size int64) {
+func (f *tieredFile) toRemote(r *RemoteFile, size int64, stub *openStub) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed || f.remote != nil {
 		return
 	}
 	f.local.Close()
-	f.local, f.remote, f.size = nil, r, size
+	f.local, f.remote, f.size, f.stub = nil, r, size, stub
 }
 
 func (f *tieredFile) ReadAt(p []byte, off int64) (int, error) {
@@ -274,6 +384,9 @@ func (f *tieredFile) ReadAt(p []byte, off int64) (int, error) {
 	}
 	if f.local != nil {
 		return f.local.ReadAt(p, off)
+	}
+	if f.stub != nil && f.stub.readAt(p, off) {
+		return len(p), nil
 	}
 	return f.remote.ReadAt(p, off)
 }

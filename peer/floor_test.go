@@ -81,7 +81,7 @@ func TestReplicaTakesThePrimarysFloor(t *testing.T) {
 	ack := push(t, prim, store.Batch{Rows: rows(3, "d")})
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := h.p.WaitSynced(wctx, ack.Last, 1); err != nil {
+	if err := h.p.WaitSynced(wctx, ack.Last, 1, 0); err != nil {
 		t.Fatal(err)
 	}
 	stop()

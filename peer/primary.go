@@ -49,7 +49,11 @@ type Primary struct {
 	mu       sync.Mutex
 	replicas map[ID]*link
 	changed  chan struct{} // closed and replaced when an ack arrives or a link goes
-	wg       sync.WaitGroup
+	// gen counts the replacements of changed; waiters are the parked
+	// WaitSynced calls (Parked).
+	gen     uint64
+	waiters map[*waiter]struct{}
+	wg      sync.WaitGroup
 }
 
 // link is one connected replica as the primary sees it.
@@ -76,7 +80,7 @@ func NewPrimary(cfg PrimaryConfig) (*Primary, error) {
 	}
 	cfg.Heartbeat = orDefault(cfg.Heartbeat, DefaultHeartbeat)
 	cfg.MaxFrame = orDefault(cfg.MaxFrame, DefaultMaxFrame)
-	return &Primary{cfg: cfg, replicas: map[ID]*link{}, changed: make(chan struct{}), failLog: newLogLimit(cfg.Clock, 10, time.Second)}, nil
+	return &Primary{cfg: cfg, replicas: map[ID]*link{}, changed: make(chan struct{}), waiters: map[*waiter]struct{}{}, failLog: newLogLimit(cfg.Clock, 10, time.Second)}, nil
 }
 
 // Serve accepts replica connections on ln until ctx is done or ln fails,
@@ -130,40 +134,24 @@ func (p *Primary) handle(ctx context.Context, nc net.Conn) {
 func nodeName(id ID) string { return hex.EncodeToString(id[:]) }
 
 // serveReplica runs one authenticated link: wait for Subscribe, then
-// stream records while a reader goroutine takes Acks and Heartbeats.
+// stream records while a reader goroutine takes Acks and Heartbeats. The
+// goroutines only wait and hand over; the work is PrimaryLink's steps.
 func (p *Primary) serveReplica(ctx context.Context, c *Conn) error {
-	from, err := p.awaitSubscribe(c)
+	pl, err := p.awaitSubscribe(c)
 	if err != nil {
 		return err
 	}
-	stream, err := p.cfg.Source.Tail(from)
-	if errors.Is(err, store.ErrTailAhead) {
-		p.cfg.Log.Error("replica holds seqs this primary never committed: refusing it (it followed another primary, or this primary lost its data dir; rebuild the replica's data dir or promote it instead)",
-			"replica", nodeName(c.Remote), "replica_seq", from, "primary_last_seq", p.cfg.Source.LastSeq())
-		return err
-	}
-	if err != nil {
-		return err
-	}
-	defer stream.Close()
-	now := p.cfg.Clock.Now()
-	l := &link{conn: c, since: now, synced: from, sent: from, caughtUp: now, lastHeard: now, subscribeAt: from}
-	p.register(c.Remote, l)
-	defer p.unregister(c.Remote, l)
+	defer pl.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	readErr := make(chan error, 1)
 	go func() {
-		readErr <- p.readAcks(c, l)
+		readErr <- p.readAcks(c, pl)
 		cancel()
 	}()
-	go watchdog(ctx, p.cfg.Clock, p.cfg.Heartbeat, c, func() time.Time {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return l.lastHeard
-	})
-	err = p.stream(ctx, c, l, stream)
+	go watchdog(ctx, p.cfg.Clock, p.cfg.Heartbeat, c, pl.lastHeard)
+	err = p.stream(ctx, pl)
 	c.Close()
 	if rerr := <-readErr; rerr != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		err = rerr
@@ -171,73 +159,42 @@ func (p *Primary) serveReplica(ctx context.Context, c *Conn) error {
 	return err
 }
 
-func (p *Primary) awaitSubscribe(c *Conn) (int64, error) {
+func (p *Primary) awaitSubscribe(c *Conn) (*PrimaryLink, error) {
 	for {
 		typ, body, err := c.Recv()
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		switch typ {
-		case TypeHeartbeat:
-			continue
-		case TypeSubscribe:
-			from := Seq(body)
-			if from < 0 {
-				c.Close()
-				return 0, fmt.Errorf("%w: subscribe from seq %d", ErrProtocol, from)
-			}
-			return from, nil
-		default:
-			c.Close()
-			return 0, fmt.Errorf("%w: frame type 0x%02x before subscribe", ErrProtocol, typ)
+		pl, err := p.Open(c, typ, body)
+		if pl != nil || err != nil {
+			return pl, err
 		}
 	}
 }
 
 // readAcks takes the replica's Acks and Heartbeats.
-func (p *Primary) readAcks(c *Conn, l *link) error {
+func (p *Primary) readAcks(c *Conn, pl *PrimaryLink) error {
 	for {
 		typ, body, err := c.Recv()
 		if err != nil {
 			return err
 		}
-		now := p.cfg.Clock.Now()
-		p.mu.Lock()
-		l.lastHeard = now
-		if typ == TypeAck {
-			seq := Seq(body)
-			switch {
-			case seq > l.sent || seq < 0:
-				sent := l.sent
-				p.mu.Unlock()
-				c.Close()
-				return fmt.Errorf("%w: ack of seq %d, only up to %d was sent", ErrProtocol, seq, sent)
-			case seq > l.synced:
-				l.synced = seq
-				p.notifyLocked()
-			}
-			if l.synced >= p.cfg.Source.LastSeq() {
-				l.caughtUp = now
-			}
-		} else if typ != TypeHeartbeat {
-			p.mu.Unlock()
-			c.Close()
-			return fmt.Errorf("%w: frame type 0x%02x after subscribe", ErrProtocol, typ)
+		if err := pl.Handle(typ, body); err != nil {
+			return err
 		}
-		p.mu.Unlock()
 	}
 }
 
 // stream sends records as Records frames, batching what is already
 // available up to the frame limit, and a Heartbeat when idle.
-func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream) error {
+func (p *Primary) stream(ctx context.Context, pl *PrimaryLink) error {
 	ctx, cancel := context.WithCancel(ctx)
 	recs := make(chan store.Record, 64)
 	pumpErr := make(chan error, 1)
 	go func() {
 		defer close(recs)
 		for {
-			rec, err := st.Next(ctx)
+			rec, err := pl.stream.Next(ctx)
 			if err != nil {
 				pumpErr <- err
 				return
@@ -255,13 +212,15 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 		for range recs {
 		}
 	}()
-	// Frames stay within MinMaxFrame, which every replica accepts whatever
-	// its own --peer-max-frame, so the two ends need not agree on it.
-	budget := min(p.cfg.MaxFrame, MinMaxFrame) - 1 - TagBytes - recordsHeader
-	var body []byte
-	// floorSent is the highest floor sent on this link: a replica that
-	// (re)subscribes caught up hears a nonzero floor at the first idle beat.
-	floorSent := int64(0)
+	// ready takes what the pump has already read, without waiting.
+	ready := func() (store.Record, bool, error) {
+		select {
+		case rec, ok := <-recs:
+			return rec, ok, nil
+		default:
+			return store.Record{}, false, nil
+		}
+	}
 	for {
 		t := p.cfg.Clock.NewTimer(p.cfg.Heartbeat)
 		var rec store.Record
@@ -270,20 +229,7 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 		case rec, ok = <-recs:
 			t.Stop()
 		case <-t.C():
-			// Idle: records carry the floor, but none is due, so a rise
-			// goes in a Records frame of its own. Only up to what was sent:
-			// past it the stream's next record is a floor jump.
-			p.mu.Lock()
-			sent := l.sent
-			p.mu.Unlock()
-			if f := p.cfg.Source.Floor(); f > floorSent && f <= sent {
-				if err := p.sendRecords(c, l, &body, Records{Floor: f}); err != nil {
-					return err
-				}
-				floorSent = f
-				continue
-			}
-			if err := c.Send(TypeHeartbeat, nil); err != nil {
+			if err := pl.Idle(); err != nil {
 				return err
 			}
 			continue
@@ -291,64 +237,10 @@ func (p *Primary) stream(ctx context.Context, c *Conn, l *link, st RecordStream)
 		if !ok {
 			return <-pumpErr
 		}
-		batch := Records{Floor: rec.Floor, Records: []store.Record{rec}}
-		size := recordSize(&rec)
-	more:
-		for size < budget/2 {
-			select {
-			case next, ok := <-recs:
-				if !ok {
-					break more
-				}
-				if next.Floor != batch.Floor || size+recordSize(&next) > budget {
-					if err := p.sendRecords(c, l, &body, batch); err != nil {
-						return err
-					}
-					floorSent = max(floorSent, batch.Floor)
-					batch, size = Records{Floor: next.Floor}, 0
-				}
-				batch.Records = append(batch.Records, next)
-				size += recordSize(&next)
-			default:
-				break more
-			}
-		}
-		if err := p.sendRecords(c, l, &body, batch); err != nil {
+		if err := pl.send(rec, ready); err != nil {
 			return err
 		}
-		floorSent = max(floorSent, batch.Floor)
 	}
-}
-
-// recordSize bounds a record's encoded size from above.
-func recordSize(r *store.Record) int {
-	n := 4 + 24 + 20
-	for i := range r.Rows {
-		row := &r.Rows[i]
-		n += len(row.Key) + len(row.Source) + len(row.Data) + len(row.Cluster) + 4*10 + 4
-	}
-	for _, m := range r.Marks {
-		n += len(m.Producer) + 20
-	}
-	return n
-}
-
-func (p *Primary) sendRecords(c *Conn, l *link, buf *[]byte, batch Records) error {
-	batch.PrimaryLast = p.cfg.Source.LastSeq()
-	*buf = EncodeRecords((*buf)[:0], batch)
-	// Before the send: the replica's Ack can arrive before Send returns.
-	if n := len(batch.Records); n > 0 {
-		p.mu.Lock()
-		l.sent = max(l.sent, batch.Records[n-1].Last)
-		p.mu.Unlock()
-	}
-	if err := c.Send(TypeRecords, *buf); err != nil {
-		return err
-	}
-	if cap(*buf) > 1<<20 {
-		*buf = nil
-	}
-	return nil
 }
 
 func (p *Primary) register(id ID, l *link) {
@@ -378,30 +270,7 @@ func (p *Primary) unregister(id ID, l *link) {
 func (p *Primary) notifyLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
-}
-
-// WaitSynced blocks until n replicas have acknowledged seq as durable, or
-// ctx ends (its error is returned).
-func (p *Primary) WaitSynced(ctx context.Context, seq int64, n int) error {
-	for {
-		p.mu.Lock()
-		got := 0
-		for _, l := range p.replicas {
-			if l.synced >= seq {
-				got++
-			}
-		}
-		ch := p.changed
-		p.mu.Unlock()
-		if got >= n {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("%d of %d replicas have synced seq %d: %w", got, n, seq, ctx.Err())
-		}
-	}
+	p.gen++
 }
 
 // ReplicaStatus is one connected replica as the primary sees it.

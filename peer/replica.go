@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/finelog/finelog/internal/clock"
+	"github.com/finelog/finelog/store"
 )
 
 // ReplicaConfig configures a standby that follows a primary.
@@ -27,6 +28,8 @@ type ReplicaConfig struct {
 	// MinBackoff and MaxBackoff bound the wait between reconnects
 	// (defaults 100 ms and 5 s), doubling per consecutive failure.
 	MinBackoff, MaxBackoff time.Duration
+	// Defects is for the simulation's canaries only.
+	Defects Defects
 }
 
 // Replica follows a primary: it subscribes from its last seq, applies the
@@ -86,10 +89,7 @@ func (r *Replica) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
-		r.mu.Lock()
-		r.st.Connected = false
-		r.st.LastError = err.Error()
-		r.mu.Unlock()
+		r.Disconnected(err)
 		r.cfg.Log.Warn("replica link to the primary failed; reconnecting", "primary", r.cfg.Primary, "err", err, "retry_in", backoff)
 		if followed {
 			backoff = r.cfg.MinBackoff
@@ -121,15 +121,10 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	from := r.cfg.Store.LastSeq()
-	if err := c.SendSeq(TypeSubscribe, from); err != nil {
+	rl, err := r.Attach(c)
+	if err != nil {
 		return false, err
 	}
-	now := r.cfg.Clock.Now()
-	r.mu.Lock()
-	r.st.Connected, r.st.LastContact, r.st.LastError = true, now, ""
-	r.mu.Unlock()
-	r.cfg.Log.Info("replica following the primary", "primary", r.cfg.Primary, "from_seq", from)
 
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -169,13 +164,14 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 		defer close(frames)
 		readErr <- r.readFrames(lctx, c, frames)
 	}()
+	var batch []Records
 	for {
-		batch, ok := <-frames
+		first, ok := <-frames
 		if !ok {
 			return followed, <-readErr
 		}
-		recs := batch.Records
-		size := batchRows(batch)
+		batch = append(batch[:0], first)
+		size := batchRows(first)
 	drain:
 		for size < mergeMaxBytes {
 			select {
@@ -183,46 +179,126 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 				if !ok {
 					break drain
 				}
-				recs = append(recs, more.Records...)
-				batch.PrimaryLast = more.PrimaryLast
-				batch.Floor = max(batch.Floor, more.Floor)
+				batch = append(batch, more)
 				size += batchRows(more)
 			default:
 				break drain
 			}
 		}
-		merged := mergeRecords(recs)
-		for _, rec := range merged {
-			if err := r.cfg.Store.ApplyReplicated(ctx, rec); err != nil {
-				c.Close()
-				return followed, fmt.Errorf("apply record [%d,%d] from the primary: %w", rec.First, rec.Last, err)
-			}
-		}
-		followed = true
-		applied := r.cfg.Store.LastSeq()
-		if err := c.SendSeq(TypeAck, applied); err != nil {
+		err := rl.Apply(ctx, batch)
+		followed = followed || rl.applied
+		if err != nil {
 			return followed, err
 		}
-		now := r.cfg.Clock.Now()
-		r.mu.Lock()
-		r.st.AppliedSeq, r.st.PrimaryLast = applied, batch.PrimaryLast
-		if applied >= batch.PrimaryLast {
-			r.st.caughtUp = now
+	}
+}
+
+// ReplicaLink is the replica's end of one authenticated link, as steps:
+// Attach subscribes, Heard notes a frame from the primary, Apply writes
+// what arrived and acks it. Run's goroutines drive them in production; the
+// simulation drives them itself, one at a time.
+type ReplicaLink struct {
+	r *Replica
+	c *Conn
+	// applied: some frame was applied on this link (Run resets its backoff).
+	applied bool
+	// unwritten holds the records the AckBeforeSync canary acked but has
+	// not written yet.
+	unwritten []store.Record
+}
+
+// Attach starts following on c, an authenticated link to the primary: it
+// subscribes from the store's last seq and marks the link up.
+func (r *Replica) Attach(c *Conn) (*ReplicaLink, error) {
+	from := r.cfg.Store.LastSeq()
+	if err := c.SendSeq(TypeSubscribe, from); err != nil {
+		return nil, err
+	}
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	r.st.Connected, r.st.LastContact, r.st.LastError = true, now, ""
+	r.mu.Unlock()
+	r.cfg.Log.Info("replica following the primary", "primary", r.cfg.Primary, "from_seq", from)
+	return &ReplicaLink{r: r, c: c}, nil
+}
+
+// Disconnected records that the link failed with err (status: down, the
+// error).
+func (r *Replica) Disconnected(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.st.Connected = false
+	if err != nil {
+		r.st.LastError = err.Error()
+	}
+}
+
+// Heard notes that a frame from the primary arrived.
+func (rl *ReplicaLink) Heard() {
+	now := rl.r.cfg.Clock.Now()
+	rl.r.mu.Lock()
+	rl.r.st.LastContact = now
+	rl.r.mu.Unlock()
+}
+
+// Apply writes the Records frames that arrived, in order, as few store
+// writes as their records join into (one fdatasync each), acks the
+// replica's last seq, then takes the primary's floor. Any error closes the
+// link.
+func (rl *ReplicaLink) Apply(ctx context.Context, frames []Records) error {
+	r, c := rl.r, rl.c
+	if len(frames) == 0 {
+		return nil
+	}
+	var recs []store.Record
+	floor := int64(0)
+	for _, f := range frames {
+		recs = append(recs, f.Records...)
+		floor = max(floor, f.Floor)
+	}
+	primaryLast := frames[len(frames)-1].PrimaryLast
+	if r.cfg.Defects.AckBeforeSync {
+		if n := len(recs); n > 0 {
+			if err := c.SendSeq(TypeAck, recs[n-1].Last); err != nil {
+				return err
+			}
 		}
-		r.mu.Unlock()
-		// After the Ack: a floor rise may flush the memtable, and the
-		// primary's --min-replica-acks wait is for the rows, not for it.
-		// A floor past the records sent so far breaks the stream's order
-		// (the primary sends a floor jump record for that).
-		if batch.Floor > applied {
+		recs, rl.unwritten = rl.unwritten, recs
+	}
+	for _, rec := range mergeRecords(recs) {
+		if err := r.cfg.Store.ApplyReplicated(ctx, rec); err != nil {
 			c.Close()
-			return followed, fmt.Errorf("%w: primary's floor %d is past the last seq it sent (%d)", ErrProtocol, batch.Floor, applied)
-		}
-		if err := r.cfg.Store.ApplyFloor(ctx, batch.Floor); err != nil {
-			c.Close()
-			return followed, fmt.Errorf("apply the primary's retention floor %d: %w", batch.Floor, err)
+			return fmt.Errorf("apply record [%d,%d] from the primary: %w", rec.First, rec.Last, err)
 		}
 	}
+	rl.applied = true
+	applied := r.cfg.Store.LastSeq()
+	if err := c.SendSeq(TypeAck, applied); err != nil {
+		return err
+	}
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	r.st.AppliedSeq, r.st.PrimaryLast = applied, primaryLast
+	if applied >= primaryLast {
+		r.st.caughtUp = now
+	}
+	r.mu.Unlock()
+	// After the Ack: a floor rise may flush the memtable, and the
+	// primary's --min-replica-acks wait is for the rows, not for it.
+	// A floor past the records sent so far breaks the stream's order
+	// (the primary sends a floor jump record for that).
+	if r.cfg.Defects.AckBeforeSync {
+		floor = min(floor, applied)
+	}
+	if floor > applied {
+		c.Close()
+		return fmt.Errorf("%w: primary's floor %d is past the last seq it sent (%d)", ErrProtocol, floor, applied)
+	}
+	if err := r.cfg.Store.ApplyFloor(ctx, floor); err != nil {
+		c.Close()
+		return fmt.Errorf("apply the primary's retention floor %d: %w", floor, err)
+	}
+	return nil
 }
 
 // readFrames receives frames until the link fails, noting contact and
@@ -285,4 +361,10 @@ func (r *Replica) Status() FollowStatus {
 		st.LagSeconds = now.Sub(st.caughtUp).Seconds()
 	}
 	return st
+}
+
+// Handshake runs the dialer's handshake on nc with this replica's
+// configuration, for a caller that dials itself (the simulation).
+func (r *Replica) Handshake(nc net.Conn) (*Conn, error) {
+	return Handshake(nc, r.cfg.Dialer)
 }

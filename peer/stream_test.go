@@ -147,7 +147,7 @@ func TestReplicaFollowsExactly(t *testing.T) {
 	waitFor(t, "the replica to catch up", func() bool { return rep.LastSeq() == prim.LastSeq() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := h.p.WaitSynced(ctx, prim.LastSeq(), 1); err != nil {
+	if err := h.p.WaitSynced(ctx, prim.LastSeq(), 1, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := scanAll(t, rep), scanAll(t, prim); !reflect.DeepEqual(got, want) {
@@ -195,7 +195,7 @@ func TestAckedMeansDurableOnReplica(t *testing.T) {
 	for i := range 20 {
 		ack := push(t, prim, store.Batch{Rows: rows(3, fmt.Sprint(i))})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := h.p.WaitSynced(ctx, ack.Last, 1); err != nil {
+		if err := h.p.WaitSynced(ctx, ack.Last, 1, 0); err != nil {
 			t.Fatal(err)
 		}
 		cancel()
@@ -224,7 +224,7 @@ func TestWaitSyncedNeedsEnoughReplicas(t *testing.T) {
 	ack := push(t, prim, store.Batch{Rows: rows(2, "a")})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := h.p.WaitSynced(ctx, ack.Last, 1); !errors.Is(err, context.DeadlineExceeded) {
+	if err := h.p.WaitSynced(ctx, ack.Last, 1, 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("no replica: %v, want a deadline error", err)
 	}
 	rep := openStore(t, vfs.NewMemFS(), "r")
@@ -233,12 +233,12 @@ func TestWaitSyncedNeedsEnoughReplicas(t *testing.T) {
 	defer stop()
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
-	if err := h.p.WaitSynced(ctx2, ack.Last, 1); err != nil {
+	if err := h.p.WaitSynced(ctx2, ack.Last, 1, 0); err != nil {
 		t.Fatal(err)
 	}
 	ctx3, cancel3 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel3()
-	if err := h.p.WaitSynced(ctx3, ack.Last, 2); err == nil || !strings.Contains(err.Error(), "1 of 2 replicas") {
+	if err := h.p.WaitSynced(ctx3, ack.Last, 2, 0); err == nil || !strings.Contains(err.Error(), "1 of 2 replicas") {
 		t.Fatalf("one replica, two needed: %v", err)
 	}
 }

@@ -1,5 +1,7 @@
 package server
 
+import "github.com/finelog/finelog/peer"
+
 // Defects puts known bugs back into the server, for the simulation's
 // canaries only: each one proves that a property in sim/ notices the bug
 // (a property that passes a broken server proves nothing). Production code
@@ -24,4 +26,14 @@ type Defects struct {
 	// batches for, and ask about, any producer, so another identity can
 	// advance a relay's applied mark and make the store drop its rows.
 	NoProducerNamespace bool
+	// EvictUnuploaded lets the object tier evict a segment's local copy
+	// before the bucket's manifest holds it (before its upload is
+	// verified and published), as a tier that trusted the PUT's reply
+	// would: a crash, a torn upload or a down bucket then leaves acked
+	// rows nowhere.
+	EvictUnuploaded bool
+	// Peer passes the replica port's canaries on (peer.Defects: a
+	// handshake that skips the MAC check, frames taken untagged, a replica
+	// that acks before it syncs).
+	Peer peer.Defects
 }

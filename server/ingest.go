@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +11,6 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
-	"github.com/klauspost/compress/flate"
-	"github.com/klauspost/compress/zlib"
 	"github.com/prometheus/client_golang/prometheus"
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
@@ -256,49 +253,21 @@ func mediaType(r *http.Request) (string, error) {
 	return mt, nil
 }
 
-// readBody reads a shipper's body, inflating gzip or deflate, and stops
+// readBody reads a shipper's body (inflated by the intake) and stops
 // one byte past --max-request-bytes: a body is never inflated further
 // than the limit it is refused at.
 func (in *ingester) readBody(r *http.Request) ([]byte, error) {
-	var src io.Reader = r.Body
-	switch enc := r.Header.Get("Content-Encoding"); enc {
-	case "", "identity":
-	case "gzip":
-		d := wirecompress.GzipDecompressor()
-		if err := d.Reset(r.Body); err != nil {
-			return nil, &httpError{http.StatusBadRequest, "Content-Encoding gzip: body is not gzip: " + err.Error()}
-		}
-		defer d.Close()
-		src = d
-	case "deflate":
-		// HTTP's deflate is zlib-wrapped, but many clients send a raw
-		// deflate stream: look at the header to tell them apart.
-		br := bufio.NewReader(r.Body)
-		if h, err := br.Peek(2); err == nil && h[0]&0x0f == 8 && (uint16(h[0])<<8|uint16(h[1]))%31 == 0 {
-			zr, err := zlib.NewReader(br)
-			if err != nil {
-				return nil, &httpError{http.StatusBadRequest, "Content-Encoding deflate: " + err.Error()}
-			}
-			defer zr.Close()
-			src = zr
-		} else {
-			fr := flate.NewReader(br)
-			defer fr.Close()
-			src = fr
-		}
-	default:
+	// The intake has already inflated gzip, zstd and deflate and removed
+	// the header; anything left is an encoding nobody inflates.
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
 		return nil, &httpError{http.StatusUnsupportedMediaType,
-			fmt.Sprintf("Content-Encoding %q is not supported: use gzip, deflate or none", enc)}
+			fmt.Sprintf("Content-Encoding %q is not supported: use gzip, zstd, deflate or none", enc)}
 	}
 	limit := in.s.cfg.MaxRequestBytes
-	// Size the buffer from Content-Length (a compressed body inflates
-	// about 4x) so a large push is not copied on every doubling; +1 so
-	// the read that sees EOF does not grow it.
-	hint := r.ContentLength
-	if src != io.Reader(r.Body) {
-		hint *= 4
-	}
-	body, err := readAllSized(io.LimitReader(src, limit+1), min(max(hint+1, 512), limit+1))
+	// Size the buffer up front so a large push is not copied on every
+	// doubling; +1 so the read that sees EOF does not grow it.
+	hint := sizeHint(r)
+	body, err := readAllSized(io.LimitReader(r.Body, limit+1), min(max(hint+1, 512), limit+1))
 	if err != nil {
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return nil, contextError(ctxErr)

@@ -98,6 +98,24 @@ func gzipped(t testing.TB, b []byte) []byte {
 	return buf.Bytes()
 }
 
+// deflated is b as a raw (headerless) deflate stream, as many shippers
+// send Content-Encoding: deflate.
+func deflated(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := flate.NewWriter(&buf, flate.BestSpeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func TestLokiPushStoresRows(t *testing.T) {
 	e := newTestServer(t, nil)
 	pb := lokiPB(t, lokiStream(`{env="prod", app="api", level="warn"}`, "GET /", "POST /x"))
@@ -159,6 +177,8 @@ func TestLokiBadInput(t *testing.T) {
 		{"non-numeric timestamp", post{contentType: "application/json", body: []byte(`{"streams":[{"stream":{"app":"ok"},"values":[["1","kept?"]]},{"stream":{"app":"x"},"values":[["noon","x"]]}]}`)},
 			400, `timestamp "noon"`},
 		{"bad gzip", post{encoding: "gzip", body: []byte("nope")}, 400, "gzip"},
+		{"bad deflate", post{encoding: "deflate", body: []byte("\x78\x9c\xff\xff\xff")}, 400, "deflate"},
+		{"deflate over --max-request-bytes", post{contentType: "application/json", encoding: "deflate", body: deflated(t, make([]byte, DefaultMaxRequestBytes+1))}, 413, "--max-request-bytes"},
 		{"unknown encoding", post{encoding: "br", body: good}, 415, `"br"`},
 		{"unknown content type", post{contentType: "text/plain", body: good}, 415, "text/plain"},
 		{"over --max-request-bytes", post{contentType: "application/json", encoding: "gzip", body: gzipped(t, make([]byte, DefaultMaxRequestBytes+1))}, 413, "--max-request-bytes"},

@@ -44,6 +44,9 @@ type intake struct {
 	onInflate func(n int)
 
 	gzip, zstd sync.Pool
+	// deflate serves only unary bodies (the shipper routes): no RPC
+	// protocol names it.
+	deflate sync.Pool
 	// zstdSlots bounds the zstd decoders inflating at once (zstdwindow.go).
 	zstdSlots chan struct{}
 }
@@ -52,6 +55,7 @@ func newIntake(limit *inflightLimit, maxBytes int64, bodyTimeout, writeTimeout t
 	in := &intake{limit: limit, maxBytes: maxBytes, bodyTimeout: bodyTimeout, writeTimeout: writeTimeout, ew: connect.NewErrorWriter()}
 	in.gzip.New = func() any { return wirecompress.GzipDecompressor() }
 	in.zstd.New = func() any { return newServerZstd() }
+	in.deflate.New = func() any { return newDeflate() }
 	in.zstdSlots = make(chan struct{}, zstdDecoders)
 	return in
 }
@@ -114,6 +118,11 @@ func (in *intake) wrap(next http.Handler) http.Handler {
 				b.pool = &in.zstd
 			}
 			r.Header.Del(encHeader)
+		case "deflate":
+			if !env {
+				b.pool = &in.deflate
+				r.Header.Del(encHeader)
+			}
 		default:
 			// Not one we inflate: the RPC library refuses it by name.
 		}
@@ -121,6 +130,7 @@ func (in *intake) wrap(next http.Handler) http.Handler {
 		if env {
 			r.Body = &envelopes{b: b}
 		} else if b.pool != nil {
+			b.sentLength = r.ContentLength
 			r.ContentLength = -1
 			r.Header.Del("Content-Length")
 			b.inflateAll = true
@@ -141,6 +151,7 @@ type body struct {
 
 	raw        int64 // transport bytes read
 	inflateAll bool  // unary: the whole body is one compressed stream
+	sentLength int64 // unary compressed: the Content-Length as sent, -1 if none
 	dec        connect.Decompressor
 	err        error
 }
@@ -269,8 +280,11 @@ func (b *body) decompressor(src io.Reader) (connect.Decompressor, error) {
 
 // encoding names the body's compression for error messages.
 func (b *body) encoding() string {
-	if b.pool == &b.in.zstd {
+	switch b.pool {
+	case &b.in.zstd:
 		return wirecompress.Zstd
+	case &b.in.deflate:
+		return "deflate"
 	}
 	return wirecompress.Gzip
 }
@@ -405,3 +419,13 @@ func (e *envelopes) next() error {
 }
 
 func (e *envelopes) Close() error { return e.b.Close() }
+
+// sizeHint guesses how many bytes r's body holds once read, for sizing the
+// buffer it is read into: the Content-Length, and for a body the intake
+// inflates about 4x what was sent (log lines compress about that well).
+func sizeHint(r *http.Request) int64 {
+	if b, ok := r.Body.(*body); ok && b.inflateAll {
+		return 4 * b.sentLength
+	}
+	return r.ContentLength
+}

@@ -43,6 +43,9 @@ type ObjectStoreConfig struct {
 	LocalRetentionBytes int64
 	// ReadTimeout bounds one ranged GET of a remote segment (0: 30s).
 	ReadTimeout time.Duration
+	// Stepped runs no tier goroutine: the caller (the simulation) calls
+	// TierRound from its scheduler instead.
+	Stepped bool
 }
 
 // DefaultObjectCacheBytes is --object-cache-bytes' default.
@@ -88,6 +91,7 @@ type tierRunner struct {
 	interval time.Duration
 	cfg      ObjectStoreConfig
 	log      logger
+	defects  Defects
 
 	// roundMu serializes rounds: the loop's and an explicit one (a test,
 	// the final upload at shutdown) must not run at once.
@@ -127,7 +131,7 @@ func (s *Server) openTier(ctx context.Context, storeDir string) (vfs.FS, error) 
 	oc := s.cfg.ObjectStore
 	tier, err := objstore.OpenTier(ctx, objstore.TierOptions{
 		FS: s.cfg.FS, Dir: filepath.Join(s.cfg.DataDir, "objstore"), Bucket: s.bucket,
-		Clock: s.clk, Registerer: s.reg,
+		Clock: s.clk, Registerer: s.reg, MarksFile: store.ProducersFile, MarksAsOf: store.ProducersAsOf,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("object store: %w", err)
@@ -140,21 +144,27 @@ func (s *Server) openTier(ctx context.Context, storeDir string) (vfs.FS, error) 
 		oc.ReadTimeout = 30 * time.Second
 	}
 	tfs := objstore.NewTierFS(objstore.TierFSOptions{Local: s.cfg.FS, Dir: storeDir, IsSegment: store.IsSegmentName,
-		Describe: describeSegment, Tier: tier, Cache: cache, Files: []string{store.ProducersFile}, ReadTimeout: oc.ReadTimeout})
+		Describe: describeSegment, Tier: tier, Cache: cache, Files: []string{store.ProducersFile}, ReadTimeout: oc.ReadTimeout,
+		OpenRanges: store.OpenRanges, StubDir: filepath.Join(s.cfg.DataDir, "objstore", "stubs")})
 	iv := oc.ScanInterval
 	if iv <= 0 {
 		iv = 2 * time.Second
 	}
 	s.tier = &tierRunner{tier: tier, tfs: tfs, fs: s.cfg.FS, dir: storeDir, clk: s.clk, interval: iv, cfg: oc,
-		log:  s.log.With("component", "objstore", "bucket", s.bucket.String()),
+		log: s.log.With("component", "objstore", "bucket", s.bucket.String()), defects: s.cfg.Defects,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	return tfs, nil
 }
 
 func (s *Server) startTier() {
-	if s.tier != nil {
-		go s.tier.loop()
+	if s.tier == nil {
+		return
 	}
+	if s.cfg.ObjectStore.Stepped {
+		close(s.tier.done) // no loop: the caller runs TierRound
+		return
+	}
+	go s.tier.loop()
 }
 
 func (r *tierRunner) loop() {
@@ -229,6 +239,9 @@ func (r *tierRunner) collect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.tfs.CollectStubs(); err != nil {
+		return err
+	}
 	r.collected = now
 	if n > 0 {
 		r.log.Info("object store: removed unreferenced segment objects", "objects", n)
@@ -240,6 +253,9 @@ func (r *tierRunner) collect(ctx context.Context) error {
 // published manifest covers): a segment whose rename a crash cut off from
 // its upload is found here.
 func (r *tierRunner) reconcile() error {
+	if err := r.tfs.CaptureFiles(); err != nil {
+		return err
+	}
 	segs, err := store.ListSegments(r.fs, r.dir)
 	if err != nil {
 		return err
@@ -274,10 +290,16 @@ func (r *tierRunner) evict() error {
 		if !old && !over {
 			continue
 		}
-		if !r.tier.Uploaded(toTierSegment(sg)) {
+		if !r.tier.Uploaded(toTierSegment(sg)) && !r.defects.EvictUnuploaded {
 			continue
 		}
-		if err := r.tfs.Evict(sg.Name); err != nil {
+		evict := r.tfs.Evict
+		if r.defects.EvictUnuploaded {
+			evict = r.tfs.EvictUnchecked
+		}
+		if err := evict(sg.Name); errors.Is(err, objstore.ErrHeld) {
+			continue // a merge reads it; the next round evicts the output
+		} else if err != nil {
 			return err
 		}
 		total -= sg.Size

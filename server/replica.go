@@ -53,6 +53,10 @@ type PeerConfig struct {
 	AckTimeout time.Duration
 	// Rand is the nonce source (default crypto/rand.Reader).
 	Rand io.Reader
+	// DriveLinks: no port is bound and no follow loop runs; the caller
+	// (the simulation) accepts, dials and steps the links itself through
+	// PeerPrimary and PeerReplica, on its own schedule.
+	DriveLinks bool
 }
 
 // DefaultReplicaAckTimeout is --replica-ack-timeout's default.
@@ -153,7 +157,7 @@ func (s *Server) startPeer(ctx context.Context, st *store.Store) error {
 	if c.Listen != "" {
 		acc, err := peer.NewAcceptor(peer.AcceptorConfig{
 			Cluster: cluster, Node: node, PSK: pr.psk, NextPSK: pr.nextPSK, Rand: c.Rand, Clock: s.clk,
-			HandshakeTimeout: c.HandshakeTimeout, MaxFrame: c.MaxFrame, Stats: pr.stats,
+			HandshakeTimeout: c.HandshakeTimeout, MaxFrame: c.MaxFrame, Stats: pr.stats, Defects: s.cfg.Defects.Peer,
 		})
 		if err != nil {
 			return err
@@ -162,11 +166,15 @@ func (s *Server) startPeer(ctx context.Context, st *store.Store) error {
 		if err != nil {
 			return err
 		}
+		pr.primary = p
+		if c.DriveLinks {
+			return s.startFollowing(ctx, st)
+		}
 		ln, err := net.Listen("tcp", c.Listen)
 		if err != nil {
 			return fmt.Errorf("--peer-listen %s: %w", c.Listen, err)
 		}
-		pr.primary, pr.addr = p, ln.Addr()
+		pr.addr = ln.Addr()
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		pr.serveCancel, pr.serveDone = cancel, make(chan struct{})
 		go func() {
@@ -177,6 +185,15 @@ func (s *Server) startPeer(ctx context.Context, st *store.Store) error {
 		}()
 		s.log.Info("peer port listening", "addr", ln.Addr().String(), "node", c.NodeName, "min_replica_acks", c.MinReplicaAcks)
 	}
+	return s.startFollowing(ctx, st)
+}
+
+// startFollowing follows --replica-of, unless this data dir was promoted.
+func (s *Server) startFollowing(ctx context.Context, st *store.Store) error {
+	pr := s.peer
+	c := pr.cfg
+	cluster, node := peer.NameID(s.cfg.Cluster), peer.NameID(c.NodeName)
+	log := s.log.With("component", "peer")
 	if c.ReplicaOf == "" {
 		return nil
 	}
@@ -195,13 +212,19 @@ func (s *Server) startPeer(ctx context.Context, st *store.Store) error {
 			return d.DialContext(ctx, "tcp", c.ReplicaOf)
 		},
 		Dialer: peer.DialerConfig{Cluster: cluster, Node: node, PSK: pr.psk, Rand: c.Rand, Clock: s.clk,
-			HandshakeTimeout: c.HandshakeTimeout, MaxFrame: c.MaxFrame, Stats: pr.stats},
-		Store: st,
-		Clock: s.clk,
-		Log:   log,
+			HandshakeTimeout: c.HandshakeTimeout, MaxFrame: c.MaxFrame, Stats: pr.stats, Defects: s.cfg.Defects.Peer},
+		Store:   st,
+		Clock:   s.clk,
+		Log:     log,
+		Defects: s.cfg.Defects.Peer,
 	})
 	if err != nil {
 		return err
+	}
+	if c.DriveLinks {
+		pr.replica, pr.store = r, st
+		pr.following.Store(true)
+		return nil
 	}
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	pr.replica, pr.store, pr.followCancel, pr.followDone = r, st, cancel, make(chan struct{})
@@ -228,6 +251,28 @@ func (s *Server) stopPeer() {
 		<-pr.serveDone
 	}
 }
+
+// PeerPrimary is the primary's end of the replica port (nil without
+// --peer-listen), for a caller that drives the links (DriveLinks).
+func (s *Server) PeerPrimary() *peer.Primary {
+	if s.peer == nil {
+		return nil
+	}
+	return s.peer.primary
+}
+
+// PeerReplica is the follower (nil without --replica-of, or when the data
+// dir was promoted), for a caller that drives the links (DriveLinks).
+func (s *Server) PeerReplica() *peer.Replica {
+	if s.peer == nil {
+		return nil
+	}
+	return s.peer.replica
+}
+
+// Following says whether this server follows a primary now (not yet
+// promoted).
+func (s *Server) Following() bool { return s.peer != nil && s.peer.following.Load() }
 
 // PeerAddr is the bound peer port address (nil when not listening).
 func (s *Server) PeerAddr() net.Addr {
@@ -259,9 +304,9 @@ func (s *Server) awaitReplicas(ctx context.Context, st logStore, ack store.Ack) 
 	if seq == 0 {
 		seq = st.LastSeq()
 	}
-	wctx, cancel := context.WithTimeout(ctx, pr.cfg.AckTimeout)
-	defer cancel()
-	err := pr.primary.WaitSynced(wctx, seq, pr.cfg.MinReplicaAcks)
+	// The timeout runs on the server's clock, like every other wait here,
+	// so the simulation decides when it passes.
+	err := pr.primary.WaitSynced(ctx, seq, pr.cfg.MinReplicaAcks, pr.cfg.AckTimeout)
 	if err == nil {
 		return nil
 	}
@@ -409,8 +454,10 @@ func (s *Server) promote(ctx context.Context, force bool) (int, string) {
 			return http.StatusConflict, fmt.Sprintf("primary %s is still reachable (%s): stop it first, or promote with --force if you are sure it takes no more writes", pr.cfg.ReplicaOf, why)
 		}
 	}
-	pr.followCancel()
-	<-pr.followDone
+	if pr.followCancel != nil {
+		pr.followCancel()
+		<-pr.followDone
+	}
 	ref := s.st.Load()
 	if ref == nil {
 		return http.StatusServiceUnavailable, "finelogd is shutting down"
@@ -420,6 +467,9 @@ func (s *Server) promote(ctx context.Context, force bool) (int, string) {
 	if err := vfs.WriteFileAtomic(s.cfg.FS, filepath.Join(s.cfg.DataDir, promotedName), marker); err != nil {
 		// Writes are not taken until the promotion is durable, or a restart
 		// with --replica-of would follow again and diverge.
+		if pr.cfg.DriveLinks {
+			return http.StatusInternalServerError, fmt.Sprintf("promotion not recorded (%v); still following %s", err, pr.cfg.ReplicaOf)
+		}
 		fctx, cancel := context.WithCancel(context.Background())
 		pr.followCancel, pr.followDone = cancel, make(chan struct{})
 		go func() {
@@ -440,6 +490,9 @@ func (s *Server) primaryReachable(ctx context.Context) (string, bool) {
 	pr := s.peer
 	if st := pr.replica.Status(); st.Connected && s.clk.Now().Sub(st.LastContact) < 5*time.Second {
 		return "the replica link is up", true
+	}
+	if pr.cfg.DriveLinks {
+		return "", false // the caller owns the network: the link is all we know
 	}
 	d := net.Dialer{Timeout: 2 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", pr.cfg.ReplicaOf)

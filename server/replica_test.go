@@ -46,16 +46,14 @@ func TestReplicaServerFollowRefusePromote(t *testing.T) {
 	ctx := context.Background()
 	p := peerPrimary(t, 1)
 	// No replica yet: the push is durable on the primary but not acked.
-	_, err := p.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/k", Entries: []*loggingpb.LogEntry{entry("a")}})
+	err := pushPastAckTimeout(t, p, &loggingpb.PushLogsRequest{Key: "/k", Entries: []*loggingpb.LogEntry{entry("a")}})
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("push without a replica: %v, want unavailable", err)
 	}
 	r := peerReplica(t, p)
+	// The ack waits (on the fake clock, which nothing advances) until the
+	// replica has subscribed and synced the row.
 	resp, err := p.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/k", Entries: []*loggingpb.LogEntry{entry("b")}})
-	for i := 0; err != nil && i < 50; i++ { // the replica may still be subscribing
-		time.Sleep(20 * time.Millisecond)
-		resp, err = p.c.Push(ctx, &loggingpb.PushLogsRequest{Key: "/k", Entries: []*loggingpb.LogEntry{entry("b")}})
-	}
 	if err != nil {
 		t.Fatalf("push with a replica: %v", err)
 	}

@@ -292,14 +292,16 @@ func (s *Server) routes(gate gate) http.Handler {
 		connect.WithReadMaxBytes(int(s.cfg.MaxRequestBytes)),
 		connect.WithCodec(pushCodec{}),
 		// gzip and zstd through klauspost/compress: relayed batches and
-		// most remote clients send one of them.
+		// most remote clients send one of them. Responses follow the
+		// policy in respcompress.go.
 		connect.WithHandlerOptions(wirecompress.HandlerOptions()...),
+		connect.WithCompressMinBytes(respCompressMinBytes),
 		connect.WithInterceptors(s.m.interceptor()),
 	)
 	gated := http.NewServeMux()
 	limit := newInflightLimit(s.cfg.MaxInflightRequestBytes, s.cfg.MaxRequestBytes, inflightWait, s.m.busy.Inc)
 	s.intake = newIntake(limit, s.cfg.MaxRequestBytes, s.cfg.RequestBodyTimeout, s.cfg.RequestBodyTimeout+s.cfg.MaxWait+rpcWriteSlack)
-	rpc := s.m.countInFlight(s.intake.wrap(svc))
+	rpc := s.m.countInFlight(s.intake.wrap(responseCompression(svc)))
 	gated.Handle(path, rpc)
 	gated.Handle(legacyServicePath, legacyService(rpc))
 	s.ingestRoutes(gated, func(h http.Handler) http.Handler { return s.m.countInFlight(s.intake.wrap(h)) })

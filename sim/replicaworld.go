@@ -4,330 +4,404 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
 
-	"github.com/finelog/finelog/internal/clock"
-	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/auth"
+	"github.com/finelog/finelog/client"
+	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/peer"
+	"github.com/finelog/finelog/relay"
+	"github.com/finelog/finelog/server"
 	"github.com/finelog/finelog/store"
 )
 
-// ReplicaWorld is a primary and a standby store, each on its own crashable
-// disk, linked by the replica port's Records frames (peer.EncodeRecords and
-// peer.DecodeRecords over the primary's store.Tail, applied with
-// store.ApplyReplicated and store.ApplyFloor) on a lossy in-memory link,
-// every step on the test goroutine. A push is acknowledged to its client
-// only once the standby's Ack covers it, as --min-replica-acks 1 does.
+// ReplicaWorld is a primary finelogd with --min-replica-acks 1 and a
+// standby finelogd following it with --replica-of, each the real server over
+// its own crashable disk and clock, linked by the real replica port: the
+// peer package's handshake (PSK, BLAKE3 MACs), its tagged frames and its
+// link steps (peer.PrimaryLink, peer.ReplicaLink), over simulated TCP
+// connections (peerPipe) that the schedule delivers, drops, cuts and
+// partitions. Clients push to the primary's real handler; a relay (the real
+// relay.Forwarder on its own source store) forwards into the primary, and
+// after the primary's disk is lost, into the promoted standby. An intruder
+// without the PSK answers the standby's dial when the network is hijacked,
+// dials the primary as a replica, and injects forged frames into the link.
 //
-// It models the link, not the peer package's goroutines or its handshake:
-// what it checks is the store and codec contract the link relies on.
+// Determinism: the link's loops are not run as goroutines here. The
+// harness calls the same step functions the production loops are thin
+// wrappers of (the peer package's PrimaryLink and ReplicaLink), each on its
+// own turn, so which frame holds what does not depend on the scheduler.
+// Only two things run on goroutines: a handshake's acceptor side (the three
+// messages need both ends), after which the harness waits for both to
+// return; and each client push or relay step, because the primary's handler
+// blocks in --min-replica-acks until an Ack the harness has yet to deliver.
+// After every action the harness waits until each of those has returned or
+// is parked in that wait (peer.Primary.Parked: nothing but a later Ack, link
+// change or its timeout on the primary's clock can release it), so every
+// step starts from the same state whatever the goroutine schedule was.
 type ReplicaWorld struct {
-	ctx    context.Context
-	rng    *rand.Rand
-	pfs    *vfs.MemFS
-	rfs    *vfs.MemFS
-	popts  store.Options
-	ropts  store.Options
-	P, R   *store.Store
-	stream *store.RecordStream // the link's Tail on the primary; nil while down
-	// sent is the last seq put on the link, floorSent the last floor.
-	sent, floorSent int64
-	frames          [][]byte // primary to standby, in order
-	acks            []int64  // standby to primary
-	synced          int64    // the primary's view of the standby's Ack
-	waiting         []store.Ack
-	// Acked are the rows the clients were told are stored, by seq.
+	ctx   context.Context
+	rng   *rand.Rand
+	seed  int64
+	cfg   ReplicaWorldConfig
+	Trace *Trace
+	// net carries the harness's own requests (the promotion); every client
+	// op gets a Net of its own (opNet), so what its requests trace lands in
+	// the world's trace when the op is finished, in a fixed order.
+	net *Net
+	// relayNet is the relay's network; its trace is replaced per step.
+	relayNet *Net
+	// P is the primary, S the standby, Src the relay's source store.
+	P, S, Src *Node
+	relay     *relay.Forwarder
+	link      *replicaLink // nil while the standby has no link
+	// partitioned: the primary and the standby cannot reach each other.
+	partitioned bool
+	// hijack: the standby's next dial reaches the intruder.
+	hijack bool
+	ops    []*replicaOp
+	// relayOp is the relay's Step while it runs.
+	relayOp *replicaOp
+
+	// Acked are the rows clients were told are stored, by seq.
 	Acked map[int64]string
-	// AckBeforeSync is the canary: the standby acks a frame on receipt and
-	// writes its records at the next delivery.
-	AckBeforeSync bool
-	unapplied     []store.Record
-	// held is a record read from the stream but left for the next frame
-	// (a frame carries one floor).
-	held     *store.Record
-	appended int
+	// RelayAcked is the relay's watermark: every source seq up to it was
+	// acknowledged by the target.
+	appended, srcAppended int
+	// IntruderHandshakes counts handshakes a real node completed with the
+	// intruder, which does not hold the PSK.
+	IntruderHandshakes int
+	// Coverage: states the properties are about.
+	Timeouts, Refused, TagFailures, Injected int
+	primaryLost, promoted                    bool
+	markAtPromote                            int64
 }
 
-// NewReplicaWorld opens both stores empty. The primary deletes every
-// flushed segment on Retain, so the floor moves often.
-func NewReplicaWorld(seed int64) (*ReplicaWorld, error) {
-	w := &ReplicaWorld{ctx: context.Background(), rng: rand.New(rand.NewSource(seed)), pfs: vfs.NewMemFS(), rfs: vfs.NewMemFS(), Acked: map[int64]string{}}
-	w.popts = store.Options{FS: w.pfs, Dir: "/p", Clock: clock.NewFake(Epoch), MemtableBytes: 4 << 10, RetentionBytes: 1}
-	w.ropts = store.Options{FS: w.rfs, Dir: "/r", Clock: clock.NewFake(Epoch), MemtableBytes: 4 << 10, RetentionBytes: 1, Following: true}
-	var err error
-	if w.P, err = store.Open(w.popts); err != nil {
+// ReplicaWorldConfig is what a replica run varies.
+type ReplicaWorldConfig struct {
+	// Defects are the replica port's canaries, on both finelogds.
+	Defects peer.Defects
+}
+
+const (
+	replicaPrimary     = "primary"
+	replicaStandby     = "standby"
+	replicaSource      = "east"
+	replicaPeerAddr    = replicaPrimary + ":7071"
+	replicaPSK         = "sim replica port psk: 0123456789abcdef"
+	replicaIntruderPSK = "the intruder's guess at the psk 0123456789"
+	// replicaProducer is the relay's producer id at its targets.
+	replicaProducer   = replicaSource + "/store-1"
+	replicaAckTimeout = 10 * time.Second
+)
+
+// replicaOp is a client action that may wait for replica acks: a push or a
+// relay step, on its own goroutine.
+type replicaOp struct {
+	name   string
+	done   chan struct{}
+	cancel context.CancelFunc
+	// finish runs on the harness's goroutine once the op returned.
+	finish func()
+}
+
+// NewReplicaWorld starts both finelogds and the relay's source store.
+func NewReplicaWorld(cfg ReplicaWorldConfig, seed int64) (*ReplicaWorld, error) {
+	w := &ReplicaWorld{ctx: context.Background(), rng: rand.New(rand.NewSource(seed)), seed: seed, cfg: cfg, Trace: &Trace{}, Acked: map[int64]string{}}
+	w.net = &Net{trace: w.Trace, Handler: w.handler}
+	w.relayNet = &Net{trace: &Trace{}, Handler: w.handler}
+	// The primary deletes every flushed segment on Retain, so the floor
+	// moves often; the standby follows it.
+	w.P = newNode(NodeSpec{Name: replicaPrimary, Cluster: "global", Serves: true}, w.Trace, store.Options{Dir: storeDir, MemtableBytes: 4 << 10, RetentionBytes: 1})
+	w.S = newNode(NodeSpec{Name: replicaStandby, Cluster: "global", Serves: true}, w.Trace, store.Options{Dir: storeDir, MemtableBytes: 4 << 10, RetentionBytes: 1, Following: true})
+	w.Src = newNode(NodeSpec{Name: replicaSource, Cluster: replicaSource}, w.Trace, store.Options{Dir: storeDir, MemtableBytes: 4 << 10})
+	for _, n := range []*Node{w.P, w.S, w.Src} {
+		if err := n.open(); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Src.FS.MkdirAll("/data/relay"); err != nil {
 		return nil, err
 	}
-	if w.R, err = store.Open(w.ropts); err != nil {
+	if err := w.startServer(w.P); err != nil {
 		return nil, err
 	}
+	if err := w.startServer(w.S); err != nil {
+		return nil, err
+	}
+	w.startRelay(replicaPrimary)
 	return w, nil
 }
 
-// Push appends n rows on the primary; their ack waits for the standby.
+func (w *ReplicaWorld) handler(host string) http.Handler {
+	for _, n := range []*Node{w.P, w.S} {
+		if n.Name == host && n.Server != nil {
+			return n.Server.Handler()
+		}
+	}
+	return nil
+}
+
+// startServer runs finelogd's server on n's open store with the replica
+// port's flags: the primary listens with --min-replica-acks 1, the standby
+// follows it. DriveLinks: the harness makes and steps the links.
+func (w *ReplicaWorld) startServer(n *Node) error {
+	pc := server.PeerConfig{PSKEnv: auth.Secret(replicaPSK), NodeName: n.Name, DriveLinks: true,
+		Rand: rand.New(rand.NewSource(w.seed*31 + int64(n.crashes)*7 + int64(len(n.Name))))}
+	if n == w.P {
+		pc.Listen, pc.MinReplicaAcks, pc.AckTimeout = replicaPeerAddr, 1, replicaAckTimeout
+	} else {
+		pc.ReplicaOf = replicaPeerAddr
+	}
+	// Every client of this world is on the trusted network (the auth
+	// policy has its own simulation).
+	policy := PolicySpec{Layers: []LayerSpec{{Kind: "cidr", CIDRs: []string{"10.0.0.0/8"}}}}
+	srv, err := server.New(server.Config{DataDir: dataDir, Cluster: n.Cluster, MemtableBytes: 4 << 10, FS: n.FS, Clock: n.Clock, AuthPolicy: string(policy.JSON()),
+		Defects: server.Defects{Peer: w.cfg.Defects}, Peer: pc})
+	if err != nil {
+		return fmt.Errorf("%s: server: %w", n.Name, err)
+	}
+	if err := srv.ServeStore(w.ctx, n.Store); err != nil {
+		return fmt.Errorf("%s: server: %w", n.Name, err)
+	}
+	n.Server = srv
+	return nil
+}
+
+// startRelay builds the relay on the source store, forwarding to target.
+func (w *ReplicaWorld) startRelay(target string) {
+	url := relayURL(target)
+	src := w.Src.Store
+	f, err := relay.New(relay.Config{
+		Source:         relay.StoreSource{Store: src},
+		Sink:           relay.NewClientSink(url, w.relayNet.Client(replicaSource, "10.20.30.40:43210"), nil, 0),
+		FS:             w.Src.FS,
+		Clock:          w.Src.Clock,
+		Rand:           rand.New(rand.NewSource(w.seed + 1)),
+		StatePath:      statePath,
+		DeadLetterPath: deadPath,
+		Target:         url,
+		Producer:       replicaProducer,
+		Cluster:        replicaSource,
+		Options:        relay.Options{BatchRows: 8, InFlight: 1, Backfill: true},
+		Pin:            func(seq int64) { src.SetPin(relay.PinName, seq) },
+	})
+	if err != nil {
+		panic(fmt.Sprintf("sim: relay config: %v", err)) // a harness bug, not a finding
+	}
+	w.relay = f
+}
+
+// start runs f as a client op and settles.
+func (w *ReplicaWorld) start(name string, f func(ctx context.Context) func()) error {
+	ctx, cancel := context.WithCancel(w.ctx)
+	op := &replicaOp{name: name, done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(op.done)
+		op.finish = f(ctx)
+	}()
+	w.ops = append(w.ops, op)
+	return w.settle()
+}
+
+// settle waits until every client op has returned or is parked in the
+// primary's --min-replica-acks wait, then finishes the returned ones in the
+// order they started.
+func (w *ReplicaWorld) settle() error {
+	guard := time.Now().Add(30 * time.Second) // only against a harness hang
+	for {
+		running := 0
+		for _, op := range w.ops {
+			select {
+			case <-op.done:
+			default:
+				running++
+			}
+		}
+		parked := 0
+		if w.P.Server != nil {
+			parked = w.P.Server.PeerPrimary().Parked()
+		}
+		if running == 0 || parked == running {
+			break
+		}
+		if time.Now().After(guard) {
+			return fmt.Errorf("sim: %d client ops neither returned nor waited for replica acks (%d parked)", running, parked)
+		}
+		runtime.Gosched()
+	}
+	keep := w.ops[:0]
+	for _, op := range w.ops {
+		select {
+		case <-op.done:
+			if op.finish != nil {
+				op.finish()
+			}
+			if op == w.relayOp {
+				w.relayOp = nil
+			}
+		default:
+			keep = append(keep, op)
+		}
+	}
+	w.ops = keep
+	return nil
+}
+
+// Push is a client pushing n rows to the primary; it is told they are
+// stored once a replica synced them.
 func (w *ReplicaWorld) Push(n int) error {
+	if w.P.Server == nil {
+		return nil
+	}
+	req := &loggingpb.PushLogsRequest{Key: "/job/client"}
+	for range n {
+		w.appended++
+		req.Entries = append(req.Entries, &loggingpb.LogEntry{Data: fmt.Sprintf("client row %d", w.appended)})
+	}
+	opNet := &Net{trace: &Trace{}, Handler: w.handler}
+	c := client.New(relayURL(replicaPrimary), client.WithHTTPClient(opNet.Client("client", "10.0.0.9:40000")), client.WithRetry(1, 0, 0))
+	return w.start("push", func(ctx context.Context) func() {
+		resp, err := c.Push(ctx, req)
+		return func() {
+			w.Trace.lines = append(w.Trace.lines, opNet.trace.lines...)
+			if err != nil {
+				if strings.Contains(err.Error(), "within") && strings.Contains(err.Error(), "retry the push") {
+					w.Timeouts++
+				}
+				w.Trace.Addf("push of %d rows: %s", len(req.Entries), replicaFirstLine(err))
+				return
+			}
+			for i, e := range req.Entries {
+				w.Acked[resp.GetFirstSeq()+int64(i)] = e.GetData()
+			}
+			w.Trace.Addf("push of %d rows: acked seqs [%d,%d]", len(req.Entries), resp.GetFirstSeq(), resp.GetLastSeq())
+		}
+	})
+}
+
+// SourceAppend stores n rows on the relay's source.
+func (w *ReplicaWorld) SourceAppend(n int) error {
 	rows := make([]store.Row, n)
 	for i := range rows {
-		w.appended++
-		rows[i] = store.Row{Key: "/job", Source: "stdout", Data: fmt.Sprintf("row %d", w.appended), EpochMS: Epoch.UnixMilli(), Level: store.LevelInfo}
+		w.srcAppended++
+		rows[i] = store.Row{Key: "/job/relayed", Source: "stdout", Data: fmt.Sprintf("src %d", w.srcAppended), EpochMS: Epoch.UnixMilli(), Level: store.LevelInfo, Cluster: replicaSource}
 	}
-	ack, err := w.P.Append(w.ctx, store.Batch{Rows: rows})
-	if err != nil {
-		return err
-	}
-	w.waiting = append(w.waiting, ack)
-	w.settle()
-	return nil
+	_, err := w.Src.Store.Append(w.ctx, store.Batch{Rows: rows})
+	return err
 }
 
-// settle acknowledges the pushes the standby's Acks now cover.
-func (w *ReplicaWorld) settle() {
-	keep := w.waiting[:0]
-	for _, a := range w.waiting {
-		if a.Last > w.synced {
-			keep = append(keep, a)
-			continue
-		}
-		rows, _ := w.P.Scan(w.ctx, a.First-1, int(a.Last-a.First+1), 0)
-		for _, r := range rows {
-			if r.Seq <= a.Last {
-				w.Acked[r.Seq] = r.Data
-			}
-		}
-	}
-	w.waiting = keep
-}
-
-// Ship puts what the primary has past the link's position on the link as
-// one Records frame, or a floor-only frame when there is nothing new but
-// the floor rose; it (re)subscribes from the standby's last seq first.
-func (w *ReplicaWorld) Ship() error {
-	if w.stream == nil {
-		from := w.R.LastSeq()
-		st, err := w.P.Tail(from)
-		if err != nil {
-			return fmt.Errorf("subscribe from %d: %w", from, err)
-		}
-		w.stream, w.sent, w.floorSent, w.synced = st, from, 0, from
-	}
-	batch := peer.Records{PrimaryLast: w.P.LastSeq()}
-	for len(batch.Records) < 4 && (w.held != nil || w.stream.Position() < w.P.LastSeq()) {
-		var rec store.Record
-		if w.held != nil {
-			rec, w.held = *w.held, nil
-		} else {
-			var err error
-			if rec, err = w.stream.Next(w.ctx); err != nil {
-				return err
-			}
-		}
-		if len(batch.Records) > 0 && rec.Floor != batch.Floor {
-			w.held = &rec // a frame has one floor
-			break
-		}
-		batch.Floor = rec.Floor
-		batch.Records = append(batch.Records, rec)
-		w.sent = rec.Last
-	}
-	if len(batch.Records) == 0 {
-		f := w.P.Floor()
-		if f <= w.floorSent || f > w.sent {
-			return nil
-		}
-		batch.Floor = f
-	}
-	w.floorSent = max(w.floorSent, batch.Floor)
-	w.frames = append(w.frames, peer.EncodeRecords(nil, batch))
-	return nil
-}
-
-// Deliver hands the oldest frame on the link to the standby, which writes
-// it and acks.
-func (w *ReplicaWorld) Deliver() error {
-	if w.AckBeforeSync && len(w.unapplied) > 0 {
-		for _, rec := range w.unapplied {
-			if err := w.R.ApplyReplicated(w.ctx, rec); err != nil {
-				return err
-			}
-		}
-		w.unapplied = nil
-	}
-	if len(w.frames) == 0 {
+// RelayStep is one relay.Forwarder.Step, unless the last one still waits.
+func (w *ReplicaWorld) RelayStep() error {
+	if w.relayOp != nil {
 		return nil
 	}
-	body := w.frames[0]
-	w.frames = w.frames[1:]
-	batch, err := peer.DecodeRecords(body)
-	if err != nil {
-		return err
-	}
-	if w.AckBeforeSync && len(batch.Records) > 0 {
-		w.unapplied = append(w.unapplied, batch.Records...)
-		w.acks = append(w.acks, batch.Records[len(batch.Records)-1].Last)
-		return nil
-	}
-	for _, rec := range batch.Records {
-		if err := w.R.ApplyReplicated(w.ctx, rec); err != nil {
-			return err
+	f := w.relay
+	opTrace := &Trace{}
+	w.relayNet.trace = opTrace
+	err := w.start("relay step", func(ctx context.Context) func() {
+		_, err := f.Step(ctx)
+		return func() {
+			w.Trace.lines = append(w.Trace.lines, opTrace.lines...)
+			w.Trace.Addf("relay step: watermark %d: %s", f.Watermark(), replicaFirstLine(err))
 		}
+	})
+	if len(w.ops) > 0 && w.ops[len(w.ops)-1].name == "relay step" {
+		w.relayOp = w.ops[len(w.ops)-1]
 	}
-	applied := w.R.LastSeq()
-	w.acks = append(w.acks, applied)
-	if batch.Floor > applied {
-		return fmt.Errorf("floor %d past the standby's last seq %d", batch.Floor, applied)
-	}
-	return w.R.ApplyFloor(w.ctx, batch.Floor)
+	return err
 }
 
-// DeliverAck hands the oldest Ack to the primary.
-func (w *ReplicaWorld) DeliverAck() {
-	if len(w.acks) == 0 {
-		return
+func replicaFirstLine(err error) string {
+	if err == nil {
+		return "ok"
 	}
-	w.synced = max(w.synced, w.acks[0])
-	w.acks = w.acks[1:]
-	w.settle()
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
 }
 
-// Partition drops everything on the link and closes it.
-func (w *ReplicaWorld) Partition() {
-	if w.stream != nil {
-		w.stream.Close()
-		w.stream = nil
+// Advance moves every clock by d: waits for replica acks may time out.
+func (w *ReplicaWorld) Advance(d time.Duration) error {
+	for _, n := range []*Node{w.P, w.S, w.Src} {
+		n.Clock.Advance(d)
 	}
-	w.frames, w.acks, w.held = nil, nil, nil
-	w.unapplied = nil // the canary's unwritten records die with the link
+	w.Trace.Addf("advance %s", d)
+	return w.settle()
 }
 
-// Maintain flushes and retains on the primary and flushes the standby.
+// Maintain flushes and retains on the primary (the floor rises) and
+// flushes the standby.
 func (w *ReplicaWorld) Maintain() error {
-	if err := w.P.Flush(w.ctx); err != nil {
-		return err
-	}
-	if err := w.P.Retain(w.ctx); err != nil {
-		return err
-	}
-	if err := w.R.Flush(w.ctx); err != nil {
-		return err
-	}
-	return w.R.Retain(w.ctx)
-}
-
-// CrashStandby cuts the standby's power and reopens it.
-func (w *ReplicaWorld) CrashStandby() error {
-	w.Partition()
-	w.unapplied = nil
-	w.R.Abandon()
-	w.rfs.Crash(w.rng)
-	var err error
-	w.R, err = store.Open(w.ropts)
-	return err
-}
-
-// CrashPrimary cuts the primary's power and reopens it; its waiting
-// pushes fail (their clients never got an ack).
-func (w *ReplicaWorld) CrashPrimary() error {
-	w.Partition()
-	w.waiting = nil
-	w.P.Abandon()
-	w.pfs.Crash(w.rng)
-	var err error
-	w.P, err = store.Open(w.popts)
-	return err
-}
-
-// CheckStandbyCommitted: every row the standby holds is the primary's, at
-// the same seq (the primary may have deleted it by retention since).
-func (w *ReplicaWorld) CheckStandbyCommitted() error {
-	rrows, err := w.R.Scan(w.ctx, 0, 1<<20, 0)
-	if err != nil {
-		return err
-	}
-	prows, err := w.P.Scan(w.ctx, 0, 1<<20, 0)
-	if err != nil {
-		return err
-	}
-	pm := make(map[int64]string, len(prows))
-	for _, r := range prows {
-		pm[r.Seq] = r.Data
-	}
-	for _, r := range rrows {
-		if d, ok := pm[r.Seq]; ok && d != r.Data || !ok && r.Seq > w.P.Floor() {
-			return fmt.Errorf("standby holds seq %d %q, the primary has %q (held %v)", r.Seq, r.Data, d, ok)
-		}
-	}
-	return nil
-}
-
-// Drain heals the link and steps it until the standby has everything the
-// primary has, then checks the copy is exact: the same rows at the same
-// seqs and the same retention floor.
-func (w *ReplicaWorld) Drain() error {
-	for range 1000 {
-		if err := w.Ship(); err != nil {
+	if w.P.Store != nil {
+		if err := w.P.Store.Flush(w.ctx); err != nil {
 			return err
 		}
-		for len(w.frames) > 0 {
-			if err := w.Deliver(); err != nil {
-				return err
-			}
-		}
-		for len(w.acks) > 0 {
-			w.DeliverAck()
-		}
-		if w.R.LastSeq() == w.P.LastSeq() && w.R.Floor() == w.P.Floor() {
-			break
+		if err := w.P.Store.Retain(w.ctx); err != nil {
+			return err
 		}
 	}
-	rrows, err := w.R.Scan(w.ctx, 0, 1<<20, 0)
-	if err != nil {
-		return err
-	}
-	prows, err := w.P.Scan(w.ctx, 0, 1<<20, 0)
-	if err != nil {
-		return err
-	}
-	if w.R.Floor() != w.P.Floor() || len(rrows) != len(prows) {
-		return fmt.Errorf("after the drain the standby has floor %d and %d rows, the primary floor %d and %d rows", w.R.Floor(), len(rrows), w.P.Floor(), len(prows))
-	}
-	for i := range rrows {
-		if rrows[i].Seq != prows[i].Seq || rrows[i].Data != prows[i].Data {
-			return fmt.Errorf("after the drain the standby's row %d is seq %d %q, the primary's seq %d %q", i, rrows[i].Seq, rrows[i].Data, prows[i].Seq, prows[i].Data)
-		}
+	if w.S.Store != nil {
+		return w.S.Store.Flush(w.ctx)
 	}
 	return nil
 }
 
-// CheckPrimaryDiskLoss is what a promotion after losing the primary's disk
-// leaves: every acknowledged row above the standby's floor is on the
-// standby with its seq.
-func (w *ReplicaWorld) CheckPrimaryDiskLoss() error {
-	w.unapplied = nil
-	w.R.Abandon()
-	w.rfs.Crash(w.rng) // the standby may go down in the same incident
-	r, err := store.Open(w.ropts)
-	if err != nil {
-		return err
+// abandonOps: the primary's process goes away, and with it every request
+// waiting on it (the clients see the connection fail).
+func (w *ReplicaWorld) abandonOps() error {
+	for _, op := range w.ops {
+		op.cancel()
 	}
-	w.R = r
-	rows, err := r.Scan(w.ctx, 0, 1<<20, 0)
-	if err != nil {
-		return err
+	for _, op := range w.ops {
+		<-op.done
 	}
-	have := make(map[int64]string, len(rows))
-	for _, row := range rows {
-		have[row.Seq] = row.Data
-	}
-	for seq, data := range w.Acked {
-		if seq > r.Floor() && have[seq] != data {
-			return fmt.Errorf("acknowledged seq %d %q is not on the standby (it has %q; floor %d, last seq %d)", seq, data, have[seq], r.Floor(), r.LastSeq())
-		}
-	}
-	return nil
+	return w.settle()
 }
 
-// Close closes both stores.
+// CrashPrimary cuts the primary's power and restarts it from its disk.
+func (w *ReplicaWorld) CrashPrimary() error {
+	if err := w.linkDown("primary crashed"); err != nil {
+		return err
+	}
+	if err := w.abandonOps(); err != nil {
+		return err
+	}
+	w.P.crash(w.rng)
+	w.Trace.Addf("primary power cut")
+	if err := w.P.open(); err != nil {
+		return err
+	}
+	return w.startServer(w.P)
+}
+
+// CrashStandby cuts the standby's power and restarts it from its disk.
+func (w *ReplicaWorld) CrashStandby() error {
+	if err := w.linkDown("standby crashed"); err != nil {
+		return err
+	}
+	w.S.crash(w.rng)
+	w.Trace.Addf("standby power cut")
+	w.S.opts.Following = !w.promoted
+	if err := w.S.open(); err != nil {
+		return err
+	}
+	return w.startServer(w.S)
+}
+
+// Close stops every op and closes the stores.
 func (w *ReplicaWorld) Close() {
-	w.Partition()
-	w.P.Close()
-	w.R.Close()
+	w.linkDown("close")
+	w.abandonOps()
+	for _, n := range []*Node{w.P, w.S, w.Src} {
+		if n.Store != nil {
+			n.Store.Close()
+			n.Store, n.Server = nil, nil
+		}
+	}
 }

@@ -37,6 +37,12 @@ func (s *Store) flush(ctx context.Context) error {
 		if len(s.sealed) == 0 {
 			s.lastFlush = s.clk.Now()
 			s.mu.Unlock()
+			if s.marksUnwritten {
+				if err := s.persistSegMarks(); err != nil {
+					return fmt.Errorf("store: flush: %w", err)
+				}
+				s.marksUnwritten = false
+			}
 			return nil
 		}
 		m := s.sealed[0]
@@ -97,9 +103,11 @@ func (s *Store) flush(ctx context.Context) error {
 		// write succeeds the WAL stays, and recovery reads the marks from
 		// it (producers.json says which seq it is as of).
 		if err := s.persistSegMarks(); err != nil {
+			s.marksUnwritten = true
 			s.log.Error("flush: producer marks not written; the WAL is kept until they are", "err", err)
 			return fmt.Errorf("store: flush: %w", err)
 		}
+		s.marksUnwritten = false
 		s.walMu.Lock()
 		err = s.wal.trimBefore(trimTo)
 		s.walBytes.Store(s.wal.bytes())
@@ -157,10 +165,19 @@ func (s *Store) Compact(ctx context.Context) error {
 		if len(run) < 2 {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
+		release, local := s.holdLocal(run)
+		if err := ctx.Err(); err != nil || !local {
+			// An input was evicted to the bucket since the pick (or the
+			// context ended): the next Compact picks again.
+			release()
+			for _, sg := range run {
+				sg.release()
+			}
 			return err
 		}
-		if err := s.merge(run); err != nil {
+		err := s.merge(run)
+		release()
+		if err != nil {
 			return err
 		}
 	}
@@ -194,7 +211,7 @@ func (s *Store) pickCompaction() []*segment {
 	}
 	for i := len(s.segs) - 1; i >= 0 && len(best) == 0; i-- {
 		sg := s.segs[i]
-		if sg.size >= small {
+		if sg.size >= small || s.remoteSeg(sg) {
 			flush()
 			continue
 		}

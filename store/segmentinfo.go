@@ -61,6 +61,19 @@ func ListSegments(fsys vfs.FS, dir string) ([]SegmentInfo, error) {
 // re-sent batches.
 const ProducersFile = producersName
 
+// ProducersAsOf returns the seq the producer marks in a ProducersFile's
+// bytes are as of: they hold every mark of the rows up to that seq. An
+// object tier records a segment only with marks at least as of its last
+// seq, so a store rebuilt from the bucket drops a re-sent batch of any
+// uploaded row.
+func ProducersAsOf(data []byte) (int64, error) {
+	var pf producersFile
+	if err := json.Unmarshal(data, &pf); err != nil {
+		return 0, fmt.Errorf("%s: %w", producersName, err)
+	}
+	return pf.AsOf, nil
+}
+
 // IsSegmentName reports whether name is a sealed segment's file name.
 func IsSegmentName(name string) bool {
 	_, _, ok := parseSegName(name)

@@ -42,6 +42,11 @@ type Store struct {
 	// flushMu serialises Flush and Retain (the segment set changes only
 	// under flushMu or compactMu, plus mu for the swap).
 	flushMu sync.Mutex
+	// marksUnwritten: a flush installed a segment but could not write
+	// producers.json after it; the next Flush writes it even without new
+	// rows (an object tier uploads that segment only with its marks).
+	// Guarded by flushMu.
+	marksUnwritten bool
 	// compactMu serialises Compact and Retain, the two that remove segments
 	// (and share garbage). Compaction does not take flushMu: a merge can run
 	// for seconds and must not hold up flushes, or a full memtable stalls

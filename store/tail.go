@@ -91,21 +91,33 @@ func (t *RecordStream) Close() { t.cache.drop() }
 // store's end. It fails with ctx's error, or ErrClosed once the store
 // closes.
 func (t *RecordStream) Next(ctx context.Context) (Record, error) {
+	rec, _, err := t.next(ctx, true)
+	return rec, err
+}
+
+// TryNext is Next without the wait: at the store's end it returns ok
+// false. The simulation steps the replica port with it, so what a Records
+// frame holds does not depend on when a goroutine got to run.
+func (t *RecordStream) TryNext(ctx context.Context) (rec Record, ok bool, err error) {
+	return t.next(ctx, false)
+}
+
+func (t *RecordStream) next(ctx context.Context, wait bool) (Record, bool, error) {
 	s := t.s
 	for {
 		if err := ctx.Err(); err != nil {
-			return Record{}, err
+			return Record{}, false, err
 		}
 		if len(t.snap) > 0 {
 			n := min(len(t.snap), TailMaxMarks)
 			rec := Record{First: t.after + 1, Last: t.after, Marks: t.snap[:n:n], Floor: s.floorNow()}
 			t.snap = t.snap[n:]
-			return rec, nil
+			return rec, true, nil
 		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			return Record{}, ErrClosed
+			return Record{}, false, ErrClosed
 		}
 		floor := s.floor
 		segEnd := floor
@@ -131,27 +143,30 @@ func (t *RecordStream) Next(ctx context.Context) (Record, error) {
 				t.snap = sortedMarks(s.segMarks)
 			}
 			s.mu.Unlock()
-			return rec, nil
+			return rec, true, nil
 		}
 		if t.after < segEnd {
 			rec, err := t.fromSegments(ctx, segEnd, floor)
 			if err != nil {
-				return Record{}, err
+				return Record{}, false, err
 			}
-			return rec, nil
+			return rec, true, nil
 		}
 		rec, ok := t.fromMemtables(floor)
 		if ok {
-			return rec, nil
+			return rec, true, nil
 		}
 		wake := s.tailCh
 		s.mu.Unlock()
+		if !wait {
+			return Record{}, false, nil
+		}
 		select {
 		case <-wake:
 		case <-s.stopCh:
-			return Record{}, ErrClosed
+			return Record{}, false, ErrClosed
 		case <-ctx.Done():
-			return Record{}, ctx.Err()
+			return Record{}, false, ctx.Err()
 		}
 	}
 }

@@ -33,6 +33,7 @@ func init() {
 			"finelog bench --spawn                       # own empty finelogd, CPU and RSS included",
 			"finelog bench --lines 100000 --metrics http://127.0.0.1:7070/metrics",
 			"finelog bench --addr http://10.0.0.5:7070 --prefix /bench/try-2/",
+			"finelog bench --spawn --victorialogs http://127.0.0.1:9428  # then the same lines to VictoriaLogs",
 		},
 	}
 }
@@ -69,6 +70,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&bc.prefix, "prefix", "/bench/run-"+time.Now().UTC().Format("20060102T150405Z")+"/", "key `prefix` the bench rows are written under")
 	spawn := fs.Bool("spawn", false, "start a throw-away finelogd (empty data dir, free loopback port) for a clean measurement, report its CPU and RSS, then stop it and delete its data")
 	finelogd := fs.String("finelogd", "", "finelogd `binary` for --spawn (default: next to finelog, else on PATH)")
+	vl := fs.String("victorialogs", "", "VictoriaLogs `URL` (http://host:port): after finelogd, push the same lines to its /insert/jsonline and print the throughput ratio")
 	pos, err := parseArgs(env, fs, args)
 	if err != nil {
 		return err
@@ -82,6 +84,15 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	if !strings.HasPrefix(bc.prefix, "/") || !strings.HasSuffix(bc.prefix, "/") {
 		return fmt.Errorf("--prefix %q: want a key prefix that starts and ends with /", bc.prefix)
 	}
+	if *vl != "" {
+		if bc.protocol != benchPushLogs {
+			return fmt.Errorf("--victorialogs compares with PushLogs: drop --protocol %s", bc.protocol)
+		}
+		if err := checkVL(ctx, *vl); err != nil {
+			return err
+		}
+	}
+	var d *spawned
 	if *spawn {
 		if bc.pid != 0 || bc.metricsURL != "" {
 			return fmt.Errorf("--spawn measures the daemon it starts: drop --pid and --metrics")
@@ -90,7 +101,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		d, err := spawnFinelogd(ctx, bin, env.stderr)
+		d, err = spawnFinelogd(ctx, bin, env.stderr)
 		if err != nil {
 			return err
 		}
@@ -128,6 +139,15 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		return conn.friendly(err)
 	}
 	r.print(env.stdout, bc)
+	if d != nil {
+		// Before VictoriaLogs runs, so its load does not slow the settling.
+		size, waited := d.settledBytes(ctx, settleTimeout)
+		fmt.Fprintf(env.stdout, "disk         %.1f bytes per line (%d bytes in the data dir once its size held still; waited %s)\n",
+			float64(size)/float64(max(r.lines, 1)), size, waited.Round(100*time.Millisecond))
+	}
+	if *vl != "" {
+		return runVLBench(ctx, env, c, *vl, bc, r)
+	}
 	return nil
 }
 

@@ -139,38 +139,16 @@ func newHTTPPusher(protocol string, conn *connFlags, gz bool) (benchPusher, erro
 		if err != nil {
 			return err
 		}
-		if gz {
-			var buf bytes.Buffer
-			w := gzip.NewWriter(&buf)
-			w.Write(body)
-			if err := w.Close(); err != nil {
-				return err
-			}
-			body = buf.Bytes()
-		}
-		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		hr.Header.Set("Content-Type", contentType)
-		if gz {
-			hr.Header.Set("Content-Encoding", "gzip")
-		}
 		tok, err := token()
 		if err != nil {
 			return err
 		}
-		if tok != "" {
-			hr.Header.Set("Authorization", "Bearer "+tok)
-		}
-		resp, err := hc.Do(hr)
+		status, msg, err := postBody(ctx, hc, base+path, contentType, body, gz, tok)
 		if err != nil {
 			return err
 		}
-		defer resp.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("POST %s: %s: %s", path, resp.Status, strings.TrimSpace(string(msg)))
+		if status/100 != 2 {
+			return fmt.Errorf("POST %s: %d %s: %s", path, status, http.StatusText(status), strings.TrimSpace(string(msg)))
 		}
 		if protocol == benchOTLP {
 			var out collogspb.ExportLogsServiceResponse
@@ -183,6 +161,38 @@ func newHTTPPusher(protocol string, conn *connFlags, gz bool) (benchPusher, erro
 		}
 		return nil
 	}, nil
+}
+
+// postBody POSTs body to url (gzipped when gz, with a bearer token when
+// tok is set) and returns the status and up to 4 KiB of the answer.
+func postBody(ctx context.Context, hc *http.Client, url, contentType string, body []byte, gz bool, tok string) (int, []byte, error) {
+	if gz {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(body)
+		if err := w.Close(); err != nil {
+			return 0, nil, err
+		}
+		body = buf.Bytes()
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	hr.Header.Set("Content-Type", contentType)
+	if gz {
+		hr.Header.Set("Content-Encoding", "gzip")
+	}
+	if tok != "" {
+		hr.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := hc.Do(hr)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	return resp.StatusCode, msg, nil
 }
 
 // lokiBody is the batch as one Loki stream whose finelog_key label keeps

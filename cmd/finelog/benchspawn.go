@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -109,4 +110,40 @@ func (s *spawned) stop() {
 		<-s.exited
 	}
 	os.RemoveAll(s.dataDir)
+}
+
+// settleTimeout bounds how long bench waits for the spawned daemon's data
+// dir to stop changing after the last push (flush and compaction run in
+// the background).
+const settleTimeout = 2 * time.Minute
+
+// settledBytes waits until the data dir's total size is the same in three
+// samples a second apart, or until timeout, and returns that size.
+func (s *spawned) settledBytes(ctx context.Context, timeout time.Duration) (int64, time.Duration) {
+	start := time.Now()
+	last, same := dirBytes(s.dataDir), 0
+	for same < 2 && time.Since(start) < timeout && ctx.Err() == nil {
+		time.Sleep(time.Second)
+		n := dirBytes(s.dataDir)
+		if n == last {
+			same++
+		} else {
+			last, same = n, 0
+		}
+	}
+	return last, time.Since(start)
+}
+
+// dirBytes is the total size of the regular files under dir.
+func dirBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			if info, err := e.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }

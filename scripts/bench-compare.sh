@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Measure every performance figure of docs/performance.md beside the
+# machine's own limits, in one run:
+#
+#   scripts/bench-compare.sh                 # the standard load: 5M lines
+#   scripts/bench-compare.sh --lines 500000  # a short run
+#
+# 1. machine baselines on the disk under $TMPDIR (default /tmp): fdatasync
+#    bandwidth (dd bs=1M conv=fdatasync, and with a sync per MiB, oflag=dsync)
+#    and the single-fsync rate (dd bs=4k oflag=dsync);
+# 2. the standard load against a spawned finelogd (finelog bench --spawn:
+#    ~165-byte generated lines, 1,000 keys, batches of 1,000, 4 pushers),
+#    with its CPU per million lines, peak RSS and disk bytes per line;
+#    then, if VictoriaLogs is installed ($VICTORIALOGS, .bin-vl/ or PATH),
+#    the same lines to its /insert/jsonline;
+# 3. the go-test benchmarks behind the other figures (durable append,
+#    single-row appends, relay drain, tail over the wire, JWT verify);
+# 4. a summary: each figure, its target and its ratio to the baseline
+#    measured in this run.
+#
+# Everything runs on this machine at once with nothing else: figures from
+# a machine shared with other work are noisy (say so when quoting them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LC_ALL=C
+
+usage() {
+	echo "usage: scripts/bench-compare.sh [--lines N]   (N lines for the ingest run, default 5000000)" >&2
+	exit 2
+}
+lines=5000000
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--lines) [ $# -ge 2 ] || usage; lines=$2; shift 2 ;;
+	--lines=*) lines=${1#--lines=}; shift ;;
+	-h | --help) usage ;;
+	*) echo "bench-compare: unknown argument $1" >&2; usage ;;
+	esac
+done
+case "$lines" in
+'' | *[!0-9]*) echo "bench-compare: --lines $lines: want a positive whole number of lines" >&2; exit 2 ;;
+esac
+[ "$lines" -gt 0 ] || { echo "bench-compare: --lines must be positive" >&2; exit 2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/finelog-compare-XXXXXX")
+vlpid=
+cleanup() {
+	if [ -n "$vlpid" ]; then
+		kill "$vlpid" 2>/dev/null || true
+		wait "$vlpid" 2>/dev/null || true
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+log() { echo "bench-compare: $*" >&2; }
+
+# dd_secs FILE: the seconds dd reported on its "copied" line.
+dd_secs() { awk '/copied/ { for (i = 1; i < NF; i++) if ($i == "copied,") print $(i + 1) }' "$1"; }
+
+log "machine baselines on $(dirname "$work")"
+dd if=/dev/zero of="$work/dd" bs=1M count=256 conv=fdatasync 2>"$work/dd1" || { cat "$work/dd1" >&2; exit 1; }
+fdatasync_mbs=$(awk -v s="$(dd_secs "$work/dd1")" 'BEGIN { printf "%.1f", 268.435456 / s }')
+rm -f "$work/dd"
+# The same bytes with an fdatasync after every MiB, as the store
+# benchmark's own baseline does (one sync at the end mostly measures the
+# page cache on a fast disk).
+dd if=/dev/zero of="$work/dd" bs=1M count=256 oflag=dsync 2>"$work/dd3" || { cat "$work/dd3" >&2; exit 1; }
+dsync_mbs=$(awk -v s="$(dd_secs "$work/dd3")" 'BEGIN { printf "%.1f", 268.435456 / s }')
+rm -f "$work/dd"
+dd if=/dev/zero of="$work/dd" bs=4k count=500 oflag=dsync 2>"$work/dd2" || { cat "$work/dd2" >&2; exit 1; }
+fsync_rate=$(awk -v s="$(dd_secs "$work/dd2")" 'BEGIN { printf "%.0f", 500 / s }')
+rm -f "$work/dd"
+log "fdatasync bandwidth $fdatasync_mbs MB/s (one sync), $dsync_mbs MB/s (a sync per MiB); single-fsync rate $fsync_rate/s"
+
+log "building finelog and finelogd"
+go build -o "$work/finelog" ./cmd/finelog
+go build -o "$work/finelogd" ./cmd/finelogd
+
+vlbin=${VICTORIALOGS:-}
+if [ -z "$vlbin" ] && [ -x .bin-vl/victoria-logs ]; then vlbin=.bin-vl/victoria-logs; fi
+if [ -z "$vlbin" ]; then vlbin=$(command -v victoria-logs || true); fi
+vlflag=()
+if [ -n "$vlbin" ]; then
+	vlport=$((20000 + RANDOM % 20000))
+	"$vlbin" -httpListenAddr "127.0.0.1:$vlport" -storageDataPath "$work/vl" -retentionPeriod 100y \
+		-loggerLevel WARN >"$work/vl.log" 2>&1 &
+	vlpid=$!
+	for _ in $(seq 100); do
+		curl -fs "http://127.0.0.1:$vlport/health" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	if curl -fs "http://127.0.0.1:$vlport/health" >/dev/null 2>&1; then
+		vlflag=(--victorialogs "http://127.0.0.1:$vlport")
+		log "VictoriaLogs $vlbin at 127.0.0.1:$vlport"
+	else
+		log "VictoriaLogs $vlbin did not become healthy (log: $(tail -3 "$work/vl.log")); skipping it"
+	fi
+else
+	log "VictoriaLogs not installed (set VICTORIALOGS=path, or: GOBIN=\$PWD/.bin-vl go install github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs@v1.52.1); skipping it"
+fi
+
+log "ingest: $lines lines against a spawned finelogd"
+"$work/finelog" bench --spawn --finelogd "$work/finelogd" --lines "$lines" --progress 30s "${vlflag[@]}" | tee "$work/bench.out"
+
+gobench() { # PKG REGEXP BENCHTIME
+	log "go test $1 -bench '$2' -benchtime $3"
+	go test "$1" -run '^$' -bench "$2" -benchtime "$3" -benchmem | tee -a "$work/gobench.out" | grep '^Benchmark' >&2 || true
+}
+: >"$work/gobench.out"
+gobench ./store 'AppendDurable' 2s
+gobench ./store 'FetchTail$' 20x
+gobench ./relay 'RelayDrain|DirectIngest' 3x
+gobench ./server 'FetchTailWire' 100x
+gobench ./auth 'AdmitJWT$|AdmitJWTCold|HS256VerifyFloor' 100000x
+
+# metric BENCH-REGEXP UNIT: the value reported with UNIT on the first line
+# of a benchmark whose name matches.
+metric() {
+	awk -v re="$1" -v unit="$2" '$1 ~ re { for (i = 2; i <= NF; i++) if ($i == unit) { print $(i - 1); exit } }' "$work/gobench.out"
+}
+# ingest FIELD-REGEXP N: the Nth number on the first bench output line
+# starting with FIELD.
+ingest() { awk -v re="$1" -v n="$2" '$0 ~ re { c = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/ && ++c == n) { print $i; exit } }' "$work/bench.out"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2fx", a / b }'; }
+or_dash() { if [ -n "$1" ]; then echo "$1"; else echo "-"; fi; }
+
+fl_rate=$(ingest '^throughput' 1)
+fl_cpu=$(ingest '^server CPU' 2)
+fl_rss=$(ingest '^server RSS' 1)
+fl_disk=$(ingest '^disk ' 1)
+vl_rate=$(awk '/^victorialogs/ { v = 1 } v && /^throughput/ { print $2; exit }' "$work/bench.out")
+ad_mbs=$(metric 'AppendDurable/batch=1000' 'MB/s')
+one_rate=$(metric 'AppendDurable/batch=1/' 'rows/s')
+store_bpl=$(metric 'FetchTail-' 'bytes/line')
+drain=$(metric 'RelayDrain' 'rows/s')
+direct=$(metric 'DirectIngest/pushers=4' 'rows/s')
+wire_ms=$(metric 'FetchTailWire/accept=gzip-[0-9]' 'wire-ms/op')
+inproc_ms=$(metric 'FetchTailWire/accept=gzip-[0-9]' 'inproc-ms/op')
+over_ms=$(metric 'FetchTailWire/accept=gzip-[0-9]' 'overhead-ms/op')
+cold=$(metric 'AdmitJWTCold' 'ns/op')
+cached=$(metric 'AdmitJWT-' 'ns/op')
+floor=$(metric 'HS256VerifyFloor' 'ns/op')
+
+echo
+echo "== issue 17 figures, $(date -u +%FT%TZ), $(nproc) cores, ingest run of $lines lines =="
+printf '%-44s %-22s %-16s %-30s %s\n' "what" "measured" "target" "baseline (this run)" "ratio"
+row() { printf '%-44s %-22s %-16s %-30s %s\n' "$@"; }
+row "tail 1000 rows over the wire (gzip client)" "$(or_dash "$wire_ms") ms" "<= 3 ms" "in-process $(or_dash "$inproc_ms") ms" "overhead $(or_dash "$over_ms") ms (<= 1.5)"
+row "durable append, batch 1000, 4 writers" "$(or_dash "$ad_mbs") MB/s" ">= 0.5x" "dd conv=fdatasync $fdatasync_mbs MB/s" "$(ratio "$ad_mbs" "$fdatasync_mbs")"
+row "" "" "" "dd bs=1M oflag=dsync $dsync_mbs MB/s" "$(ratio "$ad_mbs" "$dsync_mbs")"
+row "single-row appends, 64 writers" "$(or_dash "$one_rate") rows/s" ">= 40x" "dd dsync $fsync_rate fsyncs/s" "$(ratio "$one_rate" "$fsync_rate")"
+row "daemon disk bytes per line (settled)" "$(or_dash "$fl_disk") B" "<= 30" "store bench $(or_dash "$store_bpl") B" "$(ratio "$fl_disk" "$store_bpl")"
+row "server CPU per 1M lines" "$(or_dash "$fl_cpu") s" "<= 2.5 s" "-" "-"
+row "server peak RSS" "$(or_dash "$fl_rss") MiB" "<= 256 MiB" "-" "-"
+row "wire ingest" "$(or_dash "$fl_rate") lines/s" ">= 3x VL" "VictoriaLogs $(or_dash "$vl_rate") lines/s" "$(ratio "$fl_rate" "$vl_rate")"
+row "relay drain" "$(or_dash "$drain") rows/s" ">= 0.9x" "direct ingest $(or_dash "$direct") rows/s" "$(ratio "$drain" "$direct")"
+row "first-seen JWT verify" "$(or_dash "$cold") ns" "<= 3000 ns" "cached $(or_dash "$cached") ns, HMAC $(or_dash "$floor") ns" "$(ratio "$cold" "$cached") of cached"
