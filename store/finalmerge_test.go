@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"path"
 	"testing"
 
 	"github.com/finelog/finelog/internal/vfs"
@@ -49,6 +50,47 @@ func TestPickFinalMerge(t *testing.T) {
 				t.Fatalf("picked %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// remoteNames is a TieredFS whose named segments are remote-only.
+type remoteNames struct {
+	vfs.FS
+	remote map[string]bool
+}
+
+func (r remoteNames) Remote(p string) bool { return r.remote[path.Base(p)] }
+func (r remoteNames) HoldLocal([]string) (func(), bool) {
+	return func() {}, true
+}
+
+// TestPickFinalMergeSkipsRemote: a segment evicted to the object tier is
+// never a final-merge input (a merge does not download its inputs).
+func TestPickFinalMergeSkipsRemote(t *testing.T) {
+	for _, c := range []struct {
+		remote string
+		want   string
+	}{
+		{"", "[0 1]"},
+		{"0", "[]"},
+		{"1", "[]"},
+	} {
+		s := &Store{opts: Options{TargetSegmentBytes: 1000}, fs: remoteNames{remote: map[string]bool{c.remote: true}}}
+		for i, sz := range []int64{460, 100} {
+			sg := &segment{name: fmt.Sprint(i), first: int64(i*10 + 1), last: int64(i*10 + 10), size: sz}
+			sg.refs.Store(1)
+			s.segs = append(s.segs, sg)
+		}
+		got := []int{}
+		for _, sg := range s.pickCompaction() {
+			var i int
+			fmt.Sscan(sg.name, &i)
+			got = append(got, i)
+			sg.release()
+		}
+		if fmt.Sprint(got) != c.want {
+			t.Errorf("remote %q: picked %v, want %s", c.remote, got, c.want)
+		}
 	}
 }
 

@@ -253,7 +253,7 @@ func (s *Store) pickFinalMergeLocked() []*segment {
 		var bytes int64
 		for j := i; j >= 0 && i-j < maxMergeFanIn; j-- {
 			sg := s.segs[j]
-			if sg.size >= small || bytes+sg.size > s.opts.TargetSegmentBytes {
+			if sg.size >= small || s.remoteSeg(sg) || bytes+sg.size > s.opts.TargetSegmentBytes {
 				break
 			}
 			bytes += sg.size
