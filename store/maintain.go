@@ -223,6 +223,9 @@ func (s *Store) pickCompaction() []*segment {
 	}
 	flush()
 	if len(best) == 0 {
+		best = s.pickFinalMergeLocked()
+	}
+	if len(best) == 0 {
 		return nil
 	}
 	// best is newest first; merge wants seq order.
@@ -233,6 +236,37 @@ func (s *Store) pickCompaction() []*segment {
 		sg.acquire()
 	}
 	return best
+}
+
+// pickFinalMergeLocked finds what the size tiers leave stranded: adjacent
+// small segments too few for a tiered run (fewer than minMergeRun, or an
+// older one more than twice the newer ones) that together reach the final
+// tier (at least half the target). Merging them writes each row once more,
+// into a segment no rule picks again and that gets the better codec; left
+// alone they keep the flush codec for good (a settled daemon held 119 MiB +
+// 45 MiB at ~34.5 B/line, one 164 MiB segment of the same rows ~28). The
+// final-tier bound is what keeps this from rewriting a big segment for
+// every small flush that follows it. Newest first; caller holds mu.
+func (s *Store) pickFinalMergeLocked() []*segment {
+	small := s.opts.TargetSegmentBytes / 2
+	for i := len(s.segs) - 1; i > 0; i-- {
+		var bytes int64
+		for j := i; j >= 0 && i-j < maxMergeFanIn; j-- {
+			sg := s.segs[j]
+			if sg.size >= small || s.remoteSeg(sg) || bytes+sg.size > s.opts.TargetSegmentBytes {
+				break
+			}
+			bytes += sg.size
+			if bytes >= small && j < i {
+				run := make([]*segment, 0, i-j+1)
+				for k := i; k >= j; k-- {
+					run = append(run, s.segs[k])
+				}
+				return run
+			}
+		}
+	}
+	return nil
 }
 
 func (s *Store) merge(run []*segment) error {

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"testing"
+
+	"github.com/finelog/finelog/internal/vfs"
+)
+
+// TestPickFinalMerge: segments the size tiers strand (too few, or an older
+// one too big for the newer ones to join) are merged once they reach the
+// final tier together, and never otherwise.
+func TestPickFinalMerge(t *testing.T) {
+	const target = 1000
+	for _, c := range []struct {
+		sizes []int64 // oldest first
+		want  []int   // indexes picked, oldest first; nil: nothing
+	}{
+		{[]int64{460, 100}, []int{0, 1}},                         // the settled daemon's shape
+		{[]int64{460, 20}, nil},                                  // together below the final tier: no rewrite of 460 for 20
+		{[]int64{600, 300}, nil},                                 // 600 is final already
+		{[]int64{600, 300, 250}, []int{1, 2}},                    // the stranded pair after a final one
+		{[]int64{450, 450, 450}, []int{1, 2}},                    // newest first, within the target
+		{[]int64{300}, nil},                                      // one segment: nothing to merge
+		{[]int64{499, 499, 10}, []int{1, 2}},                     // 10 alone is not enough; with 499 it is
+		{[]int64{200, 200, 200, 200, 100}, []int{0, 1, 2, 3, 4}}, // the tiered rule, as before
+		{[]int64{480, 30, 600, 20}, []int{0, 1}},                 // a final segment splits runs
+		{[]int64{490, 490, 30}, []int{1, 2}},                     // total bound: 490+490+30 > target
+		{[]int64{100, 100, 100, 100, 100}, []int{0, 1, 2, 3, 4}}, // tiered
+		{[]int64{520, 480, 40, 600}, []int{1, 2}},                // 480+40 = 520 >= 500
+	} {
+		t.Run(fmt.Sprint(c.sizes), func(t *testing.T) {
+			s := &Store{opts: Options{TargetSegmentBytes: target}}
+			for i, sz := range c.sizes {
+				sg := &segment{name: fmt.Sprint(i), first: int64(i*10 + 1), last: int64(i*10 + 10), size: sz}
+				sg.refs.Store(1)
+				s.segs = append(s.segs, sg)
+			}
+			run := s.pickCompaction()
+			var got []int
+			for _, sg := range run {
+				var i int
+				fmt.Sscan(sg.name, &i)
+				got = append(got, i)
+				sg.release()
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Fatalf("picked %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// remoteNames is a TieredFS whose named segments are remote-only.
+type remoteNames struct {
+	vfs.FS
+	remote map[string]bool
+}
+
+func (r remoteNames) Remote(p string) bool { return r.remote[path.Base(p)] }
+func (r remoteNames) HoldLocal([]string) (func(), bool) {
+	return func() {}, true
+}
+
+// TestPickFinalMergeSkipsRemote: a segment evicted to the object tier is
+// never a final-merge input (a merge does not download its inputs).
+func TestPickFinalMergeSkipsRemote(t *testing.T) {
+	for _, c := range []struct {
+		remote string
+		want   string
+	}{
+		{"", "[0 1]"},
+		{"0", "[]"},
+		{"1", "[]"},
+	} {
+		s := &Store{opts: Options{TargetSegmentBytes: 1000}, fs: remoteNames{remote: map[string]bool{c.remote: true}}}
+		for i, sz := range []int64{460, 100} {
+			sg := &segment{name: fmt.Sprint(i), first: int64(i*10 + 1), last: int64(i*10 + 10), size: sz}
+			sg.refs.Store(1)
+			s.segs = append(s.segs, sg)
+		}
+		got := []int{}
+		for _, sg := range s.pickCompaction() {
+			var i int
+			fmt.Sscan(sg.name, &i)
+			got = append(got, i)
+			sg.release()
+		}
+		if fmt.Sprint(got) != c.want {
+			t.Errorf("remote %q: picked %v, want %s", c.remote, got, c.want)
+		}
+	}
+}
+
+// TestSettledSegmentsReachFinalTier: two flushed segments that the tiers
+// leave alone, an older one near half the target and a newer small one,
+// are merged by Compact into one whose rows all read back.
+func TestSettledSegmentsReachFinalTier(t *testing.T) {
+	o := memOpts(vfs.NewMemFS())
+	s := mustOpen(t, o)
+	defer s.Close()
+	ctx := context.Background()
+	mustAppend(t, s, mkRows("/k", 2000, 0))
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	big := s.Stats().SegmentBytes
+	mustAppend(t, s, mkRows("/k", 500, 2000))
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The target puts the older segment just under the final tier, and
+	// both together within it.
+	s.opts.TargetSegmentBytes = 2*big + 2
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Segments != 1 {
+		t.Fatalf("%d segments after Compact, want the stranded pair merged into 1", st.Segments)
+	}
+	if rows := fetchAll(t, s, Query{Source: "/k", Scope: ScopeExact}); len(rows) != 2500 {
+		t.Fatalf("%d rows after the merge, want 2500", len(rows))
+	}
+}
