@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -385,8 +386,12 @@ func (s *Server) registerReplicaMetrics() {
 
 // ReplicaStatus is GET /replica/status.
 type ReplicaStatus struct {
-	Role           string               `json:"role"`
-	LastSeq        int64                `json:"last_seq"`
+	Role    string `json:"role"`
+	LastSeq int64  `json:"last_seq"`
+	// Node and NodeID name this finelogd (--node-name and the id the
+	// handshake carries): a primary lists its replicas by NodeID only.
+	Node           string               `json:"node"`
+	NodeID         string               `json:"node_id"`
 	MinReplicaAcks int                  `json:"min_replica_acks,omitempty"`
 	PeerListen     string               `json:"peer_listen,omitempty"`
 	Replicas       []peer.ReplicaStatus `json:"replicas,omitempty"`
@@ -419,7 +424,9 @@ func (s *Server) replicaAdmin() http.Handler {
 
 func (s *Server) replicaStatus() ReplicaStatus {
 	pr := s.peer
-	out := ReplicaStatus{Role: "primary", MinReplicaAcks: pr.cfg.MinReplicaAcks}
+	id := peer.NameID(pr.cfg.NodeName)
+	out := ReplicaStatus{Role: "primary", MinReplicaAcks: pr.cfg.MinReplicaAcks,
+		Node: pr.cfg.NodeName, NodeID: hex.EncodeToString(id[:])}
 	if ref := s.st.Load(); ref != nil {
 		out.LastSeq = ref.s.LastSeq()
 	}

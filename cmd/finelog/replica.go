@@ -116,6 +116,8 @@ func runReplica(ctx context.Context, env *cliEnv, args []string) error {
 type replicaStatusJSON struct {
 	Role           string `json:"role"`
 	LastSeq        int64  `json:"last_seq"`
+	Node           string `json:"node"`
+	NodeID         string `json:"node_id"`
 	MinReplicaAcks int    `json:"min_replica_acks"`
 	PeerListen     string `json:"peer_listen"`
 	Replicas       []struct {
@@ -140,7 +142,11 @@ func printReplicaStatus(w io.Writer, body []byte) error {
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("decode status: %w", err)
 	}
-	fmt.Fprintf(w, "role: %s  last_seq: %d\n", st.Role, st.LastSeq)
+	fmt.Fprintf(w, "role: %s  last_seq: %d", st.Role, st.LastSeq)
+	if st.NodeID != "" {
+		fmt.Fprintf(w, "  node: %s (id %s)", st.Node, st.NodeID)
+	}
+	fmt.Fprintln(w)
 	if f := st.Following; f != nil {
 		link := "down"
 		if f.Connected {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/finelog/finelog/auth"
 	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/peer"
 	"github.com/finelog/finelog/server"
 )
 
@@ -54,9 +56,17 @@ func TestReplicaCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "role: primary") || !strings.Contains(out, "replicas: 1") {
 		t.Fatalf("status on the primary: %v\n%s", err, out)
 	}
+	primaryOut := out
 	out, err = replicaCLI(t, "status", "--addr", rurl)
 	if err != nil || !strings.Contains(out, "role: replica") || !strings.Contains(out, "primary: "+p.PeerAddr().String()+"  link: up") {
 		t.Fatalf("status on the replica: %v\n%s", err, out)
+	}
+	// The primary lists its replica by node id; the replica's own status
+	// names itself with that id, so an operator can tell which is which.
+	rid := peer.NameID("r")
+	if want := "node: r (id " + hex.EncodeToString(rid[:]) + ")"; !strings.Contains(out, want) ||
+		!strings.Contains(primaryOut, "  "+hex.EncodeToString(rid[:])+"  ") {
+		t.Fatalf("replica status lacks %q, or the primary does not list that id:\n%s\n%s", want, out, primaryOut)
 	}
 	out, err = replicaCLI(t, "promote", "--addr", rurl)
 	if err == nil || !strings.Contains(err.Error(), "still reachable") || !strings.Contains(err.Error(), "--force") {
