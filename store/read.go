@@ -654,10 +654,15 @@ func (s *Store) scanSegment(ctx context.Context, c *scanCache, sg *segment, afte
 	}
 	c.mu.Unlock()
 	lo, hi := after+1, min(sg.last, after+int64(max(n, scanWindow)))
-	q := &query{scope: ScopePrefix, cursor: after, maxSeq: hi, limit: int(hi - lo + 1), budget: budget{ctx: ctx}}
-	rows, err := sg.collect(q, q.limit)
+	rows, ok, err := sg.decodeSeqWindow(ctx, lo, hi)
 	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		q := &query{scope: ScopePrefix, cursor: after, maxSeq: hi, limit: int(hi - lo + 1), budget: budget{ctx: ctx}}
+		if rows, err = sg.collect(q, q.limit); err != nil {
+			return nil, err
+		}
 	}
 	if int64(len(rows)) != hi-lo+1 || (len(rows) > 0 && rows[0].Seq != lo) {
 		return nil, fmt.Errorf("segment %s: seqs %d..%d should be dense, read %d rows", sg.name, lo, hi, len(rows))
