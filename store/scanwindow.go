@@ -200,6 +200,7 @@ type columnCursor struct {
 	start, end int64 // rows of the current page: [start, end)
 	p          pageView
 	loaded     bool
+	page       parquet.Page // released when the cursor moves on: every value taken from it was copied
 }
 
 // pageView is a decoded page's values in the typed form they are read in.
@@ -222,6 +223,7 @@ func (c *columnCursor) at(row int64) (*pageView, int, error) {
 	if err := c.pages.SeekToRow(row); err != nil {
 		return nil, 0, err
 	}
+	c.release()
 	p, err := c.pages.ReadPage()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -229,6 +231,7 @@ func (c *columnCursor) at(row int64) (*pageView, int, error) {
 		}
 		return nil, 0, err
 	}
+	c.page = p
 	if p.NumNulls() != 0 || p.NumValues() != p.NumRows() || p.NumRows() == 0 {
 		// Nulls or repeated values: not this reader's layout.
 		c.p, c.loaded = pageView{kind: -1}, true
@@ -256,7 +259,17 @@ func (c *columnCursor) at(row int64) (*pageView, int, error) {
 	return &c.p, 0, nil
 }
 
-func (c *columnCursor) close() { c.pages.Close() }
+func (c *columnCursor) release() {
+	if c.page != nil {
+		parquet.Release(c.page)
+		c.page, c.loaded = nil, false
+	}
+}
+
+func (c *columnCursor) close() {
+	c.release()
+	c.pages.Close()
+}
 
 // bytesAt returns value i of a byte array page (plain or dictionary).
 func (p *pageView) bytesAt(i int) ([]byte, bool) {
