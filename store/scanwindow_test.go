@@ -92,3 +92,49 @@ func TestSeqWindowAttributesFallBack(t *testing.T) {
 		}
 	}
 }
+
+// Successive Scans, each starting after the last row the previous one
+// returned, with random maxRows and maxBytes, return every row (of the
+// stretch they cover) exactly once
+// in seq order with its content: across segments, scan windows and the
+// memtable.
+func TestScanCallsCoverEveryRowOnce(t *testing.T) {
+	s := mustOpen(t, memOpts(vfs.NewMemFS()))
+	defer s.Close()
+	ctx := context.Background()
+	var rows []Row
+	for part := 0; part < 3; part++ {
+		batch := benchRows(int64(part), rowGroupRows+1234, 11)
+		mustAppend(t, s, batch)
+		rows = append(rows, batch...)
+		if part < 2 {
+			if err := s.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(s.segs) < 2 {
+		t.Fatalf("%d segments, want several", len(s.segs))
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		after := rapid.Int64Range(0, int64(len(rows))).Draw(t, "after")
+		for calls := 0; calls < 20 && after < int64(len(rows)); calls++ {
+			maxRows := rapid.IntRange(1, 3000).Draw(t, "maxRows")
+			maxBytes := rapid.IntRange(0, 200_000).Draw(t, "maxBytes")
+			got, err := s.Scan(ctx, after, maxRows, maxBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) == 0 || len(got) > maxRows {
+				t.Fatalf("Scan(%d, %d, %d) returned %d rows", after, maxRows, maxBytes, len(got))
+			}
+			for _, r := range got {
+				w := rows[after]
+				if r.Seq != after+1 || r.Key != w.Key || r.Data != w.Data || r.EpochMS != w.EpochMS || r.Level != w.Level || r.Source != w.Source {
+					t.Fatalf("Scan(after %d): got %+v, want seq %d %+v", after, r, after+1, w)
+				}
+				after = r.Seq
+			}
+		}
+	})
+}
