@@ -23,9 +23,9 @@ import (
 // then read only at those rows, each page at most once per window, and rows
 // land directly at their seq's slot (no sort).
 //
-// ok is false when the segment has a layout this does not read (attribute
-// columns with values in the window, nulls, repeated values); the caller
-// then falls back to the row reader.
+// ok is false when a page has a layout this does not read (nulls or
+// repeated values in a flat column); the caller then falls back to the row
+// reader.
 func (sg *segment) decodeSeqWindow(ctx context.Context, lo, hi int64) (rows []Row, ok bool, err error) {
 	if lo > hi {
 		return nil, true, nil
@@ -75,9 +75,6 @@ func (sg *segment) decodeSeqWindow(ctx context.Context, lo, hi int64) (rows []Ro
 			}
 			continue
 		}
-		if sg.col.attrName >= 0 && !(g.attrs.known && g.attrs.none) {
-			return nil, false, nil
-		}
 		cols := rgsF[gi].ColumnChunks()
 		need, slot = need[:0], slot[:0]
 		seqs := columnCursor{pages: cols[sg.col.seq].Pages()}
@@ -124,6 +121,11 @@ func (sg *segment) decodeSeqWindow(ctx context.Context, lo, hi int64) (rows []Ro
 				err = fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
 			}
 			return nil, false, err
+		}
+		if sg.col.attrName >= 0 && !(g.attrs.known && g.attrs.none) {
+			if err := sg.fillWindowAttrs(cols, need, slot, out); err != nil {
+				return nil, false, fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
+			}
 		}
 	}
 	if filled != hi-lo+1 {

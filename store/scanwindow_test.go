@@ -23,6 +23,19 @@ func TestSeqWindowMatchesRowReader(t *testing.T) {
 		if i%97 == 0 {
 			rows[i].Data = ""
 		}
+		// The first row groups have no attributes (their pages are not
+		// read), later ones some rows with one to three pairs.
+		if i > rowGroupRows+100 && i%4 != 0 {
+			var pairs []Attribute
+			for p := 0; p <= i%3; p++ {
+				pairs = append(pairs, Attribute{[]string{"trace", "gpu", "a"}[p], fmt.Sprint(i % (7 + p))})
+			}
+			a, err := AttributesOf(pairs...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows[i].Attributes = a
+		}
 	}
 	mustAppend(t, s, rows)
 	if err := s.Flush(context.Background()); err != nil {
@@ -53,9 +66,8 @@ func TestSeqWindowMatchesRowReader(t *testing.T) {
 	})
 }
 
-// A segment whose rows carry attributes is read by the row reader (ok is
-// false), and Scan still returns every row once in seq order.
-func TestSeqWindowAttributesFallBack(t *testing.T) {
+// Scan returns rows with attributes from a segment, each with its own.
+func TestScanWindowAttributes(t *testing.T) {
 	s := mustOpen(t, memOpts(vfs.NewMemFS()))
 	defer s.Close()
 	rows := benchRows(3, 2000, 7)
@@ -71,9 +83,6 @@ func TestSeqWindowAttributesFallBack(t *testing.T) {
 	mustAppend(t, s, rows)
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
-	}
-	if _, ok, err := s.segs[0].decodeSeqWindow(context.Background(), 1, 2000); ok || err != nil {
-		t.Fatalf("decodeSeqWindow on a segment with attributes: ok %v, %v; want the row-reader fallback", ok, err)
 	}
 	after := int64(0)
 	for after < 2000 {
