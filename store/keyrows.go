@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/parquet-go/parquet-go"
 )
@@ -67,4 +68,52 @@ func (sg *segment) decodeKeyRows(k *keyRange, a, b int64, skip func(*rgInfo) boo
 		a = end
 	}
 	return out, true, nil
+}
+
+// keyRowsBatch bounds the rows one decodeKeyRows call holds decoded (~1 MiB
+// of ~165-byte lines): a filtered tail doubles its chunk until enough rows
+// match, and the chunk can reach a hot key's whole range.
+const keyRowsBatch = 4096
+
+// keyChunkColumns appends the rows of k in [a, end) that pass q's row
+// filters to *out, in seq order, decoding column by column in batches. It
+// returns the row from which the caller must read the rest with the row
+// reader (end when done; earlier when a page's layout is not one the
+// column cursors read), and whether a row at or below q's cursor was seen.
+// It stops early when q's budget does (q.err says why).
+func (sg *segment) keyChunkColumns(q *query, k *keyRange, a, end int64, skip func(*rgInfo) bool, out *[]Row) (from int64, atCursor bool, err error) {
+	// With a row filter a kept row may be one of few in its batch: copy its
+	// data out, so it does not hold the batch's page arena alive.
+	filtered := q.since > 0 || q.minLevel != 0 || q.cluster != "" || q.attrs != ""
+	for from = a; from < end; {
+		to := min(end, from+keyRowsBatch)
+		rows, ok, err := sg.decodeKeyRows(k, from, to, skip)
+		if err != nil || !ok {
+			return from, atCursor, err
+		}
+		kept := *out
+		if len(kept) == 0 && !filtered {
+			kept = rows[:0] // filter in place: the write index never passes the read one
+		}
+		for i := range rows {
+			r := &rows[i]
+			if r.Seq <= q.cursor {
+				atCursor = true
+				continue
+			}
+			if !q.step() {
+				*out = kept
+				return end, atCursor, nil
+			}
+			if q.memRowOK(r) {
+				if filtered {
+					r.Data = strings.Clone(r.Data)
+				}
+				kept = append(kept, *r)
+			}
+		}
+		*out = kept
+		from = to
+	}
+	return end, atCursor, nil
 }

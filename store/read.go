@@ -611,30 +611,13 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 		a := max(begin, end-chunk)
 		out = nil
 		stopAtCursor := false
+		from := a // rows [from, end) still to read with the row reader
 		var err error
-		decoded := false
 		if columnar {
-			var rows []Row
-			rows, decoded, err = sg.decodeKeyRows(k, a, end, skip)
-			if decoded {
-				out = rows[:0]
-				for i := range rows {
-					r := &rows[i]
-					if r.Seq <= q.cursor {
-						stopAtCursor = true
-						continue
-					}
-					if !q.step() {
-						break
-					}
-					if q.memRowOK(r) {
-						out = append(out, *r)
-					}
-				}
-			}
+			from, stopAtCursor, err = sg.keyChunkColumns(q, k, a, end, skip, &out)
 		}
-		if err == nil && !decoded {
-			err = sg.readRows(a, end, skip, q.substring, &q.budget, func(rr *rawRow) bool {
+		if err == nil && from < end {
+			err = sg.readRows(from, end, skip, q.substring, &q.budget, func(rr *rawRow) bool {
 				if rr.seq <= q.cursor {
 					stopAtCursor = true
 					return true
