@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -114,4 +115,54 @@ func TestTailFromSegmentMatchesRows(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A filtered tail whose few matches lie far apart in a long key range holds
+// only those rows afterwards, not the decoded pages they were found in.
+func TestFilteredTailHoldsOnlyItsRows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 120k-row segment")
+	}
+	s := mustOpen(t, memOpts(vfs.NewMemFS()))
+	defer s.Close()
+	rows := benchRows(11, 120_000, 1)
+	for i := range rows {
+		rows[i].Level = LevelInfo
+		if i%20_000 == 0 {
+			rows[i].Level = LevelError
+		}
+	}
+	for i := 0; i < len(rows); i += 20_000 {
+		mustAppend(t, s, rows[i:i+20_000])
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	q := Query{Source: rows[0].Key, Scope: ScopeExact, Tail: true, MaxLines: 10, MinLevel: "ERROR"}
+	res, err := s.Fetch(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 6 {
+		t.Fatalf("%d rows, want the 6 ERROR rows", len(res.Rows))
+	}
+	for i, r := range res.Rows {
+		if want := int64(i*20_000 + 1); r.Seq != want || r.Data != rows[want-1].Data {
+			t.Fatalf("row %d: seq %d %q, want seq %d %q", i, r.Seq, r.Data, want, rows[want-1].Data)
+		}
+	}
+	// What the answer holds: the heap with it, less the heap once it is
+	// dropped. Two collections each: the first only moves pooled page
+	// buffers (sync.Pool) to the pool's victim cache.
+	var holding, dropped runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&holding)
+	runtime.KeepAlive(res)
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&dropped)
+	if held := int64(holding.HeapAlloc) - int64(dropped.HeapAlloc); held > 256<<10 {
+		t.Errorf("the 6-row answer holds %d KiB of heap", held>>10)
+	}
 }
