@@ -19,7 +19,7 @@ func TestTailFromSegmentMatchesRows(t *testing.T) {
 	s := mustOpen(t, memOpts(vfs.NewMemFS()))
 	defer s.Close()
 	keys := 3
-	rows := benchRows(5, 3*rowGroupRows+555, keys)
+	rows := benchRows(5, 2*rowGroupRows+555, keys)
 	for i := range rows {
 		rows[i].Source = []string{"stdout", "stderr"}[i%2]
 		rows[i].Cluster = []string{"", "east", "west"}[i%3]
@@ -121,19 +121,19 @@ func TestTailFromSegmentMatchesRows(t *testing.T) {
 // only those rows afterwards, not the decoded pages they were found in.
 func TestFilteredTailHoldsOnlyItsRows(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds a 120k-row segment")
+		t.Skip("builds a 60k-row segment")
 	}
 	s := mustOpen(t, memOpts(vfs.NewMemFS()))
 	defer s.Close()
-	rows := benchRows(11, 120_000, 1)
+	rows := benchRows(11, 60_000, 1)
 	for i := range rows {
 		rows[i].Level = LevelInfo
-		if i%20_000 == 0 {
+		if i%10_000 == 0 {
 			rows[i].Level = LevelError
 		}
 	}
-	for i := 0; i < len(rows); i += 20_000 {
-		mustAppend(t, s, rows[i:i+20_000])
+	for i := 0; i < len(rows); i += 10_000 {
+		mustAppend(t, s, rows[i:i+10_000])
 	}
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func TestFilteredTailHoldsOnlyItsRows(t *testing.T) {
 		t.Fatalf("%d rows, want the 6 ERROR rows", len(res.Rows))
 	}
 	for i, r := range res.Rows {
-		if want := int64(i*20_000 + 1); r.Seq != want || r.Data != rows[want-1].Data {
+		if want := int64(i*10_000 + 1); r.Seq != want || r.Data != rows[want-1].Data {
 			t.Fatalf("row %d: seq %d %q, want seq %d %q", i, r.Seq, r.Data, want, rows[want-1].Data)
 		}
 	}
