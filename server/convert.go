@@ -124,6 +124,9 @@ func entriesFromRows(rows []store.Row) []*loggingpb.LogEntry {
 	entries := make([]loggingpb.LogEntry, len(rows))
 	stamps := make([]loggingpb.Timestamp, len(rows))
 	out := make([]*loggingpb.LogEntry, len(rows))
+	// Rows come key by key (a tail is one key): parse each run's attempt once.
+	var prevKey string
+	var attempt int32
 	for i := range rows {
 		r := &rows[i]
 		stamps[i].EpochMs = r.EpochMS
@@ -131,7 +134,10 @@ func entriesFromRows(rows []store.Row) []*loggingpb.LogEntry {
 		e.Timestamp = &stamps[i]
 		e.Source = r.Source
 		e.Data = r.Data
-		e.AttemptId = attemptFromKey(r.Key)
+		if i == 0 || r.Key != prevKey {
+			prevKey, attempt = r.Key, attemptFromKey(r.Key)
+		}
+		e.AttemptId = attempt
 		e.Level = loggingpb.LogLevel(r.Level)
 		e.Key = r.Key
 		e.Seq = r.Seq

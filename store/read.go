@@ -368,10 +368,31 @@ func (s *Store) read(ctx context.Context, q *query) ([]Row, error) {
 		parts = append(parts, rows)
 		need -= len(rows)
 	}
+	return joinParts(parts), nil
+}
+
+// joinParts concatenates parts newest first into seq order. A tail is
+// usually answered by one source: that part is returned as is, and
+// otherwise the result is allocated once.
+func joinParts(parts [][]Row) []Row {
+	n, last := 0, -1
+	for i, p := range parts {
+		n += len(p)
+		if len(p) > 0 {
+			last = i
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if len(parts[last]) == n {
+		return parts[last]
+	}
+	out := make([]Row, 0, n)
 	for i := len(parts) - 1; i >= 0; i-- {
 		out = append(out, parts[i]...)
 	}
-	return out, nil
+	return out
 }
 
 // memCollect returns up to limit matching rows of a memtable prefix: the
@@ -478,7 +499,11 @@ func (sg *segment) collect(q *query, limit int) ([]Row, error) {
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, rows...)
+			if out == nil {
+				out = rows // the usual single range: no copy
+			} else {
+				out = append(out, rows...)
+			}
 		}
 		return out, nil
 	}
@@ -578,17 +603,28 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 	chunk := int64(limit)
 	var parts [][]Row
 	got := 0
+	// Without a data filter every row of the chunk is decoded anyway, so
+	// decode it column by column; a substring or regex keeps the row
+	// reader, which prunes by the data column first.
+	columnar := q.substring == "" && q.data.re == nil
 	for end > begin && got < limit {
 		a := max(begin, end-chunk)
 		out = nil
 		stopAtCursor := false
-		err := sg.readRows(a, end, skip, q.substring, &q.budget, func(rr *rawRow) bool {
-			if rr.seq <= q.cursor {
-				stopAtCursor = true
-				return true
-			}
-			return match(rr)
-		})
+		from := a // rows [from, end) still to read with the row reader
+		var err error
+		if columnar {
+			from, stopAtCursor, err = sg.keyChunkColumns(q, k, a, end, skip, &out)
+		}
+		if err == nil && from < end {
+			err = sg.readRows(from, end, skip, q.substring, &q.budget, func(rr *rawRow) bool {
+				if rr.seq <= q.cursor {
+					stopAtCursor = true
+					return true
+				}
+				return match(rr)
+			})
+		}
 		if err == nil {
 			err = q.err
 		}
@@ -606,11 +642,7 @@ func (sg *segment) collectKey(q *query, k *keyRange, limit int, skip func(*rgInf
 			break
 		}
 	}
-	var res []Row
-	for i := len(parts) - 1; i >= 0; i-- {
-		res = append(res, parts[i]...)
-	}
-	return res, nil
+	return joinParts(parts), nil
 }
 
 // prefixEnd returns the smallest string greater than every string with the
