@@ -169,9 +169,13 @@ func (d *strictDate) UnmarshalJSON(b []byte) error {
 	if len(b) == 0 || !(b[0] == '-' || (b[0] >= '0' && b[0] <= '9')) {
 		return jwt.ErrInvalidType
 	}
-	f, err := strconv.ParseFloat(string(b), 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return jwt.ErrInvalidType
+	f, ok := smallInteger(b)
+	if !ok {
+		var err error
+		f, err = strconv.ParseFloat(string(b), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return jwt.ErrInvalidType
+		}
 	}
 	if f < 0 || f > maxUnixSeconds {
 		return errClaimRange
@@ -181,6 +185,24 @@ func (d *strictDate) UnmarshalJSON(b []byte) error {
 	// move a fractional exp or nbf away from what the token says.
 	d.nd = jwt.NumericDate{Time: time.Unix(int64(sec), int64(frac*1e9))}
 	return nil
+}
+
+// smallInteger reads a run of at most 15 decimal digits, the form every
+// NumericDate we mint takes. Such a number is below 2^53, so its float64
+// is exact and equal to what strconv.ParseFloat returns for it; anything
+// else (a sign, a fraction, an exponent, more digits) is left to ParseFloat.
+func smallInteger(b []byte) (float64, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return float64(n), true
 }
 
 // bearer is what the Authorization header offers.
@@ -245,17 +267,39 @@ func wellFormedCompact(s string) bool {
 	}
 	dots := 0
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		case c == '.':
+		switch compactClass[s[i]] {
+		case compactDot:
 			dots++
-		default:
+		case compactOther:
 			return false
 		}
 	}
 	return dots == 2
 }
+
+const (
+	compactOther = iota // not allowed in a compact JWS
+	compactB64          // base64url alphabet
+	compactDot          // segment separator
+)
+
+// compactClass classifies each byte for wellFormedCompact: one table
+// load per byte instead of a chain of range compares, since every
+// request with a bearer token runs this over the whole token.
+var compactClass = func() (t [256]uint8) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = compactB64
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = compactB64
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = compactB64
+	}
+	t['-'], t['_'] = compactB64, compactB64
+	t['.'] = compactDot
+	return t
+}()
 
 // verify checks one token against the layer. It returns the index of the
 // key whose MAC matched, or the cause of rejection.
