@@ -426,7 +426,9 @@ func (c *tokenCache) put(k [sha256.Size]byte, e cachedToken) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil || len(c.entries) >= tokenCacheSize {
-		c.entries = make(map[[sha256.Size]byte]cachedToken, 64)
+		// Sized for a full cache up front: first-seen tokens are the ones
+		// that insert, and growing the map in steps rehashes it each time.
+		c.entries = make(map[[sha256.Size]byte]cachedToken, tokenCacheSize)
 	}
 	c.entries[k] = e
 }
