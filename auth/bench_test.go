@@ -92,8 +92,9 @@ func BenchmarkAdmitJWTFourKeys(b *testing.B) {
 }
 
 // BenchmarkAdmitJWTCold verifies a different token every time (more tokens
-// than the verified-token cache holds), so every iteration takes the full
-// golang-jwt path: the cost of a client's first request with a new token.
+// than the verified-token cache holds), so no iteration is a cache hit: the
+// cost of a client's first request with a new token (verifyFast, with
+// golang-jwt's HS256 Verify and Validator). Target: under 3 µs.
 func BenchmarkAdmitJWTCold(b *testing.B) {
 	clk := clock.NewFake(time.Unix(modelT0, 0))
 	p, err := ParsePolicy([]byte(`[{"type":"jwt","audience":"store","keys":[{"cluster":"east","secret":"`+testSecret+`"}]}]`), nil, clk)

@@ -80,15 +80,16 @@ func (c *claims) decodePlain(b []byte) (bool, error) {
 // set stores one member's raw value in the field its name selects.
 func (c *claims) set(name, raw []byte) error {
 	var date **strictDate
+	var slot int
 	switch {
 	case fieldName(name, "exp"):
-		date = &c.Exp
+		date, slot = &c.Exp, 0
 	case fieldName(name, "nbf"):
-		date = &c.Nbf
+		date, slot = &c.Nbf, 1
 	case fieldName(name, "iat"):
-		date = &c.Iat
+		date, slot = &c.Iat, 2
 	case fieldName(name, "aud"):
-		c.Aud = append(c.Aud[:0:0], raw...)
+		c.Aud = append(c.audBuf[:0:len(c.audBuf)], raw...)
 		return nil
 	default:
 		return nil
@@ -99,7 +100,8 @@ func (c *claims) set(name, raw []byte) error {
 	}
 	// encoding/json allocates the pointer before calling UnmarshalJSON,
 	// so a failed value leaves a zero date behind, as here.
-	*date = new(strictDate)
+	c.dates[slot] = strictDate{}
+	*date = &c.dates[slot]
 	return (*date).UnmarshalJSON(raw)
 }
 

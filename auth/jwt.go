@@ -39,6 +39,7 @@ var (
 type verifier struct {
 	keys        []jwtKey
 	parser      *jwt.Parser
+	validator   *jwt.Validator
 	clk         clock.Clock
 	leeway      time.Duration
 	maxLifetime time.Duration
@@ -59,7 +60,9 @@ func newVerifier(l *layer, clk clock.Clock) *verifier {
 	if l.audience != "" {
 		opts = append(opts, jwt.WithAudience(l.audience))
 	}
-	return &verifier{keys: l.keys, parser: jwt.NewParser(opts...), clk: clk, leeway: l.leeway, maxLifetime: l.maxLifetime}
+	// Built once: the fast path validates claims with the same options
+	// the parser validates them with.
+	return &verifier{keys: l.keys, parser: jwt.NewParser(opts...), validator: jwt.NewValidator(opts...), clk: clk, leeway: l.leeway, maxLifetime: l.maxLifetime}
 }
 
 // cause is a denial reason: a short operator-facing text plus a stable,
@@ -101,6 +104,12 @@ type claims struct {
 	Nbf *strictDate     `json:"nbf"`
 	Iat *strictDate     `json:"iat"`
 	Aud json.RawMessage `json:"aud"`
+
+	// dates and audBuf back Exp/Nbf/Iat and Aud when decodePlain fills
+	// them, so decoding a token's claims is one allocation, not five.
+	// encoding/json ignores unexported fields.
+	dates  [3]strictDate
+	audBuf [64]byte
 }
 
 func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.Exp.numeric(), nil }
@@ -145,31 +154,55 @@ func plainJSONString(b []byte) (string, bool) {
 // mistake or an attack on float→int conversion, not a time.
 const maxUnixSeconds = 253402300799
 
-type strictDate struct{ t time.Time }
+// strictDate holds its NumericDate by value so the getters the Validator
+// calls hand out a pointer to it instead of allocating one per call.
+type strictDate struct{ nd jwt.NumericDate }
 
 func (d *strictDate) numeric() *jwt.NumericDate {
 	if d == nil {
 		return nil
 	}
-	// Not jwt.NewNumericDate: it truncates to whole seconds, which would
-	// move a fractional exp or nbf away from what the token says.
-	return &jwt.NumericDate{Time: d.t}
+	return &d.nd
 }
 
 func (d *strictDate) UnmarshalJSON(b []byte) error {
 	if len(b) == 0 || !(b[0] == '-' || (b[0] >= '0' && b[0] <= '9')) {
 		return jwt.ErrInvalidType
 	}
-	f, err := strconv.ParseFloat(string(b), 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return jwt.ErrInvalidType
+	f, ok := smallInteger(b)
+	if !ok {
+		var err error
+		f, err = strconv.ParseFloat(string(b), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return jwt.ErrInvalidType
+		}
 	}
 	if f < 0 || f > maxUnixSeconds {
 		return errClaimRange
 	}
 	sec, frac := math.Modf(f)
-	d.t = time.Unix(int64(sec), int64(frac*1e9))
+	// Not jwt.NewNumericDate: it truncates to whole seconds, which would
+	// move a fractional exp or nbf away from what the token says.
+	d.nd = jwt.NumericDate{Time: time.Unix(int64(sec), int64(frac*1e9))}
 	return nil
+}
+
+// smallInteger reads a run of at most 15 decimal digits, the form every
+// NumericDate we mint takes. Such a number is below 2^53, so its float64
+// is exact and equal to what strconv.ParseFloat returns for it; anything
+// else (a sign, a fraction, an exponent, more digits) is left to ParseFloat.
+func smallInteger(b []byte) (float64, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return float64(n), true
 }
 
 // bearer is what the Authorization header offers.
@@ -234,17 +267,39 @@ func wellFormedCompact(s string) bool {
 	}
 	dots := 0
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		case c == '.':
+		switch compactClass[s[i]] {
+		case compactDot:
 			dots++
-		default:
+		case compactOther:
 			return false
 		}
 	}
 	return dots == 2
 }
+
+const (
+	compactOther = iota // not allowed in a compact JWS
+	compactB64          // base64url alphabet
+	compactDot          // segment separator
+)
+
+// compactClass classifies each byte for wellFormedCompact: one table
+// load per byte instead of a chain of range compares, since every
+// request with a bearer token runs this over the whole token.
+var compactClass = func() (t [256]uint8) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = compactB64
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = compactB64
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = compactB64
+	}
+	t['-'], t['_'] = compactB64, compactB64
+	t['.'] = compactDot
+	return t
+}()
 
 // verify checks one token against the layer. It returns the index of the
 // key whose MAC matched, or the cause of rejection.
@@ -264,7 +319,11 @@ func (v *verifier) verify(tok string) (int, cause, bool) {
 		}
 		return e.keyIdx, cause{}, true
 	}
-	keyIdx, c, ok, cl := v.verifyFull(tok)
+	keyIdx, cl, ok := v.verifyFast(tok)
+	c := cause{}
+	if !ok {
+		keyIdx, c, ok, cl = v.verifyFull(tok)
+	}
 	if ok {
 		if !v.lifetimeOK(cl.Exp.numeric().Time, cl.Iat.numeric(), now) {
 			return -1, causeLifetime, false
@@ -367,7 +426,9 @@ func (c *tokenCache) put(k [sha256.Size]byte, e cachedToken) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil || len(c.entries) >= tokenCacheSize {
-		c.entries = make(map[[sha256.Size]byte]cachedToken, 64)
+		// Sized for a full cache up front: first-seen tokens are the ones
+		// that insert, and growing the map in steps rehashes it each time.
+		c.entries = make(map[[sha256.Size]byte]cachedToken, tokenCacheSize)
 	}
 	c.entries[k] = e
 }
