@@ -37,12 +37,13 @@ func openOSStore(b *testing.B, dir string) *store.Store {
 }
 
 // newGlobal starts a target finelogd stand-in on loopback over a real store
-// on disk and returns a ClientSink for it (gzip, like the daemon).
+// on disk and returns the sink the daemon's relay would use for it
+// (NewClientSink: gzip until the target's Accept-Encoding lists zstd).
 func newGlobal(b *testing.B) (ClientSink, *store.Store) {
 	dst := openOSStore(b, filepath.Join(b.TempDir(), "global"))
 	b.Cleanup(func() { dst.Close() })
 	srv := serveTarget(b, &targetService{st: dst})
-	return ClientSink{Client: sinkClient(srv.URL, client.HTTP1Client(), GzipClientOptions()...)}, dst
+	return NewClientSink(srv.URL, client.HTTP1Client(), nil, 0), dst
 }
 
 // BenchmarkRelayDrain measures how fast the relay empties a backlog from a
@@ -53,11 +54,23 @@ func BenchmarkRelayDrain(b *testing.B) {
 	src := openOSStore(b, filepath.Join(b.TempDir(), "east"))
 	defer src.Close()
 	appendRows(b, src, realisticRows(n, 3))
-	for _, inFlight := range []int{1, 4} {
-		b.Run("in-flight="+strconv.Itoa(inFlight), func(b *testing.B) {
+	for _, c := range []struct {
+		inFlight int
+		gzip     bool
+	}{{1, false}, {4, false}, {4, true}} {
+		name := "in-flight=" + strconv.Itoa(c.inFlight)
+		if c.gzip {
+			name += "/gzip"
+		}
+		inFlight := c.inFlight
+		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				sink, dst := newGlobal(b)
+				if c.gzip {
+					// A target without zstd.
+					sink.ZstdClient = nil
+				}
 				dir := b.TempDir()
 				f, err := New(Config{Source: StoreSource{src}, Sink: sink, FS: vfs.OS{}, StatePath: filepath.Join(dir, "state.json"),
 					DeadLetterPath: filepath.Join(dir, "dl.jsonl"), Target: "bench", Producer: "east/bench", Cluster: "east",
@@ -81,19 +94,32 @@ func BenchmarkRelayDrain(b *testing.B) {
 }
 
 // BenchmarkDirectIngest pushes the same rows straight to the target in
-// 5000-row PushLogs, with 1 and 4 concurrent pushers.
+// 5000-row PushLogs, with 1 and 4 concurrent pushers, gzip-compressed as
+// finelog's client sends them; "zstd" pushes as the relay does to a
+// finelogd, so the relay's own overhead can be told from its compression.
 func BenchmarkDirectIngest(b *testing.B) {
 	n := benchRows(b)
 	rows := realisticRows(n, 3)
-	for _, pushers := range []int{1, 4} {
-		b.Run("pushers="+strconv.Itoa(pushers), func(b *testing.B) {
+	for _, c := range []struct {
+		pushers int
+		zstd    bool
+	}{{1, false}, {4, false}, {4, true}} {
+		name := "pushers=" + strconv.Itoa(c.pushers)
+		if c.zstd {
+			name += "/zstd"
+		}
+		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				sink, dst := newGlobal(b)
+				if c.zstd {
+					sink.Client = sink.ZstdClient
+				}
+				sink.ZstdClient = nil
 				b.StartTimer()
 				var wg sync.WaitGroup
 				next := make(chan []store.Row)
-				for w := 0; w < pushers; w++ {
+				for w := 0; w < c.pushers; w++ {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()

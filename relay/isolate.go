@@ -42,7 +42,7 @@ func (f *Forwarder) isolate(ctx context.Context, b Batch, reason error, prog *pr
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		_, err := f.push(ctx, h)
+		_, err := f.push(ctx, h, nil)
 		if err == nil {
 			f.acked(h)
 			prog.covered = h.LastSeq

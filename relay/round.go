@@ -89,7 +89,7 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 			// been caused by them (an out-of-order arrival), so retry once
 			// before backing off.
 			p.batch.FirstSeq = f.rangeStart(prog.covered)
-			p.ack, p.err = f.push(ctx, p.batch)
+			p.ack, p.err = f.push(ctx, p.batch, nil)
 		}
 		start := prog.covered
 		stop = f.settle(ctx, p, &prog)
@@ -161,24 +161,63 @@ func (f *Forwarder) makeBatch(after int64, rows []store.Row) (*pending, error) {
 // pushAll pushes every batch that has rows: inline when there is one (no
 // goroutine, fully deterministic), concurrently otherwise. All pushes have
 // returned when it returns.
+//
+// Concurrent pushes start in seq order: each once its predecessor has been
+// sent (SentSink) or has returned. A push the target refused as
+// overtaking (aborted) while its predecessors were still in flight is
+// sent again as soon as they have all been applied, while the rest of the
+// round is still in flight; round retries whatever still failed once
+// they are settled.
 func (f *Forwarder) pushAll(ctx context.Context, batches []*pending) {
 	if len(batches) == 1 {
 		p := batches[0]
 		if len(p.batch.Rows) > 0 {
-			p.ack, p.err = f.push(ctx, p.batch)
+			p.ack, p.err = f.push(ctx, p.batch, nil)
 		}
 		return
 	}
+	_, staggered := f.cfg.Sink.(SentSink)
 	var wg sync.WaitGroup
+	// go_ closes when batch i's successor may start; done when batch i's
+	// push (and its retry) has returned.
+	var prevGo, prevDone <-chan struct{}
+	var prev *pending
+	applied := true // every earlier batch of the round was pushed and applied
 	for _, p := range batches {
 		if len(p.batch.Rows) == 0 {
+			// Not pushed: a later batch cannot be retried before round
+			// settles this one (its range may have to reach back).
+			applied = false
 			continue
 		}
+		goNext, done := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		release := func() { once.Do(func() { close(goNext) }) }
+		wait, predDone, pred, retryAfter := prevGo, prevDone, prev, applied
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.ack, p.err = f.push(ctx, p.batch)
+			defer close(done)
+			defer release()
+			if staggered && wait != nil {
+				select {
+				case <-wait:
+				case <-ctx.Done():
+				}
+			}
+			var sent func()
+			if staggered {
+				sent = release
+			}
+			p.ack, p.err = f.push(ctx, p.batch, sent)
+			if p.err != nil && pred != nil && retryAfter && connect.CodeOf(p.err) == connect.CodeAborted {
+				<-predDone
+				if pred.err == nil && ctx.Err() == nil {
+					p.ack, p.err = f.push(ctx, p.batch, nil)
+				}
+			}
 		}()
+		prevGo, prevDone, prev = goNext, done, p
 	}
 	wg.Wait()
 }
@@ -208,8 +247,9 @@ func (f *Forwarder) acked(b Batch) {
 // the target lets one batch skip (skipPieces); it succeeds once they all
 // did, so the target's mark is then at least b.LastSeq. It may run
 // concurrently with other pushes of the round, so it only reads Forwarder
-// state.
-func (f *Forwarder) push(ctx context.Context, b Batch) (store.Ack, error) {
+// state. sent, if set, is called once the last piece has been sent
+// (SentSink).
+func (f *Forwarder) push(ctx context.Context, b Batch, sent func()) (store.Ack, error) {
 	pieces := skipPieces(b)
 	var ack store.Ack
 	for i, p := range pieces {
@@ -218,7 +258,13 @@ func (f *Forwarder) push(ctx context.Context, b Batch) (store.Ack, error) {
 				return ack, err
 			}
 		}
-		a, err := f.cfg.Sink.Push(ctx, p)
+		var a store.Ack
+		var err error
+		if ss, ok := f.cfg.Sink.(SentSink); ok && sent != nil && i == len(pieces)-1 {
+			a, err = ss.PushSent(ctx, p, sent)
+		} else {
+			a, err = f.cfg.Sink.Push(ctx, p)
+		}
 		if err != nil && len(p.Rows) == 0 && classify(err) == ClassInvalidArgument {
 			return ack, markRefused(p, err)
 		}

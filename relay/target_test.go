@@ -12,6 +12,7 @@ import (
 	"github.com/finelog/finelog/client"
 	loggingpb "github.com/finelog/finelog/gen/finelog/logging"
 	"github.com/finelog/finelog/gen/finelog/logging/loggingpbconnect"
+	"github.com/finelog/finelog/internal/wirecompress"
 	"github.com/finelog/finelog/store"
 )
 
@@ -55,13 +56,16 @@ func (s *targetService) GetProducerState(_ context.Context, req *connect.Request
 		return nil, err
 	}
 	seq, known := s.st.ProducerApplied(req.Msg.GetProducer())
-	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: seq, Known: known}), nil
+	// The store refuses a batch that overtakes the producer's mark, as
+	// every finelogd does (server/logservice.go).
+	return connect.NewResponse(&loggingpb.GetProducerStateResponse{AppliedSeq: seq, Known: known, RefusesGaps: true}), nil
 }
 
 func serveTarget(t testing.TB, svc *targetService) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle(loggingpbconnect.NewLogServiceHandler(svc))
+	// gzip and zstd intake, as finelogd registers them.
+	mux.Handle(loggingpbconnect.NewLogServiceHandler(svc, wirecompress.HandlerOptions()...))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.Client().CloseIdleConnections()
