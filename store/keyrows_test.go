@@ -19,28 +19,7 @@ func TestTailFromSegmentMatchesRows(t *testing.T) {
 	s := mustOpen(t, memOpts(vfs.NewMemFS()))
 	defer s.Close()
 	keys := 3
-	rows := benchRows(5, 2*rowGroupRows+555, keys)
-	for i := range rows {
-		rows[i].Source = []string{"stdout", "stderr"}[i%2]
-		rows[i].Cluster = []string{"", "east", "west"}[i%3]
-		rows[i].AttemptID = int32(i % 5)
-		if i%89 == 0 {
-			rows[i].Data = ""
-		}
-		// The first row group has no attributes, later ones some rows
-		// with one to three pairs.
-		if i > rowGroupRows+100 && i%4 != 0 {
-			var pairs []Attribute
-			for p := 0; p <= i%3; p++ {
-				pairs = append(pairs, Attribute{[]string{"trace", "gpu", "a"}[p], fmt.Sprint(i % (7 + p))})
-			}
-			a, err := AttributesOf(pairs...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rows[i].Attributes = a
-		}
-	}
+	rows := variedRows(t, 5, 2*rowGroupRows+555, keys, 89)
 	mustAppend(t, s, rows)
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)

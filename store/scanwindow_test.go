@@ -15,28 +15,7 @@ import (
 func TestSeqWindowMatchesRowReader(t *testing.T) {
 	s := mustOpen(t, memOpts(vfs.NewMemFS()))
 	defer s.Close()
-	rows := benchRows(9, 3*rowGroupRows+555, 13)
-	for i := range rows {
-		rows[i].Source = []string{"stdout", "stderr"}[i%2]
-		rows[i].Cluster = []string{"", "east", "west"}[i%3]
-		rows[i].AttemptID = int32(i % 5)
-		if i%97 == 0 {
-			rows[i].Data = ""
-		}
-		// The first row groups have no attributes (their pages are not
-		// read), later ones some rows with one to three pairs.
-		if i > rowGroupRows+100 && i%4 != 0 {
-			var pairs []Attribute
-			for p := 0; p <= i%3; p++ {
-				pairs = append(pairs, Attribute{[]string{"trace", "gpu", "a"}[p], fmt.Sprint(i % (7 + p))})
-			}
-			a, err := AttributesOf(pairs...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rows[i].Attributes = a
-		}
-	}
+	rows := variedRows(t, 9, 3*rowGroupRows+555, 13, 97)
 	mustAppend(t, s, rows)
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
@@ -146,4 +125,33 @@ func TestScanCallsCoverEveryRowOnce(t *testing.T) {
 			}
 		}
 	})
+}
+
+// variedRows is benchRows with every field varied: sources, clusters and
+// attempt ids cycle, every emptyEvery-th row has no data, and past the
+// first row group (whose pages then hold no attributes) most rows carry
+// one to three attribute pairs.
+func variedRows(t testing.TB, seed int64, n, keys, emptyEvery int) []Row {
+	t.Helper()
+	rows := benchRows(seed, n, keys)
+	for i := range rows {
+		rows[i].Source = []string{"stdout", "stderr"}[i%2]
+		rows[i].Cluster = []string{"", "east", "west"}[i%3]
+		rows[i].AttemptID = int32(i % 5)
+		if i%emptyEvery == 0 {
+			rows[i].Data = ""
+		}
+		if i > rowGroupRows+100 && i%4 != 0 {
+			var pairs []Attribute
+			for p := 0; p <= i%3; p++ {
+				pairs = append(pairs, Attribute{[]string{"trace", "gpu", "a"}[p], fmt.Sprint(i % (7 + p))})
+			}
+			a, err := AttributesOf(pairs...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows[i].Attributes = a
+		}
+	}
+	return rows
 }

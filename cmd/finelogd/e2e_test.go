@@ -369,12 +369,7 @@ func TestE2ESIGTERMExitsCleanly(t *testing.T) {
 func waitMetric(t *testing.T, url, line string) {
 	t.Helper()
 	for {
-		resp, err := http.Get(url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_, b := getBody(t, url+"/metrics")
 		if strings.Contains(string(b), line) {
 			return
 		}
@@ -503,4 +498,22 @@ func TestE2ESecondSignalExitsAtOnce(t *testing.T) {
 	if !strings.Contains(d.stderr.String(), "second signal") {
 		t.Errorf("stderr does not explain the immediate exit:\n%s", d.stderr.String())
 	}
+}
+
+// getBody GETs url (5 s timeout) and returns the status and body; a
+// transport error fails the test.
+func getBody(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }

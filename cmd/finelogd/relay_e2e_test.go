@@ -484,19 +484,9 @@ func fetchPrefix(t *testing.T, c *client.Client, prefix string) []*loggingpb.Log
 // metricValue reads one sample from /metrics (-1 when absent).
 func metricValue(t *testing.T, url, series string) float64 {
 	t.Helper()
-	hc := &http.Client{Timeout: 5 * time.Second}
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: HTTP %d: %s", resp.StatusCode, b)
+	code, b := getBody(t, url+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: HTTP %d: %s", code, b)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, series+" "); ok {

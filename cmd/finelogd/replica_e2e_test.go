@@ -44,15 +44,9 @@ type healthBody struct {
 
 func getHealth(t *testing.T, url string) healthBody {
 	t.Helper()
-	hc := &http.Client{Timeout: 5 * time.Second}
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Get(url + "/health")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	_, b := getBody(t, url+"/health")
 	var h healthBody
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+	if err := json.Unmarshal(b, &h); err != nil {
 		t.Fatal(err)
 	}
 	return h
