@@ -49,20 +49,10 @@ func (s *Store) Append(ctx context.Context, b Batch) (Ack, error) {
 		// work; the committer only fills in the header.
 		req.payload = appendWALRecord(make([]byte, 0, size+walHeaderSize+16), 1, int64(len(b.Rows)), nil, b.Rows)
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return Ack{}, ErrClosed
-	}
-	s.inflight.Add(1)
-	s.mu.Unlock()
-	defer s.inflight.Done()
-	s.appenders.Add(1)
-	defer s.appenders.Add(-1)
-	select {
-	case s.commitCh <- req:
-	case <-ctx.Done():
-		return Ack{}, ctx.Err()
+	release, err := s.enqueue(ctx, req)
+	defer release()
+	if err != nil {
+		return Ack{}, err
 	}
 	select {
 	case r := <-req.done:
@@ -381,4 +371,29 @@ func patchWALHeader(rec []byte, first, last int64, back int) {
 	binary.LittleEndian.PutUint64(rec[16:], uint64(last))
 	binary.LittleEndian.PutUint32(rec[walHeaderSize:], uint32(back))
 	binary.LittleEndian.PutUint32(rec[0:], crc32.Checksum(rec[4:], castagnoli))
+}
+
+// enqueue hands req to the committer. Until the returned release runs the
+// caller counts as in flight (Close waits for it) and as an appender (the
+// committer's group-commit spin sees it); call release once req's result
+// has been taken, also when enqueue fails.
+func (s *Store) enqueue(ctx context.Context, req *commitReq) (release func(), err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return func() {}, ErrClosed
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	s.appenders.Add(1)
+	release = func() {
+		s.appenders.Add(-1)
+		s.inflight.Done()
+	}
+	select {
+	case s.commitCh <- req:
+		return release, nil
+	case <-ctx.Done():
+		return release, ctx.Err()
+	}
 }

@@ -54,16 +54,8 @@ func (sg *segment) decodeKeyRows(k *keyRange, a, b int64, skip func(*rgInfo) boo
 			slot = append(slot, int32(len(out)-1))
 		}
 		seqs.close()
-		if ok, err := sg.fillWindowColumns(cols, need, slot, out); !ok || err != nil {
-			if err != nil {
-				err = fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
-			}
+		if ok, err := sg.fillRows(cols, gi, g, need, slot, out); !ok || err != nil {
 			return nil, false, err
-		}
-		if sg.col.attrName >= 0 && !(g.attrs.known && g.attrs.none) {
-			if err := sg.fillWindowAttrs(cols, need, slot, out); err != nil {
-				return nil, false, fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
-			}
 		}
 		a = end
 	}

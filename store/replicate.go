@@ -46,20 +46,10 @@ func (s *Store) ApplyReplicated(ctx context.Context, rec Record) error {
 		}
 	}
 	req := &commitReq{repl: &rec, bytes: size, done: make(chan commitResult, 1)}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrClosed
-	}
-	s.inflight.Add(1)
-	s.mu.Unlock()
-	defer s.inflight.Done()
-	s.appenders.Add(1)
-	defer s.appenders.Add(-1)
-	select {
-	case s.commitCh <- req:
-	case <-ctx.Done():
-		return ctx.Err()
+	release, err := s.enqueue(ctx, req)
+	defer release()
+	if err != nil {
+		return err
 	}
 	select {
 	case r := <-req.done:

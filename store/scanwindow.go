@@ -116,16 +116,8 @@ func (sg *segment) decodeSeqWindow(ctx context.Context, lo, hi int64) (rows []Ro
 			continue
 		}
 		filled += int64(len(need))
-		if ok, err := sg.fillWindowColumns(cols, need, slot, out); !ok || err != nil {
-			if err != nil {
-				err = fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
-			}
+		if ok, err := sg.fillRows(cols, gi, g, need, slot, out); !ok || err != nil {
 			return nil, false, err
-		}
-		if sg.col.attrName >= 0 && !(g.attrs.known && g.attrs.none) {
-			if err := sg.fillWindowAttrs(cols, need, slot, out); err != nil {
-				return nil, false, fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
-			}
 		}
 	}
 	if filled != hi-lo+1 {
@@ -313,4 +305,23 @@ func (p *pageView) str(i int, rest []int64, start, end int64) string {
 	s := unsafe.String(&p.arena[p.used], len(b))
 	p.used += len(b)
 	return s
+}
+
+// fillRows fills every column but seq of the rows at need (row offsets in
+// row group gi, in order) into out[slot[i]], attributes only where the
+// row group's statistics say some row has them. false with a nil error:
+// a page layout the column reader does not read (the caller falls back).
+func (sg *segment) fillRows(cols []parquet.ColumnChunk, gi int, g *rgInfo, need []int64, slot []int32, out []Row) (bool, error) {
+	if ok, err := sg.fillWindowColumns(cols, need, slot, out); !ok || err != nil {
+		if err != nil {
+			err = fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
+		}
+		return false, err
+	}
+	if sg.col.attrName >= 0 && !(g.attrs.known && g.attrs.none) {
+		if err := sg.fillWindowAttrs(cols, need, slot, out); err != nil {
+			return false, fmt.Errorf("read segment %s row group %d: %w", sg.name, gi, err)
+		}
+	}
+	return true, nil
 }
