@@ -42,7 +42,7 @@ const (
 	AdoptBelowFloor    = "below_floor"    // the range starts at or below the retention floor
 	AdoptOverlap       = "overlap"        // a local segment straddles an end of the range
 	AdoptAlreadyHeld   = "already_held"   // a local segment has exactly this range
-	AdoptSkippedChecks = "skipped_checks" // adopted by the SkipAdoptChecks canary
+	AdoptSkippedChecks = "skipped_checks" // adopted by the ShipUnchecked canary
 )
 
 // AdoptResult says what became of a shipped segment.
@@ -65,8 +65,8 @@ type IncomingSegment struct {
 	f    vfs.File
 	n    int64
 	done bool
-	// SkipChecks is the SkipAdoptChecks canary (peer.Defects): adopt
-	// without the overlap and held checks. Never set in production.
+	// SkipChecks is the ShipUnchecked canary (peer.Defects): adopt without
+	// the overlap and held checks. Never set in production.
 	SkipChecks bool
 }
 
@@ -168,7 +168,7 @@ func (in *IncomingSegment) Adopt(ctx context.Context) (AdoptResult, error) {
 	s.mu.Unlock()
 	res := AdoptResult{Reason: reason}
 	if reason != "" {
-		if !in.SkipChecks || reason == AdoptNotHeld || reason == AdoptBelowFloor {
+		if !in.SkipChecks || (reason != AdoptNotHeld && reason != AdoptOverlap) {
 			return res, nil
 		}
 		res.Reason, gapFrom = AdoptSkippedChecks, 0

@@ -98,7 +98,7 @@ type Store struct {
 	// fallback.
 	adoptShipped atomic.Bool
 	walBytes     atomic.Int64
-	lastFlush time.Time
+	lastFlush    time.Time
 
 	// commitBuf is the committer's reusable group buffer (under walMu).
 	commitBuf []byte
