@@ -243,9 +243,15 @@ func (w *ReplicaWorld) ToStandby() error {
 			if err := apply(); err != nil || w.link == nil {
 				return err
 			}
+			before := w.S.Server.PeerReplica().SegmentResults()
 			err = l.rl.TakeSegment(w.ctx, c)
 			if c.Offset+int64(len(c.Data)) == c.Size {
-				w.Trace.Addf("standby takes segment [%d,%d]: %v: %s", c.First, c.Last, w.S.Server.PeerReplica().SegmentResults(), replicaFirstLine(err))
+				after := w.S.Server.PeerReplica().SegmentResults()
+				adopted := after[store.AdoptedSegment] > before[store.AdoptedSegment] || after[store.AdoptSkippedChecks] > before[store.AdoptSkippedChecks]
+				if adopted {
+					w.SegmentsAdopted++
+				}
+				w.Trace.Addf("standby takes segment [%d,%d]: adopted %v: %s", c.First, c.Last, adopted, replicaFirstLine(err))
 			}
 			if err != nil {
 				return w.linkDown("standby segment: " + err.Error())
