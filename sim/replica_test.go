@@ -237,7 +237,9 @@ func expectReplicaViolation(t *testing.T, d peer.Defects, wants ...string) {
 			for _, want := range wants {
 				expected = expected || strings.Contains(err.Error(), want)
 			}
-			if _, ok := err.(harnessError); ok || !expected {
+			// A harness error (a finelogd that no longer opens its data
+			// dir) counts only when it names what the canary breaks.
+			if !expected {
 				rt.Fatalf("a violation, but not an expected one (%q): %v", wants, err)
 			}
 			if !caught {
@@ -275,7 +277,8 @@ func TestCanaryReplicaSkipsTagCheck(t *testing.T) {
 // TestCanaryReplicaAdoptsUnchecked: a primary that ships a segment as soon
 // as it is sealed and a standby that adopts it without checking that it
 // holds the range and that no segment of its own straddles it leave the
-// standby with rows twice or rows skipped.
+// standby with rows twice (reads, the drain's exact copy) or with segments
+// that overlap, which it refuses at its next start.
 func TestCanaryReplicaAdoptsUnchecked(t *testing.T) {
-	expectReplicaViolation(t, peer.Defects{ShipUnchecked: true}, "XXX")
+	expectReplicaViolation(t, peer.Defects{ShipUnchecked: true}, "after the drain the standby", "is on the promoted standby", "overlap without one containing the other", "standby: reopen store")
 }
