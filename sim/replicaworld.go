@@ -78,9 +78,9 @@ type ReplicaWorld struct {
 	Timeouts, Refused, TagFailures, Injected int
 	// SegmentsAdopted counts the primary's segment files the standby
 	// adopted.
-	SegmentsAdopted int
-	primaryLost, promoted                    bool
-	markAtPromote                            int64
+	SegmentsAdopted       int
+	primaryLost, promoted bool
+	markAtPromote         int64
 }
 
 // ReplicaWorldConfig is what a replica run varies.

@@ -24,6 +24,9 @@ import (
 // MaxShippedSegmentBytes bounds a shipped segment file.
 const MaxShippedSegmentBytes = 16 << 30
 
+// minSegmentFile is the smallest parquet file: magic, footer length, magic.
+const minSegmentFile = 12
+
 // ShippedSegment describes a primary's segment file on its way here.
 type ShippedSegment struct {
 	First, Last int64
@@ -75,8 +78,8 @@ func (s *Store) ReceiveSegment(seg ShippedSegment) (*IncomingSegment, error) {
 	if seg.First < 1 || seg.Last < seg.First {
 		return nil, fmt.Errorf("store: shipped segment seqs [%d,%d]: first must be >= 1 and last >= first: %w", seg.First, seg.Last, ErrInvalidArgument)
 	}
-	if seg.Size <= 0 || seg.Size > MaxShippedSegmentBytes {
-		return nil, fmt.Errorf("store: shipped segment [%d,%d] of %d bytes: the size must be 1..%d (MaxShippedSegmentBytes): %w", seg.First, seg.Last, seg.Size, int64(MaxShippedSegmentBytes), ErrInvalidArgument)
+	if seg.Size < minSegmentFile || seg.Size > MaxShippedSegmentBytes {
+		return nil, fmt.Errorf("store: shipped segment [%d,%d] of %d bytes: the size must be %d..%d (MaxShippedSegmentBytes): %w", seg.First, seg.Last, seg.Size, minSegmentFile, int64(MaxShippedSegmentBytes), ErrInvalidArgument)
 	}
 	for _, r := range seg.Replaces {
 		if r[0] < seg.First || r[1] > seg.Last || r[1] < r[0] {
@@ -216,7 +219,14 @@ func (in *IncomingSegment) Adopt(ctx context.Context) (AdoptResult, error) {
 
 // check reads the received file's footer: a parquet segment whose seq
 // range and row count are the announced ones.
-func (in *IncomingSegment) check() error {
+func (in *IncomingSegment) check() (err error) {
+	defer func() {
+		// The file came over the network: a footer the parquet reader
+		// chokes on is a bad file, not a crash of this process.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store: shipped segment [%d,%d] is not a readable segment: %v: %w", in.seg.First, in.seg.Last, r, ErrInvalidArgument)
+		}
+	}()
 	sg, err := loadSegment(in.f, in.n)
 	if err != nil {
 		return fmt.Errorf("store: shipped segment [%d,%d] is not a readable segment: %w: %w", in.seg.First, in.seg.Last, err, ErrInvalidArgument)
@@ -309,6 +319,17 @@ func (s *Store) flushGap(from, to int64) (int64, error) {
 func (s *Store) cover(sg *segment) error {
 	s.walMu.Lock()
 	s.mu.Lock()
+	rotated, newWAL := false, uint64(0)
+	if s.mem.first <= sg.last || (len(s.mem.marks) > 0 && s.mem.marks[0].pos <= sg.last) {
+		s.mu.Unlock()
+		// No commit runs while walMu is held. A failed rotation only keeps
+		// the WAL longer: the current file then goes with a later trim.
+		if err := s.wal.rotate(); err == nil {
+			rotated, newWAL = true, s.wal.curNum
+			s.walBytes.Store(s.wal.bytes())
+		}
+		s.mu.Lock()
+	}
 	var inside []*segment
 	segs := make([]*segment, 0, len(s.segs)+1)
 	placed := false
@@ -354,11 +375,24 @@ func (s *Store) cover(sg *segment) error {
 			}
 		}
 		fold(s.mem)
-		if t := s.mem.after(sg.last, s.opts.MemtableBytes); t != nil {
-			s.mem = t
-		} else {
-			s.mem = s.mem.emptyAfter(sg.last, s.opts.MemtableBytes)
+		old := s.mem
+		t := old.after(sg.last, s.opts.MemtableBytes)
+		if t == nil {
+			t = old.emptyAfter(sg.last, s.opts.MemtableBytes)
 		}
+		if t != old && rotated {
+			// The WAL file old was written to still holds rows up to
+			// sg.last: from now on records go to a new one, so the next
+			// adoption past this one's rows can trim the old file.
+			switch {
+			case t.n == 0 && len(t.marks) == 0:
+				t.walNum = newWAL
+			case old.splitWAL != 0 && old.splitFirst <= t.first && (len(t.marks) == 0 || t.marks[0].pos >= old.splitFirst):
+				t.walNum = old.splitWAL
+			}
+			t.splitFirst, t.splitWAL = s.lastSeq.Load()+1, newWAL
+		}
+		s.mem = t
 		s.sealed = kept
 		s.segMarks = marks
 		s.foldedMarkID = max(s.foldedMarkID, folded)
@@ -421,6 +455,7 @@ func (m *memtable) after(last int64, bound int64) *memtable {
 		return m
 	}
 	t := m.emptyAfter(last, bound)
+	t.splitFirst, t.splitWAL = m.splitFirst, m.splitWAL
 	v := m.view()
 	var rows []Row
 	for i := max(0, int(last+1-v.first)); i < v.n; i++ {
