@@ -153,7 +153,7 @@ func (pl *PrimaryLink) nextShipment() error {
 }
 
 // hashFile is BLAKE3-256 of f's first size bytes.
-func hashFile(f vfs.File, size int64) ([32]byte, error) {
+func hashFile(f io.ReaderAt, size int64) ([32]byte, error) {
 	h := blake3.New(32, nil)
 	buf := make([]byte, min(size, MaxSegmentChunk))
 	for off := int64(0); off < size; {
@@ -171,7 +171,7 @@ func hashFile(f vfs.File, size int64) ([32]byte, error) {
 
 // readFull reads len(p) bytes at off; io.EOF with every byte read is no
 // error (ReaderAt allows it at the end of the file).
-func readFull(f vfs.File, p []byte, off int64) error {
+func readFull(f io.ReaderAt, p []byte, off int64) error {
 	n, err := f.ReadAt(p, off)
 	if n == len(p) && (err == nil || errors.Is(err, io.EOF)) {
 		return nil

@@ -1,0 +1,287 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"math/rand"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/finelog/finelog/internal/vfs"
+	"github.com/finelog/finelog/store"
+)
+
+// A replica following a primary adopts the primary's flushed and merged
+// segment files: it ends with the primary's segments, not its own, and
+// serves exactly the primary's rows and marks.
+func TestReplicaAdoptsShippedSegments(t *testing.T) {
+	ctx := context.Background()
+	prim := openStore(t, vfs.NewMemFS(), "p")
+	defer prim.Close()
+	h := startPrimary(t, prim)
+	defer h.stop()
+	rfs := vfs.NewMemFS()
+	rep, err := store.Open(store.Options{FS: rfs, Dir: "r", Following: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	r, stop := h.follow(rep, 2)
+	defer stop()
+	// Rows above 1 MiB per segment, so a file goes in several chunks with
+	// Records frames between them.
+	rng := rand.New(rand.NewSource(1))
+	noise := make([]byte, 1500)
+	for i := range 4 {
+		rs := rows(500, "a")
+		for j := range rs {
+			rng.Read(noise)
+			rs[j].Data = hex.EncodeToString(noise) + rs[j].Data
+		}
+		push(t, prim, store.Batch{Rows: rs})
+		push(t, prim, store.Batch{Producer: "relay-west", Rows: producerRows(i*2+1, 2), FirstSeq: int64(i*2 + 1), LastSeq: int64(i*2 + 2)})
+		if err := prim.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want := i + 1
+		waitFor(t, "the replica to adopt the flushed segment", func() bool { return r.SegmentResults()[store.AdoptedSegment] == want })
+	}
+	if err := prim.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the replica to adopt the merged segment", func() bool { return r.SegmentResults()[store.AdoptedSegment] == 5 })
+	push(t, prim, store.Batch{Rows: rows(3, "b")})
+	waitFor(t, "the replica to catch up", func() bool { return rep.LastSeq() == prim.LastSeq() })
+	ps, rs := prim.Stats(), rep.Stats()
+	if rs.Segments != 1 || ps.Segments != 1 || rs.SegmentRows != ps.SegmentRows || rs.SegmentBytes != ps.SegmentBytes {
+		t.Fatalf("replica segments %d (%d rows, %d bytes), primary %d (%d rows, %d bytes)", rs.Segments, rs.SegmentRows, rs.SegmentBytes, ps.Segments, ps.SegmentRows, ps.SegmentBytes)
+	}
+	if got, want := scanAll(t, rep), scanAll(t, prim); !reflect.DeepEqual(got, want) {
+		t.Fatalf("replica serves %d rows, primary %d", len(got), len(want))
+	}
+	pm, _ := prim.ProducerApplied("relay-west")
+	if rm, _ := rep.ProducerApplied("relay-west"); rm != pm || pm != 8 {
+		t.Fatalf("producer mark: replica %d, primary %d", rm, pm)
+	}
+	// The adopted file is byte for byte the primary's.
+	var name string
+	for _, ev := range func() []store.SealedSegment { evs, _ := prim.SealedSince(0); return evs }() {
+		name = ev.Name
+	}
+	pf, psize, err := prim.OpenSealed(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if psize <= 2*MaxSegmentChunk {
+		t.Fatalf("the merged segment is %d bytes: too small to need several chunks", psize)
+	}
+	defer pf.Close()
+	rf, rsize, err := rep.OpenSealed(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+	a, b := make([]byte, psize), make([]byte, rsize)
+	readFull(pf, a, 0)
+	readFull(rf, b, 0)
+	if !bytes.Equal(a, b) {
+		t.Fatalf("replica's %s (%d bytes) differs from the primary's (%d bytes)", name, rsize, psize)
+	}
+}
+
+func TestSegmentChunkRoundTrip(t *testing.T) {
+	c := SegmentChunk{First: 7, Last: 90, Size: 5000, Hash: [32]byte{1, 2, 3}, Replaces: [][2]int64{{7, 40}, {41, 90}}, Offset: 4000, Data: []byte("chunk")}
+	got, err := DecodeSegmentChunk(EncodeSegmentChunk(nil, c))
+	if err != nil || !reflect.DeepEqual(got, c) {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	for _, tc := range []struct {
+		name string
+		c    SegmentChunk
+	}{
+		{"empty data", SegmentChunk{First: 1, Last: 1, Size: 10}},
+		{"past the size", SegmentChunk{First: 1, Last: 1, Size: 10, Offset: 8, Data: []byte("abc")}},
+		{"last before first", SegmentChunk{First: 5, Last: 4, Size: 10, Data: []byte("a")}},
+		{"replaced range outside", SegmentChunk{First: 5, Last: 9, Size: 10, Replaces: [][2]int64{{4, 9}}, Data: []byte("a")}},
+		{"over the chunk limit", SegmentChunk{First: 1, Last: 1, Size: 2 << 20, Data: make([]byte, MaxSegmentChunk+1)}},
+	} {
+		if _, err := DecodeSegmentChunk(EncodeSegmentChunk(nil, tc.c)); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: %v, want a protocol error", tc.name, err)
+		}
+	}
+	b := EncodeSegmentChunk(nil, c)
+	for n := range len(b) - len(c.Data) {
+		if _, err := DecodeSegmentChunk(b[:n]); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("truncated to %d bytes: %v", n, err)
+		}
+	}
+}
+
+// linkPair is a replica link over a pipe whose primary end the test
+// writes by hand.
+func linkPair(t *testing.T, rep *store.Store) (*ReplicaLink, *Conn) {
+	t.Helper()
+	psk := testPSK(t, 'k')
+	a := newAcceptor(t, acceptorCfg(t, psk))
+	d, acc := handshakePair(t, a, dialerCfg(psk, 3))
+	if d.err != nil || acc.err != nil {
+		t.Fatal(d.err, acc.err)
+	}
+	r, err := NewReplica(ReplicaConfig{Dial: func(context.Context) (net.Conn, error) { return nil, errors.New("unused") }, Store: rep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for { // the Subscribe and Acks
+			if _, _, err := acc.c.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	rl, err := r.Attach(d.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.c.Close(); acc.c.Close() })
+	return rl, acc.c
+}
+
+// A file whose bytes do not hash to the announced BLAKE3, or chunks out of
+// order, close the link; nothing is adopted.
+func TestReplicaRefusesBadSegmentChunks(t *testing.T) {
+	ctx := context.Background()
+	prim := openStore(t, vfs.NewMemFS(), "p")
+	defer prim.Close()
+	push(t, prim, store.Batch{Rows: rows(20, "a")})
+	if err := prim.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := prim.SealedSince(0)
+	f, size, err := prim.OpenSealed(evs[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, size)
+	readFull(f, data, 0)
+	f.Close()
+	hash, _ := hashFile(bytesFile(data), size)
+
+	for _, tc := range []struct {
+		name   string
+		chunks func() []SegmentChunk
+		want   string
+	}{
+		{"hash mismatch", func() []SegmentChunk {
+			bad := append([]byte(nil), data...)
+			bad[len(bad)/2] ^= 1
+			return []SegmentChunk{{First: 1, Last: 20, Size: size, Hash: hash, Data: bad}}
+		}, "BLAKE3"},
+		{"offset gap", func() []SegmentChunk {
+			return []SegmentChunk{
+				{First: 1, Last: 20, Size: size, Hash: hash, Data: data[:100]},
+				{First: 1, Last: 20, Size: size, Hash: hash, Offset: 200, Data: data[200:]},
+			}
+		}, "does not continue"},
+		{"another file mid-way", func() []SegmentChunk {
+			return []SegmentChunk{
+				{First: 1, Last: 20, Size: size, Hash: hash, Data: data[:100]},
+				{First: 1, Last: 20, Size: size, Hash: hash, Data: data},
+			}
+		}, "started before"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := store.Open(store.Options{FS: vfs.NewMemFS(), Dir: "r", Following: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rep.Close()
+			st, _ := prim.Tail(0)
+			rec, _, _ := st.TryNext(ctx)
+			st.Close()
+			if err := rep.ApplyReplicated(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			rl, _ := linkPair(t, rep)
+			var last error
+			for _, c := range tc.chunks() {
+				if last = rl.TakeSegment(ctx, c); last != nil {
+					break
+				}
+			}
+			if !errors.Is(last, ErrProtocol) || !strings.Contains(last.Error(), tc.want) {
+				t.Fatalf("got %v, want a protocol error saying %q", last, tc.want)
+			}
+			if s := rep.Stats(); s.Segments != 0 || s.MemtableRows != 20 {
+				t.Fatalf("replica after a refused file: %+v", s)
+			}
+		})
+	}
+}
+
+// A replica whose primary predates segment shipping (it closes the link at
+// the 9-byte Subscribe without a word) follows it with the original
+// 8-byte Subscribe from the next attempt on.
+func TestReplicaFallsBackToPlainSubscribe(t *testing.T) {
+	psk := testPSK(t, 'k')
+	a := newAcceptor(t, acceptorCfg(t, psk))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	subs := make(chan int, 4)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c, err := a.Accept(nc)
+			if err != nil {
+				nc.Close()
+				continue
+			}
+			_, body, err := c.Recv()
+			if err == nil {
+				subs <- len(body)
+			}
+			c.Close() // as an old primary does at a body it does not know
+		}
+	}()
+	rep, err := store.Open(store.Options{FS: vfs.NewMemFS(), Dir: "r", Following: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	r, err := NewReplica(ReplicaConfig{
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", ln.Addr().String())
+		},
+		Dialer: dialerCfg(psk, 2), Store: rep, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	first, second := <-subs, <-subs
+	cancel()
+	<-done
+	if first != 9 || second != 8 {
+		t.Fatalf("Subscribe bodies %d then %d bytes, want 9 then 8", first, second)
+	}
+}
+
+// bytesFile is a read-only vfs.File over b, for hashFile.
+type bytesFile []byte
+
+func (b bytesFile) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(b).ReadAt(p, off)
+}
