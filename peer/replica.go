@@ -179,11 +179,29 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 		defer close(frames)
 		readErr <- r.readFrames(lctx, rl, frames)
 	}()
+	// Segment files are written and adopted beside the applier: a file's
+	// fdatasync and swap must not hold up the records (and the Acks)
+	// that follow it. The chunks still go in link order, after the
+	// records before them were applied.
+	chunks := make(chan SegmentChunk, 16)
+	adoptErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		adoptErr <- rl.takeSegments(lctx, chunks)
+	}()
+	end := func(err error, fromReader bool) (bool, error) {
+		close(chunks)
+		if aerr := <-adoptErr; aerr != nil && (err == nil || fromReader) {
+			err = aerr // the adopter closed the link: its error says why
+		}
+		return followed, err
+	}
 	var batch []Records
 	for {
 		first, ok := <-frames
 		if !ok {
-			return followed, <-readErr
+			return end(<-readErr, true)
 		}
 		var seg *SegmentChunk
 		batch = batch[:0]
@@ -214,13 +232,25 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 		// the segment's rows are among them.
 		err := rl.Apply(ctx, batch)
 		followed = followed || rl.applied
-		if err == nil && seg != nil {
-			err = rl.TakeSegment(ctx, *seg)
-		}
 		if err != nil {
-			return followed, err
+			return end(err, false)
+		}
+		if seg != nil {
+			chunks <- *seg
 		}
 	}
+}
+
+// takeSegments passes chunks to TakeSegment in order until chunks is
+// closed; after an error (which closed the link) it only drains them.
+func (rl *ReplicaLink) takeSegments(ctx context.Context, chunks <-chan SegmentChunk) error {
+	var err error
+	for c := range chunks {
+		if err == nil {
+			err = rl.TakeSegment(ctx, c)
+		}
+	}
+	return err
 }
 
 // inbound is a frame the reader passes to the applier: a Records body or
