@@ -107,6 +107,7 @@ run_once() {
 		awk -v tck="$(getconf CLK_TCK)" -v lines="$lines" '{ printf "standby CPU %.2f s per million lines\n", ($14 + $15) / tck / lines * 1e6 }' "/proc/$rpid/stat" >&2
 	fi
 	stop_all
+	awk -v mode="$mode" '$1 == "server" && $2 == "CPU" { printf "%s: primary CPU %s s per million lines\n", mode, $6 }' "$dir/bench.out" >&2
 	awk '$1 == "throughput" { print $2; exit }' "$dir/bench.out"
 	rm -rf "$dir"
 }

@@ -341,7 +341,7 @@ func (w *ReplicaWorld) Advance(d time.Duration) error {
 // Maintain flushes the primary and, with retain, runs its retention (the
 // floor rises; with RetentionBytes 1 the new segment goes at once, before
 // it can be shipped), and flushes the standby when its memtable is past
-// twice its bound: while it follows, the primary's shipped segments take
+// three times its bound: while it follows, the primary's shipped segments take
 // its rows, and its own flush is the fallback (store.SetAdoptShipped).
 func (w *ReplicaWorld) Maintain(retain bool) error {
 	if w.P.Store != nil {
@@ -354,7 +354,7 @@ func (w *ReplicaWorld) Maintain(retain bool) error {
 			}
 		}
 	}
-	if w.S.Store != nil && (w.promoted || w.S.Store.Stats().MemtableBytes >= 2*w.S.opts.MemtableBytes) {
+	if w.S.Store != nil && (w.promoted || w.S.Store.Stats().MemtableBytes >= 3*w.S.opts.MemtableBytes) {
 		return w.S.Store.Flush(w.ctx)
 	}
 	return nil

@@ -8,10 +8,15 @@ package store
 // and compacts once the small segments such flushes leave pile up.
 
 // adoptFallbackFactor: a follower that adopts shipped segments flushes on
-// its own once its memtables hold this many MemtableBytes (the committer
-// stalls at maxHeldMemtables), or its last flush or adoption is this many
-// FlushIntervals ago.
-const adoptFallbackFactor = 2
+// its own once its memtables hold this many MemtableBytes, or its last
+// flush or adoption is this many FlushIntervals ago. It is the committer's
+// stall point (maxHeldMemtables): under steady ingest a primary's segment
+// arrives when the follower holds its rows plus those that came while the
+// primary wrote and shipped it, up to 2 MemtableBytes and more on a busy
+// machine, and a fallback flush just before the file arrives would make
+// the follower drop it (it would overlap). Past the stall point the
+// follower could not take records anyway.
+const adoptFallbackFactor = maxHeldMemtables
 
 // SetAdoptShipped says whether the primary ships its sealed segments to
 // this follower (peer.ReplicaLink sets it when it subscribes). It changes
