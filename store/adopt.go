@@ -163,6 +163,11 @@ func (in *IncomingSegment) Adopt(ctx context.Context) (AdoptResult, error) {
 	defer s.compactMu.Unlock()
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
+	if s.isClosed() {
+		// Close flushes under flushMu after marking the store closed:
+		// past that point nothing may change the segment set.
+		return AdoptResult{}, ErrClosed
+	}
 	if !s.following.Load() {
 		return AdoptResult{Reason: AdoptNotFollowing}, nil
 	}

@@ -6,7 +6,9 @@ import (
 	"io"
 	"reflect"
 	"testing"
+	"time"
 
+	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 )
 
@@ -393,4 +395,54 @@ func walDiskBytes(t *testing.T, fs *vfs.MemFS) int64 {
 		}
 	}
 	return n
+}
+
+// A follower that adopts shipped segments leaves flushing and compaction
+// to its primary until its memtables reach the stall point or its last
+// flush is three intervals old, and only while it follows.
+func TestAdoptShippedSchedule(t *testing.T) {
+	fs := vfs.NewMemFS()
+	opts := memOpts(fs)
+	opts.Following = true
+	opts.MemtableBytes = 64 << 10
+	opts.FlushInterval = time.Minute
+	clk := opts.Clock.(*clock.Fake)
+	s := mustOpen(t, opts)
+	defer s.Close()
+	apply := func(n int) {
+		rows := mkRows("/k", n, int(s.LastSeq()))
+		for i := range rows {
+			rows[i].Seq = s.LastSeq() + 1 + int64(i)
+		}
+		if err := s.ApplyReplicated(context.Background(), Record{First: s.LastSeq() + 1, Last: s.LastSeq() + int64(n), Rows: rows}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.leaveFlushToPrimary() || s.leaveCompactionToPrimary() {
+		t.Fatal("a follower that was not told segments come leaves its flush to the primary")
+	}
+	s.SetAdoptShipped(true)
+	for s.Stats().MemtableBytes < 2*opts.MemtableBytes {
+		apply(100)
+	}
+	if !s.leaveFlushToPrimary() || !s.leaveCompactionToPrimary() {
+		t.Fatal("at twice the memtable bound the follower flushes on its own")
+	}
+	clk.Advance(3 * opts.FlushInterval)
+	if s.leaveFlushToPrimary() {
+		t.Fatal("three flush intervals after its last flush the follower still waits for the primary")
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for s.Stats().MemtableBytes < 3*opts.MemtableBytes {
+		apply(100)
+	}
+	if s.leaveFlushToPrimary() {
+		t.Fatal("at the stall point the follower still waits for the primary")
+	}
+	s.StopFollowing()
+	if s.leaveFlushToPrimary() || s.leaveCompactionToPrimary() {
+		t.Fatal("a promoted store leaves its flush to a primary")
+	}
 }
