@@ -164,19 +164,29 @@ func (pl *PrimaryLink) SendReady(ctx context.Context) (bool, error) {
 	}
 	next := func() (store.Record, bool, error) { return rs.TryNext(ctx) }
 	sent := false
+	shipAll := func() error {
+		for more := true; more; {
+			var err error
+			if more, err = pl.ShipChunk(); err != nil {
+				return err
+			}
+			sent = sent || more
+		}
+		return nil
+	}
+	if pl.p.cfg.Defects.ShipUnchecked {
+		// The canary's primary ships what it sealed before the rows.
+		if err := shipAll(); err != nil {
+			return sent, err
+		}
+	}
 	for {
 		rec, ok, err := next()
 		if err != nil {
 			return sent, err
 		}
 		if !ok {
-			for more := true; more; {
-				if more, err = pl.ShipChunk(); err != nil {
-					return sent, err
-				}
-				sent = sent || more
-			}
-			return sent, nil
+			return sent, shipAll()
 		}
 		if err := pl.send(rec, next); err != nil {
 			return sent, err

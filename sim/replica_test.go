@@ -277,8 +277,8 @@ func TestCanaryReplicaSkipsTagCheck(t *testing.T) {
 // TestCanaryReplicaAdoptsUnchecked: a primary that ships a segment as soon
 // as it is sealed and a standby that adopts it without checking that it
 // holds the range and that no segment of its own straddles it leave the
-// standby with rows twice (reads, the drain's exact copy) or with segments
-// that overlap, which it refuses at its next start.
+// standby with rows twice or at the wrong seqs (reads, the drain's exact
+// copy) or with segments that overlap, which it refuses at its next start.
 func TestCanaryReplicaAdoptsUnchecked(t *testing.T) {
-	expectReplicaViolation(t, peer.Defects{ShipUnchecked: true}, "after the drain the standby", "is on the promoted standby", "overlap without one containing the other", "standby: reopen store")
+	expectReplicaViolation(t, peer.Defects{ShipUnchecked: true}, "after the drain the standby", "is on the promoted standby", "which the primary did not commit", "overlap without one containing the other", "standby: reopen store")
 }
