@@ -285,3 +285,60 @@ type bytesFile []byte
 func (b bytesFile) ReadAt(p []byte, off int64) (int, error) {
 	return bytes.NewReader(b).ReadAt(p, off)
 }
+
+// A replica that catches up from far behind receives the primary's old
+// rows as records and flushes them itself (its memtable passes the
+// fallback bound); the primary's next segments then line its segments up
+// again (the rows before one that it holds only in memory are written as a
+// segment of its own first), and from there on it adopts them.
+func TestReplicaRealignsAfterCatchUp(t *testing.T) {
+	ctx := context.Background()
+	opts := store.Options{FS: vfs.NewMemFS(), Dir: "p", MemtableBytes: 32 << 10}
+	prim, err := store.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prim.Close()
+	for range 6 {
+		push(t, prim, store.Batch{Rows: rows(300, "old")})
+		if err := prim.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := startPrimary(t, prim)
+	defer h.stop()
+	rep, err := store.Open(store.Options{FS: vfs.NewMemFS(), Dir: "r", Following: true, Background: true, MemtableBytes: 32 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close()
+	r, stop := h.follow(rep, 2)
+	defer stop()
+	waitFor(t, "the catch-up", func() bool { return rep.LastSeq() == prim.LastSeq() })
+	// Its memtables hold well past 3x its bound: its background loop
+	// flushes them.
+	waitFor(t, "the replica's fallback flush", func() bool { return rep.Stats().Segments > 0 })
+	for i := range 3 {
+		push(t, prim, store.Batch{Rows: rows(50, "new")})
+		if err := prim.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		push(t, prim, store.Batch{Rows: rows(1, "after")}) // the link ships after sending it
+		want := i + 1
+		waitFor(t, "the replica to take the segment", func() bool {
+			n := 0
+			for _, v := range r.SegmentResults() {
+				n += v
+			}
+			return n == want
+		})
+	}
+	t.Logf("segments after the catch-up: %v", r.SegmentResults())
+	if r.SegmentResults()[store.AdoptedSegment] == 0 {
+		t.Fatalf("the replica adopted none of the primary's segments after the catch-up: %v", r.SegmentResults())
+	}
+	waitFor(t, "the replica to catch up", func() bool { return rep.LastSeq() == prim.LastSeq() })
+	if got, want := scanAll(t, rep), scanAll(t, prim); !reflect.DeepEqual(got, want) {
+		t.Fatalf("replica serves %d rows, primary %d", len(got), len(want))
+	}
+}
