@@ -74,7 +74,7 @@ func (rl *ReplicaLink) TakeSegment(ctx context.Context, c SegmentChunk) error {
 	rl.recv = nil
 	var sum [32]byte
 	cur.h.Sum(sum[:0])
-	if !macEqual(sum[:], cur.hdr.Hash[:]) {
+	if !macEqual(sum[:], c.Hash[:]) {
 		cur.in.Abort()
 		rl.c.Close()
 		return fmt.Errorf("%w: segment [%d,%d]: the received file's BLAKE3 hash is not the announced one", ErrProtocol, c.First, c.Last)

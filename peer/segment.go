@@ -23,10 +23,12 @@ const MaxSegmentChunk = 1 << 20
 //	first:u64 | last:u64 | size:u64 | hash[32] | n_replaces:u16 | n_replaces × (first:u64 | last:u64) | offset:u64 | data
 //
 // first..last is the segment's seq range (its file name), size the whole
-// file's bytes, hash BLAKE3-256 of the whole file, replaces the seq ranges
-// of the merge inputs it replaces (none for a flush's), and data the file's
-// bytes from offset. Every chunk of a file carries the same header; the
-// chunks of one file come in offset order from 0, one file at a time.
+// file's bytes, replaces the seq ranges of the merge inputs it replaces
+// (none for a flush's), and data the file's bytes from offset. hash is
+// BLAKE3-256 of the whole file in the last chunk (the one that ends at
+// size) and all zero in the others, so the sender hashes as it sends.
+// Every chunk of a file carries the same first, last, size and replaces;
+// the chunks of one file come in offset order from 0, one file at a time.
 type SegmentChunk struct {
 	First, Last int64
 	Size        int64
@@ -36,7 +38,10 @@ type SegmentChunk struct {
 	Data        []byte
 }
 
-const segmentHeader = 8 + 8 + 8 + 32 + 2
+const (
+	segmentHeader = 8 + 8 + 8 + 32 + 2
+	hashAt        = 8 + 8 + 8 // where hash starts in a Segment body
+)
 
 // EncodeSegmentChunk appends c's encoding to dst.
 func EncodeSegmentChunk(dst []byte, c SegmentChunk) []byte {
@@ -87,13 +92,18 @@ func DecodeSegmentChunk(b []byte) (SegmentChunk, error) {
 		return SegmentChunk{}, fmt.Errorf("%w: segment chunk of %d bytes, want 1..%d", ErrProtocol, len(c.Data), MaxSegmentChunk)
 	case c.Size <= 0 || c.Offset < 0 || c.Offset > c.Size-int64(len(c.Data)):
 		return SegmentChunk{}, fmt.Errorf("%w: segment chunk of %d bytes at offset %d of a %d-byte file", ErrProtocol, len(c.Data), c.Offset, c.Size)
+	case !c.final() && c.Hash != [32]byte{}:
+		return SegmentChunk{}, fmt.Errorf("%w: segment chunk at offset %d of %d carries a hash; only the last one does", ErrProtocol, c.Offset, c.Size)
 	}
 	return c, nil
 }
 
+// final reports whether c is the last chunk of its file.
+func (c *SegmentChunk) final() bool { return c.Offset+int64(len(c.Data)) == c.Size }
+
 // sameFile reports whether two chunks' headers name the same file.
 func (c *SegmentChunk) sameFile(o *SegmentChunk) bool {
-	if c.First != o.First || c.Last != o.Last || c.Size != o.Size || c.Hash != o.Hash || len(c.Replaces) != len(o.Replaces) {
+	if c.First != o.First || c.Last != o.Last || c.Size != o.Size || len(c.Replaces) != len(o.Replaces) {
 		return false
 	}
 	for i := range c.Replaces {

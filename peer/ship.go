@@ -51,8 +51,11 @@ type shipment struct {
 	ev   store.SealedSegment
 	f    vfs.File
 	size int64
-	hash [32]byte
-	off  int64
+	// h hashes the bytes sent so far; the last chunk carries the sum. One
+	// pass over the file, and no wait before its first chunk: hashing a
+	// merged segment up front held the link's records up for its length.
+	h   *blake3.Hasher
+	off int64
 }
 
 func newShipper(src SegmentSource) *shipper {
@@ -82,13 +85,17 @@ func (pl *PrimaryLink) ShipChunk() (more bool, err error) {
 	}
 	cur := sh.cur
 	n := min(cur.size-cur.off, MaxSegmentChunk)
-	c := SegmentChunk{First: cur.ev.First, Last: cur.ev.Last, Size: cur.size, Hash: cur.hash, Replaces: cur.ev.Replaces, Offset: cur.off}
+	c := SegmentChunk{First: cur.ev.First, Last: cur.ev.Last, Size: cur.size, Replaces: cur.ev.Replaces, Offset: cur.off}
 	sh.body = EncodeSegmentChunk(sh.body[:0], c)
 	h := len(sh.body)
 	sh.body = append(sh.body, make([]byte, n)...)
 	if err := readFull(cur.f, sh.body[h:], cur.off); err != nil {
 		sh.close()
 		return false, fmt.Errorf("peer: read segment %s at %d for the replica: %w", cur.ev.Name, cur.off, err)
+	}
+	cur.h.Write(sh.body[h:])
+	if cur.off+n == cur.size {
+		cur.h.Sum(sh.body[hashAt:hashAt])
 	}
 	if err := pl.c.Send(TypeSegment, sh.body); err != nil {
 		sh.close()
@@ -126,8 +133,8 @@ func (pl *PrimaryLink) shipDue() bool {
 	return sh.queue[0].Last <= sent
 }
 
-// nextShipment opens the next due segment and hashes it; a segment whose
-// file is gone (merged or retained away since) is skipped.
+// nextShipment opens the next due segment; a segment whose file is gone
+// (merged or retained away since) is skipped.
 func (pl *PrimaryLink) nextShipment() error {
 	sh := pl.ship
 	for pl.shipDue() {
@@ -141,32 +148,10 @@ func (pl *PrimaryLink) nextShipment() error {
 		if err != nil {
 			return fmt.Errorf("peer: ship segment %s: %w", ev.Name, err)
 		}
-		hash, err := hashFile(f, size)
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("peer: ship segment %s: %w", ev.Name, err)
-		}
-		sh.cur = &shipment{ev: ev, f: f, size: size, hash: hash}
+		sh.cur = &shipment{ev: ev, f: f, size: size, h: blake3.New(32, nil)}
 		return nil
 	}
 	return nil
-}
-
-// hashFile is BLAKE3-256 of f's first size bytes.
-func hashFile(f io.ReaderAt, size int64) ([32]byte, error) {
-	h := blake3.New(32, nil)
-	buf := make([]byte, min(size, MaxSegmentChunk))
-	for off := int64(0); off < size; {
-		n := min(int64(len(buf)), size-off)
-		if err := readFull(f, buf[:n], off); err != nil {
-			return [32]byte{}, err
-		}
-		h.Write(buf[:n])
-		off += n
-	}
-	var sum [32]byte
-	h.Sum(sum[:0])
-	return sum, nil
 }
 
 // readFull reads len(p) bytes at off; io.EOF with every byte read is no

@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math/rand"
 	"net"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"lukechampine.com/blake3"
 
 	"github.com/finelog/finelog/internal/vfs"
 	"github.com/finelog/finelog/store"
@@ -95,10 +98,13 @@ func TestReplicaAdoptsShippedSegments(t *testing.T) {
 }
 
 func TestSegmentChunkRoundTrip(t *testing.T) {
-	c := SegmentChunk{First: 7, Last: 90, Size: 5000, Hash: [32]byte{1, 2, 3}, Replaces: [][2]int64{{7, 40}, {41, 90}}, Offset: 4000, Data: []byte("chunk")}
-	got, err := DecodeSegmentChunk(EncodeSegmentChunk(nil, c))
-	if err != nil || !reflect.DeepEqual(got, c) {
-		t.Fatalf("round trip: %+v %v", got, err)
+	c := SegmentChunk{First: 7, Last: 90, Size: 5000, Replaces: [][2]int64{{7, 40}, {41, 90}}, Offset: 4000, Data: []byte("chunk")}
+	last := SegmentChunk{First: 7, Last: 90, Size: 5000, Hash: [32]byte{1, 2, 3}, Offset: 4995, Data: []byte("final")}
+	for _, c := range []SegmentChunk{c, last} {
+		got, err := DecodeSegmentChunk(EncodeSegmentChunk(nil, c))
+		if err != nil || !reflect.DeepEqual(got, c) {
+			t.Fatalf("round trip: %+v %v", got, err)
+		}
 	}
 	for _, tc := range []struct {
 		name string
@@ -109,6 +115,7 @@ func TestSegmentChunkRoundTrip(t *testing.T) {
 		{"last before first", SegmentChunk{First: 5, Last: 4, Size: 10, Data: []byte("a")}},
 		{"replaced range outside", SegmentChunk{First: 5, Last: 9, Size: 10, Replaces: [][2]int64{{4, 9}}, Data: []byte("a")}},
 		{"over the chunk limit", SegmentChunk{First: 1, Last: 1, Size: 2 << 20, Data: make([]byte, MaxSegmentChunk+1)}},
+		{"a hash before the last chunk", SegmentChunk{First: 1, Last: 1, Size: 10, Hash: [32]byte{9}, Data: []byte("a")}},
 	} {
 		if _, err := DecodeSegmentChunk(EncodeSegmentChunk(nil, tc.c)); !errors.Is(err, ErrProtocol) {
 			t.Errorf("%s: %v, want a protocol error", tc.name, err)
@@ -183,13 +190,13 @@ func TestReplicaRefusesBadSegmentChunks(t *testing.T) {
 		}, "BLAKE3"},
 		{"offset gap", func() []SegmentChunk {
 			return []SegmentChunk{
-				{First: 1, Last: 20, Size: size, Hash: hash, Data: data[:100]},
+				{First: 1, Last: 20, Size: size, Data: data[:100]},
 				{First: 1, Last: 20, Size: size, Hash: hash, Offset: 200, Data: data[200:]},
 			}
 		}, "does not continue"},
 		{"another file mid-way", func() []SegmentChunk {
 			return []SegmentChunk{
-				{First: 1, Last: 20, Size: size, Hash: hash, Data: data[:100]},
+				{First: 1, Last: 20, Size: size, Data: data[:100]},
 				{First: 1, Last: 20, Size: size, Hash: hash, Data: data},
 			}
 		}, "started before"},
@@ -279,7 +286,24 @@ func TestReplicaFallsBackToPlainSubscribe(t *testing.T) {
 	}
 }
 
-// bytesFile is a read-only vfs.File over b, for hashFile.
+// hashFile is BLAKE3-256 of f's first size bytes.
+func hashFile(f io.ReaderAt, size int64) ([32]byte, error) {
+	h := blake3.New(32, nil)
+	buf := make([]byte, min(size, MaxSegmentChunk))
+	for off := int64(0); off < size; {
+		n := min(int64(len(buf)), size-off)
+		if err := readFull(f, buf[:n], off); err != nil {
+			return [32]byte{}, err
+		}
+		h.Write(buf[:n])
+		off += n
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum, nil
+}
+
+// bytesFile is an io.ReaderAt over b, for hashFile.
 type bytesFile []byte
 
 func (b bytesFile) ReadAt(p []byte, off int64) (int, error) {
@@ -340,5 +364,25 @@ func TestReplicaRealignsAfterCatchUp(t *testing.T) {
 	waitFor(t, "the replica to catch up", func() bool { return rep.LastSeq() == prim.LastSeq() })
 	if got, want := scanAll(t, rep), scanAll(t, prim); !reflect.DeepEqual(got, want) {
 		t.Fatalf("replica serves %d rows, primary %d", len(got), len(want))
+	}
+}
+
+// The Segment body example in docs/replica.md, built from its text.
+func TestSegmentChunkSpecExample(t *testing.T) {
+	doc := "0000000000000005 0000000000000009 0000000000000008 " +
+		"978ccb2d67cffafbbd598e4972bb67129add21ef2583da3fcbc89769ffa0cfd2 0000 " +
+		"0000000000000000 5041523150415231"
+	want, err := hex.DecodeString(strings.ReplaceAll(doc, " ", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := []byte("PAR1PAR1")
+	hash, _ := hashFile(bytesFile(file), int64(len(file)))
+	got := EncodeSegmentChunk(nil, SegmentChunk{First: 5, Last: 9, Size: 8, Hash: hash, Data: file})
+	if !bytes.Equal(got, want) {
+		t.Fatalf("encoding\n got %x\nwant %x", got, want)
+	}
+	if c, err := DecodeSegmentChunk(want); err != nil || c.First != 5 || c.Last != 9 || !bytes.Equal(c.Data, file) {
+		t.Fatalf("decoding the example: %+v %v", c, err)
 	}
 }
