@@ -42,11 +42,11 @@ type Replica struct {
 	st FollowStatus
 	// handing: the reader is blocked passing a frame to the applier.
 	handing bool
-	// plainSubscribe: the primary closed a link that asked for segments
+	// plainUntil: the primary closed a link that asked for segments
 	// before it sent anything, as a primary from before segment shipping
-	// does; later links subscribe without the flags byte.
-	plainSubscribe bool
-	segResults     map[string]int
+	// does; links until then subscribe without the flags byte.
+	plainUntil time.Time
+	segResults map[string]int
 }
 
 // FollowStatus is a replica's view of its primary.
@@ -134,10 +134,13 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 	defer rl.abortSegment()
 	defer func() {
 		if rl.segments && !rl.heardAny && ctx.Err() == nil {
+			// A primary that merely went down at that moment costs a
+			// minute of the replica's own flushing; an older one, one
+			// refused link a minute.
 			r.mu.Lock()
-			r.plainSubscribe = true
+			r.plainUntil = r.cfg.Clock.Now().Add(plainSubscribeFor)
 			r.mu.Unlock()
-			r.cfg.Log.Warn("the primary closed the link after a Subscribe asking for segment files without sending anything (a primary from before segment shipping): following without them; upgrade the primary and restart this replica to ship segments", "primary", r.cfg.Primary)
+			r.cfg.Log.Warn("the primary closed the link after a Subscribe asking for segment files without sending anything (a primary from before segment shipping?): following without them for a minute; upgrade the primary to ship segments", "primary", r.cfg.Primary)
 		}
 	}()
 
@@ -253,6 +256,10 @@ func (rl *ReplicaLink) takeSegments(ctx context.Context, chunks <-chan SegmentCh
 	return err
 }
 
+// plainSubscribeFor is how long a replica subscribes without asking for
+// segments after a primary refused the request (see plainUntil).
+const plainSubscribeFor = time.Minute
+
 // inbound is a frame the reader passes to the applier: a Records body or
 // a segment chunk.
 type inbound struct {
@@ -285,8 +292,9 @@ type ReplicaLink struct {
 func (r *Replica) Attach(c *Conn) (*ReplicaLink, error) {
 	from := r.cfg.Store.LastSeq()
 	recv, canAdopt := r.cfg.Store.(SegmentReceiver)
+	now := r.cfg.Clock.Now()
 	r.mu.Lock()
-	segments := canAdopt && !r.plainSubscribe
+	segments := canAdopt && !now.Before(r.plainUntil)
 	r.mu.Unlock()
 	var body [9]byte
 	binary.BigEndian.PutUint64(body[:], uint64(from))
@@ -300,7 +308,6 @@ func (r *Replica) Attach(c *Conn) (*ReplicaLink, error) {
 	if canAdopt {
 		recv.SetAdoptShipped(segments)
 	}
-	now := r.cfg.Clock.Now()
 	r.mu.Lock()
 	r.st.Connected, r.st.LastContact, r.st.LastError = true, now, ""
 	r.mu.Unlock()
