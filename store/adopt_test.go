@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand"
 	"reflect"
 	"testing"
 	"time"
@@ -320,31 +321,41 @@ func TestAdoptRefusals(t *testing.T) {
 	})
 }
 
-// A power cut at any operation of an adoption (flush-segment and merge
-// alike) leaves a follower that opens with every row once, at the
-// primary's seqs, and the primary's producer mark.
+// A power cut at any operation of an adoption (a flush's segment, a
+// merge's, and one that first writes the follower's memtable rows before
+// it as a segment of its own, and a second one that trims the WAL file the
+// first left rows in) leaves a follower that opens with every row
+// once, at the primary's seqs, with the primary's producer mark, and goes
+// on following. Odd kill points also tear the unsynced tails of files.
 func TestAdoptCrashAtEveryOperation(t *testing.T) {
-	for _, merge := range []bool{false, true} {
-		t.Run(fmt.Sprintf("merge=%v", merge), func(t *testing.T) {
+	for _, mode := range []string{"flush", "merge", "gap", "split"} {
+		t.Run(mode, func(t *testing.T) {
 			for n := 0; ; n++ {
 				pr := newPair(t)
 				ctx := context.Background()
 				var ev SealedSegment
-				flushes := 1
-				if merge {
-					flushes = 4
-				}
+				flushes := map[string]int{"flush": 1, "merge": 4, "gap": 2, "split": 2}[mode]
 				for range flushes {
 					pr.push(15)
 					pr.replicate()
 					pr.p.Flush(ctx)
 					evs := pr.sealed()
-					if merge {
+					switch mode {
+					case "merge":
 						pr.ship(evs[0])
+					case "split":
+						// Rows after the primary's flush stay in the
+						// follower's memtable and WAL file across the
+						// adoption: the next one trims that file.
+						pr.push(4)
+						pr.replicate()
+						if ev.Name == "" {
+							pr.ship(evs[0])
+						}
 					}
-					ev = evs[0]
+					ev = evs[0] // "gap": the first one never reaches the follower
 				}
-				if merge {
+				if mode == "merge" {
 					pr.p.Compact(ctx)
 					ev = pr.sealed()[0]
 				}
@@ -352,24 +363,35 @@ func TestAdoptCrashAtEveryOperation(t *testing.T) {
 				pr.replicate()
 				k := &killer{n: n}
 				pr.ffs.Inject = k.inject
-				_, err := pr.shipTo(pr.f, ev)
+				res, err := pr.shipTo(pr.f, ev)
 				pr.f.Abandon()
 				pr.ffs.Inject = nil
-				pr.ffs.Crash(nil)
+				var rng *rand.Rand
+				if n%2 == 1 {
+					rng = rand.New(rand.NewSource(int64(n)))
+				}
+				pr.ffs.Crash(rng)
+				label := fmt.Sprintf("killed after op %d (%+v, %v)", n, res, err)
 				f, oerr := Open(pr.fopts)
 				if oerr != nil {
-					t.Fatalf("killed after op %d: reopen: %v", n, oerr)
+					t.Fatalf("%s: reopen: %v", label, oerr)
 				}
-				pr.sameAsPrimary(f, fmt.Sprintf("killed after op %d (%v)", n, err))
+				pr.f = f
+				pr.sameAsPrimary(f, label)
 				if f.LastSeq() != pr.p.LastSeq() {
-					t.Fatalf("killed after op %d: follower at seq %d, primary %d (every row was synced before)", n, f.LastSeq(), pr.p.LastSeq())
+					t.Fatalf("%s: follower at seq %d, primary %d (every row was synced before)", label, f.LastSeq(), pr.p.LastSeq())
 				}
-				f.Close()
-				pr.f = mustOpen(t, pr.fopts) // for Cleanup
+				pr.push(3)
+				pr.replicate()
+				pr.sameAsPrimary(f, label+", then 3 more rows")
 				if err == nil && k.count <= n {
+					if !res.Adopted || (mode == "gap") != (res.GapRows > 0) {
+						t.Fatalf("uninterrupted adoption: %+v", res)
+					}
 					if n < 5 {
 						t.Fatalf("the adoption did only %d fs operations", k.count)
 					}
+					t.Logf("%s: %d kill points", mode, n)
 					return // the adoption completed before the kill
 				}
 			}
