@@ -205,7 +205,14 @@ func (in *IncomingSegment) Adopt(ctx context.Context) (AdoptResult, error) {
 	sg, err := s.openSegment(name)
 	if err != nil {
 		// It was checked before the rename: only the disk can fail here.
-		// Recovery would load it; until then the store's rows serve.
+		// Not installed, the file must go: a later flush of this store's
+		// own could cut across its range, and two segments that overlap
+		// without one containing the other make the store refuse to open.
+		// If the removal fails too, recovery loads it (rows inside it are
+		// skipped in the WAL) as long as nothing was flushed meanwhile.
+		if rerr := s.removeFiles([]string{name}); rerr != nil {
+			s.log.Error("adopt: cannot remove a shipped segment that failed to open; it is retried by the next Retain", "segment", name, "err", rerr)
+		}
 		return AdoptResult{}, fmt.Errorf("store: open adopted segment: %w", err)
 	}
 	if err := s.cover(sg); err != nil {
