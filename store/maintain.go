@@ -78,6 +78,7 @@ func (s *Store) flush(ctx context.Context) error {
 			s.metrics.failed("flush")
 			return fmt.Errorf("store: flush: %w", err)
 		}
+		s.noteSealedFlush(sg)
 		s.mu.Lock()
 		if sg != nil {
 			s.segs = append(s.segs, sg)
@@ -322,6 +323,9 @@ func (s *Store) merge(run []*segment) error {
 	s.segs = segs
 	s.mu.Unlock()
 	s.metrics.segmentsChanged()
+	if err == nil {
+		s.noteSealed(merged, run)
+	}
 	// An input that cannot be removed lies inside the merged segment's
 	// range: recovery would delete it, and Retain retries it meanwhile.
 	names := make([]string, len(run))
@@ -549,7 +553,7 @@ func (s *Store) backgroundLoop() {
 		s.mu.Lock()
 		due := s.mem.bytes >= s.opts.MemtableBytes || len(s.sealed) > 0 || (s.mem.n > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
 		s.mu.Unlock()
-		if !due {
+		if !due || s.leaveFlushToPrimary() {
 			continue
 		}
 		if err := s.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -583,7 +587,7 @@ func (s *Store) maintainLoop(ctx context.Context) {
 		case <-t.C():
 			busy = false
 		}
-		if !busy || s.smallSegments() >= compactionDebt {
+		if (!busy || s.smallSegments() >= compactionDebt) && !s.leaveCompactionToPrimary() {
 			if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
 				s.log.Error("background compaction", "err", err)
 				s.metrics.failed("compact")
