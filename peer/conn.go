@@ -127,9 +127,9 @@ func checkMessage(receiver Role, typ byte, body []byte) error {
 	switch {
 	case typ == TypeHeartbeat:
 		want = 0
-	case receiver == RoleAcceptor && typ == TypeSubscribe && len(body) == 9:
-		// from_seq and the flags byte (SubscribeSegments); 8 bytes is the
-		// original form, without flags.
+	case receiver == RoleAcceptor && typ == TypeSubscribe && len(body) == subscribeFlagsBytes:
+		// from_seq, the flags byte (SubscribeSegments) and
+		// segments_through; 8 bytes is the original form, without flags.
 		return nil
 	case receiver == RoleAcceptor && (typ == TypeSubscribe || typ == TypeAck):
 		want = 8
@@ -162,5 +162,5 @@ func (c *Conn) SendSeq(typ byte, seq int64) error {
 }
 
 // Seq decodes a Subscribe or Ack body (checked to be 8 or, for a
-// Subscribe with flags, 9 bytes by Recv).
+// Subscribe with flags, subscribeFlagsBytes by Recv).
 func Seq(body []byte) int64 { return int64(binary.BigEndian.Uint64(body)) }

@@ -55,7 +55,10 @@ type Primary struct {
 	// WaitSynced calls (Parked).
 	gen     uint64
 	waiters map[*waiter]struct{}
-	wg      sync.WaitGroup
+	// shipLeft is where each replica's last link left its segment
+	// shipping (shipLeftover), for its next link.
+	shipLeft map[ID]shipLeftover
+	wg       sync.WaitGroup
 }
 
 // link is one connected replica as the primary sees it.
@@ -327,14 +330,14 @@ func (p *Primary) Replicas() []ReplicaStatus {
 }
 
 // watchdog closes c when nothing was heard for deadAfter heartbeats.
-func watchdog(ctx context.Context, clk clock.Clock, hb time.Duration, c *Conn, heard func() time.Time) {
+func watchdog(ctx context.Context, clk clock.Clock, hb time.Duration, c *Conn, heard func() time.Time) (closed bool) {
 	for {
 		if err := clock.Sleep(ctx, clk, hb); err != nil {
-			return
+			return false
 		}
 		if clk.Now().Sub(heard()) > deadAfter*hb {
 			c.Close()
-			return
+			return true
 		}
 	}
 }

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -54,8 +55,9 @@ func (p *Primary) Open(c *Conn, typ byte, body []byte) (*PrimaryLink, error) {
 		return nil, fmt.Errorf("%w: subscribe from seq %d", ErrProtocol, from)
 	}
 	var flags byte
-	if len(body) > 8 {
-		flags = body[8]
+	var through int64
+	if len(body) == subscribeFlagsBytes {
+		flags, through = body[8], int64(binary.BigEndian.Uint64(body[9:]))
 	}
 	if flags&^SubscribeSegments != 0 {
 		c.Close()
@@ -70,17 +72,27 @@ func (p *Primary) Open(c *Conn, typ byte, body []byte) (*PrimaryLink, error) {
 		c.Close()
 		return nil, err
 	}
+	// The shipper is made before the link is registered: once the replica
+	// shows in the primary's status, every later flush or merge is shipped
+	// to it.
+	var ship *shipper
+	if src, ok := p.cfg.Source.(SegmentSource); ok && flags&SubscribeSegments != 0 {
+		if through < 0 || through > from {
+			c.Close()
+			return nil, fmt.Errorf("%w: subscribe from seq %d with segments through %d", ErrProtocol, from, through)
+		}
+		ship = newShipper(src, from, through)
+		if left, ok := p.takeShipLeft(c.Remote); ok {
+			ship.resume(left)
+		}
+	}
 	now := p.cfg.Clock.Now()
 	l := &link{conn: c, since: now, synced: from, sent: from, caughtUp: now, lastHeard: now, subscribeAt: from}
 	p.register(c.Remote, l)
 	// Frames stay within MinMaxFrame, which every replica accepts whatever
 	// its own --peer-max-frame, so the two ends need not agree on it.
 	budget := min(p.cfg.MaxFrame, MinMaxFrame) - 1 - TagBytes - recordsHeader
-	pl := &PrimaryLink{p: p, c: c, l: l, stream: stream, budget: budget}
-	if src, ok := p.cfg.Source.(SegmentSource); ok && flags&SubscribeSegments != 0 {
-		pl.ship = newShipper(src)
-	}
-	return pl, nil
+	return &PrimaryLink{p: p, c: c, l: l, stream: stream, budget: budget, ship: ship}, nil
 }
 
 // Close ends the link: the stream is released and the replica no longer
@@ -88,6 +100,9 @@ func (p *Primary) Open(c *Conn, typ byte, body []byte) (*PrimaryLink, error) {
 func (pl *PrimaryLink) Close() {
 	pl.c.Close()
 	pl.stream.Close()
+	if pl.ship != nil {
+		pl.p.keepShipLeft(pl.c.Remote, pl.ship.leftover())
+	}
 	pl.ship.close()
 	pl.p.unregister(pl.c.Remote, pl.l)
 }

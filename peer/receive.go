@@ -17,6 +17,10 @@ type SegmentReceiver interface {
 	// SetAdoptShipped tells the store whether segments will come, so it
 	// leaves flushing and compaction to the primary.
 	SetAdoptShipped(on bool)
+	// SegmentsThrough is the last seq the store holds in segments (0 for
+	// none): the Subscribe tells the primary, which re-offers the segments
+	// sealed after it.
+	SegmentsThrough() int64
 }
 
 // receiving is the segment file a ReplicaLink is taking in.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/finelog/finelog/internal/clock"
@@ -42,11 +43,13 @@ type Replica struct {
 	st FollowStatus
 	// handing: the reader is blocked passing a frame to the applier.
 	handing bool
-	// plainUntil: the primary closed a link that asked for segments
-	// before it sent anything, as a primary from before segment shipping
+	// plainUntil: the primary closed links that asked for segments
+	// before it sent anything (refusedInARow of them, see
+	// plainAfterRefusals), as a primary from before segment shipping
 	// does; links until then subscribe without the flags byte.
-	plainUntil time.Time
-	segResults map[string]int
+	plainUntil    time.Time
+	refusedInARow int
+	segResults    map[string]int
 }
 
 // FollowStatus is a replica's view of its primary.
@@ -132,16 +135,26 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 		return false, err
 	}
 	defer rl.abortSegment()
+	var silent atomic.Bool // this end's watchdog closed the link
 	defer func() {
-		if rl.segments && !rl.heardAny && ctx.Err() == nil {
-			// A primary that merely went down at that moment costs a
-			// minute of the replica's own flushing; an older one, one
-			// refused link a minute.
-			r.mu.Lock()
-			r.plainUntil = r.cfg.Clock.Now().Add(plainSubscribeFor)
-			r.mu.Unlock()
-			r.cfg.Log.Warn("the primary closed the link after a Subscribe asking for segment files without sending anything (a primary from before segment shipping?): following without them for a minute; upgrade the primary to ship segments", "primary", r.cfg.Primary)
+		if !rl.segments {
+			return
 		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if rl.heardAny || silent.Load() || ctx.Err() != nil {
+			r.refusedInARow = 0
+			return
+		}
+		// A primary that merely dropped one link at that moment (a
+		// restart, a loaded machine) is not taken for an old one; an old
+		// one refuses every such Subscribe.
+		if r.refusedInARow++; r.refusedInARow < plainAfterRefusals {
+			return
+		}
+		r.refusedInARow = 0
+		r.plainUntil = r.cfg.Clock.Now().Add(plainSubscribeFor)
+		r.cfg.Log.Warn("the primary closed links after a Subscribe asking for segment files without sending anything (a primary from before segment shipping?): following without them for a minute; upgrade the primary to ship segments", "primary", r.cfg.Primary, "links", plainAfterRefusals)
 	}()
 
 	lctx, cancel := context.WithCancel(ctx)
@@ -159,7 +172,7 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 	}()
 	go func() {
 		defer wg.Done()
-		watchdog(lctx, r.cfg.Clock, r.cfg.Heartbeat, c, func() time.Time {
+		silent.Store(watchdog(lctx, r.cfg.Clock, r.cfg.Heartbeat, c, func() time.Time {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			if r.handing {
@@ -168,7 +181,7 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 				return r.cfg.Clock.Now()
 			}
 			return r.st.LastContact
-		})
+		}))
 	}()
 	// The reader decodes frames while the applier writes: everything that
 	// arrived during one fdatasync is applied with the next. A few frames
@@ -260,6 +273,11 @@ func (rl *ReplicaLink) takeSegments(ctx context.Context, chunks <-chan SegmentCh
 // segments after a primary refused the request (see plainUntil).
 const plainSubscribeFor = time.Minute
 
+// plainAfterRefusals is how many links in a row a primary must close
+// after a Subscribe with flags, before sending anything, for the replica
+// to take it for a primary from before segment shipping.
+const plainAfterRefusals = 2
+
 // inbound is a frame the reader passes to the applier: a Records body or
 // a segment chunk.
 type inbound struct {
@@ -296,11 +314,12 @@ func (r *Replica) Attach(c *Conn) (*ReplicaLink, error) {
 	r.mu.Lock()
 	segments := canAdopt && !now.Before(r.plainUntil)
 	r.mu.Unlock()
-	var body [9]byte
+	var body [subscribeFlagsBytes]byte
 	binary.BigEndian.PutUint64(body[:], uint64(from))
 	n := 8
 	if segments {
-		body[8], n = SubscribeSegments, 9
+		body[8], n = SubscribeSegments, subscribeFlagsBytes
+		binary.BigEndian.PutUint64(body[9:], uint64(recv.SegmentsThrough()))
 	}
 	if err := c.Send(TypeSubscribe, body[:n]); err != nil {
 		return nil, err

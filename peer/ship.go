@@ -15,12 +15,9 @@ import (
 // SegmentSource is a RecordSource that can ship its sealed segment files
 // (store.Store's SealedSince and OpenSealed).
 type SegmentSource interface {
-	SealedCursor() uint64
 	SealedSince(cursor uint64) ([]store.SealedSegment, uint64)
 	OpenSealed(name string) (vfs.File, int64, error)
 }
-
-func (ss storeSource) SealedCursor() uint64 { return ss.s.SealedCursor() }
 
 func (ss storeSource) SealedSince(c uint64) ([]store.SealedSegment, uint64) {
 	return ss.s.SealedSince(c)
@@ -29,6 +26,10 @@ func (ss storeSource) SealedSince(c uint64) ([]store.SealedSegment, uint64) {
 func (ss storeSource) OpenSealed(name string) (vfs.File, int64, error) {
 	return ss.s.OpenSealed(name)
 }
+
+// subscribeFlagsBytes is the Subscribe body with flags:
+// from_seq:u64 | flags:u8 | segments_through:u64.
+const subscribeFlagsBytes = 17
 
 // maxShipQueue bounds the segments a link waits to send; past it the
 // oldest are dropped (the replica keeps its own copy of their rows).
@@ -45,6 +46,9 @@ type shipper struct {
 	queue  []store.SealedSegment
 	cur    *shipment
 	body   []byte
+	// done is the last segment sent in full: the link may have dropped
+	// before the replica adopted it (shipLeftover).
+	done *store.SealedSegment
 }
 
 type shipment struct {
@@ -58,8 +62,23 @@ type shipment struct {
 	off int64
 }
 
-func newShipper(src SegmentSource) *shipper {
-	return &shipper{src: src, cursor: src.SealedCursor()}
+// newShipper starts a link's shipping for a replica that holds every seq
+// up to from, those up to through in segments. Besides the segments sealed
+// from now on, it offers the recent ones sealed while the replica was away
+// (a dropped link, a restart) that start after through and no later than
+// from+1: the replica holds their rows, or gets the rest as the next
+// records, in its memtables. Older ones it has in segments of its own;
+// ones further ahead are for a replica still catching up, which flushes
+// those rows itself (shipping them would mostly send files it drops).
+func newShipper(src SegmentSource, from, through int64) *shipper {
+	evs, next := src.SealedSince(0)
+	sh := &shipper{src: src, cursor: next}
+	for _, ev := range evs {
+		if ev.First > through && ev.First <= from+1 {
+			sh.queue = append(sh.queue, ev)
+		}
+	}
+	return sh
 }
 
 func (sh *shipper) close() {
@@ -98,12 +117,13 @@ func (pl *PrimaryLink) ShipChunk() (more bool, err error) {
 		cur.h.Sum(sh.body[hashAt:hashAt])
 	}
 	if err := pl.c.Send(TypeSegment, sh.body); err != nil {
-		sh.close()
+		// The link is done; the shipment stays, for its leftover.
 		return false, err
 	}
 	cur.off += n
 	if cur.off == cur.size {
 		pl.c.stats.segment("sent")
+		sh.done = &cur.ev
 		sh.close()
 	}
 	if cap(sh.body) > 2*MaxSegmentChunk {
@@ -165,4 +185,63 @@ func readFull(f io.ReaderAt, p []byte, off int64) error {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+// shipLeftover is a closed link's shipping: the segments it had still to
+// send, after the last one it sent in full (a replica drops a file whose
+// link ends before it is adopted; one it did adopt it answers
+// already_held) and the one under way (it goes again whole), and its
+// place in the sealed log. A replica's links drop now and then (a
+// restart, a loaded machine); its next link picks up there, so the
+// segments sealed in between are shipped too and the replica need not
+// flush those rows itself.
+type shipLeftover struct {
+	cursor uint64
+	queue  []store.SealedSegment
+}
+
+// maxShipLeftovers bounds the replicas whose leftovers a primary keeps.
+const maxShipLeftovers = 64
+
+func (sh *shipper) leftover() shipLeftover {
+	left := shipLeftover{cursor: sh.cursor}
+	if sh.done != nil {
+		left.queue = append(left.queue, *sh.done)
+	}
+	if sh.cur != nil {
+		left.queue = append(left.queue, sh.cur.ev)
+	}
+	left.queue = append(left.queue, sh.queue...)
+	return left
+}
+
+// resume continues from a previous link's leftover instead of the
+// subscribe-time guess newShipper made.
+func (sh *shipper) resume(left shipLeftover) {
+	evs, next := sh.src.SealedSince(left.cursor)
+	sh.queue = append(left.queue, evs...)
+	sh.cursor = next
+}
+
+func (p *Primary) keepShipLeft(id ID, left shipLeftover) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shipLeft == nil {
+		p.shipLeft = map[ID]shipLeftover{}
+	}
+	if _, ok := p.shipLeft[id]; !ok && len(p.shipLeft) >= maxShipLeftovers {
+		for other := range p.shipLeft {
+			delete(p.shipLeft, other) // any one: a stale leftover only costs that replica its own flushes
+			break
+		}
+	}
+	p.shipLeft[id] = left
+}
+
+func (p *Primary) takeShipLeft(id ID) (shipLeftover, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	left, ok := p.shipLeft[id]
+	delete(p.shipLeft, id)
+	return left, ok
 }

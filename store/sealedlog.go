@@ -101,3 +101,15 @@ func (s *Store) noteSealedFlush(sg *segment) {
 		s.noteSealed(sg, nil)
 	}
 }
+
+// SegmentsThrough is the last seq this store holds in a segment (0 for
+// none); the rows after it are in its memtables.
+func (s *Store) SegmentsThrough() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var through int64
+	for _, sg := range s.segs {
+		through = max(through, sg.last)
+	}
+	return through
+}
