@@ -106,7 +106,11 @@ type segRow struct {
 	AttemptID int32  `parquet:"attempt_id"`
 	Source    string `parquet:"source,dict"`
 	Cluster   string `parquet:"cluster,dict"`
-	Data      string `parquet:"data"`
+	// Data is PLAIN, not parquet-go's default DELTA_LENGTH_BYTE_ARRAY: with
+	// each line's length beside its bytes zstd compressed the bench's lines
+	// to ~0.6 B/row less (the lengths' own block compresses worse than the
+	// 4-byte prefixes it saves), and encoding and decoding are a copy.
+	Data string `parquet:"data,plain"`
 	// Attributes is a plain parquet MAP so DuckDB and other engines read it
 	// (attributes['trace_id']); it must stay the last field (see colIndex).
 	Attributes map[string]string `parquet:"attributes"`
