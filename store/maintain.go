@@ -288,7 +288,10 @@ func (s *Store) merge(run []*segment) error {
 	if size >= s.opts.TargetSegmentBytes/2 {
 		codec = compactCodec
 	}
-	it := newMergeIter(run)
+	it, ierr := newMergeIter(run)
+	if ierr != nil {
+		return fmt.Errorf("store: compact: %w", ierr)
+	}
 	defer it.close()
 	start := s.clk.Now()
 	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, writtenMS: written})
