@@ -158,9 +158,20 @@ func (s *Store) Compact(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
+	return s.compact(ctx, false)
+}
+
+// compact runs merges until none is picked; with onlyDue (ingest is still
+// flushing) only while compactionDue holds, so a busy store merges fresh
+// flushes into the final tier, or pays its debt, and nothing in between
+// that would be merged again.
+func (s *Store) compact(ctx context.Context, onlyDue bool) error {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
 	for {
+		if onlyDue && !s.compactionDue() {
+			return nil
+		}
 		run := s.pickCompaction()
 		if len(run) < 2 {
 			return nil
@@ -183,24 +194,32 @@ func (s *Store) Compact(ctx context.Context) error {
 	}
 }
 
-// maxMergeFanIn bounds a merge's inputs: each holds a row reader with a
-// decoded page per column (~0.5 MiB), and a store that flushed many small
-// segments under heavy ingest must not merge them all in one go.
-const maxMergeFanIn = 16
+// maxMergeFanIn bounds a merge's inputs: each holds a decoded page per
+// column and a copy of its data page (~0.6 MiB), and a store that flushed
+// many small segments under heavy ingest must not merge them all in one go.
+// It is large enough for the flushes of the daemon's 32 MiB memtable (~5 MiB
+// segments) to reach the final tier (half of 256 MiB) in one merge, which
+// writes each row twice (flush, final) instead of three or four times.
+const maxMergeFanIn = 32
 
 // minMergeRun: a merge takes at least this many segments, so each row is
 // rewritten about log4(target/flush size) times rather than once per flush.
 const minMergeRun = 4
 
-// pickCompaction chooses a run of adjacent small segments, size-tiered:
+// pickCompaction chooses a run of adjacent small segments. A run that
+// reaches the final tier by itself comes first (pickFinalMergeLocked): its
+// rows are then written once more, for good. Otherwise it picks size-tiered:
 // walking from the newest, an older segment joins only while it is no larger
 // than twice the run so far, so a big merged segment is not rewritten for
 // every small one that follows it.
 func (s *Store) pickCompaction() []*segment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	best := s.pickFinalMergeLocked()
+	if len(best) > 0 {
+		return acquireSeqOrder(best)
+	}
 	small := s.opts.TargetSegmentBytes / 2
-	var best []*segment
 	var run []*segment
 	var bytes int64
 	flush := func() {
@@ -223,47 +242,52 @@ func (s *Store) pickCompaction() []*segment {
 	}
 	flush()
 	if len(best) == 0 {
-		best = s.pickFinalMergeLocked()
-	}
-	if len(best) == 0 {
 		return nil
 	}
-	// best is newest first; merge wants seq order.
-	for i, j := 0, len(best)-1; i < j; i, j = i+1, j-1 {
-		best[i], best[j] = best[j], best[i]
-	}
-	for _, sg := range best {
-		sg.acquire()
-	}
-	return best
+	return acquireSeqOrder(best)
 }
 
-// pickFinalMergeLocked finds what the size tiers leave stranded: adjacent
-// small segments too few for a tiered run (fewer than minMergeRun, or an
-// older one more than twice the newer ones) that together reach the final
-// tier (at least half the target). Merging them writes each row once more,
-// into a segment no rule picks again and that gets the better codec; left
-// alone they keep the flush codec for good (a settled daemon held 119 MiB +
-// 45 MiB at ~34.5 B/line, one 164 MiB segment of the same rows ~28). The
-// final-tier bound is what keeps this from rewriting a big segment for
-// every small flush that follows it. Newest first; caller holds mu.
+// acquireSeqOrder turns a picked run (newest first) into merge inputs: seq
+// order, each held for the merge.
+func acquireSeqOrder(run []*segment) []*segment {
+	for i, j := 0, len(run)-1; i < j; i, j = i+1, j-1 {
+		run[i], run[j] = run[j], run[i]
+	}
+	for _, sg := range run {
+		sg.acquire()
+	}
+	return run
+}
+
+// pickFinalMergeLocked finds a run of adjacent small segments that
+// together reach the final tier (at least half the target): fresh flushes,
+// or what the size tiers leave stranded (fewer than minMergeRun, or an
+// older one more than twice the newer ones). Merging them writes each row
+// once more, into a segment no rule picks again and that gets the better
+// codec; left alone they keep the flush codec for good (a settled daemon
+// held 119 MiB + 45 MiB at ~34.5 B/line, one 164 MiB segment of the same
+// rows ~28). The run extends as far as the fan-in and the target allow, so
+// it leaves no small remainder behind; the final-tier bound is what keeps
+// this from rewriting a big segment for every small flush that follows it.
+// Newest first; caller holds mu.
 func (s *Store) pickFinalMergeLocked() []*segment {
 	small := s.opts.TargetSegmentBytes / 2
 	for i := len(s.segs) - 1; i > 0; i-- {
 		var bytes int64
-		for j := i; j >= 0 && i-j < maxMergeFanIn; j-- {
+		j := i
+		for ; j >= 0 && i-j < maxMergeFanIn; j-- {
 			sg := s.segs[j]
 			if sg.size >= small || s.remoteSeg(sg) || bytes+sg.size > s.opts.TargetSegmentBytes {
 				break
 			}
 			bytes += sg.size
-			if bytes >= small && j < i {
-				run := make([]*segment, 0, i-j+1)
-				for k := i; k >= j; k-- {
-					run = append(run, s.segs[k])
-				}
-				return run
+		}
+		if j++; bytes >= small && j < i {
+			run := make([]*segment, 0, i-j+1)
+			for k := i; k >= j; k-- {
+				run = append(run, s.segs[k])
 			}
+			return run
 		}
 	}
 	return nil
@@ -508,10 +532,16 @@ func (s *Store) wakeStalledLocked() {
 }
 
 // compactionDebt: how many small segments heavy ingest may leave behind
-// before background compaction runs even while flushes keep coming.
-const compactionDebt = 12
+// before background compaction runs even while flushes keep coming, when
+// they do not yet make a final-tier merge. Below maxMergeFanIn, so the
+// flushes of the daemon's memtable reach the final tier (~26 of them) before
+// the debt forces a merge that would be merged again.
+const compactionDebt = 28
 
-func (s *Store) smallSegments() int {
+// compactionDue reports whether compaction should run while ingest keeps
+// flushing: a final-tier merge is ready, or the small segments reached
+// compactionDebt.
+func (s *Store) compactionDue() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
@@ -520,7 +550,7 @@ func (s *Store) smallSegments() int {
 			n++
 		}
 	}
-	return n
+	return n >= compactionDebt || len(s.pickFinalMergeLocked()) > 0
 }
 
 // backgroundLoop runs the maintenance steps when Options.Background is set.
@@ -568,8 +598,8 @@ func (s *Store) backgroundLoop() {
 // maintainLoop compacts and applies retention. Compaction rewrites data
 // ingest already paid for, and on a small machine it competes with ingest
 // for CPU: while flushes keep coming (a flush happened since the last tick)
-// it waits for a quiet tick, unless the small segments it owes have piled up
-// past compactionDebt.
+// it waits for a quiet tick, unless a final-tier merge is ready or the small
+// segments it owes have piled up past compactionDebt.
 func (s *Store) maintainLoop(ctx context.Context) {
 	defer s.loops.Done()
 	tick := min(s.opts.FlushInterval, 10*time.Second)
@@ -586,8 +616,8 @@ func (s *Store) maintainLoop(ctx context.Context) {
 		case <-t.C():
 			busy = false
 		}
-		if !busy || s.smallSegments() >= compactionDebt {
-			if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
+		if !s.isClosed() {
+			if err := s.compact(ctx, busy); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
 				s.log.Error("background compaction", "err", err)
 				s.metrics.failed("compact")
 			}
