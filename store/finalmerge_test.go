@@ -204,3 +204,51 @@ func TestCompactWhileBusyMergesOnlyWhatIsDue(t *testing.T) {
 		t.Fatalf("%d rows after compaction, want %d", len(rows), seq)
 	}
 }
+
+// TestFinalSegmentNotPickedAgain: a segment a final-tier merge wrote stays
+// out of every later pick even when the better codec made it smaller than
+// half the target, and the footer keeps that across a reopen.
+func TestFinalSegmentNotPickedAgain(t *testing.T) {
+	s := &Store{opts: Options{TargetSegmentBytes: 1000}}
+	for i, sz := range []int64{400, 100, 100} {
+		sg := &segment{name: fmt.Sprint(i), first: int64(i*10 + 1), last: int64(i*10 + 10), size: sz, final: i == 0}
+		sg.refs.Store(1)
+		s.segs = append(s.segs, sg)
+	}
+	if run := s.pickCompaction(); len(run) != 0 {
+		t.Fatalf("picked %d segments, want none: the 400 is final and 200 does not reach the final tier", len(run))
+	}
+	s.segs[0].final = false
+	if run := s.pickCompaction(); len(run) != 3 {
+		t.Fatalf("without the final mark picked %d segments, want all 3 (600 reaches the final tier)", len(run))
+	}
+
+	ctx := context.Background()
+	opts := memOpts(vfs.NewMemFS())
+	st := mustOpen(t, opts)
+	for i := 0; i < 3; i++ {
+		mustAppend(t, st, mkRows("/k", 300, i*300))
+		if err := st.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var total int64
+	for _, sg := range st.segs {
+		total += sg.size
+	}
+	st.Close()
+	opts.TargetSegmentBytes = total // the three reach half of it
+	st = mustOpen(t, opts)
+	if err := st.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(st.segs); n != 1 || !st.segs[0].final {
+		t.Fatalf("after a final-tier merge: %d segments, final %v; want 1, final", n, n == 1 && st.segs[0].final)
+	}
+	st.Close()
+	st = mustOpen(t, opts)
+	defer st.Close()
+	if !st.segs[0].final {
+		t.Fatal("the final mark did not survive a reopen")
+	}
+}

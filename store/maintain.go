@@ -219,7 +219,6 @@ func (s *Store) pickCompaction() []*segment {
 	if len(best) > 0 {
 		return acquireSeqOrder(best)
 	}
-	small := s.opts.TargetSegmentBytes / 2
 	var run []*segment
 	var bytes int64
 	flush := func() {
@@ -230,7 +229,7 @@ func (s *Store) pickCompaction() []*segment {
 	}
 	for i := len(s.segs) - 1; i >= 0 && len(best) == 0; i-- {
 		sg := s.segs[i]
-		if sg.size >= small || s.remoteSeg(sg) {
+		if s.finalTierLocked(sg) || s.remoteSeg(sg) {
 			flush()
 			continue
 		}
@@ -245,6 +244,13 @@ func (s *Store) pickCompaction() []*segment {
 		return nil
 	}
 	return acquireSeqOrder(best)
+}
+
+// finalTierLocked reports whether compaction leaves sg alone for good: a
+// merge wrote it for the final tier, or it is at least half the target
+// (a segment from before the footer said so, or a flush that large).
+func (s *Store) finalTierLocked(sg *segment) bool {
+	return sg.final || sg.size >= s.opts.TargetSegmentBytes/2
 }
 
 // acquireSeqOrder turns a picked run (newest first) into merge inputs: seq
@@ -277,7 +283,7 @@ func (s *Store) pickFinalMergeLocked() []*segment {
 		j := i
 		for ; j >= 0 && i-j < maxMergeFanIn; j-- {
 			sg := s.segs[j]
-			if sg.size >= small || s.remoteSeg(sg) || bytes+sg.size > s.opts.TargetSegmentBytes {
+			if s.finalTierLocked(sg) || s.remoteSeg(sg) || bytes+sg.size > s.opts.TargetSegmentBytes {
 				break
 			}
 			bytes += sg.size
@@ -305,11 +311,10 @@ func (s *Store) merge(run []*segment) error {
 		size += sg.size
 		written = max(written, sg.written)
 	}
-	// A merged segment under half the target will itself be merged again
-	// (pickCompaction leaves only larger ones alone): it gets the fast
-	// level, and only a final one the better level.
-	codec := flushCodec
-	if size >= s.opts.TargetSegmentBytes/2 {
+	// A merged segment under half the target will itself be merged again:
+	// it gets the fast level, and only a final one the better level.
+	codec, final := flushCodec, size >= s.opts.TargetSegmentBytes/2
+	if final {
 		codec = compactCodec
 	}
 	it, ierr := newMergeIter(run)
@@ -318,7 +323,7 @@ func (s *Store) merge(run []*segment) error {
 	}
 	defer it.close()
 	start := s.clk.Now()
-	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, writtenMS: written})
+	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, writtenMS: written, final: final})
 	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start))
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
@@ -546,7 +551,7 @@ func (s *Store) compactionDue() bool {
 	defer s.mu.Unlock()
 	n := 0
 	for _, sg := range s.segs {
-		if sg.size < s.opts.TargetSegmentBytes/2 {
+		if !s.finalTierLocked(sg) {
 			n++
 		}
 	}

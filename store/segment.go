@@ -50,6 +50,7 @@ type segment struct {
 	minEpoch    int64
 	maxEpoch    int64
 	written     int64 // segMeta.Written (or MaxEpoch for older segments)
+	final       bool  // segMeta.Final
 	producers   map[string]int64
 
 	f    vfs.File
@@ -175,6 +176,10 @@ type segMeta struct {
 	// no producers.json yet), never written: a copy per segment made
 	// segments grow with the number of producers.
 	Producers map[string]int64 `json:"producers,omitempty"`
+	// Final: a merge wrote the segment for the final tier (its inputs
+	// reached half the target size). Compaction never picks it again, even
+	// when the better codec made it smaller than half the target.
+	Final bool `json:"final,omitempty"`
 }
 
 var (
