@@ -150,10 +150,12 @@ func (s *Store) seal() error {
 }
 
 // Compact merges runs of adjacent segments smaller than half the target size
-// (at least minMergeRun of them, size-tiered) into one segment of at most
-// about TargetSegmentBytes, so a store keeps few large segments. The merged segment is made durable before the inputs are
-// removed; a crash in between leaves both, and Open deletes the inputs
-// (their seq range lies inside the merged one).
+// (see pickCompaction: a run that reaches the final tier, else at least
+// minMergeRun of them, size-tiered) into one segment of at most about
+// TargetSegmentBytes, so a store keeps few large segments. The merged
+// segment is made durable before the inputs are removed; a crash in between
+// leaves both, and Open deletes the inputs (their seq range lies inside the
+// merged one).
 func (s *Store) Compact(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
