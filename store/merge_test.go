@@ -1,12 +1,15 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/parquet-go/parquet-go"
 	"pgregory.net/rapid"
 
 	"github.com/finelog/finelog/internal/vfs"
@@ -183,4 +186,102 @@ func TestMergeRefusesOverlappingInputs(t *testing.T) {
 	if _, err := newMergeIter([]*segment{run[1], run[0]}); err == nil || !strings.Contains(err.Error(), "seq order") {
 		t.Fatalf("newMergeIter of inputs out of seq order: err %v, want a seq order error", err)
 	}
+}
+
+// segRowDeltaData is the segment schema as written before the data column
+// was PLAIN: parquet-go's default for strings, DELTA_LENGTH_BYTE_ARRAY.
+type segRowDeltaData struct {
+	Key        string            `parquet:"key,dict"`
+	Seq        int64             `parquet:"seq,delta"`
+	EpochMS    int64             `parquet:"epoch_ms,delta"`
+	Level      int32             `parquet:"level"`
+	AttemptID  int32             `parquet:"attempt_id"`
+	Source     string            `parquet:"source,dict"`
+	Cluster    string            `parquet:"cluster,dict"`
+	Data       string            `parquet:"data"`
+	Attributes map[string]string `parquet:"attributes"`
+}
+
+// rewriteSegment rewrites segment name on fs in schema T, keeping finelog's
+// footer, as a segment written by an older version would be.
+func rewriteSegment[T any](t *testing.T, fs vfs.FS, name string) {
+	t.Helper()
+	p := path.Join("/data", name)
+	b, err := vfs.ReadFile(fs, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := parquet.OpenFile(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := parquet.Read[T](bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	w := parquet.NewGenericWriter[T](&out, parquet.MaxRowsPerRowGroup(rowGroupRows))
+	if _, err := w.Write(rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"finelog.segment", "finelog.keys", "finelog.rowgroups"} {
+		v, _ := pf.Lookup(k)
+		w.SetKeyValueMetadata(k, v)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vfs.WriteFileAtomic(fs, p, out.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMergeOlderSegmentLayouts: segments written before the data column
+// was PLAIN, and before rows had attributes, merge with a current one to
+// the reference rows, and Compact of them keeps every row.
+func TestMergeOlderSegmentLayouts(t *testing.T) {
+	fs := vfs.NewMemFS()
+	s := mustOpen(t, memOpts(fs))
+	var batches [][]Row
+	for i := 0; i < 3; i++ {
+		rows := append(mkRows("/a", 40, i*100), mkRows("/b", 30, i*100+50)...)
+		rows[3].Attributes = mustAttrs(t, map[string]string{"env": "prod"})
+		if i == 1 {
+			rows[3].Attributes = "" // the no-attributes schema cannot hold it
+		}
+		batches = append(batches, rows)
+	}
+	run := flushedSegments(t, s, batches)
+	names := []string{run[0].name, run[1].name}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rewriteSegment[segRowDeltaData](t, fs, names[0])
+	rewriteSegment[segRowV1](t, fs, names[1])
+	s = mustOpen(t, memOpts(fs))
+	defer s.Close()
+	if enc := s.segs[0].pf.Metadata().RowGroups[0].Columns[s.segs[0].col.data].MetaData.Encoding; fmt.Sprint(enc) != "[DELTA_LENGTH_BYTE_ARRAY]" {
+		t.Fatalf("rewritten segment's data encoding %v, want the old DELTA_LENGTH_BYTE_ARRAY", enc)
+	}
+	run = append([]*segment(nil), s.segs...)
+	want := mergeByReader(t, run)
+	compareRows(t, drainMerge(t, run, []int{-1, -1, -1}), want)
+	var total int64
+	for _, sg := range run {
+		total += sg.size
+	}
+	s.opts.TargetSegmentBytes = total // the three make a final-tier merge
+	if err := s.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Segments != 1 {
+		t.Fatalf("%d segments after Compact, want the three merged", st.Segments)
+	}
+	got := fetchAll(t, s, Query{Source: "/", Scope: ScopePrefix})
+	bySeq := func(rows []Row) {
+		sort.Slice(rows, func(i, j int) bool { return rows[i].Seq < rows[j].Seq })
+	}
+	bySeq(got)
+	bySeq(want)
+	compareRows(t, got, want)
 }
