@@ -145,7 +145,7 @@ func TestCompactWhileBusyMergesOnlyWhatIsDue(t *testing.T) {
 		rows := make([]Row, n)
 		for i := range rows {
 			// Incompressible data: segment sizes add up when merged.
-			rows[i] = Row{Key: fmt.Sprintf("/k%d", i%3), Data: fmt.Sprintf("%d %x%x", seq, rng.Uint64(), rng.Uint64())}
+			rows[i] = Row{Key: fmt.Sprintf("/k%d", i%3), Data: fmt.Sprintf("%d %x%x%x%x%x%x%x%x", seq, rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64())}
 			seq++
 		}
 		mustAppend(t, s, rows)
@@ -155,16 +155,16 @@ func TestCompactWhileBusyMergesOnlyWhatIsDue(t *testing.T) {
 	}
 	segments := func() int { return s.Stats().Segments }
 
-	flush(4000)
+	flush(1000)
 	s.mu.Lock()
 	seg := s.segs[0].size
 	s.mu.Unlock()
 	s.Close()
-	// Three flushes of 4000 rows make the final tier.
+	// Three flushes of 1000 rows make the final tier.
 	opts.TargetSegmentBytes = 6 * seg
 	s = mustOpen(t, opts)
 	for i := 0; i < 5; i++ {
-		flush(4000)
+		flush(1000)
 	}
 	if err := s.compact(ctx, true); err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestCompactWhileBusyMergesOnlyWhatIsDue(t *testing.T) {
 	}
 	// Four small flushes: a size-tiered run, short of the final tier.
 	for i := 0; i < 4; i++ {
-		flush(1000)
+		flush(250)
 	}
 	if err := s.compact(ctx, true); err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func TestCompactWhileBusyMergesOnlyWhatIsDue(t *testing.T) {
 		t.Fatalf("busy compaction merged flushes short of the final tier: %d segments, want 5", n)
 	}
 	for i := 0; i < 4; i++ {
-		flush(4000) // now they reach it
+		flush(1000) // now they reach it
 	}
 	if err := s.compact(ctx, true); err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func TestCompactWhileBusyMergesOnlyWhatIsDue(t *testing.T) {
 		t.Fatalf("busy compaction of flushes that reach the final tier: %d segments, want 2", n)
 	}
 	for i := 0; i < 4; i++ {
-		flush(1000)
+		flush(250)
 	}
 	if err := s.compact(ctx, false); err != nil {
 		t.Fatal(err)
