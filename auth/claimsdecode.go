@@ -27,52 +27,17 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 
 // decodePlain reports whether it decoded b (and the decoding's error).
 func (c *claims) decodePlain(b []byte) (bool, error) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return false, nil
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return skipSpace(b, i+1) == len(b), nil
-	}
+	w := plainMembers{b: b}
 	for {
-		if i >= len(b) || b[i] != '"' {
+		name, raw, step := w.next()
+		switch step {
+		case memberEnd:
+			return true, nil
+		case memberUnsure:
 			return false, nil
 		}
-		j := i + 1
-		for j < len(b) && b[j] != '"' {
-			if ch := b[j]; ch == '\\' || ch < 0x20 || ch >= 0x80 {
-				return false, nil
-			}
-			j++
-		}
-		if j >= len(b) {
-			return false, nil
-		}
-		name := b[i+1 : j]
-		i = skipSpace(b, j+1)
-		if i >= len(b) || b[i] != ':' {
-			return false, nil
-		}
-		start := skipSpace(b, i+1)
-		end, ok := skipValue(b, start)
-		if !ok {
-			return false, nil
-		}
-		if err := c.set(name, b[start:end]); err != nil {
+		if err := c.set(name, raw); err != nil {
 			return true, err
-		}
-		i = skipSpace(b, end)
-		if i >= len(b) {
-			return false, nil
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case '}':
-			return skipSpace(b, i+1) == len(b), nil
-		default:
-			return false, nil
 		}
 	}
 }

@@ -52,48 +52,34 @@ const (
 const smallObject = 16
 
 // plainNamesRepeat walks one JSON object's top-level member names without
-// decoding it. It only claims walkDistinct when every name is plain ASCII
-// without escapes (so its bytes are its value) and the object is shaped
-// as JSON; values are skipped by bracket depth and string quoting, which
-// is exact for well-formed JSON. On malformed input it may say anything
-// but walkDistinct where the tokenizer would find a repeat, because the
-// tokenizer sees the same names up to the first syntax error.
+// decoding it (plainMembers). It only claims walkDistinct when every name
+// is plain ASCII without escapes and the object is shaped as JSON. On
+// malformed input it may say anything but walkDistinct where the tokenizer
+// would find a repeat, because the tokenizer sees the same names up to the
+// first syntax error.
 func plainNamesRepeat(b []byte) walkResult {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return walkUnsure
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return walkDistinct
-	}
 	// Names are kept as offsets into b, not slices of it, so b does not
 	// escape and the caller's buffer stays on its stack.
 	var names [smallObject]struct{ lo, hi int }
 	count := 0
 	var seen map[string]struct{}
+	w := plainMembers{b: b}
 	for {
-		if i >= len(b) || b[i] != '"' {
+		name, _, step := w.next()
+		switch step {
+		case memberEnd:
+			return walkDistinct
+		case memberUnsure:
 			return walkUnsure
 		}
-		j := i + 1
-		for j < len(b) && b[j] != '"' {
-			if c := b[j]; c == '\\' || c < 0x20 || c >= 0x80 {
-				return walkUnsure
-			}
-			j++
-		}
-		if j >= len(b) {
-			return walkUnsure
-		}
-		name := b[i+1 : j]
 		if seen == nil {
 			for _, n := range names[:count] {
 				if bytes.Equal(b[n.lo:n.hi], name) {
 					return walkRepeat
 				}
 			}
-			names[count].lo, names[count].hi = i+1, j
+			lo := cap(b) - cap(name) // name is a sub-slice of b
+			names[count].lo, names[count].hi = lo, lo+len(name)
 			count++
 			if count == smallObject {
 				seen = make(map[string]struct{}, 2*smallObject)
@@ -107,94 +93,7 @@ func plainNamesRepeat(b []byte) walkResult {
 			}
 			seen[string(name)] = struct{}{}
 		}
-		i = skipSpace(b, j+1)
-		if i >= len(b) || b[i] != ':' {
-			return walkUnsure
-		}
-		var ok bool
-		if i, ok = skipValue(b, skipSpace(b, i+1)); !ok {
-			return walkUnsure
-		}
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return walkUnsure
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case '}':
-			if skipSpace(b, i+1) != len(b) {
-				return walkUnsure
-			}
-			return walkDistinct
-		default:
-			return walkUnsure
-		}
 	}
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the index just past the value starting at i: a
-// string, a bracketed value (by depth, honouring strings inside it) or a
-// scalar (up to the next delimiter).
-func skipValue(b []byte, i int) (int, bool) {
-	if i >= len(b) {
-		return i, false
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				var ok bool
-				if i, ok = skipString(b, i); !ok {
-					return i, false
-				}
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1, true
-				}
-			}
-			i++
-		}
-		return i, false
-	}
-	start := i
-	for i < len(b) {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return i, i > start
-		}
-		i++
-	}
-	return i, false
-}
-
-// skipString returns the index just past the string whose opening quote
-// is at i.
-func skipString(b []byte, i int) (int, bool) {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1, true
-		}
-	}
-	return i, false
 }
 
 // dupMember walks one JSON object's top-level member names with

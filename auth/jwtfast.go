@@ -101,24 +101,18 @@ func (v *verifier) verifyFast(tok string) (int, *claims, bool) {
 // which a string's bytes are its value, so the map golang-jwt would decode
 // holds exactly these members: no "none", no kid, no crit/jku/jwk/x5u.
 func pinnedHeader(b []byte) bool {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return false
-	}
 	var sawAlg, sawTyp bool
-	i++
+	w := plainMembers{b: b}
 	for {
-		i = skipSpace(b, i)
-		name, next, ok := plainString(b, i)
-		if !ok {
+		name, raw, step := w.next()
+		switch step {
+		case memberEnd:
+			return sawAlg
+		case memberUnsure:
 			return false
 		}
-		i = skipSpace(b, next)
-		if i >= len(b) || b[i] != ':' {
-			return false
-		}
-		val, next, ok := plainString(b, skipSpace(b, i+1))
-		if !ok {
+		val, end, ok := plainString(raw, 0)
+		if !ok || end != len(raw) {
 			return false
 		}
 		switch string(name) {
@@ -132,18 +126,6 @@ func pinnedHeader(b []byte) bool {
 				return false
 			}
 			sawTyp = true
-		default:
-			return false
-		}
-		i = skipSpace(b, next)
-		if i >= len(b) {
-			return false
-		}
-		switch b[i] {
-		case ',':
-			i++
-		case '}':
-			return sawAlg && skipSpace(b, i+1) == len(b)
 		default:
 			return false
 		}

@@ -190,3 +190,35 @@ func FuzzFastPathAgrees(f *testing.F) {
 		}
 	})
 }
+
+// The fast path takes exactly the headers we mint and their harmless
+// variants; everything else goes to golang-jwt's full parse.
+func TestPinnedHeader(t *testing.T) {
+	for _, c := range []struct {
+		json string
+		want bool
+	}{
+		{`{"alg":"HS256","typ":"JWT"}`, true},
+		{`{"alg":"HS256"}`, true},
+		{` { "typ" : "JWT" , "alg" : "HS256" } `, true},
+		{`{"typ":"JWT"}`, false},                       // no alg
+		{`{}`, false},                                  // no alg
+		{`{"alg":"none"}`, false},                      // not the pinned alg
+		{`{"alg":"HS384"}`, false},                     // not the pinned alg
+		{`{"alg":"HS256","alg":"HS256"}`, false},       // repeated
+		{`{"alg":"HS256","typ":"a","typ":"b"}`, false}, // repeated
+		{`{"alg":"HS256","kid":"k1"}`, false},          // any other member
+		{`{"alg":"HS256","crit":["exp"]}`, false},      // any other member
+		{`{"alg":"HS\u0032\u00356"}`, false},           // escapes
+		{`{"\u0061lg":"HS256"}`, false},                // escaped name
+		{`{"alg":"HS256","typ":1}`, false},             // typ not a string
+		{`{"alg":"HS256"} x`, false},                   // trailing bytes
+		{`{"alg":"HS256",}`, false},                    // trailing comma
+		{`{"alg":"HS256"`, false},                      // truncated
+		{`["alg","HS256"]`, false},                     // not an object
+	} {
+		if got := pinnedHeader([]byte(c.json)); got != c.want {
+			t.Errorf("pinnedHeader(%s) = %v, want %v", c.json, got, c.want)
+		}
+	}
+}

@@ -127,10 +127,14 @@ func checkMessage(receiver Role, typ byte, body []byte) error {
 	switch {
 	case typ == TypeHeartbeat:
 		want = 0
+	case receiver == RoleAcceptor && typ == TypeSubscribe && len(body) == 9:
+		// from_seq and the flags byte (SubscribeSegments); 8 bytes is the
+		// original form, without flags.
+		return nil
 	case receiver == RoleAcceptor && (typ == TypeSubscribe || typ == TypeAck):
 		want = 8
-	case receiver == RoleDialer && typ == TypeRecords:
-		return nil // DecodeRecords checks the body
+	case receiver == RoleDialer && (typ == TypeRecords || typ == TypeSegment):
+		return nil // DecodeRecords and DecodeSegmentChunk check the body
 	default:
 		return fmt.Errorf("%w: frame type 0x%02x is not one the %s accepts", ErrProtocol, typ, receiver)
 	}
@@ -157,5 +161,6 @@ func (c *Conn) SendSeq(typ byte, seq int64) error {
 	return c.Send(typ, b[:])
 }
 
-// Seq decodes a Subscribe or Ack body (checked to be 8 bytes by Recv).
+// Seq decodes a Subscribe or Ack body (checked to be 8 or, for a
+// Subscribe with flags, 9 bytes by Recv).
 func Seq(body []byte) int64 { return int64(binary.BigEndian.Uint64(body)) }

@@ -16,4 +16,10 @@ type Defects struct {
 	// write their records only with the next frames: an acked row is lost
 	// if the link or the replica goes down in between.
 	AckBeforeSync bool
+	// ShipUnchecked makes a primary ship a sealed segment as soon as it is
+	// sealed (not once the link has sent its rows) and a replica adopt a
+	// shipped segment without checking that it holds every seq of it or
+	// that none of its own segments straddles it: the replica then holds
+	// rows twice, or skips rows it never received.
+	ShipUnchecked bool
 }

@@ -37,6 +37,8 @@ type PrimaryConfig struct {
 	// MaxFrame caps a Records frame (the Acceptor's limit for received
 	// frames is its own).
 	MaxFrame int
+	// Defects is for the simulation's canaries only.
+	Defects Defects
 }
 
 // Primary streams its store to subscribed replicas and tracks what each has
@@ -221,23 +223,46 @@ func (p *Primary) stream(ctx context.Context, pl *PrimaryLink) error {
 			return store.Record{}, false, nil
 		}
 	}
+	shipping := false
 	for {
-		t := p.cfg.Clock.NewTimer(p.cfg.Heartbeat)
 		var rec store.Record
 		var ok bool
-		select {
-		case rec, ok = <-recs:
-			t.Stop()
-		case <-t.C():
-			if err := pl.Idle(); err != nil {
-				return err
+		if shipping {
+			// A segment is on its way: one chunk between Records frames,
+			// so the records (and the Acks they bring) are not held up.
+			select {
+			case rec, ok = <-recs:
+			default:
+				var err error
+				if shipping, err = pl.ShipChunk(); err != nil {
+					return err
+				}
+				continue
 			}
-			continue
+		} else {
+			t := p.cfg.Clock.NewTimer(p.cfg.Heartbeat)
+			select {
+			case rec, ok = <-recs:
+				t.Stop()
+			case <-t.C():
+				if err := pl.Idle(); err != nil {
+					return err
+				}
+				var err error
+				if shipping, err = pl.ShipChunk(); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if !ok {
 			return <-pumpErr
 		}
 		if err := pl.send(rec, ready); err != nil {
+			return err
+		}
+		var err error
+		if shipping, err = pl.ShipChunk(); err != nil {
 			return err
 		}
 	}

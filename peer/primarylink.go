@@ -25,6 +25,8 @@ type PrimaryLink struct {
 	floorSent int64
 	body      []byte
 	budget    int
+	// ship is nil unless the replica asked for sealed segments.
+	ship *shipper
 }
 
 // Accept runs the acceptor's handshake on a transport connection to the
@@ -51,6 +53,14 @@ func (p *Primary) Open(c *Conn, typ byte, body []byte) (*PrimaryLink, error) {
 		c.Close()
 		return nil, fmt.Errorf("%w: subscribe from seq %d", ErrProtocol, from)
 	}
+	var flags byte
+	if len(body) > 8 {
+		flags = body[8]
+	}
+	if flags&^SubscribeSegments != 0 {
+		c.Close()
+		return nil, fmt.Errorf("%w: subscribe flags 0x%02x: only 0x%02x (segments) is known", ErrProtocol, flags, SubscribeSegments)
+	}
 	stream, err := p.cfg.Source.Tail(from)
 	if errors.Is(err, store.ErrTailAhead) {
 		p.cfg.Log.Error("replica holds seqs this primary never committed: refusing it (it followed another primary, or this primary lost its data dir; rebuild the replica's data dir or promote it instead)",
@@ -66,7 +76,11 @@ func (p *Primary) Open(c *Conn, typ byte, body []byte) (*PrimaryLink, error) {
 	// Frames stay within MinMaxFrame, which every replica accepts whatever
 	// its own --peer-max-frame, so the two ends need not agree on it.
 	budget := min(p.cfg.MaxFrame, MinMaxFrame) - 1 - TagBytes - recordsHeader
-	return &PrimaryLink{p: p, c: c, l: l, stream: stream, budget: budget}, nil
+	pl := &PrimaryLink{p: p, c: c, l: l, stream: stream, budget: budget}
+	if src, ok := p.cfg.Source.(SegmentSource); ok && flags&SubscribeSegments != 0 {
+		pl.ship = newShipper(src)
+	}
+	return pl, nil
 }
 
 // Close ends the link: the stream is released and the replica no longer
@@ -74,6 +88,7 @@ func (p *Primary) Open(c *Conn, typ byte, body []byte) (*PrimaryLink, error) {
 func (pl *PrimaryLink) Close() {
 	pl.c.Close()
 	pl.stream.Close()
+	pl.ship.close()
 	pl.p.unregister(pl.c.Remote, pl.l)
 }
 
@@ -138,8 +153,9 @@ type readyStream interface {
 }
 
 // SendReady sends, in as few Records frames as the frame budget allows,
-// every record the store has for the replica now, and reports whether it
-// sent any. It never waits for a commit. The stream must be a
+// every record the store has for the replica now, then every chunk of the
+// sealed segments that are due (ShipChunk), and reports whether it sent
+// any. It never waits for a commit. The stream must be a
 // store.RecordStream (StoreSource).
 func (pl *PrimaryLink) SendReady(ctx context.Context) (bool, error) {
 	rs, ok := pl.stream.(readyStream)
@@ -148,10 +164,29 @@ func (pl *PrimaryLink) SendReady(ctx context.Context) (bool, error) {
 	}
 	next := func() (store.Record, bool, error) { return rs.TryNext(ctx) }
 	sent := false
+	shipAll := func() error {
+		for more := true; more; {
+			var err error
+			if more, err = pl.ShipChunk(); err != nil {
+				return err
+			}
+			sent = sent || more
+		}
+		return nil
+	}
+	if pl.p.cfg.Defects.ShipUnchecked {
+		// The canary's primary ships what it sealed before the rows.
+		if err := shipAll(); err != nil {
+			return sent, err
+		}
+	}
 	for {
 		rec, ok, err := next()
-		if err != nil || !ok {
+		if err != nil {
 			return sent, err
+		}
+		if !ok {
+			return sent, shipAll()
 		}
 		if err := pl.send(rec, next); err != nil {
 			return sent, err

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,11 @@ type Replica struct {
 	st FollowStatus
 	// handing: the reader is blocked passing a frame to the applier.
 	handing bool
+	// plainUntil: the primary closed a link that asked for segments
+	// before it sent anything, as a primary from before segment shipping
+	// does; links until then subscribe without the flags byte.
+	plainUntil time.Time
+	segResults map[string]int
 }
 
 // FollowStatus is a replica's view of its primary.
@@ -125,6 +131,18 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	defer rl.abortSegment()
+	defer func() {
+		if rl.segments && !rl.heardAny && ctx.Err() == nil {
+			// A primary that merely went down at that moment costs a
+			// minute of the replica's own flushing; an older one, one
+			// refused link a minute.
+			r.mu.Lock()
+			r.plainUntil = r.cfg.Clock.Now().Add(plainSubscribeFor)
+			r.mu.Unlock()
+			r.cfg.Log.Warn("the primary closed the link after a Subscribe asking for segment files without sending anything (a primary from before segment shipping?): following without them for a minute; upgrade the primary to ship segments", "primary", r.cfg.Primary)
+		}
+	}()
 
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -156,41 +174,97 @@ func (r *Replica) once(ctx context.Context) (followed bool, err error) {
 	// arrived during one fdatasync is applied with the next. A few frames
 	// of buffer (up to 8 MiB each); past that TCP pushes back on the
 	// primary.
-	frames := make(chan Records, 4)
+	frames := make(chan inbound, 4)
 	readErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(frames)
-		readErr <- r.readFrames(lctx, c, frames)
+		readErr <- r.readFrames(lctx, rl, frames)
 	}()
+	// Segment files are written and adopted beside the applier: a file's
+	// fdatasync and swap must not hold up the records (and the Acks)
+	// that follow it. The chunks still go in link order, after the
+	// records before them were applied.
+	chunks := make(chan SegmentChunk, 16)
+	adoptErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		adoptErr <- rl.takeSegments(lctx, chunks)
+	}()
+	end := func(err error, fromReader bool) (bool, error) {
+		close(chunks)
+		if aerr := <-adoptErr; aerr != nil && (err == nil || fromReader) {
+			err = aerr // the adopter closed the link: its error says why
+		}
+		return followed, err
+	}
 	var batch []Records
 	for {
 		first, ok := <-frames
 		if !ok {
-			return followed, <-readErr
+			return end(<-readErr, true)
 		}
-		batch = append(batch[:0], first)
-		size := batchRows(first)
-	drain:
-		for size < mergeMaxBytes {
-			select {
-			case more, ok := <-frames:
-				if !ok {
+		var seg *SegmentChunk
+		batch = batch[:0]
+		if first.seg != nil {
+			seg = first.seg
+		} else {
+			batch = append(batch, first.recs)
+			size := batchRows(first.recs)
+		drain:
+			for size < mergeMaxBytes {
+				select {
+				case more, ok := <-frames:
+					if !ok {
+						break drain
+					}
+					if more.seg != nil {
+						seg = more.seg
+						break drain
+					}
+					batch = append(batch, more.recs)
+					size += batchRows(more.recs)
+				default:
 					break drain
 				}
-				batch = append(batch, more)
-				size += batchRows(more)
-			default:
-				break drain
 			}
 		}
+		// Records before a segment chunk are written (and acked) first:
+		// the segment's rows are among them.
 		err := rl.Apply(ctx, batch)
 		followed = followed || rl.applied
 		if err != nil {
-			return followed, err
+			return end(err, false)
+		}
+		if seg != nil {
+			chunks <- *seg
 		}
 	}
+}
+
+// takeSegments passes chunks to TakeSegment in order until chunks is
+// closed; after an error (which closed the link) it only drains them.
+func (rl *ReplicaLink) takeSegments(ctx context.Context, chunks <-chan SegmentChunk) error {
+	var err error
+	for c := range chunks {
+		if err == nil {
+			err = rl.TakeSegment(ctx, c)
+		}
+	}
+	return err
+}
+
+// plainSubscribeFor is how long a replica subscribes without asking for
+// segments after a primary refused the request (see plainUntil).
+const plainSubscribeFor = time.Minute
+
+// inbound is a frame the reader passes to the applier: a Records body or
+// a segment chunk.
+type inbound struct {
+	recs Records
+	seg  *SegmentChunk
 }
 
 // ReplicaLink is the replica's end of one authenticated link, as steps:
@@ -205,21 +279,40 @@ type ReplicaLink struct {
 	// unwritten holds the records the AckBeforeSync canary acked but has
 	// not written yet.
 	unwritten []store.Record
+	// segments: this link asked for sealed segment files; recv is the one
+	// being received.
+	segments bool
+	recv     *receiving
+	// heardAny: some frame arrived from the primary on this link.
+	heardAny bool
 }
 
 // Attach starts following on c, an authenticated link to the primary: it
 // subscribes from the store's last seq and marks the link up.
 func (r *Replica) Attach(c *Conn) (*ReplicaLink, error) {
 	from := r.cfg.Store.LastSeq()
-	if err := c.SendSeq(TypeSubscribe, from); err != nil {
+	recv, canAdopt := r.cfg.Store.(SegmentReceiver)
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	segments := canAdopt && !now.Before(r.plainUntil)
+	r.mu.Unlock()
+	var body [9]byte
+	binary.BigEndian.PutUint64(body[:], uint64(from))
+	n := 8
+	if segments {
+		body[8], n = SubscribeSegments, 9
+	}
+	if err := c.Send(TypeSubscribe, body[:n]); err != nil {
 		return nil, err
 	}
-	now := r.cfg.Clock.Now()
+	if canAdopt {
+		recv.SetAdoptShipped(segments)
+	}
 	r.mu.Lock()
 	r.st.Connected, r.st.LastContact, r.st.LastError = true, now, ""
 	r.mu.Unlock()
 	r.cfg.Log.Info("replica following the primary", "primary", r.cfg.Primary, "from_seq", from)
-	return &ReplicaLink{r: r, c: c}, nil
+	return &ReplicaLink{r: r, c: c, segments: segments}, nil
 }
 
 // Disconnected records that the link failed with err (status: down, the
@@ -235,6 +328,7 @@ func (r *Replica) Disconnected(err error) {
 
 // Heard notes that a frame from the primary arrived.
 func (rl *ReplicaLink) Heard() {
+	rl.heardAny = true
 	now := rl.r.cfg.Clock.Now()
 	rl.r.mu.Lock()
 	rl.r.st.LastContact = now
@@ -303,7 +397,8 @@ func (rl *ReplicaLink) Apply(ctx context.Context, frames []Records) error {
 
 // readFrames receives frames until the link fails, noting contact and
 // passing Records on.
-func (r *Replica) readFrames(ctx context.Context, c *Conn, out chan<- Records) error {
+func (r *Replica) readFrames(ctx context.Context, rl *ReplicaLink, out chan<- inbound) error {
+	c := rl.c
 	defer func() {
 		r.mu.Lock()
 		r.handing = false
@@ -314,14 +409,18 @@ func (r *Replica) readFrames(ctx context.Context, c *Conn, out chan<- Records) e
 		if err != nil {
 			return err
 		}
-		now := r.cfg.Clock.Now()
-		r.mu.Lock()
-		r.st.LastContact = now
-		r.mu.Unlock()
-		if typ != TypeRecords {
+		rl.Heard()
+		var in inbound
+		switch typ {
+		case TypeRecords:
+			in.recs, err = DecodeRecords(body)
+		case TypeSegment:
+			var sc SegmentChunk
+			sc, err = DecodeSegmentChunk(body)
+			in.seg = &sc
+		default:
 			continue // a Heartbeat; Recv refuses anything else
 		}
-		batch, err := DecodeRecords(body)
 		if err != nil {
 			c.Close()
 			return err
@@ -330,7 +429,7 @@ func (r *Replica) readFrames(ctx context.Context, c *Conn, out chan<- Records) e
 		r.handing = true
 		r.mu.Unlock()
 		select {
-		case out <- batch:
+		case out <- in:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -16,6 +16,7 @@ type Stats struct {
 	protoErrs  prometheus.Counter
 	frames     *prometheus.CounterVec
 	bytes      *prometheus.CounterVec
+	segments   *prometheus.CounterVec
 }
 
 // NewStats registers the peer metrics on reg (nil: counted but not
@@ -46,9 +47,13 @@ func NewStats(reg prometheus.Registerer, log *slog.Logger) *Stats {
 			Name: "finelog_peer_bytes_total",
 			Help: "Bytes of tagged peer frames by direction (sent, received), length field included.",
 		}, []string{"direction"}),
+		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "finelog_replica_segments_total",
+			Help: "Sealed segment files shipped on the replica port: on a primary sent, skipped (gone before it was sent); on a replica adopted, or why one was dropped (not_held, overlap, below_floor, already_held, not_following).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(s.handshakes, s.tagFails, s.protoErrs, s.frames, s.bytes)
+		reg.MustRegister(s.handshakes, s.tagFails, s.protoErrs, s.frames, s.bytes, s.segments)
 	}
 	return s
 }
@@ -85,6 +90,12 @@ func (s *Stats) received(n int) {
 	if s != nil {
 		s.frames.WithLabelValues("received").Inc()
 		s.bytes.WithLabelValues("received").Add(float64(n))
+	}
+}
+
+func (s *Stats) segment(result string) {
+	if s != nil {
+		s.segments.WithLabelValues(result).Inc()
 	}
 }
 

@@ -84,6 +84,7 @@ run_once() {
 		"${cpu1[@]}" "$work/finelogd" --data-dir "$dir/r" --listen "127.0.0.1:$rport" --node-name r \
 			--replica-of "127.0.0.1:$peer" --peer-psk-file "$work/peer.psk" 2>"$dir/r.log" &
 		pids+=($!)
+		rpid=$!
 		wait_health "http://127.0.0.1:$rport"
 		# Wait for the standby to subscribe, or the first pushes time out.
 		for _ in $(seq 200); do
@@ -98,7 +99,15 @@ run_once() {
 	fi
 	"${cpu1[@]}" "$work/finelog" bench --addr "http://127.0.0.1:$port" --lines "$lines" --concurrency "$concurrency" \
 		--pid "$ppid" --progress 1h >"$dir/bench.out"
+	if [ "$mode" = replica ]; then
+		# The standby's CPU (user + system) per million lines, read from
+		# /proc two seconds after the last push so the flush or adoption
+		# of the last rows is counted too.
+		sleep 2
+		awk -v tck="$(getconf CLK_TCK)" -v lines="$lines" '{ printf "standby CPU %.2f s per million lines\n", ($14 + $15) / tck / lines * 1e6 }' "/proc/$rpid/stat" >&2
+	fi
 	stop_all
+	awk -v mode="$mode" '$1 == "server" && $2 == "CPU" { printf "%s: primary CPU %s s per million lines\n", mode, $6 }' "$dir/bench.out" >&2
 	awk '$1 == "throughput" { print $2; exit }' "$dir/bench.out"
 	rm -rf "$dir"
 }

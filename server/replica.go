@@ -163,7 +163,7 @@ func (s *Server) startPeer(ctx context.Context, st *store.Store) error {
 		if err != nil {
 			return err
 		}
-		p, err := peer.NewPrimary(peer.PrimaryConfig{Source: peer.StoreSource(st), Acceptor: acc, Clock: s.clk, Log: log, MaxFrame: c.MaxFrame})
+		p, err := peer.NewPrimary(peer.PrimaryConfig{Source: peer.StoreSource(st), Acceptor: acc, Clock: s.clk, Log: log, MaxFrame: c.MaxFrame, Defects: s.cfg.Defects.Peer})
 		if err != nil {
 			return err
 		}

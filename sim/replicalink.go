@@ -205,6 +205,20 @@ func (w *ReplicaWorld) ToStandby() error {
 	}
 	l.pipe.deliver(1)
 	var frames []peer.Records
+	// apply writes the Records frames read so far, as the applier does
+	// before it takes a segment chunk that follows them.
+	apply := func() error {
+		if len(frames) == 0 {
+			return nil
+		}
+		err := l.rl.Apply(w.ctx, frames)
+		w.Trace.Addf("standby applies %d frames: last seq %d: %s", len(frames), w.S.Store.LastSeq(), replicaFirstLine(err))
+		frames = frames[:0]
+		if err != nil {
+			return w.linkDown("standby apply: " + err.Error())
+		}
+		return nil
+	}
 	for l.pipe.frameReady(0) {
 		typ, body, err := l.rc.Recv()
 		if err != nil {
@@ -214,24 +228,37 @@ func (w *ReplicaWorld) ToStandby() error {
 			return w.linkDown("standby recv: " + err.Error())
 		}
 		l.rl.Heard()
-		if typ != peer.TypeRecords {
-			continue
+		switch typ {
+		case peer.TypeRecords:
+			b, err := peer.DecodeRecords(body)
+			if err != nil {
+				return w.linkDown("standby decode: " + err.Error())
+			}
+			frames = append(frames, b)
+		case peer.TypeSegment:
+			c, err := peer.DecodeSegmentChunk(body)
+			if err != nil {
+				return w.linkDown("standby decode segment: " + err.Error())
+			}
+			if err := apply(); err != nil || w.link == nil {
+				return err
+			}
+			before := w.S.Server.PeerReplica().SegmentResults()
+			err = l.rl.TakeSegment(w.ctx, c)
+			if c.Offset+int64(len(c.Data)) == c.Size {
+				after := w.S.Server.PeerReplica().SegmentResults()
+				adopted := after[store.AdoptedSegment] > before[store.AdoptedSegment] || after[store.AdoptSkippedChecks] > before[store.AdoptSkippedChecks]
+				if adopted {
+					w.SegmentsAdopted++
+				}
+				w.Trace.Addf("standby takes segment [%d,%d]: adopted %v: %s", c.First, c.Last, adopted, replicaFirstLine(err))
+			}
+			if err != nil {
+				return w.linkDown("standby segment: " + err.Error())
+			}
 		}
-		b, err := peer.DecodeRecords(body)
-		if err != nil {
-			return w.linkDown("standby decode: " + err.Error())
-		}
-		frames = append(frames, b)
 	}
-	if len(frames) == 0 {
-		return nil
-	}
-	err := l.rl.Apply(w.ctx, frames)
-	w.Trace.Addf("standby applies %d frames: last seq %d: %s", len(frames), w.S.Store.LastSeq(), replicaFirstLine(err))
-	if err != nil {
-		return w.linkDown("standby apply: " + err.Error())
-	}
-	return nil
+	return apply()
 }
 
 // ToPrimary delivers what is in flight to the primary (Subscribe, Acks,

@@ -76,8 +76,11 @@ type ReplicaWorld struct {
 	IntruderHandshakes int
 	// Coverage: states the properties are about.
 	Timeouts, Refused, TagFailures, Injected int
-	primaryLost, promoted                    bool
-	markAtPromote                            int64
+	// SegmentsAdopted counts the primary's segment files the standby
+	// adopted.
+	SegmentsAdopted       int
+	primaryLost, promoted bool
+	markAtPromote         int64
 }
 
 // ReplicaWorldConfig is what a replica run varies.
@@ -335,18 +338,23 @@ func (w *ReplicaWorld) Advance(d time.Duration) error {
 	return w.settle()
 }
 
-// Maintain flushes and retains on the primary (the floor rises) and
-// flushes the standby.
-func (w *ReplicaWorld) Maintain() error {
+// Maintain flushes the primary and, with retain, runs its retention (the
+// floor rises; with RetentionBytes 1 the new segment goes at once, before
+// it can be shipped), and flushes the standby when its memtable is past
+// three times its bound: while it follows, the primary's shipped segments take
+// its rows, and its own flush is the fallback (store.SetAdoptShipped).
+func (w *ReplicaWorld) Maintain(retain bool) error {
 	if w.P.Store != nil {
 		if err := w.P.Store.Flush(w.ctx); err != nil {
 			return err
 		}
-		if err := w.P.Store.Retain(w.ctx); err != nil {
-			return err
+		if retain {
+			if err := w.P.Store.Retain(w.ctx); err != nil {
+				return err
+			}
 		}
 	}
-	if w.S.Store != nil {
+	if w.S.Store != nil && (w.promoted || w.S.Store.Stats().MemtableBytes >= 3*w.S.opts.MemtableBytes) {
 		return w.S.Store.Flush(w.ctx)
 	}
 	return nil

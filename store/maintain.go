@@ -78,6 +78,7 @@ func (s *Store) flush(ctx context.Context) error {
 			s.metrics.failed("flush")
 			return fmt.Errorf("store: flush: %w", err)
 		}
+		s.noteSealedFlush(sg)
 		s.mu.Lock()
 		if sg != nil {
 			s.segs = append(s.segs, sg)
@@ -356,6 +357,9 @@ func (s *Store) merge(run []*segment) error {
 	s.segs = segs
 	s.mu.Unlock()
 	s.metrics.segmentsChanged()
+	if err == nil {
+		s.noteSealed(merged, run)
+	}
 	// An input that cannot be removed lies inside the merged segment's
 	// range: recovery would delete it, and Retain retries it meanwhile.
 	names := make([]string, len(run))
@@ -551,13 +555,24 @@ const compactionDebt = 28
 func (s *Store) compactionDue() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.smallSegmentsLocked() >= compactionDebt || len(s.pickFinalMergeLocked()) > 0
+}
+
+// smallSegments counts the segments compaction may still merge.
+func (s *Store) smallSegments() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.smallSegmentsLocked()
+}
+
+func (s *Store) smallSegmentsLocked() int {
 	n := 0
 	for _, sg := range s.segs {
 		if !s.finalTierLocked(sg) {
 			n++
 		}
 	}
-	return n >= compactionDebt || len(s.pickFinalMergeLocked()) > 0
+	return n
 }
 
 // backgroundLoop runs the maintenance steps when Options.Background is set.
@@ -589,7 +604,7 @@ func (s *Store) backgroundLoop() {
 		s.mu.Lock()
 		due := s.mem.bytes >= s.opts.MemtableBytes || len(s.sealed) > 0 || (s.mem.n > 0 && s.clk.Now().Sub(s.lastFlush) >= s.opts.FlushInterval)
 		s.mu.Unlock()
-		if !due {
+		if !due || s.leaveFlushToPrimary() {
 			continue
 		}
 		if err := s.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -623,7 +638,7 @@ func (s *Store) maintainLoop(ctx context.Context) {
 		case <-t.C():
 			busy = false
 		}
-		if !s.isClosed() {
+		if !s.isClosed() && !s.leaveCompactionToPrimary() {
 			if err := s.compact(ctx, busy); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
 				s.log.Error("background compaction", "err", err)
 				s.metrics.failed("compact")

@@ -42,6 +42,11 @@ type memtable struct {
 	// walNum is the first WAL file number whose records may be in this
 	// memtable; every older file is fully covered by older memtables.
 	walNum uint64
+	// splitWAL, when set, is a later WAL file from which on every record
+	// of seq splitFirst or later is (a follower rotates its WAL when it
+	// adopts a segment, without sealing: adopt.go).
+	splitFirst int64
+	splitWAL   uint64
 	// producersAtSeal is the producer map as of the seal: the marks the
 	// segment written from this memtable records.
 	producersAtSeal map[string]int64

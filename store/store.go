@@ -93,8 +93,12 @@ type Store struct {
 	// following: the store copies a primary (Options.Following until
 	// StopFollowing); Retain then deletes nothing of its own accord.
 	following atomic.Bool
-	walBytes  atomic.Int64
-	lastFlush time.Time
+	// adoptShipped: while following, the primary ships its sealed
+	// segments (adopt.go), so the store flushes and compacts only as a
+	// fallback.
+	adoptShipped atomic.Bool
+	walBytes     atomic.Int64
+	lastFlush    time.Time
 
 	// commitBuf is the committer's reusable group buffer (under walMu).
 	commitBuf []byte
@@ -106,6 +110,11 @@ type Store struct {
 	// flushed is closed (and replaced) whenever a flush installs a segment
 	// or fails: what a stalled committer waits for.
 	flushed chan struct{}
+
+	// sealedLog is the recent segments flushes and merges made durable,
+	// for a primary's replica port (sealedlog.go).
+	sealedMu  sync.Mutex
+	sealedLog sealedLog
 }
 
 // Open opens (creating if needed) the store in opts.Dir and recovers it:
