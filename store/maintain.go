@@ -151,17 +151,30 @@ func (s *Store) seal() error {
 }
 
 // Compact merges runs of adjacent segments smaller than half the target size
-// (at least minMergeRun of them, size-tiered) into one segment of at most
-// about TargetSegmentBytes, so a store keeps few large segments. The merged segment is made durable before the inputs are
-// removed; a crash in between leaves both, and Open deletes the inputs
-// (their seq range lies inside the merged one).
+// (see pickCompaction: a run that reaches the final tier, else at least
+// minMergeRun of them, size-tiered) into one segment of at most about
+// TargetSegmentBytes, so a store keeps few large segments. The merged
+// segment is made durable before the inputs are removed; a crash in between
+// leaves both, and Open deletes the inputs (their seq range lies inside the
+// merged one).
 func (s *Store) Compact(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
+	return s.compact(ctx, false)
+}
+
+// compact runs merges until none is picked; with onlyDue (ingest is still
+// flushing) only while compactionDue holds, so a busy store merges fresh
+// flushes into the final tier, or pays its debt, and nothing in between
+// that would be merged again.
+func (s *Store) compact(ctx context.Context, onlyDue bool) error {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
 	for {
+		if onlyDue && !s.compactionDue() {
+			return nil
+		}
 		run := s.pickCompaction()
 		if len(run) < 2 {
 			return nil
@@ -184,24 +197,31 @@ func (s *Store) Compact(ctx context.Context) error {
 	}
 }
 
-// maxMergeFanIn bounds a merge's inputs: each holds a row reader with a
-// decoded page per column (~0.5 MiB), and a store that flushed many small
-// segments under heavy ingest must not merge them all in one go.
-const maxMergeFanIn = 16
+// maxMergeFanIn bounds a merge's inputs: each holds a decoded page per
+// column and a copy of its data page (~0.6 MiB), and a store that flushed
+// many small segments under heavy ingest must not merge them all in one go.
+// It is large enough for the flushes of the daemon's 32 MiB memtable (~5 MiB
+// segments) to reach the final tier (half of 256 MiB) in one merge, which
+// writes each row twice (flush, final) instead of three or four times.
+const maxMergeFanIn = 32
 
 // minMergeRun: a merge takes at least this many segments, so each row is
 // rewritten about log4(target/flush size) times rather than once per flush.
 const minMergeRun = 4
 
-// pickCompaction chooses a run of adjacent small segments, size-tiered:
+// pickCompaction chooses a run of adjacent small segments. A run that
+// reaches the final tier by itself comes first (pickFinalMergeLocked): its
+// rows are then written once more, for good. Otherwise it picks size-tiered:
 // walking from the newest, an older segment joins only while it is no larger
 // than twice the run so far, so a big merged segment is not rewritten for
 // every small one that follows it.
 func (s *Store) pickCompaction() []*segment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	small := s.opts.TargetSegmentBytes / 2
-	var best []*segment
+	best := s.pickFinalMergeLocked()
+	if len(best) > 0 {
+		return acquireSeqOrder(best)
+	}
 	var run []*segment
 	var bytes int64
 	flush := func() {
@@ -212,7 +232,7 @@ func (s *Store) pickCompaction() []*segment {
 	}
 	for i := len(s.segs) - 1; i >= 0 && len(best) == 0; i-- {
 		sg := s.segs[i]
-		if sg.size >= small || s.remoteSeg(sg) {
+		if s.finalTierLocked(sg) || s.remoteSeg(sg) {
 			flush()
 			continue
 		}
@@ -224,47 +244,59 @@ func (s *Store) pickCompaction() []*segment {
 	}
 	flush()
 	if len(best) == 0 {
-		best = s.pickFinalMergeLocked()
-	}
-	if len(best) == 0 {
 		return nil
 	}
-	// best is newest first; merge wants seq order.
-	for i, j := 0, len(best)-1; i < j; i, j = i+1, j-1 {
-		best[i], best[j] = best[j], best[i]
-	}
-	for _, sg := range best {
-		sg.acquire()
-	}
-	return best
+	return acquireSeqOrder(best)
 }
 
-// pickFinalMergeLocked finds what the size tiers leave stranded: adjacent
-// small segments too few for a tiered run (fewer than minMergeRun, or an
-// older one more than twice the newer ones) that together reach the final
-// tier (at least half the target). Merging them writes each row once more,
-// into a segment no rule picks again and that gets the better codec; left
-// alone they keep the flush codec for good (a settled daemon held 119 MiB +
-// 45 MiB at ~34.5 B/line, one 164 MiB segment of the same rows ~28). The
-// final-tier bound is what keeps this from rewriting a big segment for
-// every small flush that follows it. Newest first; caller holds mu.
+// finalTierLocked reports whether compaction leaves sg alone for good: a
+// merge wrote it for the final tier, or it is at least half the target
+// (a segment from before the footer said so, or a flush that large).
+func (s *Store) finalTierLocked(sg *segment) bool {
+	return sg.final || sg.size >= s.opts.TargetSegmentBytes/2
+}
+
+// acquireSeqOrder turns a picked run (newest first) into merge inputs: seq
+// order, each held for the merge.
+func acquireSeqOrder(run []*segment) []*segment {
+	for i, j := 0, len(run)-1; i < j; i, j = i+1, j-1 {
+		run[i], run[j] = run[j], run[i]
+	}
+	for _, sg := range run {
+		sg.acquire()
+	}
+	return run
+}
+
+// pickFinalMergeLocked finds a run of adjacent small segments that
+// together reach the final tier (at least half the target): fresh flushes,
+// or what the size tiers leave stranded (fewer than minMergeRun, or an
+// older one more than twice the newer ones). Merging them writes each row
+// once more, into a segment no rule picks again and that gets the better
+// codec; left alone they keep the flush codec for good (a settled daemon
+// held 119 MiB + 45 MiB at ~34.5 B/line, one 164 MiB segment of the same
+// rows ~28). The run extends as far as the fan-in and the target allow, so
+// it leaves no small remainder behind; the final-tier bound is what keeps
+// this from rewriting a big segment for every small flush that follows it.
+// Newest first; caller holds mu.
 func (s *Store) pickFinalMergeLocked() []*segment {
 	small := s.opts.TargetSegmentBytes / 2
 	for i := len(s.segs) - 1; i > 0; i-- {
 		var bytes int64
-		for j := i; j >= 0 && i-j < maxMergeFanIn; j-- {
+		j := i
+		for ; j >= 0 && i-j < maxMergeFanIn; j-- {
 			sg := s.segs[j]
-			if sg.size >= small || s.remoteSeg(sg) || bytes+sg.size > s.opts.TargetSegmentBytes {
+			if s.finalTierLocked(sg) || s.remoteSeg(sg) || bytes+sg.size > s.opts.TargetSegmentBytes {
 				break
 			}
 			bytes += sg.size
-			if bytes >= small && j < i {
-				run := make([]*segment, 0, i-j+1)
-				for k := i; k >= j; k-- {
-					run = append(run, s.segs[k])
-				}
-				return run
+		}
+		if j++; bytes >= small && j < i {
+			run := make([]*segment, 0, i-j+1)
+			for k := i; k >= j; k-- {
+				run = append(run, s.segs[k])
 			}
+			return run
 		}
 	}
 	return nil
@@ -282,17 +314,19 @@ func (s *Store) merge(run []*segment) error {
 		size += sg.size
 		written = max(written, sg.written)
 	}
-	// A merged segment under half the target will itself be merged again
-	// (pickCompaction leaves only larger ones alone): it gets the fast
-	// level, and only a final one the better level.
-	codec := flushCodec
-	if size >= s.opts.TargetSegmentBytes/2 {
+	// A merged segment under half the target will itself be merged again:
+	// it gets the fast level, and only a final one the better level.
+	codec, final := flushCodec, size >= s.opts.TargetSegmentBytes/2
+	if final {
 		codec = compactCodec
 	}
-	it := newMergeIter(run)
+	it, ierr := newMergeIter(run)
+	if ierr != nil {
+		return fmt.Errorf("store: compact: %w", ierr)
+	}
 	defer it.close()
 	start := s.clk.Now()
-	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, writtenMS: written})
+	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, writtenMS: written, final: final})
 	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start))
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
@@ -509,15 +543,32 @@ func (s *Store) wakeStalledLocked() {
 }
 
 // compactionDebt: how many small segments heavy ingest may leave behind
-// before background compaction runs even while flushes keep coming.
-const compactionDebt = 12
+// before background compaction runs even while flushes keep coming, when
+// they do not yet make a final-tier merge. Below maxMergeFanIn, so the
+// flushes of the daemon's memtable reach the final tier (~26 of them) before
+// the debt forces a merge that would be merged again.
+const compactionDebt = 28
 
+// compactionDue reports whether compaction should run while ingest keeps
+// flushing: a final-tier merge is ready, or the small segments reached
+// compactionDebt.
+func (s *Store) compactionDue() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.smallSegmentsLocked() >= compactionDebt || len(s.pickFinalMergeLocked()) > 0
+}
+
+// smallSegments counts the segments compaction may still merge.
 func (s *Store) smallSegments() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.smallSegmentsLocked()
+}
+
+func (s *Store) smallSegmentsLocked() int {
 	n := 0
 	for _, sg := range s.segs {
-		if sg.size < s.opts.TargetSegmentBytes/2 {
+		if !s.finalTierLocked(sg) {
 			n++
 		}
 	}
@@ -569,8 +620,8 @@ func (s *Store) backgroundLoop() {
 // maintainLoop compacts and applies retention. Compaction rewrites data
 // ingest already paid for, and on a small machine it competes with ingest
 // for CPU: while flushes keep coming (a flush happened since the last tick)
-// it waits for a quiet tick, unless the small segments it owes have piled up
-// past compactionDebt.
+// it waits for a quiet tick, unless a final-tier merge is ready or the small
+// segments it owes have piled up past compactionDebt.
 func (s *Store) maintainLoop(ctx context.Context) {
 	defer s.loops.Done()
 	tick := min(s.opts.FlushInterval, 10*time.Second)
@@ -587,8 +638,8 @@ func (s *Store) maintainLoop(ctx context.Context) {
 		case <-t.C():
 			busy = false
 		}
-		if (!busy || s.smallSegments() >= compactionDebt) && !s.leaveCompactionToPrimary() {
-			if err := s.Compact(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
+		if !s.isClosed() && !s.leaveCompactionToPrimary() {
+			if err := s.compact(ctx, busy); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
 				s.log.Error("background compaction", "err", err)
 				s.metrics.failed("compact")
 			}

@@ -60,7 +60,7 @@ func loadSegment(f vfs.File, size int64) (*segment, error) {
 		return nil, fmt.Errorf("finelog.segment metadata: %w", err)
 	}
 	sg.first, sg.last, sg.rows, sg.minEpoch, sg.maxEpoch, sg.producers = m.First, m.Last, m.Rows, m.MinEpoch, m.MaxEpoch, m.Producers
-	sg.written = m.Written
+	sg.written, sg.final = m.Written, m.Final
 	if sg.written == 0 {
 		sg.written = m.MaxEpoch
 	}

@@ -22,6 +22,11 @@ func TestAddTrigramsMatchesDefinition(t *testing.T) {
 			addTrigrams(&got, s)
 			addTrigramsSlow(&want, s)
 		}
+		// Arbitrary bytes, every length around the 8-byte loads' edges.
+		for _, b := range rapid.SliceOfN(rapid.SliceOfN(rapid.Byte(), 0, 40), 1, 4).Draw(t, "byte lines") {
+			addTrigrams(&got, string(b))
+			addTrigramsSlow(&want, string(b))
+		}
 		if got != want {
 			t.Fatal("addTrigrams set different bits than trigramHash defines")
 		}
