@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/finelog/finelog/client"
 	"github.com/finelog/finelog/internal/clock"
@@ -64,6 +66,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 		}
 		inFlight := c.inFlight
 		b.Run(name, func(b *testing.B) {
+			var cpu time.Duration
 			for b.Loop() {
 				b.StopTimer()
 				sink, dst := newGlobal(b)
@@ -79,9 +82,11 @@ func BenchmarkRelayDrain(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
+				cpu0 := processCPU()
 				if _, err := f.Step(context.Background()); err != nil {
 					b.Fatal(err)
 				}
+				cpu += processCPU() - cpu0
 				b.StopTimer()
 				if got := dst.LastSeq(); got != int64(n) {
 					b.Fatalf("target has %d rows, want %d", got, n)
@@ -89,6 +94,8 @@ func BenchmarkRelayDrain(b *testing.B) {
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+			// CPU of both ends (one process), robust to other load.
+			b.ReportMetric(cpu.Seconds()/(float64(n)*float64(b.N)/1e6), "cpu-s/Mrows")
 		})
 	}
 }
@@ -109,6 +116,7 @@ func BenchmarkDirectIngest(b *testing.B) {
 			name += "/zstd"
 		}
 		b.Run(name, func(b *testing.B) {
+			var cpu time.Duration
 			for b.Loop() {
 				b.StopTimer()
 				sink, dst := newGlobal(b)
@@ -117,6 +125,7 @@ func BenchmarkDirectIngest(b *testing.B) {
 				}
 				sink.ZstdClient = nil
 				b.StartTimer()
+				cpu0 := processCPU()
 				var wg sync.WaitGroup
 				next := make(chan []store.Row)
 				for w := 0; w < c.pushers; w++ {
@@ -135,6 +144,7 @@ func BenchmarkDirectIngest(b *testing.B) {
 				}
 				close(next)
 				wg.Wait()
+				cpu += processCPU() - cpu0
 				b.StopTimer()
 				if got := dst.LastSeq(); got != int64(n) {
 					b.Fatalf("target has %d rows, want %d", got, n)
@@ -142,6 +152,17 @@ func BenchmarkDirectIngest(b *testing.B) {
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+			// CPU of both ends (one process), robust to other load.
+			b.ReportMetric(cpu.Seconds()/(float64(n)*float64(b.N)/1e6), "cpu-s/Mrows")
 		})
 	}
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
