@@ -107,8 +107,12 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 			break
 		}
 		w.q = w.q[1:]
+		// As many as were allowed in flight: the first batch of a process
+		// goes alone and is committed alone (ErrTargetIsSource is checked
+		// after each commit), even though settling it lets more go.
+		k := f.inFlight()
 		settled(head.p)
-		if unsettled >= f.inFlight() {
+		if unsettled >= k {
 			// Make the progress durable, while later pushes are in flight.
 			if err := f.commit(prog, filtered, gap); err != nil {
 				return false, err

@@ -20,6 +20,7 @@ type metrics struct {
 	failures     *prometheus.CounterVec
 	stall        prometheus.Counter
 	writes       *prometheus.HistogramVec
+	orderWaits   prometheus.Counter
 	collectors   []prometheus.Collector
 }
 
@@ -45,10 +46,12 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 		Help: "Time appends waited because memtables held 3x MemtableBytes and flushing had not caught up."})
 	m.writes = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "finelog_store_segment_write_seconds",
 		Help: "Time to write one segment, by kind (flush or merge).", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"kind"})
+	m.orderWaits = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_producer_order_waits_total",
+		Help: "Times a producer batch that arrived before an earlier one of its producer waited for it instead of being refused."})
 	gauge := func(name, help string, f func(Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(s.Stats()) })
 	}
-	m.collectors = []prometheus.Collector{m.appends, m.rows, m.bytes, m.fsync, m.retainedSegs, m.retainedRows, m.retainedSize, m.failures, m.stall, m.writes,
+	m.collectors = []prometheus.Collector{m.appends, m.rows, m.bytes, m.fsync, m.retainedSegs, m.retainedRows, m.retainedSize, m.failures, m.stall, m.writes, m.orderWaits,
 		gauge("finelog_store_segments", "Segment files.", func(st Stats) float64 { return float64(st.Segments) }),
 		gauge("finelog_store_segment_bytes", "Bytes in segment files.", func(st Stats) float64 { return float64(st.SegmentBytes) }),
 		gauge("finelog_store_memtable_bytes", "Bytes held in memtables.", func(st Stats) float64 { return float64(st.MemtableBytes) }),
@@ -123,4 +126,11 @@ func (m *metrics) failed(op string) {
 	if m != nil {
 		m.failures.WithLabelValues(op).Inc()
 	}
+}
+
+func (m *metrics) orderWait() {
+	if m == nil {
+		return
+	}
+	m.orderWaits.Inc()
 }

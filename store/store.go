@@ -96,6 +96,9 @@ type Store struct {
 	walBytes  atomic.Int64
 	lastFlush time.Time
 
+	// arrivals are the producer batches inside Append (producerorder.go).
+	arrivals arrivals
+
 	// commitBuf is the committer's reusable group buffer (under walMu).
 	commitBuf []byte
 
@@ -132,6 +135,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ProducerOrderWait == 0 && opts.Background {
+		opts.ProducerOrderWait = DefaultProducerOrderWait
 	}
 	s := &Store{
 		opts:         opts,
