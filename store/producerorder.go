@@ -133,6 +133,8 @@ func (s *Store) awaitEarlier(ctx context.Context, b *Batch, err error, budget *i
 			case <-x.done:
 			case <-ctx.Done():
 				return false
+			case <-s.stopCh:
+				return true // the retry answers ErrClosed
 			}
 			continue
 		}
@@ -142,6 +144,8 @@ func (s *Store) awaitEarlier(ctx context.Context, b *Batch, err error, budget *i
 			return false
 		case <-ctx.Done():
 			return false
+		case <-s.stopCh:
+			return true // the retry answers ErrClosed
 		}
 	}
 	return false

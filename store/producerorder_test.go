@@ -231,3 +231,28 @@ func TestProducerBatchesInAnyOrderStoredOnce(t *testing.T) {
 		}
 	})
 }
+
+// Closing the store ends a wait for an earlier batch: the waiting Append
+// answers ErrClosed at once, not when ProducerOrderWait runs out.
+func TestOrderWaitEndsAtClose(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(t0)
+	s := mustOpen(t, Options{FS: vfs.NewMemFS(), Dir: "/data", Clock: clk, ProducerOrderWait: time.Hour})
+	if _, err := s.Append(ctx, producerBatch("east", 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	late := make(chan error, 1)
+	go func() { _, err := s.Append(ctx, producerBatch("east", 21, 10)); late <- err }()
+	waitFor(t, "21..30 to wait", func() bool { return clk.Pending() == 1 })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-late:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("waiting append after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a waiting append outlived Close")
+	}
+}
