@@ -169,6 +169,10 @@ store_bpl=$(metric 'FetchTail-' 'bytes/line')
 drain=$(metric 'RelayDrain/in-flight=4-' 'rows/s')
 direct=$(metric 'DirectIngest/pushers=4/zstd' 'rows/s')
 direct_gz=$(metric 'DirectIngest/pushers=4-' 'rows/s')
+# CPU of both ends per million rows: what bounds the drain on a shared
+# machine, and steadier than rows/s while other work runs.
+drain_cpu=$(metric 'RelayDrain/in-flight=4-' 'cpu-s/Mrows')
+direct_cpu=$(metric 'DirectIngest/pushers=4/zstd' 'cpu-s/Mrows')
 wire_ms=$(metric 'FetchTailWire/accept=gzip-[0-9]' 'wire-ms/op')
 inproc_ms=$(metric 'FetchTailWire/accept=gzip-[0-9]' 'inproc-ms/op')
 over_ms=$(metric 'FetchTailWire/accept=gzip-[0-9]' 'overhead-ms/op')
@@ -190,6 +194,7 @@ row "server peak RSS" "$(or_dash "$fl_rss") MiB" "<= 256 MiB" "-" "-"
 row "wire ingest" "$(or_dash "$fl_rate") lines/s" ">= 3x VL" "VictoriaLogs $(or_dash "$vl_rate") lines/s" "$(ratio "$fl_rate" "$vl_rate")"
 row "relay drain (4 in flight)" "$(or_dash "$drain") rows/s" ">= 0.9x" "direct, 4 zstd pushers $(or_dash "$direct") rows/s" "$(ratio "$drain" "$direct")"
 row "" "" "" "direct, 4 gzip pushers $(or_dash "$direct_gz") rows/s" "$(ratio "$drain" "$direct_gz")"
+row "" "$(or_dash "$drain_cpu") CPU-s/M rows" "" "direct, 4 zstd: $(or_dash "$direct_cpu") CPU-s/M" "$(ratio "$direct_cpu" "$drain_cpu") (direct / relay CPU)"
 row "first-seen JWT verify" "$(or_dash "$cold") ns" "<= 3000 ns" "cached $(or_dash "$cached") ns, HMAC $(or_dash "$floor") ns" "$(ratio "$cold" "$cached") of cached"
 
 if [ "$sus_lines" -gt 0 ]; then
