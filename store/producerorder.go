@@ -117,10 +117,13 @@ func (s *Store) awaitEarlier(ctx context.Context, b *Batch, err error, budget *i
 	}
 	for *budget > 0 {
 		*budget--
+		// Look for the earlier batch first, then at the mark: a batch that
+		// left Append before the look published its mark before it left,
+		// so it shows now (the other order could miss both, and wait).
+		x, came := s.arrivals.before(b.Producer, b.FirstSeq)
 		if mark, ok := s.ProducerApplied(b.Producer); ok && mark >= b.FirstSeq-1 {
 			return true
 		}
-		x, came := s.arrivals.before(b.Producer, b.FirstSeq)
 		if x == nil && s.opts.ProducerOrderWait <= 0 {
 			return false
 		}
