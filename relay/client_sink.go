@@ -105,16 +105,22 @@ func PushRequest(b Batch) *loggingpb.PushLogsRequest {
 	entries := make([]*loggingpb.LogEntry, len(b.Rows))
 	for i := range b.Rows {
 		r := &b.Rows[i]
+		cluster := r.Cluster
+		if cluster == b.Cluster {
+			// The request's cluster applies to an entry without one: a
+			// daemon's own rows (all a relay forwards) need not repeat it
+			// 5000 times, each one encoded, compressed and decoded.
+			cluster = ""
+		}
 		entries[i] = &loggingpb.LogEntry{
-			Timestamp: &loggingpb.Timestamp{EpochMs: r.EpochMS},
-			Source:    r.Source,
-			Data:      r.Data,
-			AttemptId: r.AttemptID,
-			Level:     loggingpb.LogLevel(r.Level),
-			Key:       r.Key,
-			Seq:       r.Seq,
-			// Empty for local rows: the request's cluster applies.
-			Cluster:    r.Cluster,
+			Timestamp:  &loggingpb.Timestamp{EpochMs: r.EpochMS},
+			Source:     r.Source,
+			Data:       r.Data,
+			AttemptId:  r.AttemptID,
+			Level:      loggingpb.LogLevel(r.Level),
+			Key:        r.Key,
+			Seq:        r.Seq,
+			Cluster:    cluster,
 			Attributes: r.Attributes.Map(),
 		}
 	}

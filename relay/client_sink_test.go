@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -116,7 +117,8 @@ func TestClientSinkMapsBatchToPushLogs(t *testing.T) {
 		Cluster: "east", Producer: "east/abc", FirstSeq: 40, LastSeq: 43,
 		Entries: []*loggingpb.LogEntry{
 			{Timestamp: &loggingpb.Timestamp{EpochMs: 1700}, Source: "stderr", Data: "boom", AttemptId: 2, Level: loggingpb.LogLevel_LOG_LEVEL_ERROR, Key: "/a/job:2", Seq: 41},
-			{Timestamp: &loggingpb.Timestamp{EpochMs: 1701}, Data: "ok", Level: 9, Key: "/b/job", Seq: 43, Cluster: "east",
+			// Its cluster is the request's: not repeated.
+			{Timestamp: &loggingpb.Timestamp{EpochMs: 1701}, Data: "ok", Level: 9, Key: "/b/job", Seq: 43,
 				Attributes: map[string]string{"trace_id": "0af7", "env": "prod"}},
 		},
 	}
@@ -260,4 +262,18 @@ func BenchmarkPushRequestEncode(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 	}
 	b.ReportMetric(5000, "rows/op")
+}
+
+// A relayed entry names its cluster only when it is not the request's:
+// the daemon's own rows all carry its cluster, which the request's
+// cluster already gives them.
+func TestPushRequestOmitsTheRequestsCluster(t *testing.T) {
+	req := PushRequest(Batch{Cluster: "east", Rows: []store.Row{{Seq: 1, Key: "/a", Data: "x", Cluster: "east"}, {Seq: 2, Key: "/b", Data: "y"}, {Seq: 3, Key: "/c", Data: "z", Cluster: "west"}}})
+	var got []string
+	for _, e := range req.GetEntries() {
+		got = append(got, e.GetCluster())
+	}
+	if req.GetCluster() != "east" || !slices.Equal(got, []string{"", "", "west"}) {
+		t.Fatalf("request cluster %q, entry clusters %q; want east and \"\", \"\", \"west\"", req.GetCluster(), got)
+	}
 }

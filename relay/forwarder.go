@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/finelog/finelog/internal/clock"
@@ -52,7 +53,9 @@ type Forwarder struct {
 	// target apply: the target's mark when it was last asked, or the end
 	// of a batch pushed since. An ack whose mark is past it means someone
 	// else pushes under this producer id (ErrTargetAhead).
-	sentMark    int64
+	// Atomic: pushes in flight read it while the round raises it for the
+	// next batch.
+	sentMark    atomic.Int64
 	behindSince time.Time
 	lastSuccess time.Time
 

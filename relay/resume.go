@@ -97,7 +97,7 @@ func (f *Forwarder) resolve(ctx context.Context) error {
 		default:
 			applied, known = st.Applied, st.Known
 			f.targetMark, f.markKnown = st.Applied, st.Known
-			f.sentMark = max(f.sentMark, st.Applied)
+			f.sentMark.Store(max(f.sentMark.Load(), st.Applied))
 		}
 		f.refusesGaps = err == nil && st.RefusesGaps
 		if f.cfg.InFlight > 1 && !f.refusesGaps {

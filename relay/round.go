@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"connectrpc.com/connect"
 
@@ -29,62 +28,106 @@ type progress struct {
 	deadLettered int64
 }
 
-// round reads up to InFlight batches after the watermark, pushes them, and
-// commits the contiguous settled prefix to the watermark. more reports that
-// rows up to end remain.
+// round pushes the rows after the watermark up to end with up to InFlight
+// batches in flight, and commits the contiguous settled prefix to the
+// watermark. It is a sliding window, not a batch of K pushes: the next
+// batch is read and pushed as soon as the oldest in flight has been acked,
+// and the watermark is written while later pushes are still in flight, so
+// the target is never left idle between groups of pushes. With one in
+// flight it starts no goroutine (the simulation stays deterministic). The
+// first failed push stops new ones; once every push has returned, the rest
+// are settled in seq order as before (retried, bisected, dead-lettered).
+// more reports that rows up to end remain.
 func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error) {
-	var batches []*pending
-	after := f.wm.Cursor
-	inFlight := f.cfg.InFlight
-	if !f.primed || !f.refusesGaps {
-		inFlight = 1
-	}
-	for len(batches) < inFlight {
-		rows, err := f.cfg.Source.Read(ctx, after, f.cfg.BatchRows, f.cfg.BatchBytes)
-		if err != nil {
-			if len(batches) == 0 {
-				return false, sourceError{fmt.Errorf("read source after seq %d: %w", after, err)}
-			}
-			// Push what was read; the next round reads again.
-			f.log.Warn("reading the source failed; pushing the batches already read", "after", after, "err", err)
-			more = false
-			break
-		}
-		if len(rows) == 0 {
-			more = false
-			break
-		}
-		p, err := f.makeBatch(after, rows)
-		if err != nil {
-			return false, sourceError{err}
-		}
-		if len(batches) == 0 {
-			// Only the first batch of a round may reach back: the others
-			// follow a batch that is in flight with them.
-			p.batch.FirstSeq = f.rangeStart(after)
-		}
-		batches = append(batches, p)
-		after = p.batch.LastSeq
-		more = after < end
-		if !more {
-			break
-		}
-	}
-	if len(batches) == 0 {
-		return false, nil
-	}
-	// Nothing pushed in this round can make the target's mark pass the
-	// last batch's end; a mark past it was put there by someone else.
-	f.sentMark = max(f.sentMark, batches[len(batches)-1].batch.LastSeq)
-	f.pushAll(ctx, batches)
+	w := window{f: f, ctx: ctx}
+	_, w.staggered = f.cfg.Sink.(SentSink)
+	defer w.wait()
 
-	// Settle batches in seq order; the watermark may only move over a
-	// contiguous prefix of settled seqs.
+	after := f.wm.Cursor
 	prog := progress{covered: f.wm.Cursor}
 	var filtered, gap int64
 	var stop error
-	for i, p := range batches {
-		if p.err != nil && i > 0 && retryable(p.err) {
+	reading, launched, unsettled := true, 0, 0
+	// settled accounts for one batch whose push succeeded (or that had
+	// nothing to push).
+	settled := func(p *pending) {
+		start := prog.covered
+		// Cannot fail: only an error answer needs more than accounting.
+		_ = f.settle(ctx, p, &prog)
+		filtered += countUpTo(p.filtered, prog.covered)
+		if p.gapLast > 0 && prog.covered >= p.gapLast && start < p.gapFirst {
+			gap += p.gapLast - p.gapFirst + 1
+		}
+		unsettled++
+	}
+	for {
+		for stop == nil && reading && len(w.q) < f.inFlight() {
+			if ctx.Err() != nil {
+				reading = false
+				break
+			}
+			rows, err := f.cfg.Source.Read(ctx, after, f.cfg.BatchRows, f.cfg.BatchBytes)
+			if err != nil {
+				if launched == 0 {
+					return false, sourceError{fmt.Errorf("read source after seq %d: %w", after, err)}
+				}
+				// Push what was read; the next round reads again.
+				f.log.Warn("reading the source failed; pushing the batches already read", "after", after, "err", err)
+				reading, end = false, after
+				break
+			}
+			if len(rows) == 0 {
+				reading, end = false, after
+				break
+			}
+			p, err := f.makeBatch(after, rows)
+			if err != nil {
+				stop = sourceError{err}
+				break
+			}
+			if launched == 0 {
+				// Only the round's first batch may reach back to the
+				// target's mark; the others follow a batch in flight.
+				p.batch.FirstSeq = f.rangeStart(after)
+			}
+			// Nothing pushed so far can make the target's mark pass this
+			// batch's end; a mark past it was put there by someone else.
+			f.sentMark.Store(max(f.sentMark.Load(), p.batch.LastSeq))
+			w.launch(p, f.inFlight() > 1)
+			launched++
+			after = p.batch.LastSeq
+			reading = after < end
+		}
+		if stop != nil || len(w.q) == 0 {
+			break
+		}
+		head := w.q[0]
+		<-head.done
+		if head.p.err != nil && len(head.p.batch.Rows) > 0 {
+			break
+		}
+		w.q = w.q[1:]
+		// As many as were allowed in flight: the first batch of a process
+		// goes alone and is committed alone (ErrTargetIsSource is checked
+		// after each commit), even though settling it lets more go.
+		k := f.inFlight()
+		settled(head.p)
+		if unsettled >= k {
+			// Make the progress durable, while later pushes are in flight.
+			if err := f.commit(prog, filtered, gap); err != nil {
+				return false, err
+			}
+			prog = progress{covered: prog.covered}
+			filtered, gap, unsettled = 0, 0, 0
+		}
+	}
+	// Something failed (or the source did): wait for every push, then
+	// settle the rest in seq order; the watermark may only move over a
+	// contiguous prefix of settled seqs.
+	w.wait()
+	for i, fl := range w.q {
+		p := fl.p
+		if p.err != nil && (i > 0 || fl.pred != nil) && retryable(p.err) {
 			// Its predecessors are settled now; an earlier failure may have
 			// been caused by them (an out-of-order arrival), so retry once
 			// before backing off.
@@ -92,7 +135,9 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 			p.ack, p.err = f.push(ctx, p.batch, nil)
 		}
 		start := prog.covered
-		stop = f.settle(ctx, p, &prog)
+		if err := f.settle(ctx, p, &prog); err != nil && stop == nil {
+			stop = err
+		}
 		filtered += countUpTo(p.filtered, prog.covered)
 		if p.gapLast > 0 && prog.covered >= p.gapLast && start < p.gapFirst {
 			gap += p.gapLast - p.gapFirst + 1
@@ -101,6 +146,7 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 			break
 		}
 	}
+	w.q = nil
 	if prog.covered > f.wm.Cursor {
 		if err := f.commit(prog, filtered, gap); err != nil {
 			return false, err
@@ -121,7 +167,18 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 		}
 		return false, stop
 	}
-	return more, nil
+	return after < end, nil
+}
+
+// inFlight is how many batches may be in flight now: one until the target
+// has acked a push from this process (it may not know the producer yet,
+// and would take a later batch arriving first), and one against a target
+// that does not refuse overtaking batches.
+func (f *Forwarder) inFlight() int {
+	if !f.primed || !f.refusesGaps {
+		return 1
+	}
+	return f.cfg.InFlight
 }
 
 // makeBatch turns the rows read after `after` into a batch, applying the
@@ -129,17 +186,24 @@ func (f *Forwarder) round(ctx context.Context, end int64) (more bool, err error)
 func (f *Forwarder) makeBatch(after int64, rows []store.Row) (*pending, error) {
 	p := &pending{}
 	prev := after
-	kept := make([]store.Row, 0, len(rows))
-	for _, r := range rows {
+	// The rows read are the batch unless the loop guard drops some: only
+	// then are the kept ones copied (a 5000-row batch is ~750 KB of Rows).
+	kept, own := rows, false
+	for i, r := range rows {
 		if r.Seq <= prev {
 			return nil, fmt.Errorf("source returned seq %d after seq %d: rows must be in increasing seq order after the cursor", r.Seq, prev)
 		}
 		prev = r.Seq
 		if r.Cluster != "" && r.Cluster != f.cfg.Cluster {
 			p.filtered = append(p.filtered, r.Seq)
+			if !own {
+				kept, own = append(make([]store.Row, 0, len(rows)), rows[:i]...), true
+			}
 			continue
 		}
-		kept = append(kept, r)
+		if own {
+			kept = append(kept, r)
+		}
 	}
 	if rows[0].Seq > after+1 {
 		p.gapFirst, p.gapLast = after+1, rows[0].Seq-1
@@ -156,70 +220,6 @@ func (f *Forwarder) makeBatch(after int64, rows []store.Row) (*pending, error) {
 		p.batch.Producer = f.cfg.Producer
 	}
 	return p, nil
-}
-
-// pushAll pushes every batch that has rows: inline when there is one (no
-// goroutine, fully deterministic), concurrently otherwise. All pushes have
-// returned when it returns.
-//
-// Concurrent pushes start in seq order: each once its predecessor has been
-// sent (SentSink) or has returned. A push the target refused as
-// overtaking (aborted) while its predecessors were still in flight is
-// sent again as soon as they have all been applied, while the rest of the
-// round is still in flight; round retries whatever still failed once
-// they are settled.
-func (f *Forwarder) pushAll(ctx context.Context, batches []*pending) {
-	if len(batches) == 1 {
-		p := batches[0]
-		if len(p.batch.Rows) > 0 {
-			p.ack, p.err = f.push(ctx, p.batch, nil)
-		}
-		return
-	}
-	_, staggered := f.cfg.Sink.(SentSink)
-	var wg sync.WaitGroup
-	// go_ closes when batch i's successor may start; done when batch i's
-	// push (and its retry) has returned.
-	var prevGo, prevDone <-chan struct{}
-	var prev *pending
-	applied := true // every earlier batch of the round was pushed and applied
-	for _, p := range batches {
-		if len(p.batch.Rows) == 0 {
-			// Not pushed: a later batch cannot be retried before round
-			// settles this one (its range may have to reach back).
-			applied = false
-			continue
-		}
-		goNext, done := make(chan struct{}), make(chan struct{})
-		var once sync.Once
-		release := func() { once.Do(func() { close(goNext) }) }
-		wait, predDone, pred, retryAfter := prevGo, prevDone, prev, applied
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer close(done)
-			defer release()
-			if staggered && wait != nil {
-				select {
-				case <-wait:
-				case <-ctx.Done():
-				}
-			}
-			var sent func()
-			if staggered {
-				sent = release
-			}
-			p.ack, p.err = f.push(ctx, p.batch, sent)
-			if p.err != nil && pred != nil && retryAfter && connect.CodeOf(p.err) == connect.CodeAborted {
-				<-predDone
-				if pred.err == nil && ctx.Err() == nil {
-					p.ack, p.err = f.push(ctx, p.batch, nil)
-				}
-			}
-		}()
-		prevGo, prevDone, prev = goNext, done, p
-	}
-	wg.Wait()
 }
 
 // rangeStart is the FirstSeq for a batch whose rows follow seq `after`: it
@@ -275,10 +275,10 @@ func (f *Forwarder) push(ctx context.Context, b Batch, sent func()) (store.Ack, 
 			}
 			return ack, fmt.Errorf("push seqs %d..%d (%d rows) to %s: %w", b.FirstSeq, b.LastSeq, len(b.Rows), f.cfg.Target, err)
 		}
-		if b.Producer != "" && a.ProducerApplied > f.sentMark {
+		if b.Producer != "" && a.ProducerApplied > f.sentMark.Load() {
 			// The target may have dropped these rows as already applied:
 			// the batch is not settled.
-			return a, &targetAheadError{mark: a.ProducerApplied, sent: f.sentMark}
+			return a, &targetAheadError{mark: a.ProducerApplied, sent: f.sentMark.Load()}
 		}
 		if ack.First == 0 {
 			ack.First = a.First

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,4 +188,51 @@ func TestClientSinkReportsSentBeforeTheAnswer(t *testing.T) {
 	if len(svc.pushes) != 1 {
 		t.Fatalf("target got %d pushes, want 1", len(svc.pushes))
 	}
+}
+
+// holdSecond is a plain Sink that holds the push of seqs 201..300 until
+// the push of 301..400 has started (or 5 s passed).
+type holdSecond struct {
+	*storeTarget
+	third    chan struct{}
+	once     sync.Once
+	overlaps atomic.Bool
+}
+
+func (s *holdSecond) Push(ctx context.Context, b Batch) (store.Ack, error) {
+	switch b.FirstSeq {
+	case 201:
+		select {
+		case <-s.third:
+			s.overlaps.Store(true)
+		case <-time.After(5 * time.Second):
+		}
+	case 301:
+		s.once.Do(func() { close(s.third) })
+	}
+	return s.storeTarget.Push(ctx, b)
+}
+
+// The pushes in flight are a sliding window, not rounds of InFlight: the
+// next batch goes as soon as the oldest in flight is acked, while a slower
+// one is still at the target, and every row arrives exactly once.
+func TestNextBatchGoesWhileASlowerOneIsInFlight(t *testing.T) {
+	h := newHarness(t)
+	h.tgt.refusesGaps = true
+	sink := &holdSecond{storeTarget: h.tgt, third: make(chan struct{})}
+	h.tweak = func(c *Config) { c.InFlight = 2; c.Sink = sink }
+	h.src.addN(100) // the first batch of a process goes alone
+	f := h.forwarder(t)
+	h.drain(t, f, 10)
+	h.src.addN(300)
+	if _, err := f.Step(context.Background()); err != nil {
+		t.Fatalf("step: %v", err)
+	}
+	if !sink.overlaps.Load() {
+		t.Error("seqs 301..400 were pushed only after 201..300 returned: the relay waited for a whole round")
+	}
+	if w := f.Watermark(); w != 400 {
+		t.Errorf("watermark %d after one step, want 400", w)
+	}
+	checkDelivery(t, h.src, h.tgt, h.fs, dlPath, "east", 0, 400)
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -22,6 +23,9 @@ type targetService struct {
 	loggingpbconnect.UnimplementedLogServiceHandler
 	st    *store.Store
 	token string
+	// delay is how long a push takes to reach the handler after it was
+	// sent: half a round trip (BenchmarkRelayDrainFar).
+	delay time.Duration
 }
 
 func (s *targetService) check(h http.Header) error {
@@ -34,6 +38,9 @@ func (s *targetService) check(h http.Header) error {
 func (s *targetService) PushLogs(ctx context.Context, req *connect.Request[loggingpb.PushLogsRequest]) (*connect.Response[loggingpb.PushLogsResponse], error) {
 	if err := s.check(req.Header()); err != nil {
 		return nil, err
+	}
+	if s.delay > 0 {
+		time.Sleep(s.delay)
 	}
 	m := req.Msg
 	rows := make([]store.Row, len(m.GetEntries()))

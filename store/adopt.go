@@ -307,7 +307,7 @@ func (s *Store) flushGap(from, to int64) (int64, error) {
 	start := s.clk.Now()
 	next, grams := memFlush(gm)
 	sg, err := s.writeSegment(next, segOut{estRows: int64(gm.n), estBytes: gm.bytes, codec: flushCodec, grams: grams, writtenMS: s.clk.Now().UnixMilli()})
-	s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
+	s.metrics.wroteSegment("flush", s.clk.Now().Sub(start), sg)
 	var syncErr *dirSyncError
 	if err != nil && (sg == nil || !errors.As(err, &syncErr)) {
 		return 0, fmt.Errorf("store: adopt: write the rows before the shipped segment: %w", err)

@@ -207,6 +207,14 @@ type Options struct {
 	// size would no longer be exact.
 	Following bool
 
+	// ProducerOrderWait is how long an Append whose producer batch overtook
+	// an earlier one (ErrProducerGap) waits for that batch to arrive before
+	// it is refused; one already inside Append is always waited for.
+	// 0 takes DefaultProducerOrderWait when Background is set, else no
+	// wait (a caller that steps the store, like the simulation, also
+	// drives its clock); < 0: no wait.
+	ProducerOrderWait time.Duration
+
 	// Background starts goroutines that call Flush, Compact and Retain.
 	// The simulation leaves it false and calls the steps itself.
 	Background bool

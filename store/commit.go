@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"unicode/utf8"
 
+	"github.com/finelog/finelog/internal/clock"
 	"github.com/finelog/finelog/internal/vfs"
 )
 
@@ -43,12 +44,33 @@ func (s *Store) Append(ctx context.Context, b Batch) (Ack, error) {
 	if len(b.Rows) == 0 && b.Producer == "" {
 		return Ack{}, nil
 	}
-	req := &commitReq{batch: b, bytes: size, done: make(chan commitResult, 1)}
 	if b.Producer == "" {
 		// Encode outside the committer so concurrent writers share the CPU
 		// work; the committer only fills in the header.
+		req := &commitReq{batch: b, bytes: size, done: make(chan commitResult, 1)}
 		req.payload = appendWALRecord(make([]byte, 0, size+walHeaderSize+16), 1, int64(len(b.Rows)), nil, b.Rows)
+		return s.commitOne(ctx, req)
 	}
+	// A batch that overtook an earlier one of its producer still inside
+	// Append waits for it instead of being refused (producerorder.go).
+	defer s.arrivals.arrive(b.Producer, b.FirstSeq)()
+	budget := maxOrderWaits
+	var deadline clock.Timer
+	defer func() {
+		if deadline != nil {
+			deadline.Stop()
+		}
+	}()
+	for {
+		ack, err := s.commitOne(ctx, &commitReq{batch: b, bytes: size, done: make(chan commitResult, 1)})
+		if err == nil || !s.awaitEarlier(ctx, &b, err, &budget, &deadline) {
+			return ack, err
+		}
+	}
+}
+
+// commitOne hands req to the committer and waits for its result.
+func (s *Store) commitOne(ctx context.Context, req *commitReq) (Ack, error) {
 	release, err := s.enqueue(ctx, req)
 	defer release()
 	if err != nil {

@@ -86,3 +86,35 @@ func TestRetentionCountsRowsAndBytes(t *testing.T) {
 		t.Errorf("retention deleted bytes = %v, want the segment's %d", b, size)
 	}
 }
+
+// Write amplification is readable from /metrics: the segment bytes that
+// flushes and merges wrote, beside the row bytes appended.
+func TestSegmentBytesWrittenAreCounted(t *testing.T) {
+	ctx := context.Background()
+	fs := vfs.NewMemFS()
+	opts := memOpts(fs)
+	opts.Registerer = prometheus.NewRegistry()
+	opts.TargetSegmentBytes = 1 << 30
+	s := mustOpen(t, opts)
+	defer s.Close()
+	for i := 0; i < 4; i++ {
+		mustAppend(t, s, mkRows("/k", 200, i*200))
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flushed := testutil.ToFloat64(s.metrics.segBytes.WithLabelValues("flush"))
+	if on := segBytes(t, fs); flushed != float64(on) {
+		t.Fatalf("flush bytes written = %v, want the %d bytes of the 4 flushed segments", flushed, on)
+	}
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	merged := testutil.ToFloat64(s.metrics.segBytes.WithLabelValues("merge"))
+	if n := len(segFiles(t, fs)); n != 1 {
+		t.Fatalf("%d segments after compaction, want the 4 merged into 1", n)
+	}
+	if on := segBytes(t, fs); merged != float64(on) {
+		t.Fatalf("merge bytes written = %v, want the %d bytes of the merged segment", merged, on)
+	}
+}

@@ -57,7 +57,7 @@ func (s *Store) flush(ctx context.Context) error {
 			rows, grams := memFlush(m)
 			sg, err = s.writeSegment(rows, segOut{estRows: int64(m.n), estBytes: m.bytes, codec: flushCodec,
 				grams: grams, writtenMS: s.clk.Now().UnixMilli()})
-			s.metrics.wroteSegment("flush", s.clk.Now().Sub(start))
+			s.metrics.wroteSegment("flush", s.clk.Now().Sub(start), sg)
 		}
 		// A memtable without rows holds marks of batches that only moved a
 		// mark, all at the newest segment's last seq: they join the marks
@@ -327,7 +327,7 @@ func (s *Store) merge(run []*segment) error {
 	defer it.close()
 	start := s.clk.Now()
 	merged, err := s.writeSegment(it.next, segOut{estRows: rows, estBytes: size * 4, codec: codec, writtenMS: written, final: final})
-	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start))
+	s.metrics.wroteSegment("merge", s.clk.Now().Sub(start), merged)
 	var syncErr *dirSyncError
 	if err != nil && (merged == nil || !errors.As(err, &syncErr)) {
 		return fmt.Errorf("store: compact: %w", err)

@@ -20,6 +20,8 @@ type metrics struct {
 	failures     *prometheus.CounterVec
 	stall        prometheus.Counter
 	writes       *prometheus.HistogramVec
+	orderWaits   prometheus.Counter
+	segBytes     *prometheus.CounterVec
 	collectors   []prometheus.Collector
 }
 
@@ -45,10 +47,17 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 		Help: "Time appends waited because memtables held 3x MemtableBytes and flushing had not caught up."})
 	m.writes = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "finelog_store_segment_write_seconds",
 		Help: "Time to write one segment, by kind (flush or merge).", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"kind"})
+	m.orderWaits = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_producer_order_waits_total",
+		Help: "Times a producer batch that arrived before an earlier one of its producer waited for it instead of being refused."})
+	m.segBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "finelog_store_segment_written_bytes_total",
+		Help: "Segment file bytes written, by kind (flush or merge); over finelog_store_append_bytes_total it is the write amplification of flushing and compaction (the WAL writes each row once more)."}, []string{"kind"})
+	for _, kind := range []string{"flush", "merge"} {
+		m.segBytes.WithLabelValues(kind)
+	}
 	gauge := func(name, help string, f func(Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(s.Stats()) })
 	}
-	m.collectors = []prometheus.Collector{m.appends, m.rows, m.bytes, m.fsync, m.retainedSegs, m.retainedRows, m.retainedSize, m.failures, m.stall, m.writes,
+	m.collectors = []prometheus.Collector{m.appends, m.rows, m.bytes, m.fsync, m.retainedSegs, m.retainedRows, m.retainedSize, m.failures, m.stall, m.writes, m.orderWaits, m.segBytes,
 		gauge("finelog_store_segments", "Segment files.", func(st Stats) float64 { return float64(st.Segments) }),
 		gauge("finelog_store_segment_bytes", "Bytes in segment files.", func(st Stats) float64 { return float64(st.SegmentBytes) }),
 		gauge("finelog_store_memtable_bytes", "Bytes held in memtables.", func(st Stats) float64 { return float64(st.MemtableBytes) }),
@@ -99,9 +108,13 @@ func (m *metrics) stalled(d time.Duration) {
 	}
 }
 
-func (m *metrics) wroteSegment(kind string, d time.Duration) {
+// wroteSegment notes one segment written (sg nil: the write failed).
+func (m *metrics) wroteSegment(kind string, d time.Duration, sg *segment) {
 	if m != nil {
 		m.writes.WithLabelValues(kind).Observe(d.Seconds())
+		if sg != nil {
+			m.segBytes.WithLabelValues(kind).Add(float64(sg.size))
+		}
 	}
 }
 
@@ -123,4 +136,11 @@ func (m *metrics) failed(op string) {
 	if m != nil {
 		m.failures.WithLabelValues(op).Inc()
 	}
+}
+
+func (m *metrics) orderWait() {
+	if m == nil {
+		return
+	}
+	m.orderWaits.Inc()
 }

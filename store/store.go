@@ -100,6 +100,9 @@ type Store struct {
 	walBytes     atomic.Int64
 	lastFlush    time.Time
 
+	// arrivals are the producer batches inside Append (producerorder.go).
+	arrivals arrivals
+
 	// commitBuf is the committer's reusable group buffer (under walMu).
 	commitBuf []byte
 
@@ -141,6 +144,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ProducerOrderWait == 0 && opts.Background {
+		opts.ProducerOrderWait = DefaultProducerOrderWait
 	}
 	s := &Store{
 		opts:         opts,

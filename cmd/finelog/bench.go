@@ -34,6 +34,7 @@ func init() {
 			"finelog bench --lines 100000 --metrics http://127.0.0.1:7070/metrics",
 			"finelog bench --addr http://10.0.0.5:7070 --prefix /bench/try-2/",
 			"finelog bench --spawn --victorialogs http://127.0.0.1:9428  # then the same lines to VictoriaLogs",
+			"finelog bench --spawn --lines 15000000 --tail-every 200ms  # sustained: a reader tails one key meanwhile",
 		},
 	}
 }
@@ -50,7 +51,8 @@ type benchConfig struct {
 	gzip        bool
 	prefix      string
 	protocol    string
-	push        benchPusher // nil: PushLogs through the client
+	push        benchPusher   // nil: PushLogs through the client
+	tailEvery   time.Duration // >0: a reader tails one bench key this often during the run
 }
 
 func runBench(ctx context.Context, env *cliEnv, args []string) error {
@@ -66,6 +68,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.DurationVar(&bc.progress, "progress", 2*time.Second, "progress line interval")
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the line generator")
 	fs.BoolVar(&bc.gzip, "gzip", false, "gzip request bodies")
+	fs.DurationVar(&bc.tailEvery, "tail-every", 0, "while pushing, read the newest 1000 rows of one bench key this often (e.g. 200ms) and report the reads' latency (0: no reader)")
 	fs.StringVar(&bc.protocol, "protocol", benchPushLogs, "push over `pushlogs`, loki (push API, protobuf+snappy), otlp (OTLP/HTTP protobuf), or all (each in turn, with ratios to pushlogs)")
 	fs.StringVar(&bc.prefix, "prefix", "/bench/run-"+time.Now().UTC().Format("20060102T150405Z")+"/", "key `prefix` the bench rows are written under")
 	spawn := fs.Bool("spawn", false, "start a throw-away finelogd (empty data dir, free loopback port) for a clean measurement, report its CPU and RSS, then stop it and delete its data")
@@ -80,6 +83,12 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if bc.lines <= 0 || bc.keys <= 0 || bc.batch <= 0 || bc.concurrency <= 0 {
 		return fmt.Errorf("--lines, --keys, --batch and --concurrency must be positive")
+	}
+	if bc.tailEvery < 0 {
+		return fmt.Errorf("--tail-every %s: want a positive interval such as 200ms, or 0 for no reader", bc.tailEvery)
+	}
+	if bc.tailEvery > 0 && bc.protocol != benchPushLogs {
+		return fmt.Errorf("--tail-every runs beside PushLogs: drop --protocol %s", bc.protocol)
 	}
 	if !strings.HasPrefix(bc.prefix, "/") || !strings.HasSuffix(bc.prefix, "/") {
 		return fmt.Errorf("--prefix %q: want a key prefix that starts and ends with /", bc.prefix)
@@ -139,11 +148,25 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		return conn.friendly(err)
 	}
 	r.print(env.stdout, bc)
+	metricsURL := bc.metricsURL
+	if d != nil {
+		metricsURL = d.addr + "/metrics"
+	}
+	if metricsURL != "" {
+		if w, err := scrapeStoreWrites(ctx, metricsURL); err != nil {
+			fmt.Fprintf(env.stderr, "finelog bench: no write amplification: %v\n", err)
+		} else {
+			w.print(env.stdout, "at the end")
+		}
+	}
 	if d != nil {
 		// Before VictoriaLogs runs, so its load does not slow the settling.
 		size, waited := d.settledBytes(ctx, settleTimeout)
 		fmt.Fprintf(env.stdout, "disk         %.1f bytes per line (%d bytes in the data dir once its size held still; waited %s)\n",
 			float64(size)/float64(max(r.lines, 1)), size, waited.Round(100*time.Millisecond))
+		if w, err := scrapeStoreWrites(ctx, metricsURL); err == nil {
+			w.print(env.stdout, "once settled")
+		}
 	}
 	if *vl != "" {
 		return runVLBench(ctx, env, c, *vl, bc, r)
@@ -155,8 +178,9 @@ type benchResult struct {
 	lines, bytes int64
 	elapsed      time.Duration
 	latencies    []time.Duration
-	cpu          float64 // server CPU seconds during the run; <0 unknown
-	peakRSS      int64   // bytes; <0 unknown
+	tail         *tailResult // nil without --tail-every
+	cpu          float64     // server CPU seconds during the run; <0 unknown
+	peakRSS      int64       // bytes; <0 unknown
 	rssNote      string
 }
 
@@ -183,6 +207,10 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Wr
 	peak := before.rss
 
 	start := time.Now()
+	var tl *tailer
+	if bc.tailEvery > 0 {
+		tl = startTailer(ctx, c, keys[0], bc.tailEvery)
+	}
 	var wg sync.WaitGroup
 	for w := range bc.concurrency {
 		wg.Add(1)
@@ -267,6 +295,10 @@ loop:
 		}
 	}
 	elapsed := time.Since(start)
+	var tail *tailResult
+	if tl != nil {
+		tail = tl.finish()
+	}
 	select {
 	case err := <-errs:
 		return nil, err
@@ -281,6 +313,7 @@ loop:
 		lines:   sentLines.Load(),
 		bytes:   sentBytes.Load(),
 		elapsed: elapsed,
+		tail:    tail,
 		cpu:     -1,
 		peakRSS: -1,
 	}
@@ -307,6 +340,9 @@ func (r *benchResult) print(w io.Writer, bc benchConfig) {
 	fmt.Fprintf(w, "lines        %d in %s (%d keys, batches of %d, %d pushers)\n", r.lines, r.elapsed.Round(time.Millisecond), bc.keys, bc.batch, bc.concurrency)
 	fmt.Fprintf(w, "throughput   %.0f lines/s, %.1f MB/s of log data (avg line %.0f bytes)\n", float64(r.lines)/secs, float64(r.bytes)/secs/1e6, float64(r.bytes)/float64(max(r.lines, 1)))
 	fmt.Fprintf(w, "push latency p50 %s  p99 %s  max %s\n", pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond))
+	if r.tail != nil {
+		r.tail.print(w)
+	}
 	if r.cpu >= 0 {
 		fmt.Fprintf(w, "server CPU   %.2f s total, %.2f s per million lines\n", r.cpu, r.cpu/float64(r.lines)*1e6)
 		fmt.Fprintf(w, "server RSS   %.1f MiB peak (%s)\n", float64(r.peakRSS)/(1<<20), r.rssNote)
