@@ -62,6 +62,10 @@ func newConn(nc net.Conn, role Role, kda, kad key, maxFrame int, stats *Stats, r
 	return c
 }
 
+// sealCopyMax is the largest body Send copies into its frame buffer to
+// write the frame with one write; larger ones are written in place.
+const sealCopyMax = 64 << 10
+
 // Send writes one tagged frame.
 func (c *Conn) Send(typ byte, body []byte) error {
 	if 1+len(body)+TagBytes > c.maxFrame {
@@ -69,12 +73,26 @@ func (c *Conn) Send(typ byte, body []byte) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = SealFrame(c.wbuf[:0], (*[32]byte)(c.wkey), c.wctr, typ, body)
-	c.wctr++
-	n, err := c.nc.Write(c.wbuf)
-	if cap(c.wbuf) > 1<<20 {
-		c.wbuf = nil
+	var n int
+	var err error
+	if len(body) <= sealCopyMax {
+		c.wbuf = SealFrame(c.wbuf[:0], (*[32]byte)(c.wkey), c.wctr, typ, body)
+		n, err = c.nc.Write(c.wbuf)
+	} else {
+		// A large body (a Records frame, a segment chunk) goes out as it
+		// is, between its header and tag, in one writev: copying it into
+		// a frame buffer first would cost a pass over every replicated
+		// byte and a buffer as large as the frame.
+		var hdr [5]byte
+		binary.BigEndian.PutUint32(hdr[:4], uint32(1+len(body)+TagBytes))
+		hdr[4] = typ
+		tag := frameTag(c.wkey, c.wctr, typ, body)
+		bufs := net.Buffers{hdr[:], body, tag[:]}
+		var m int64
+		m, err = bufs.WriteTo(c.nc)
+		n = int(m)
 	}
+	c.wctr++
 	if err != nil {
 		c.Close()
 		return fmt.Errorf("peer: send: %w", err)
@@ -84,6 +102,8 @@ func (c *Conn) Send(typ byte, body []byte) error {
 }
 
 // Recv reads and verifies the next frame. Only one goroutine may call it.
+// The body is a buffer of its own that Conn never reuses, so its bytes may
+// be aliased (decodeOwnedRecords) for as long as the caller likes.
 func (c *Conn) Recv() (typ byte, body []byte, err error) {
 	typ, body, err = c.recv()
 	if err != nil {

@@ -21,34 +21,57 @@ const (
 // are the primary's. A floor jump stays a record of its own.
 func mergeRecords(recs []store.Record) []store.Record {
 	var out []store.Record
-	var bytes int
-	for _, r := range recs {
-		n := len(out)
-		if n > 0 && canJoin(&out[n-1], &r, bytes) {
-			cur := &out[n-1]
-			cur.Rows = append(cur.Rows, r.Rows...)
-			cur.Last = r.Last
-			cur.Marks = joinMarks(cur.Marks, r.Marks)
-			cur.Floor = r.Floor
-			bytes += rowsBytes(r.Rows)
+	for i := 0; i < len(recs); {
+		// The run recs[i:j] joins into one record.
+		j, bytes := i+1, rowsBytes(recs[i].Rows)
+		for j < len(recs) && canJoin(&recs[j-1], &recs[j], bytes, marksIn(recs[i:j])) {
+			bytes += rowsBytes(recs[j].Rows)
+			j++
+		}
+		if j == i+1 {
+			// Alone: the record goes to the store as decoded, without a
+			// copy of its rows.
+			out = append(out, recs[i])
+			i = j
 			continue
 		}
-		r.Rows = append([]store.Row(nil), r.Rows...)
-		r.Marks = append([]store.ProducerMark(nil), r.Marks...)
-		out = append(out, r)
-		bytes = rowsBytes(r.Rows)
+		n := 0
+		for _, r := range recs[i:j] {
+			n += len(r.Rows)
+		}
+		cur := recs[i]
+		cur.Rows = make([]store.Row, 0, n)
+		cur.Marks = nil
+		for _, r := range recs[i:j] {
+			cur.Rows = append(cur.Rows, r.Rows...)
+			cur.Marks = joinMarks(cur.Marks, r.Marks)
+			cur.Last, cur.Floor = r.Last, r.Floor
+		}
+		out = append(out, cur)
+		i = j
 	}
 	return out
 }
 
-func canJoin(cur, next *store.Record, bytes int) bool {
-	if isFloorJump(cur) || isFloorJump(next) || next.First != cur.Last+1 {
+// marksIn bounds the marks of run joined: at most the sum of each one's.
+func marksIn(run []store.Record) int {
+	n := 0
+	for i := range run {
+		n += len(run[i].Marks)
+	}
+	return n
+}
+
+// canJoin: next may join the run that ends with prev, which holds bytes of
+// rows and at most marks marks.
+func canJoin(prev, next *store.Record, bytes, marks int) bool {
+	if isFloorJump(prev) || isFloorJump(next) || next.First != prev.Last+1 {
 		return false
 	}
 	if bytes+rowsBytes(next.Rows) > mergeMaxBytes {
 		return false
 	}
-	return len(cur.Marks)+len(next.Marks) <= mergeMaxMarks
+	return marks+len(next.Marks) <= mergeMaxMarks
 }
 
 // isFloorJump: a record without rows at the primary's floor (the receiver

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/finelog/finelog/store"
@@ -240,7 +241,7 @@ func recordSize(r *store.Record) int {
 	n := 4 + 24 + 20
 	for i := range r.Rows {
 		row := &r.Rows[i]
-		n += len(row.Key) + len(row.Source) + len(row.Data) + len(row.Cluster) + 4*10 + 4
+		n += len(row.Key) + len(row.Source) + len(row.Data) + len(row.Cluster) + len(row.Attributes) + 4*10 + 4 + 4
 	}
 	for _, m := range r.Marks {
 		n += len(m.Producer) + 20
@@ -251,7 +252,13 @@ func recordSize(r *store.Record) int {
 func (pl *PrimaryLink) sendRecords(batch Records) error {
 	p, l := pl.p, pl.l
 	batch.PrimaryLast = p.cfg.Source.LastSeq()
-	pl.body = EncodeRecords(pl.body[:0], batch)
+	// Sized once from the records' bound: growing by appends would copy
+	// the frame's bytes again at each doubling.
+	bound := recordsHeader
+	for i := range batch.Records {
+		bound += recordSize(&batch.Records[i])
+	}
+	pl.body = EncodeRecords(slices.Grow(pl.body[:0], bound), batch)
 	// Before the send: the replica's Ack can arrive before Send returns.
 	if n := len(batch.Records); n > 0 {
 		p.mu.Lock()
@@ -262,8 +269,13 @@ func (pl *PrimaryLink) sendRecords(batch Records) error {
 		return err
 	}
 	pl.floorSent = max(pl.floorSent, batch.Floor)
-	if cap(pl.body) > 1<<20 {
+	if cap(pl.body) > keepBodyMax {
 		pl.body = nil
 	}
 	return nil
 }
+
+// keepBodyMax is the largest Records buffer a link keeps between frames: a
+// link streaming under load reuses it for every frame, an idle one pins at
+// most this much.
+const keepBodyMax = 4 << 20

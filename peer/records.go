@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"unsafe"
 
 	"github.com/finelog/finelog/store"
 )
@@ -114,7 +115,22 @@ func appendRStr(dst []byte, s string, same bool) []byte {
 func DecodeRecords(b []byte) (Records, error) {
 	// One string for the whole body: every key, data and name is a slice of
 	// it instead of an allocation of its own.
-	d := rdecoder{b: b, whole: string(b)}
+	return decodeRecords(b, string(b))
+}
+
+// decodeOwnedRecords is DecodeRecords without the copy: the rows' strings
+// alias b itself, so b must be a buffer nobody writes again, as each frame
+// body from Conn.Recv is. On a replica every row byte would otherwise be
+// copied once more than the store's own WAL and memtable copies need.
+func decodeOwnedRecords(b []byte) (Records, error) {
+	if len(b) == 0 {
+		return decodeRecords(b, "")
+	}
+	return decodeRecords(b, unsafe.String(&b[0], len(b)))
+}
+
+func decodeRecords(b []byte, whole string) (Records, error) {
+	d := rdecoder{b: b, whole: whole}
 	r := Records{Floor: d.i64(), PrimaryLast: d.i64()}
 	n := d.u32()
 	if d.err {

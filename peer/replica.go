@@ -432,7 +432,7 @@ func (r *Replica) readFrames(ctx context.Context, rl *ReplicaLink, out chan<- in
 		var in inbound
 		switch typ {
 		case TypeRecords:
-			in.recs, err = DecodeRecords(body)
+			in.recs, err = decodeOwnedRecords(body)
 		case TypeSegment:
 			var sc SegmentChunk
 			sc, err = DecodeSegmentChunk(body)
