@@ -473,7 +473,10 @@ func rowsHint(limit, n int) int {
 // appendRows is append(out, rows...) that takes rows as they are when out
 // is empty: most reads are served from one source.
 func appendRows(out, rows []Row) []Row {
-	if len(out) == 0 {
+	switch {
+	case len(rows) == 0:
+		return out
+	case len(out) == 0:
 		return rows
 	}
 	return append(out, rows...)
