@@ -50,6 +50,11 @@ type wal struct {
 	curNum uint64
 	next   uint64
 	files  []walFileInfo // live files, oldest first; the last is cur when cur != nil
+	// synced is how many of cur's bytes an fdatasync that returned covers:
+	// records written later say how far past it they start (walrecord.go,
+	// back), which is what recovery needs to tell a torn write from lost
+	// acknowledged data once writes overlap the previous group's sync.
+	synced int64
 }
 
 // rotate starts a new WAL file and makes its directory entry durable before
@@ -70,7 +75,7 @@ func (w *wal) rotate() error {
 	if w.cur != nil {
 		w.cur.Close()
 	}
-	w.cur, w.curNum = f, num
+	w.cur, w.curNum, w.synced = f, num, 0
 	w.files = append(w.files, walFileInfo{num: num})
 	return nil
 }
@@ -84,23 +89,56 @@ func (w *wal) abandon() {
 	}
 }
 
-// write appends buf and fdatasyncs it.
-func (w *wal) write(buf []byte) error {
-	if w.cur == nil {
-		if err := w.rotate(); err != nil {
-			return err
-		}
+// ready makes sure there is a current file to append to.
+func (w *wal) ready() error {
+	if w.cur != nil {
+		return nil
 	}
-	if _, err := w.cur.Write(buf); err != nil {
-		w.files[len(w.files)-1].size += int64(len(buf)) // unknown; count it
-		w.abandon()
+	return w.rotate()
+}
+
+// end is how many bytes have been written to the current file.
+func (w *wal) end() int64 { return w.files[len(w.files)-1].size }
+
+// append writes buf at the end of the current file (ready must have
+// succeeded) without syncing it. After an error the file's tail is in an
+// unknown state: the caller abandons it once no sync of it is running.
+func (w *wal) append(buf []byte) error {
+	_, err := w.cur.Write(buf)
+	w.files[len(w.files)-1].size += int64(len(buf)) // on error: unknown; count it
+	if err != nil {
 		return fmt.Errorf("write wal %s: %w", walName(w.curNum), err)
 	}
-	w.files[len(w.files)-1].size += int64(len(buf))
-	if err := w.cur.Sync(); err != nil {
-		num := w.curNum
-		w.abandon()
-		return fmt.Errorf("sync wal %s: %w", walName(num), err)
+	return nil
+}
+
+// walSync is one fdatasync of the current file, run off the committer so
+// the next group can be written meanwhile.
+type walSync struct {
+	f      vfs.File
+	num    uint64
+	target int64 // the file's written bytes when the sync started: what it covers
+	done   chan error
+}
+
+// startSync fdatasyncs the current file on its own goroutine; the result
+// arrives on done, and the caller passes it to synced.
+func (w *wal) startSync(done chan error) walSync {
+	ws := walSync{f: w.cur, num: w.curNum, target: w.end(), done: done}
+	go func() { done <- ws.f.Sync() }()
+	return ws
+}
+
+// syncedTo records the outcome of ws. On failure the file is abandoned.
+func (w *wal) syncedTo(ws walSync, err error) error {
+	if err != nil {
+		if w.cur == ws.f {
+			w.abandon()
+		}
+		return fmt.Errorf("sync wal %s: %w", walName(ws.num), err)
+	}
+	if w.cur == ws.f {
+		w.synced = max(w.synced, ws.target)
 	}
 	return nil
 }
@@ -150,8 +188,8 @@ func (w *wal) close() error {
 }
 
 // readWALFile returns the valid records of one file. A bad record is a torn
-// tail (dropped) unless a valid record of a later group commit follows it,
-// which is corruption (see walrecord.go on back).
+// tail (dropped) unless a valid record follows it that was written after the
+// bad one was synced, which is corruption (see walrecord.go on back).
 func readWALFile(fsys vfs.FS, name string) ([]WALRecord, int64, error) {
 	f, err := fsys.Open(name)
 	if err != nil {
@@ -172,7 +210,7 @@ func readWALFile(fsys vfs.FS, name string) ([]WALRecord, int64, error) {
 			continue
 		}
 		if later, ok := findLaterGroup(data, off); ok {
-			return nil, 0, fmt.Errorf("wal %s: corrupt record at offset %d (%v) followed by a valid record of a later group commit at offset %d: refusing to skip acknowledged data", name, off, err, later)
+			return nil, 0, fmt.Errorf("wal %s: corrupt record at offset %d (%v) followed by a valid record at offset %d written after it was synced: refusing to skip acknowledged data", name, off, err, later)
 		}
 		return recs, int64(len(data) - off), nil // torn tail
 	}
@@ -180,9 +218,10 @@ func readWALFile(fsys vfs.FS, name string) ([]WALRecord, int64, error) {
 }
 
 // findLaterGroup looks past the bad record at off for a valid record that
-// proves off's group commit was synced: one whose group starts after off,
-// or one that does not say where its group starts (older files). Valid
-// records of off's own group are what a torn write leaves; they are skipped.
+// proves off was synced: one whose back says the file was synced past off
+// when it was written, or one without a back (older files). Valid records
+// written while off was not yet synced are what a torn write leaves; they
+// are skipped.
 func findLaterGroup(data []byte, off int) (int, bool) {
 	for i := off + 1; i+walHeaderSize <= len(data); i++ {
 		if !plausibleHeader(data[i:]) {

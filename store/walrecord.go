@@ -25,9 +25,9 @@ import (
 //
 // Payload (all integers are varints, strings are uvarint length + bytes):
 //
-//	uint32  back    (grouped records only) bytes from the start of this
-//	                record's group commit (one write, one fdatasync) to the
-//	                start of this record
+//	uint32  back    (grouped records only) bytes from the end of the part
+//	                of the file an fdatasync had covered when this record
+//	                was written to the start of this record
 //	uvarint nMarks; nMarks × (string producer, varint mark)
 //	uvarint nRows;  nRows  × (rstring key, rstring source, string data,
 //	                          varint epoch_ms, varint attempt_id, varint level,
@@ -42,15 +42,19 @@ import (
 // Row seqs are implicit (first + index), which keeps records compact and makes
 // a record whose row count disagrees with its seq range detectably invalid.
 //
-// back lets recovery tell a torn group from corruption. A power cut can
-// leave any of an unsynced group's bytes zeroed or garbled while later
-// bytes of the same group are intact, so a bad record followed by a valid
-// one of the same group is a torn write (nothing in it was acked). A valid
-// record of a later group proves the bad record's group was fdatasync'ed
-// (the committer writes a group only after the previous one's sync
-// returned), so that is corruption of acked data. Records without the
-// grouped bit (older files) keep the old rule: any valid record after a bad
-// one is corruption.
+// back lets recovery tell a torn write from corruption. A power cut can
+// leave any unsynced bytes zeroed or garbled while later bytes are intact,
+// so a bad record followed by a valid one whose back reaches to or before
+// the bad record's offset is a torn write: when that valid record was
+// written, the bad one was not known to be durable, so nothing from it on
+// was acked. A valid record whose back ends past the bad one proves the bad
+// record was fdatasync'ed: that is corruption of acked data. The committer
+// writes a group while the previous group's fdatasync runs, so back starts
+// at the synced end of the file as of the write, not at the group's own
+// start; files written before writes overlapped syncs had back measured from
+// the group's start, which was the synced end then, so one rule reads both.
+// Records without the grouped bit (older files) keep the old rule: any valid
+// record after a bad one is corruption.
 const (
 	walHeaderSize = 24
 	// walGrouped is the length field's flag for records that carry back.
@@ -86,14 +90,14 @@ type ProducerMark struct {
 // errBadRecord marks a frame that is not a valid record (torn or corrupt).
 var errBadRecord = errors.New("bad wal record")
 
-// appendWALRecord encodes a record onto dst, as the first of its group
-// (back 0; patchWALHeader sets it).
+// appendWALRecord encodes a record onto dst with back 0 (patchWALHeader
+// sets it).
 func appendWALRecord(dst []byte, first, last int64, marks []ProducerMark, rows []Row) []byte {
 	return encodeWALRecord(dst, first, last, 0, marks, rows)
 }
 
-// encodeWALRecord encodes a record that starts back bytes after the start
-// of its group commit.
+// encodeWALRecord encodes a record that starts back bytes after the synced
+// end of its WAL file.
 func encodeWALRecord(dst []byte, first, last int64, back uint32, marks []ProducerMark, rows []Row) []byte {
 	start := len(dst)
 	dst = append(dst, make([]byte, walHeaderSize)...)
@@ -159,8 +163,8 @@ func DecodeWALRecord(b []byte) (WALRecord, int, error) {
 }
 
 // decodeWALFrame is DecodeWALRecord that also returns the record's back
-// (bytes from its group's start), or -1 for a record written before records
-// had one.
+// (bytes from the synced end of its file when it was written), or -1 for a
+// record written before records had one.
 func decodeWALFrame(b []byte) (WALRecord, int, int64, error) {
 	if len(b) < walHeaderSize {
 		return WALRecord{}, 0, 0, fmt.Errorf("%w: %d bytes, header needs %d", errBadRecord, len(b), walHeaderSize)
