@@ -48,7 +48,7 @@ func (s *Store) Append(ctx context.Context, b Batch) (Ack, error) {
 	if b.Producer == "" {
 		// Encode outside the committer so concurrent writers share the CPU
 		// work; the committer only fills in the header.
-		req.payload = appendWALRecord(make([]byte, 0, size+walHeaderSize+16), 1, int64(len(b.Rows)), nil, b.Rows)
+		req.payload = appendWALRecord(make([]byte, 0, size+walHeaderSize+24), 1, int64(len(b.Rows)), nil, b.Rows)
 	}
 	release, err := s.enqueue(ctx, req)
 	defer release()
@@ -172,6 +172,13 @@ type overlayMark struct {
 
 func (s *Store) commitLoop() {
 	defer s.loops.Done()
+	if s.wal.kick != nil {
+		s.loops.Add(1)
+		go func() {
+			defer s.loops.Done()
+			s.prewriteLoop(s.wal.kick, s.stopCh)
+		}()
+	}
 	c := &committer{s: s, syncDone: make(chan error, 1)}
 	for {
 		in := s.commitCh
@@ -211,9 +218,10 @@ func (s *Store) commitLoop() {
 func (c *committer) idle() bool { return !c.inSync && len(c.written) == 0 }
 
 // draining: take no new batches until what is written is published (a seal
-// or trim waits for walMu, memtables are full, or enough is written ahead).
+// or trim waits for walMu, memtables are full, enough is written ahead, or
+// the WAL is to move to a recycled file).
 func (c *committer) draining() bool {
-	return c.held && (c.stall || c.writtenBytes >= maxGroupBytes || c.s.walMu.wanted())
+	return c.held && (c.stall || c.writtenBytes >= maxGroupBytes || c.s.walMu.wanted() || c.s.wal.switchWanted())
 }
 
 // take writes req and whatever else is queued as one group, and starts its
@@ -225,6 +233,14 @@ func (c *committer) take(req *commitReq) {
 		c.held = true
 		c.next = s.lastSeq.Load() + 1
 		c.overlay = groupMarks{}
+		if s.wal.switchWanted() {
+			// Nothing is in flight: move to the pool file, whose syncs are
+			// cheaper (walpool.go). The memtable may span both files.
+			if err := s.wal.rotate(); err != nil {
+				s.log.Warn("wal: switching to a recycled file failed; appending to the current one", "err", err)
+			}
+			s.walBytes.Store(s.wal.bytes())
+		}
 	}
 	g := c.write(c.gather(req))
 	if g == nil || c.inSync {
@@ -378,14 +394,14 @@ func (c *committer) encode(g *commitGroup, base int64) []byte {
 	need := 0
 	for _, req := range g.reqs {
 		if req.repl != nil {
-			need += int(req.bytes) + walHeaderSize + 64
+			need += int(req.bytes) + walHeaderSize + 72
 			for _, m := range req.repl.Marks {
 				need += len(m.Producer) + 20
 			}
 		} else if req.batch.Producer == "" {
 			need += len(req.payload)
 		} else {
-			need += int(req.bytes) + walHeaderSize + len(req.batch.Producer) + 64
+			need += int(req.bytes) + walHeaderSize + len(req.batch.Producer) + 72
 		}
 	}
 	if cap(s.commitBuf) < need {
@@ -393,6 +409,7 @@ func (c *committer) encode(g *commitGroup, base int64) []byte {
 	}
 	buf := s.commitBuf[:0]
 	back := func() uint32 { return uint32(base + int64(len(buf))) }
+	num := s.wal.curNum
 	var marks []ProducerMark
 	for i, req := range g.reqs {
 		if rec := req.repl; rec != nil {
@@ -403,7 +420,7 @@ func (c *committer) encode(g *commitGroup, base int64) []byte {
 			if len(rec.Rows) == 0 && len(rec.Marks) == 0 {
 				continue
 			}
-			buf = encodeWALRecord(buf, rec.First, rec.Last, back(), rec.Marks, rec.Rows)
+			buf = encodeWALRecord(buf, rec.First, rec.Last, back(), num, rec.Marks, rec.Rows)
 			g.pubRows[i] = rec.Rows
 			g.recMarks[i], g.recLast[i] = rec.Marks, rec.Last
 			c.next = rec.Last + 1
@@ -414,7 +431,7 @@ func (c *committer) encode(g *commitGroup, base int64) []byte {
 			first, last := c.next, c.next+int64(len(b.Rows))-1
 			start, at := len(buf), back()
 			buf = append(buf, req.payload...)
-			patchWALHeader(buf[start:], first, last, at)
+			patchWALHeader(buf[start:], first, last, at, num)
 			g.acks[i] = Ack{First: first, Last: last}
 			g.pubRows[i] = b.Rows
 			c.next = last + 1
@@ -433,7 +450,7 @@ func (c *committer) encode(g *commitGroup, base int64) []byte {
 		}
 		first, last := c.next, c.next+int64(len(keep))-1
 		marks = append(marks[:0], ProducerMark{Producer: b.Producer, Seq: newMark})
-		buf = encodeWALRecord(buf, first, last, back(), marks, keep)
+		buf = encodeWALRecord(buf, first, last, back(), num, marks, keep)
 		g.recMarks[i], g.recLast[i] = []ProducerMark{marks[0]}, last
 		g.acks[i] = Ack{ProducerApplied: newMark}
 		if len(keep) > 0 {
@@ -613,13 +630,14 @@ func mapNoSpace(err error) error {
 	return err
 }
 
-// patchWALHeader sets the seq range and back (walrecord.go) of an encoded record
+// patchWALHeader sets the seq range, back and wal (walrecord.go) of an encoded record
 // and recomputes its checksum (rows are encoded before their seqs and their
 // place in a group commit are known).
-func patchWALHeader(rec []byte, first, last int64, back uint32) {
+func patchWALHeader(rec []byte, first, last int64, back uint32, wal uint64) {
 	binary.LittleEndian.PutUint64(rec[8:], uint64(first))
 	binary.LittleEndian.PutUint64(rec[16:], uint64(last))
 	binary.LittleEndian.PutUint32(rec[walHeaderSize:], back)
+	binary.LittleEndian.PutUint64(rec[walHeaderSize+walBackSize:], wal)
 	binary.LittleEndian.PutUint32(rec[0:], crc32.Checksum(rec[4:], castagnoli))
 }
 

@@ -26,6 +26,15 @@ func (c *countingFS) Create(name string) (vfs.File, error) {
 	return &countingFile{File: f, fs: c, wal: strings.HasPrefix(path.Base(name), walPrefix)}, nil
 }
 
+// OpenReuse is counted like Create: the WAL overwrites recycled files.
+func (c *countingFS) OpenReuse(name string) (vfs.File, error) {
+	f, err := c.FS.OpenReuse(name)
+	if err != nil {
+		return nil, err
+	}
+	return &countingFile{File: f, fs: c, wal: strings.HasPrefix(path.Base(name), walPrefix)}, nil
+}
+
 type countingFile struct {
 	vfs.File
 	fs  *countingFS
