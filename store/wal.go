@@ -134,9 +134,6 @@ func (w *wal) end() int64 { return w.files[len(w.files)-1].size }
 func (w *wal) append(buf []byte) error {
 	_, err := w.cur.Write(buf)
 	w.files[len(w.files)-1].size += int64(len(buf)) // on error: unknown; count it
-	if w.end() > w.curCap {
-		w.wantPrewrite()
-	}
 	if err != nil {
 		return fmt.Errorf("write wal %s: %w", walName(w.curNum), err)
 	}

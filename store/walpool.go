@@ -22,8 +22,8 @@ import (
 // stops at the first that is not this file's, so they are never replayed.
 // Files holding records from before records carried a number are never
 // recycled. With Options.Background, a pool file of zeros is pre-written
-// (and fdatasync'ed) while the WAL runs on a file it appends to, so a new
-// store has cheap syncs before its first flush.
+// (and fdatasync'ed) when a rotation found the pool empty, so a new store
+// has cheap syncs long before its first flush.
 
 const walPoolPrefix = "walpool-"
 
@@ -103,11 +103,14 @@ func (w *wal) number() uint64 {
 	return n
 }
 
-// switchWanted: the current file is appended to (never pre-written, or
-// written past what it had) and a pool file is ready; the committer rotates
-// into it once nothing is in flight.
+// switchWanted: the current file was created empty, so every sync of it
+// commits the journal, and a pool file is ready; the committer rotates into
+// it once nothing is in flight. (A recycled file written past its old size
+// is not left early: the pool file is for the next seal, and taking it now
+// would leave that seal a new empty file and the pre-writer a file to
+// write, doubling the WAL's bytes.)
 func (w *wal) switchWanted() bool {
-	if w.cur == nil || w.end() < w.curCap {
+	if w.cur == nil || w.curCap > 0 {
 		return false
 	}
 	w.poolMu.Lock()
@@ -115,8 +118,8 @@ func (w *wal) switchWanted() bool {
 	return len(w.pool) > 0
 }
 
-// prewriteWanted: the WAL appends to its current file and no pool file is
-// ready to switch to.
+// prewriteWanted: no pool file is ready (the pre-writer is woken when a
+// rotation found none and created an empty file).
 func (w *wal) prewriteWanted() bool {
 	w.poolMu.Lock()
 	defer w.poolMu.Unlock()
@@ -188,9 +191,8 @@ func (w *wal) loadPool(names []string) uint64 {
 	return maxNum
 }
 
-// prewriteLoop keeps a pool file ready while the WAL appends to a file it
-// did not pre-write (Options.Background only: the simulation drives every
-// write itself).
+// prewriteLoop writes a pool file when a rotation found none (Options.
+// Background only: the simulation drives every write itself).
 func (s *Store) prewriteLoop(kick <-chan struct{}, stop <-chan struct{}) {
 	size := min(s.opts.MemtableBytes+s.opts.MemtableBytes/4, maxWALPrewrite)
 	for {
