@@ -52,8 +52,8 @@ func parseWALPoolName(name string) (uint64, bool) {
 }
 
 // recycle moves a retired WAL file into the pool if it may be reused: the
-// pool has room and the file's records carry its number. The caller syncs
-// the directory.
+// pool has room, the file has bytes to overwrite and its records carry its
+// number. The caller syncs the directory.
 func (w *wal) recycle(fi walFileInfo) bool {
 	w.poolMu.Lock()
 	defer w.poolMu.Unlock()
@@ -62,8 +62,8 @@ func (w *wal) recycle(fi walFileInfo) bool {
 	}
 	from := path.Join(w.dir, walName(fi.num))
 	st, err := w.fs.Stat(from)
-	if err != nil {
-		return false
+	if err != nil || st.Size() == 0 {
+		return false // an empty file has nothing to overwrite
 	}
 	if err := w.fs.Rename(from, path.Join(w.dir, walPoolName(fi.num))); err != nil {
 		return false
@@ -182,7 +182,7 @@ func (w *wal) loadPool(names []string) uint64 {
 		maxNum = max(maxNum, num)
 		p := path.Join(w.dir, n)
 		st, err := w.fs.Stat(p)
-		if err != nil || len(w.pool) >= walPoolFiles {
+		if err != nil || st.Size() == 0 || len(w.pool) >= walPoolFiles {
 			w.fs.Remove(p)
 			continue
 		}
@@ -205,7 +205,11 @@ func (s *Store) prewriteLoop(kick <-chan struct{}, stop <-chan struct{}) {
 			continue
 		}
 		if err := s.wal.prewrite(size, stop); err != nil {
-			s.log.Warn("wal: pre-writing a file for reuse failed; the WAL keeps appending", "err", err)
+			// No more tries in this process: on a disk short of space a
+			// pre-write takes what appends need (retired files still come
+			// to the pool, and overwriting those needs no new space).
+			s.log.Warn("wal: pre-writing a file for reuse failed; not trying again until restart, the WAL keeps appending until a flush retires a file to reuse", "err", err)
+			return
 		}
 	}
 }

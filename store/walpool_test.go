@@ -236,3 +236,53 @@ func TestWALNumbersPastPoolFiles(t *testing.T) {
 		t.Fatalf("%d rows, want 3 (the pool file's record is not replayed)", got)
 	}
 }
+
+// A pre-write that fails (a full disk) is removed and not retried; appends
+// go on in the file the WAL appends to, and Close leaves no goroutine.
+func TestPrewriteFailureLeavesAppendsWorking(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	mem := vfs.NewMemFS()
+	var attempts atomic.Int64
+	mem.Inject = func(op vfs.Op, name string) error {
+		if op == vfs.OpWrite && strings.Contains(name, walPoolPrefix) {
+			attempts.Add(1)
+			return fmt.Errorf("write %s: %w", name, vfs.ErrNoSpace)
+		}
+		return nil
+	}
+	opts := memOpts(mem)
+	opts.Background = true
+	opts.MemtableBytes = 64 << 10
+	s := mustOpen(t, opts)
+	waitFor(t, "the pre-write attempt", func() bool { return attempts.Load() > 0 })
+	// A seal with the pool still empty rotates into a new empty file,
+	// which would ask for a pre-write again.
+	mustAppend(t, s, mkRows("/f", 1, 1000))
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // room for a retry that must not come
+	for i := 0; i < 50; i++ {
+		mustAppend(t, s, mkRows("/f", 20, i*20))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := attempts.Load(); n != 1 {
+		t.Fatalf("%d pre-write attempts, want 1 (no retry after a failure)", n)
+	}
+	names, _ := mem.List("/data")
+	for _, n := range names {
+		if num, ok := parseWALPoolName(n); ok {
+			if st, _ := mem.Stat(path.Join("/data", n)); st.Size() == 0 {
+				t.Fatalf("the failed pre-write left %s (%d) behind", n, num)
+			}
+		}
+	}
+	mem.Inject = nil
+	s = mustOpen(t, memOpts(mem))
+	defer s.Close()
+	if got := len(allRows(t, s)); got != 1001 {
+		t.Fatalf("%d rows after reopen, want 1001", got)
+	}
+}
