@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -117,6 +118,7 @@ func BenchmarkAppendDurable(b *testing.B) {
 			var wg sync.WaitGroup
 			b.ResetTimer()
 			syncs0, walBytes0, syncNanos0 := cfs.walSyncs.Load(), cfs.walBytes.Load(), cfs.walSyncNanos.Load()
+			reused0, reusedNanos0 := cfs.reusedSyncs.Load(), cfs.reusedSyncNanos.Load()
 			cpu0 := processCPU()
 			start := time.Now()
 			for w := 0; w < c.writers; w++ {
@@ -149,6 +151,16 @@ func BenchmarkAppendDurable(b *testing.B) {
 			// The mean WAL fdatasync: what recycled, overwritten WAL files
 			// make cheaper than appending ones.
 			b.ReportMetric(float64(cfs.walSyncNanos.Load()-syncNanos0)/1e3/syncs, "us/wal_sync")
+			// Split by file kind, in the same run: syncs of recycled files
+			// (overwritten in place) and of files created empty.
+			reused, reusedNanos := float64(cfs.reusedSyncs.Load()-reused0), float64(cfs.reusedSyncNanos.Load()-reusedNanos0)
+			b.ReportMetric(reused/syncs, "reused_sync_share")
+			if reused > 0 {
+				b.ReportMetric(reusedNanos/1e3/reused, "us/reused_wal_sync")
+			}
+			if syncs > reused {
+				b.ReportMetric((float64(cfs.walSyncNanos.Load()-syncNanos0)-reusedNanos)/1e3/(syncs-reused), "us/created_wal_sync")
+			}
 			// CPU (user+system, every goroutine: flushes and compactions
 			// too) per row: robust to other load on the machine, unlike
 			// rows/s.
@@ -332,4 +344,93 @@ func BenchmarkScanSegment(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*1000)/time.Since(start).Seconds(), "rows/s")
+}
+
+// BenchmarkWALReuseAB measures what recycled WAL files gain, in one process
+// so that other load on the machine hits both sides alike: rounds of 64
+// single-row writers (rowsPerRound rows, a fresh store each), alternating
+// a store that reuses WAL files with one that removes retired files and
+// creates empty ones (walReuse off), the order flipped every round.
+// Reports the medians of rows/s and of the mean WAL fdatasync per side, and
+// the median over rounds of reused/created rows/s. Run it with -benchtime
+// Nx: N rounds.
+//
+//	go test ./store -run '^$' -bench WALReuseAB -benchtime 8x
+func BenchmarkWALReuseAB(b *testing.B) {
+	const writers, rowsPerRound = 64, 100_000
+	pool := benchRows(1, 20000, 1000)
+	round := func(reuse bool) (rowsPerSec, usPerSync float64) {
+		walReuse = reuse
+		defer func() { walReuse = true }()
+		dir := b.TempDir()
+		cfs := &countingFS{FS: vfs.OS{}}
+		s, err := Open(Options{FS: cfs, Dir: filepath.Join(dir, "store"), Background: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		if reuse {
+			waitPrewrittenWAL(b, s, pool[0])
+		}
+		syncs0, nanos0 := cfs.walSyncs.Load(), cfs.walSyncNanos.Load()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := next.Add(1) - 1
+					if i >= rowsPerRound {
+						return
+					}
+					if _, err := s.Append(context.Background(), Batch{Rows: pool[i%int64(len(pool)) : i%int64(len(pool))+1]}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		el := time.Since(start).Seconds()
+		return rowsPerRound / el, float64(cfs.walSyncNanos.Load()-nanos0) / 1e3 / float64(cfs.walSyncs.Load()-syncs0)
+	}
+	var reusedRate, createdRate, reusedSync, createdSync, ratio []float64
+	for i := 0; i < b.N; i++ {
+		order := []bool{true, false}
+		if i%2 == 1 {
+			order = []bool{false, true}
+		}
+		var rate [2]float64
+		for _, reuse := range order {
+			r, us := round(reuse)
+			if reuse {
+				rate[0] = r
+				reusedRate, reusedSync = append(reusedRate, r), append(reusedSync, us)
+			} else {
+				rate[1] = r
+				createdRate, createdSync = append(createdRate, r), append(createdSync, us)
+			}
+		}
+		ratio = append(ratio, rate[0]/rate[1])
+	}
+	b.ReportMetric(median(reusedRate), "reused_rows/s")
+	b.ReportMetric(median(createdRate), "created_rows/s")
+	b.ReportMetric(median(reusedSync), "reused_us/wal_sync")
+	b.ReportMetric(median(createdSync), "created_us/wal_sync")
+	b.ReportMetric(median(ratio), "x_reused_over_created")
+	b.Logf("per-round reused/created rows/s: %.2f", ratio)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

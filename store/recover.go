@@ -90,8 +90,8 @@ func (s *Store) recover() error {
 	for _, msg := range rep.torn {
 		s.log.Info("wal recovery: " + msg + " (a write a crash interrupted, or what is left of an earlier use of a recycled file; never acknowledged)")
 	}
-	s.wal = wal{fs: s.fs, dir: s.dir, files: rep.files}
-	if s.opts.Background {
+	s.wal = wal{fs: s.fs, dir: s.dir, files: rep.files, recycles: walReuse}
+	if s.opts.Background && walReuse {
 		s.wal.kick = make(chan struct{}, 1)
 	}
 	poolMax := s.wal.loadPool(names)

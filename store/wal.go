@@ -55,8 +55,10 @@ type wal struct {
 	poolMu sync.Mutex
 	next   uint64
 	// kick wakes the pre-writer (nil without Options.Background).
-	kick  chan struct{}
-	files []walFileInfo // live files, oldest first; the last is cur when cur != nil
+	kick chan struct{}
+	// recycles: retired files go to the pool (walReuse at Open).
+	recycles bool
+	files    []walFileInfo // live files, oldest first; the last is cur when cur != nil
 	// pool is the recycled and pre-written files ready for reuse
 	// (walpool.go), oldest first; curCap is how many bytes cur had when
 	// it was taken from there (0 for a file created empty): writes below

@@ -34,6 +34,11 @@ const walPoolFiles = 2
 // maxWALPrewrite bounds a pre-written pool file.
 const maxWALPrewrite = 64 << 20
 
+// walReuse off makes a store opened meanwhile remove retired WAL files and
+// never pre-write, as before files were recycled. Only a benchmark turns it
+// off, to measure in one process what reuse gains.
+var walReuse = true
+
 type walPoolFile struct {
 	num  uint64
 	size int64
@@ -57,7 +62,7 @@ func parseWALPoolName(name string) (uint64, bool) {
 func (w *wal) recycle(fi walFileInfo) bool {
 	w.poolMu.Lock()
 	defer w.poolMu.Unlock()
-	if fi.legacy || len(w.pool) >= walPoolFiles {
+	if !w.recycles || fi.legacy || len(w.pool) >= walPoolFiles {
 		return false
 	}
 	from := path.Join(w.dir, walName(fi.num))
