@@ -346,81 +346,98 @@ func BenchmarkScanSegment(b *testing.B) {
 	b.ReportMetric(float64(b.N*1000)/time.Since(start).Seconds(), "rows/s")
 }
 
-// BenchmarkWALReuseAB measures what recycled WAL files gain, in one process
-// so that other load on the machine hits both sides alike: rounds of 64
-// single-row writers (rowsPerRound rows, a fresh store each), alternating
-// a store that reuses WAL files with one that removes retired files and
-// creates empty ones (walReuse off), the order flipped every round.
-// Reports the medians of rows/s and of the mean WAL fdatasync per side, and
-// the median over rounds of reused/created rows/s. Run it with -benchtime
-// Nx: N rounds.
+// BenchmarkWALAB measures what each WAL lever gains, in one process so
+// that other load on the machine hits both sides alike: rounds of writers
+// appending rowsPerRound rows to a fresh store each, alternating the lever
+// on and off, the order flipped every round. reuse: recycled WAL files
+// against removing retired files and creating empty ones (walReuse);
+// writebehind: writing the next group while the previous group's fdatasync
+// runs against waiting for it (walWriteBehind). Reports the medians of
+// rows/s and of the mean WAL fdatasync per side, and the median over rounds
+// of on/off rows/s. -benchtime Nx runs N rounds:
 //
-//	go test ./store -run '^$' -bench WALReuseAB -benchtime 8x
-func BenchmarkWALReuseAB(b *testing.B) {
-	const writers, rowsPerRound = 64, 100_000
+//	go test ./store -run '^$' -bench WALAB -benchtime 8x
+func BenchmarkWALAB(b *testing.B) {
 	pool := benchRows(1, 20000, 1000)
-	round := func(reuse bool) (rowsPerSec, usPerSync float64) {
-		walReuse = reuse
-		defer func() { walReuse = true }()
-		dir := b.TempDir()
-		cfs := &countingFS{FS: vfs.OS{}}
-		s, err := Open(Options{FS: cfs, Dir: filepath.Join(dir, "store"), Background: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		if reuse {
-			waitPrewrittenWAL(b, s, pool[0])
-		}
-		syncs0, nanos0 := cfs.walSyncs.Load(), cfs.walSyncNanos.Load()
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		for w := 0; w < writers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := next.Add(1) - 1
-					if i >= rowsPerRound {
-						return
-					}
-					if _, err := s.Append(context.Background(), Batch{Rows: pool[i%int64(len(pool)) : i%int64(len(pool))+1]}); err != nil {
-						b.Error(err)
-						return
+	for _, c := range []struct {
+		lever         string
+		set           func(on bool)
+		batch, writer int
+	}{
+		{"reuse", func(on bool) { walReuse = on }, 1, 64},
+		{"reuse", func(on bool) { walReuse = on }, 1000, 4},
+		{"writebehind", func(on bool) { walWriteBehind = on }, 1, 64},
+		{"writebehind", func(on bool) { walWriteBehind = on }, 1000, 4},
+	} {
+		b.Run(fmt.Sprintf("%s/batch=%d/writers=%d", c.lever, c.batch, c.writer), func(b *testing.B) {
+			batches := int64(100_000 / c.batch)
+			if c.batch > 1 {
+				batches = 400 // 400k rows: about the time 100k single rows take
+			}
+			round := func(on bool) (rowsPerSec, usPerSync float64) {
+				c.set(on)
+				defer c.set(true)
+				cfs := &countingFS{FS: vfs.OS{}}
+				s, err := Open(Options{FS: cfs, Dir: filepath.Join(b.TempDir(), "store"), Background: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				if walReuse {
+					waitPrewrittenWAL(b, s, pool[0])
+				}
+				syncs0, nanos0 := cfs.walSyncs.Load(), cfs.walSyncNanos.Load()
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				start := time.Now()
+				for w := 0; w < c.writer; w++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for {
+							i := next.Add(1) - 1
+							if i >= batches {
+								return
+							}
+							off := int(i*int64(c.batch)) % (len(pool) - c.batch)
+							if _, err := s.Append(context.Background(), Batch{Rows: pool[off : off+c.batch]}); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				el := time.Since(start).Seconds()
+				return float64(batches*int64(c.batch)) / el, float64(cfs.walSyncNanos.Load()-nanos0) / 1e3 / float64(cfs.walSyncs.Load()-syncs0)
+			}
+			var onRate, offRate, onSync, offSync, ratio []float64
+			for i := 0; i < b.N; i++ {
+				order := []bool{true, false}
+				if i%2 == 1 {
+					order = []bool{false, true}
+				}
+				var rate [2]float64
+				for _, on := range order {
+					r, us := round(on)
+					if on {
+						rate[0] = r
+						onRate, onSync = append(onRate, r), append(onSync, us)
+					} else {
+						rate[1] = r
+						offRate, offSync = append(offRate, r), append(offSync, us)
 					}
 				}
-			}()
-		}
-		wg.Wait()
-		el := time.Since(start).Seconds()
-		return rowsPerRound / el, float64(cfs.walSyncNanos.Load()-nanos0) / 1e3 / float64(cfs.walSyncs.Load()-syncs0)
-	}
-	var reusedRate, createdRate, reusedSync, createdSync, ratio []float64
-	for i := 0; i < b.N; i++ {
-		order := []bool{true, false}
-		if i%2 == 1 {
-			order = []bool{false, true}
-		}
-		var rate [2]float64
-		for _, reuse := range order {
-			r, us := round(reuse)
-			if reuse {
-				rate[0] = r
-				reusedRate, reusedSync = append(reusedRate, r), append(reusedSync, us)
-			} else {
-				rate[1] = r
-				createdRate, createdSync = append(createdRate, r), append(createdSync, us)
+				ratio = append(ratio, rate[0]/rate[1])
 			}
-		}
-		ratio = append(ratio, rate[0]/rate[1])
+			b.ReportMetric(median(onRate), "on_rows/s")
+			b.ReportMetric(median(offRate), "off_rows/s")
+			b.ReportMetric(median(onSync), "on_us/wal_sync")
+			b.ReportMetric(median(offSync), "off_us/wal_sync")
+			b.ReportMetric(median(ratio), "x_on_over_off")
+			b.Logf("per-round on/off rows/s: %.2f", ratio)
+		})
 	}
-	b.ReportMetric(median(reusedRate), "reused_rows/s")
-	b.ReportMetric(median(createdRate), "created_rows/s")
-	b.ReportMetric(median(reusedSync), "reused_us/wal_sync")
-	b.ReportMetric(median(createdSync), "created_us/wal_sync")
-	b.ReportMetric(median(ratio), "x_reused_over_created")
-	b.Logf("per-round reused/created rows/s: %.2f", ratio)
 }
 
 func median(v []float64) float64 {

@@ -120,6 +120,11 @@ const maxCommitSpins = 20
 // data costs its bytes, so keeping the disk busy wins.
 const pipelineMinBytes = 256 << 10
 
+// walWriteBehind off makes the committer wait for each fdatasync before it
+// takes the next batches, as before writes overlapped syncs. Only a
+// benchmark turns it off, to measure in one process what overlapping gains.
+var walWriteBehind = true
+
 // committer is the state of the commit goroutine: batches move from
 // commitCh to written (seqs assigned, records written to the WAL file) to
 // syncing (covered by the fdatasync in flight) to published (in the
@@ -182,7 +187,7 @@ func (s *Store) commitLoop() {
 	c := &committer{s: s, syncDone: make(chan error, 1)}
 	for {
 		in := s.commitCh
-		if c.draining() {
+		if c.draining() || (c.inSync && !walWriteBehind) {
 			in = nil
 		}
 		var synced <-chan error
