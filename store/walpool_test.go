@@ -286,3 +286,29 @@ func TestPrewriteFailureLeavesAppendsWorking(t *testing.T) {
 		t.Fatalf("%d rows after reopen, want 1001", got)
 	}
 }
+
+// A WAL file written before records carried their file's number replays,
+// and once flushed it is removed, never pooled: its records could not be
+// told from those of a later use.
+func TestLegacyWALFileIsNotRecycled(t *testing.T) {
+	mem := vfs.NewMemFS()
+	mem.MkdirAll("/data")
+	legacy := append(legacyRecord(1, 2, mkRows("/a", 2, 0)), legacyRecord(3, 4, mkRows("/b", 2, 0))...)
+	if err := vfs.WriteFileAtomic(mem, "/data/"+walName(1), legacy); err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, memOpts(mem))
+	defer s.Close()
+	if got := s.LastSeq(); got != 4 {
+		t.Fatalf("LastSeq = %d after replaying the old file, want 4", got)
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := mem.List("/data")
+	for _, n := range names {
+		if n == walName(1) || n == walPoolName(1) {
+			t.Fatalf("the old-format WAL file is still there as %s after the flush", n)
+		}
+	}
+}
