@@ -48,7 +48,7 @@ func (s *Store) Append(ctx context.Context, b Batch) (Ack, error) {
 	if b.Producer == "" {
 		// Encode outside the committer so concurrent writers share the CPU
 		// work; the committer only fills in the header.
-		req.payload = appendWALRecord(make([]byte, 0, size+walHeaderSize+24), 1, int64(len(b.Rows)), nil, b.Rows)
+		req.payload = appendWALRecord(make([]byte, 0, size+walHeaderSize+16), 1, int64(len(b.Rows)), nil, b.Rows)
 	}
 	release, err := s.enqueue(ctx, req)
 	defer release()
