@@ -114,8 +114,12 @@ func (w *wal) number() uint64 {
 // is not left early: the pool file is for the next seal, and taking it now
 // would leave that seal a new empty file and the pre-writer a file to
 // write, doubling the WAL's bytes.)
+//
+// Only with Options.Background (which also starts the pre-writer): without
+// it the WAL changes files only when a step seals the memtable, so the
+// simulation's scripted fault schedules meet the operations they name.
 func (w *wal) switchWanted() bool {
-	if w.cur == nil || w.curCap > 0 {
+	if w.kick == nil || w.cur == nil || w.curCap > 0 {
 		return false
 	}
 	w.poolMu.Lock()

@@ -46,13 +46,18 @@ func staleRecordAt(data []byte, from int, num uint64) int {
 func recycledStore(t *testing.T, fs vfs.FS) (*Store, string, uint64, int64) {
 	t.Helper()
 	s := mustOpen(t, memOpts(fs))
+	t.Cleanup(func() { s.Abandon() }) // after a failed check; no-op once closed
 	for i := 0; i < 20; i++ {
 		mustAppend(t, s, mkRows(fmt.Sprintf("/old/%d", i%3), 5, i*5))
 	}
 	if err := s.Flush(context.Background()); err != nil { // the old file goes to the pool
 		t.Fatal(err)
 	}
-	mustAppend(t, s, mkRows("/new", 2, 0)) // the committer moves to the pool file
+	mustAppend(t, s, mkRows("/between", 2, 0))
+	if err := s.Flush(context.Background()); err != nil { // the seal takes the pool file
+		t.Fatal(err)
+	}
+	mustAppend(t, s, mkRows("/new", 2, 0))
 	mustAppend(t, s, mkRows("/new", 2, 2))
 	files := walFiles(t, fs)
 	cur := files[len(files)-1]
@@ -99,8 +104,8 @@ func TestRecycledWALNeverReplaysOldRecords(t *testing.T) {
 		file []byte
 		last int64
 	}{
-		{"clean", data, 104},
-		{"torn last record", torn, 102},
+		{"clean", data, 106},
+		{"torn last record", torn, 104},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -148,7 +153,7 @@ func TestCrashRecycledWALKeepsAckedRows(t *testing.T) {
 		rng := rand.New(rand.NewSource(seed))
 		mem := vfs.NewMemFS()
 		fs := &reuseCountFS{MemFS: mem}
-		dieAtSync, syncs := 10+rng.Intn(50), 0
+		dieAtSync, syncs := 15+rng.Intn(60), 0
 		dead := false
 		mem.Inject = func(op vfs.Op, name string) error {
 			if op == vfs.OpSync && strings.Contains(name, walPrefix) {
@@ -166,7 +171,7 @@ func TestCrashRecycledWALKeepsAckedRows(t *testing.T) {
 		var atts []*attempt
 		s, err := Open(opts)
 		if err == nil {
-			atts = concurrentWorkload(s, 4, 16)
+			atts = concurrentWorkload(s, 4, 24)
 			s.Abandon()
 		}
 		if fs.reuses.Load() > 0 {
