@@ -34,6 +34,12 @@ const walPoolFiles = 2
 // maxWALPrewrite bounds a pre-written pool file.
 const maxWALPrewrite = 64 << 20
 
+// minRecycledWALBytes: a retired file smaller than this is removed, not
+// pooled. Its bytes held few syncs' worth of appends; the pool is for the
+// memtable-sized files a store under load retires (tests lower it to
+// recycle their small files).
+var minRecycledWALBytes int64 = 1 << 20
+
 // walReuse off makes a store opened meanwhile remove retired WAL files and
 // never pre-write, as before files were recycled. Only a benchmark turns it
 // off, to measure in one process what reuse gains.
@@ -57,8 +63,8 @@ func parseWALPoolName(name string) (uint64, bool) {
 }
 
 // recycle moves a retired WAL file into the pool if it may be reused: the
-// pool has room, the file has bytes to overwrite and its records carry its
-// number. The caller syncs the directory.
+// pool has room, the file has enough bytes to overwrite and its records
+// carry its number. The caller syncs the directory.
 func (w *wal) recycle(fi walFileInfo) bool {
 	w.poolMu.Lock()
 	defer w.poolMu.Unlock()
@@ -67,8 +73,8 @@ func (w *wal) recycle(fi walFileInfo) bool {
 	}
 	from := path.Join(w.dir, walName(fi.num))
 	st, err := w.fs.Stat(from)
-	if err != nil || st.Size() == 0 {
-		return false // an empty file has nothing to overwrite
+	if err != nil || st.Size() == 0 || st.Size() < minRecycledWALBytes {
+		return false
 	}
 	if err := w.fs.Rename(from, path.Join(w.dir, walPoolName(fi.num))); err != nil {
 		return false

@@ -14,6 +14,10 @@ import (
 	"go.uber.org/goleak"
 )
 
+// The store tests' WAL files are small; recycle them anyway, so every crash
+// test covers reused files.
+func init() { minRecycledWALBytes = 1 }
+
 // reuseCountFS counts WAL files opened for reuse.
 type reuseCountFS struct {
 	*vfs.MemFS
