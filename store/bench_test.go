@@ -6,7 +6,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -79,23 +78,6 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// waitPrewrittenWAL appends single rows until the WAL runs in the file the
-// pre-writer prepared after Open: a one-time cost per data dir (a daemon
-// keeps its pool files across restarts), not the steady state measured.
-func waitPrewrittenWAL(b *testing.B, s *Store, row Row) {
-	start := time.Now()
-	for s.wal.curCap == 0 {
-		if time.Since(start) > time.Minute {
-			b.Fatal("the WAL never moved to a pre-written file")
-		}
-		if _, err := s.Append(context.Background(), Batch{Rows: []Row{row}}); err != nil {
-			b.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	b.Logf("pre-written WAL file ready after %v", time.Since(start).Round(time.Millisecond))
-}
-
 func BenchmarkAppendDurable(b *testing.B) {
 	for _, c := range []struct{ batch, writers int }{{1000, 4}, {1, 64}} {
 		b.Run(fmt.Sprintf("batch=%d/writers=%d", c.batch, c.writers), func(b *testing.B) {
@@ -108,7 +90,6 @@ func BenchmarkAppendDurable(b *testing.B) {
 			}
 			defer s.Close()
 			pool := benchRows(1, 20000, 1000)
-			waitPrewrittenWAL(b, s, pool[0])
 			var bytesPerBatch int64
 			for i := 0; i < c.batch; i++ {
 				bytesPerBatch += int64(len(pool[i].Data))
@@ -118,7 +99,6 @@ func BenchmarkAppendDurable(b *testing.B) {
 			var wg sync.WaitGroup
 			b.ResetTimer()
 			syncs0, walBytes0, syncNanos0 := cfs.walSyncs.Load(), cfs.walBytes.Load(), cfs.walSyncNanos.Load()
-			reused0, reusedNanos0 := cfs.reusedSyncs.Load(), cfs.reusedSyncNanos.Load()
 			cpu0 := processCPU()
 			start := time.Now()
 			for w := 0; w < c.writers; w++ {
@@ -148,19 +128,6 @@ func BenchmarkAppendDurable(b *testing.B) {
 			// The share of the run the WAL spent in fdatasync: below 1 the
 			// disk waited on the committer.
 			b.ReportMetric(float64(cfs.walSyncNanos.Load()-syncNanos0)/1e9/el, "wal_sync_busy")
-			// The mean WAL fdatasync: what recycled, overwritten WAL files
-			// make cheaper than appending ones.
-			b.ReportMetric(float64(cfs.walSyncNanos.Load()-syncNanos0)/1e3/syncs, "us/wal_sync")
-			// Split by file kind, in the same run: syncs of recycled files
-			// (overwritten in place) and of files created empty.
-			reused, reusedNanos := float64(cfs.reusedSyncs.Load()-reused0), float64(cfs.reusedSyncNanos.Load()-reusedNanos0)
-			b.ReportMetric(reused/syncs, "reused_sync_share")
-			if reused > 0 {
-				b.ReportMetric(reusedNanos/1e3/reused, "us/reused_wal_sync")
-			}
-			if syncs > reused {
-				b.ReportMetric((float64(cfs.walSyncNanos.Load()-syncNanos0)-reusedNanos)/1e3/(syncs-reused), "us/created_wal_sync")
-			}
 			// CPU (user+system, every goroutine: flushes and compactions
 			// too) per row: robust to other load on the machine, unlike
 			// rows/s.
@@ -344,110 +311,4 @@ func BenchmarkScanSegment(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*1000)/time.Since(start).Seconds(), "rows/s")
-}
-
-// BenchmarkWALAB measures what each WAL lever gains, in one process so
-// that other load on the machine hits both sides alike: rounds of writers
-// appending rowsPerRound rows to a fresh store each, alternating the lever
-// on and off, the order flipped every round. reuse: recycled WAL files
-// against removing retired files and creating empty ones (walReuse);
-// writebehind: writing the next group while the previous group's fdatasync
-// runs against waiting for it (walWriteBehind). Reports the medians of
-// rows/s and of the mean WAL fdatasync per side, and the median over rounds
-// of on/off rows/s. -benchtime Nx runs N rounds:
-//
-//	go test ./store -run '^$' -bench WALAB -benchtime 8x
-func BenchmarkWALAB(b *testing.B) {
-	pool := benchRows(1, 20000, 1000)
-	for _, c := range []struct {
-		lever         string
-		set           func(on bool)
-		batch, writer int
-	}{
-		{"reuse", func(on bool) { walReuse = on }, 1, 64},
-		{"reuse", func(on bool) { walReuse = on }, 1000, 4},
-		{"writebehind", func(on bool) { walWriteBehind = on }, 1, 64},
-		{"writebehind", func(on bool) { walWriteBehind = on }, 1000, 4},
-	} {
-		b.Run(fmt.Sprintf("%s/batch=%d/writers=%d", c.lever, c.batch, c.writer), func(b *testing.B) {
-			batches := int64(100_000 / c.batch)
-			if c.batch > 1 {
-				batches = 400 // 400k rows: about the time 100k single rows take
-			}
-			round := func(on bool) (rowsPerSec, usPerSync float64) {
-				c.set(on)
-				defer c.set(true)
-				cfs := &countingFS{FS: vfs.OS{}}
-				s, err := Open(Options{FS: cfs, Dir: filepath.Join(b.TempDir(), "store"), Background: true})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
-				if walReuse {
-					waitPrewrittenWAL(b, s, pool[0])
-				}
-				syncs0, nanos0 := cfs.walSyncs.Load(), cfs.walSyncNanos.Load()
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				start := time.Now()
-				for w := 0; w < c.writer; w++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for {
-							i := next.Add(1) - 1
-							if i >= batches {
-								return
-							}
-							off := int(i*int64(c.batch)) % (len(pool) - c.batch)
-							if _, err := s.Append(context.Background(), Batch{Rows: pool[off : off+c.batch]}); err != nil {
-								b.Error(err)
-								return
-							}
-						}
-					}()
-				}
-				wg.Wait()
-				el := time.Since(start).Seconds()
-				return float64(batches*int64(c.batch)) / el, float64(cfs.walSyncNanos.Load()-nanos0) / 1e3 / float64(cfs.walSyncs.Load()-syncs0)
-			}
-			var onRate, offRate, onSync, offSync, ratio []float64
-			for i := 0; i < b.N; i++ {
-				order := []bool{true, false}
-				if i%2 == 1 {
-					order = []bool{false, true}
-				}
-				var rate [2]float64
-				for _, on := range order {
-					r, us := round(on)
-					if on {
-						rate[0] = r
-						onRate, onSync = append(onRate, r), append(onSync, us)
-					} else {
-						rate[1] = r
-						offRate, offSync = append(offRate, r), append(offSync, us)
-					}
-				}
-				ratio = append(ratio, rate[0]/rate[1])
-			}
-			b.ReportMetric(median(onRate), "on_rows/s")
-			b.ReportMetric(median(offRate), "off_rows/s")
-			b.ReportMetric(median(onSync), "on_us/wal_sync")
-			b.ReportMetric(median(offSync), "off_us/wal_sync")
-			b.ReportMetric(median(ratio), "x_on_over_off")
-			b.Logf("per-round on/off rows/s: %.2f", ratio)
-		})
-	}
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -16,8 +16,6 @@ type countingFS struct {
 	vfs.FS
 	walSyncs, walBytes, otherBytes atomic.Int64
 	walSyncNanos                   atomic.Int64 // time in WAL fdatasyncs
-	// The part of those in files opened with OpenReuse (recycled).
-	reusedSyncs, reusedSyncNanos atomic.Int64
 }
 
 func (c *countingFS) Create(name string) (vfs.File, error) {
@@ -28,20 +26,10 @@ func (c *countingFS) Create(name string) (vfs.File, error) {
 	return &countingFile{File: f, fs: c, wal: strings.HasPrefix(path.Base(name), walPrefix)}, nil
 }
 
-// OpenReuse is counted like Create: the WAL overwrites recycled files.
-func (c *countingFS) OpenReuse(name string) (vfs.File, error) {
-	f, err := c.FS.OpenReuse(name)
-	if err != nil {
-		return nil, err
-	}
-	return &countingFile{File: f, fs: c, wal: strings.HasPrefix(path.Base(name), walPrefix), reused: true}, nil
-}
-
 type countingFile struct {
 	vfs.File
-	fs     *countingFS
-	reused bool
-	wal    bool
+	fs  *countingFS
+	wal bool
 }
 
 func (f *countingFile) Write(p []byte) (int, error) {
@@ -60,12 +48,7 @@ func (f *countingFile) Sync() error {
 	}
 	start := time.Now()
 	err := f.File.Sync()
-	d := int64(time.Since(start))
-	f.fs.walSyncNanos.Add(d)
+	f.fs.walSyncNanos.Add(int64(time.Since(start)))
 	f.fs.walSyncs.Add(1)
-	if f.reused {
-		f.fs.reusedSyncNanos.Add(d)
-		f.fs.reusedSyncs.Add(1)
-	}
 	return err
 }

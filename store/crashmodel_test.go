@@ -96,8 +96,7 @@ func TestCrashModelKeepsAckedRows(t *testing.T) {
 // A flush must make the new segment's directory entry durable before it
 // touches the WAL: a later sync of the same directory (the WAL trim's)
 // would otherwise hide a missing one. The process dies at the first WAL
-// file's retirement (removal, or rename into the pool); the segment must be
-// there after the crash.
+// removal; the segment must be there after the crash.
 func TestFlushSegmentDurableBeforeWALTrim(t *testing.T) {
 	fs := vfs.NewMemFS()
 	opts := memOpts(fs)
@@ -105,8 +104,7 @@ func TestFlushSegmentDurableBeforeWALTrim(t *testing.T) {
 	mustAppend(t, s, mkRows("/k", 5, 0))
 	var dead bool
 	fs.Inject = func(op vfs.Op, name string) error {
-		// Retiring a WAL file: removing it, or renaming it into the pool.
-		if (op == vfs.OpRemove && strings.Contains(name, walPrefix)) || (op == vfs.OpRename && strings.Contains(name, walPoolPrefix)) {
+		if op == vfs.OpRemove && strings.Contains(name, walPrefix) {
 			dead = true
 		}
 		if dead {
@@ -117,7 +115,7 @@ func TestFlushSegmentDurableBeforeWALTrim(t *testing.T) {
 	s.Flush(context.Background())
 	s.Abandon()
 	if !dead {
-		t.Fatal("the flush never retired a WAL file")
+		t.Fatal("the flush never removed a WAL file")
 	}
 	fs.Inject = nil
 	fs.Crash(nil)
@@ -173,11 +171,11 @@ func TestWALLastRecordBadChecksumIsTorn(t *testing.T) {
 }
 
 // legacyRecord encodes a record as files written before records carried
-// their group offset: no grouped or numbered bit, no back or wal field.
+// their group offset: no grouped bit, no back field.
 func legacyRecord(first, last int64, rows []Row) []byte {
 	rec := appendWALRecord(nil, first, last, nil, rows)
 	out := append([]byte(nil), rec[:walHeaderSize]...)
-	out = append(out, rec[walHeaderSize+walBackSize+walNumSize:]...)
+	out = append(out, rec[walHeaderSize+walBackSize:]...)
 	binary.LittleEndian.PutUint32(out[4:], uint32(len(out)-walHeaderSize))
 	binary.LittleEndian.PutUint32(out[0:], crc32.Checksum(out[4:], castagnoli))
 	return out
@@ -189,11 +187,11 @@ func legacyRecord(first, last int64, rows []Row) []byte {
 // synced data, and so is any valid record after a bad one in a file written
 // before records carried their group offset.
 func TestWALTornGroupVersusCorruption(t *testing.T) {
-	synced := encodeWALRecord(nil, 1, 2, 0, 1, nil, mkRows("/a", 2, 0))
+	synced := appendWALRecord(nil, 1, 2, nil, mkRows("/a", 2, 0))
 	group := func() []byte {
 		var g []byte
-		g = encodeWALRecord(g, 3, 4, 0, 1, nil, mkRows("/b", 2, 0))
-		return encodeWALRecord(g, 5, 6, uint32(len(g)), 1, nil, mkRows("/c", 2, 0))
+		g = encodeWALRecord(g, 3, 4, 0, nil, mkRows("/b", 2, 0))
+		return encodeWALRecord(g, 5, 6, uint32(len(g)), nil, mkRows("/c", 2, 0))
 	}
 	damageFirst := func(b []byte, at int) { b[at+walHeaderSize+6] ^= 0xff }
 	cases := []struct {
@@ -209,7 +207,7 @@ func TestWALTornGroupVersusCorruption(t *testing.T) {
 		}, false, 2},
 		{"bad record then a later group", func() []byte {
 			b := append(append([]byte(nil), synced...), group()...)
-			b = append(b, encodeWALRecord(nil, 7, 7, 0, 1, nil, mkRows("/d", 1, 0))...)
+			b = append(b, appendWALRecord(nil, 7, 7, nil, mkRows("/d", 1, 0))...)
 			damageFirst(b, len(synced))
 			return b
 		}, true, 0},

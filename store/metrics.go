@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 	m.appends = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_appends_total", Help: "Append batches acknowledged."})
 	m.rows = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_rows_total", Help: "Rows appended."})
 	m.bytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_append_bytes_total", Help: "Row bytes appended."})
-	m.fsync = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "finelog_store_fsync_seconds", Help: "WAL fdatasync latency (one per group commit; the write is not counted).",
+	m.fsync = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "finelog_store_fsync_seconds", Help: "WAL write+fdatasync latency per group commit.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
 	m.retainedSegs = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_retention_deleted_segments_total", Help: "Segments deleted by retention."})
 	m.retainedRows = prometheus.NewCounter(prometheus.CounterOpts{Name: "finelog_store_retention_deleted_rows_total", Help: "Rows deleted by retention."})

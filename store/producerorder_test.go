@@ -14,6 +14,50 @@ import (
 	"github.com/finelog/finelog/internal/vfs"
 )
 
+// gatedFS blocks WAL fdatasyncs while its gate is closed, so a test can
+// hold the committer in one commit while it queues the next batches.
+type gatedFS struct {
+	vfs.FS
+	mu   sync.Mutex
+	gate chan struct{} // nil: open
+}
+
+func (g *gatedFS) Create(name string) (vfs.File, error) {
+	f, err := g.FS.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return &gatedFile{File: f, fs: g}, nil
+}
+
+func (g *gatedFS) close() {
+	g.mu.Lock()
+	g.gate = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gatedFS) open() {
+	g.mu.Lock()
+	close(g.gate)
+	g.gate = nil
+	g.mu.Unlock()
+}
+
+type gatedFile struct {
+	vfs.File
+	fs *gatedFS
+}
+
+func (f *gatedFile) Sync() error {
+	f.fs.mu.Lock()
+	gate := f.fs.gate
+	f.fs.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return f.File.Sync()
+}
+
 // producerBatch is batch [from, from+n) of producer p.
 func producerBatch(p string, from, n int) Batch {
 	return Batch{Producer: p, FirstSeq: int64(from), LastSeq: int64(from + n - 1), Rows: producerRows(p, from, n)}
@@ -36,23 +80,33 @@ func storedProducerSeqs(t *testing.T, s *Store, p string) map[int64]int {
 	return seen
 }
 
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // A batch that reaches the committer before the earlier batch of its
 // producer, while that one is also queued, is applied after it instead of
 // being refused: the relay need not send it again. No waiting on the
 // clock is involved (ProducerOrderWait < 0).
 func TestOvertakingBatchWaitsForEarlierOneInAppend(t *testing.T) {
 	ctx := context.Background()
-	opts := memOpts(vfs.NewMemFS())
+	gfs := &gatedFS{FS: vfs.NewMemFS()}
+	opts := memOpts(gfs)
 	opts.ProducerOrderWait = -1
 	s := mustOpen(t, opts)
 	defer s.Close()
 	if _, err := s.Append(ctx, producerBatch("east", 1, 10)); err != nil {
 		t.Fatal(err)
 	}
-	// Hold the committer at the WAL lock with another writer's batch in
-	// hand, then queue 21..30 ahead of 11..20: it takes all three as one
-	// group once the lock is free.
-	s.walMu.Lock()
+	// Hold the committer in another writer's commit, then queue 21..30
+	// ahead of 11..20.
+	gfs.close()
 	errs := make(chan error, 3)
 	go func() { _, err := s.Append(ctx, Batch{Rows: mkRows("/other", 1, 0)}); errs <- err }()
 	waitFor(t, "the committer to hold the first commit", func() bool { return s.appenders.Load() == 1 && len(s.commitCh) == 0 })
@@ -60,7 +114,7 @@ func TestOvertakingBatchWaitsForEarlierOneInAppend(t *testing.T) {
 	waitFor(t, "21..30 to be queued", func() bool { return len(s.commitCh) == 1 })
 	go func() { _, err := s.Append(ctx, producerBatch("east", 11, 10)); errs <- err }()
 	waitFor(t, "11..20 to be queued", func() bool { return len(s.commitCh) == 2 })
-	s.walMu.Unlock()
+	gfs.open()
 	for i := 0; i < 3; i++ {
 		if err := <-errs; err != nil {
 			t.Errorf("append: %v (an overtaking batch must wait for the earlier one it overtook)", err)

@@ -88,14 +88,9 @@ func (s *Store) recover() error {
 		}
 	}
 	for _, msg := range rep.torn {
-		s.log.Info("wal recovery: " + msg + " (a write a crash interrupted, or what is left of an earlier use of a recycled file; never acknowledged)")
+		s.log.Info("wal recovery: " + msg + " (a write the crash interrupted; it was never acknowledged)")
 	}
-	s.wal = wal{fs: s.fs, dir: s.dir, files: rep.files, recycles: walReuse}
-	if s.opts.Background && walReuse {
-		s.wal.kick = make(chan struct{}, 1)
-	}
-	poolMax := s.wal.loadPool(names)
-	s.wal.next = max(rep.maxNum, poolMax) + 1
+	s.wal = wal{fs: s.fs, dir: s.dir, next: rep.maxNum + 1, files: rep.files}
 	var firstWAL uint64
 	if len(rep.files) > 0 {
 		firstWAL = rep.files[0].num

@@ -33,10 +33,10 @@ type Store struct {
 	// flushedKick tells maintainLoop a flush made a segment.
 	flushedKick chan struct{}
 
-	// walMu serialises WAL writes with sealing: the committer holds it from
-	// a group's write through its fdatasync to its publication, so that a
-	// memtable and the WAL files it is sealed with always agree.
-	walMu walLock
+	// walMu serialises WAL writes with sealing: a commit holds it across
+	// write, fdatasync and publish so that a memtable and the WAL files it is
+	// sealed with always agree.
+	walMu sync.Mutex
 	wal   wal
 
 	// flushMu serialises Flush and Retain (the segment set changes only

@@ -12,8 +12,8 @@ import (
 //	crc32c  uint32  Castagnoli CRC of everything after this field
 //	length  uint32  bit 31: grouped (set by every writer since it existed);
 //	                bit 30: rows carry attributes (set when any row has
-//	                some); bit 29: numbered (set by every writer since WAL
-//	                files are recycled); bits 0-28: payload length in bytes
+//	                some, so records without any stay readable by older
+//	                binaries); bits 0-29: payload length in bytes
 //	first   int64   store seq of the first row (first = last+1 when no rows)
 //	last    int64   store seq of the last row
 //	payload [length]byte
@@ -25,11 +25,9 @@ import (
 //
 // Payload (all integers are varints, strings are uvarint length + bytes):
 //
-//	uint32  back    (grouped records only) bytes from the end of the part
-//	                of the file an fdatasync had covered when this record
-//	                was written to the start of this record
-//	uint64  wal     (numbered records only) the number of the WAL file the
-//	                record was written to (wal-<number>.log)
+//	uint32  back    (grouped records only) bytes from the start of this
+//	                record's group commit (one write, one fdatasync) to the
+//	                start of this record
 //	uvarint nMarks; nMarks × (string producer, varint mark)
 //	uvarint nRows;  nRows  × (rstring key, rstring source, string data,
 //	                          varint epoch_ms, varint attempt_id, varint level,
@@ -44,24 +42,15 @@ import (
 // Row seqs are implicit (first + index), which keeps records compact and makes
 // a record whose row count disagrees with its seq range detectably invalid.
 //
-// back lets recovery tell a torn write from corruption. A power cut can
-// leave any unsynced bytes zeroed or garbled while later bytes are intact,
-// so a bad record followed by a valid one whose back reaches to or before
-// the bad record's offset is a torn write: when that valid record was
-// written, the bad one was not known to be durable, so nothing from it on
-// was acked. A valid record whose back ends past the bad one proves the bad
-// record was fdatasync'ed: that is corruption of acked data. The committer
-// writes a group while the previous group's fdatasync runs, so back starts
-// at the synced end of the file as of the write, not at the group's own
-// start; files written before writes overlapped syncs had back measured from
-// the group's start, which was the synced end then, so one rule reads both.
-// Records without the grouped bit (older files) keep the old rule: any valid
-// record after a bad one is corruption.
-//
-// wal makes recycled files safe (wal.go): a file is reused by overwriting it
-// from the start, so past the records of its current use it still holds
-// valid records of earlier ones. Those carry another file's number, so
-// recovery never takes them for this file's records.
+// back lets recovery tell a torn group from corruption. A power cut can
+// leave any of an unsynced group's bytes zeroed or garbled while later
+// bytes of the same group are intact, so a bad record followed by a valid
+// one of the same group is a torn write (nothing in it was acked). A valid
+// record of a later group proves the bad record's group was fdatasync'ed
+// (the committer writes a group only after the previous one's sync
+// returned), so that is corruption of acked data. Records without the
+// grouped bit (older files) keep the old rule: any valid record after a bad
+// one is corruption.
 const (
 	walHeaderSize = 24
 	// walGrouped is the length field's flag for records that carry back.
@@ -69,16 +58,11 @@ const (
 	// walAttrs is the length field's flag for records whose rows carry
 	// attributes.
 	walAttrs = 1 << 30
-	// walNumbered is the length field's flag for records that carry the
-	// number of their WAL file.
-	walNumbered = 1 << 29
 	// walLengthMask selects the payload length from the length field.
-	walLengthMask = walNumbered - 1
+	walLengthMask = walAttrs - 1
 	// walBackSize is back's size: fixed, so the committer can patch it into
 	// a record encoded before its place in the group was known.
 	walBackSize = 4
-	// walNumSize is the size of wal, fixed for the same reason.
-	walNumSize = 8
 	// maxWALPayload bounds a record: the largest valid batch plus generous
 	// framing overhead. A header claiming more is garbage, not a record.
 	maxWALPayload = MaxBatchBytes + 4<<20
@@ -102,26 +86,25 @@ type ProducerMark struct {
 // errBadRecord marks a frame that is not a valid record (torn or corrupt).
 var errBadRecord = errors.New("bad wal record")
 
-// appendWALRecord encodes a record onto dst with back and wal 0
-// (patchWALHeader sets them).
+// appendWALRecord encodes a record onto dst, as the first of its group
+// (back 0; patchWALHeader sets it).
 func appendWALRecord(dst []byte, first, last int64, marks []ProducerMark, rows []Row) []byte {
-	return encodeWALRecord(dst, first, last, 0, 0, marks, rows)
+	return encodeWALRecord(dst, first, last, 0, marks, rows)
 }
 
-// encodeWALRecord encodes a record for WAL file wal that starts back bytes
-// after the synced end of that file.
-func encodeWALRecord(dst []byte, first, last int64, back uint32, wal uint64, marks []ProducerMark, rows []Row) []byte {
+// encodeWALRecord encodes a record that starts back bytes after the start
+// of its group commit.
+func encodeWALRecord(dst []byte, first, last int64, back uint32, marks []ProducerMark, rows []Row) []byte {
 	start := len(dst)
 	dst = append(dst, make([]byte, walHeaderSize)...)
 	dst = binary.LittleEndian.AppendUint32(dst, back)
-	dst = binary.LittleEndian.AppendUint64(dst, wal)
 	dst = binary.AppendUvarint(dst, uint64(len(marks)))
 	for _, m := range marks {
 		dst = appendString(dst, m.Producer)
 		dst = binary.AppendVarint(dst, m.Seq)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(rows)))
-	var flags uint32 = walGrouped | walNumbered
+	var flags uint32 = walGrouped
 	for i := range rows {
 		if rows[i].Attributes != "" {
 			flags |= walAttrs
@@ -175,70 +158,50 @@ func DecodeWALRecord(b []byte) (WALRecord, int, error) {
 	return rec, n, err
 }
 
-// walFrame is what a record says about its place in the WAL.
-type walFrame struct {
-	// back: bytes from the synced end of its file when it was written, or
-	// -1 for a record written before records had one.
-	back int64
-	// wal: the number of the file it was written to, when numbered (records
-	// written before records had one are not).
-	wal      uint64
-	numbered bool
-}
-
-// decodeWALFrame is DecodeWALRecord that also returns the record's frame.
-func decodeWALFrame(b []byte) (WALRecord, int, walFrame, error) {
-	fr := walFrame{back: -1}
+// decodeWALFrame is DecodeWALRecord that also returns the record's back
+// (bytes from its group's start), or -1 for a record written before records
+// had one.
+func decodeWALFrame(b []byte) (WALRecord, int, int64, error) {
 	if len(b) < walHeaderSize {
-		return WALRecord{}, 0, fr, fmt.Errorf("%w: %d bytes, header needs %d", errBadRecord, len(b), walHeaderSize)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: %d bytes, header needs %d", errBadRecord, len(b), walHeaderSize)
 	}
 	n := binary.LittleEndian.Uint32(b[4:])
 	grouped := n&walGrouped != 0
 	hasAttrs := n&walAttrs != 0
-	numbered := n&walNumbered != 0
 	n &= walLengthMask
 	if n > maxWALPayload || int(n) > len(b)-walHeaderSize {
-		return WALRecord{}, 0, fr, fmt.Errorf("%w: payload length %d exceeds the %d bytes available", errBadRecord, n, len(b)-walHeaderSize)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: payload length %d exceeds the %d bytes available", errBadRecord, n, len(b)-walHeaderSize)
 	}
 	total := walHeaderSize + int(n)
 	if got, want := crc32.Checksum(b[4:total], castagnoli), binary.LittleEndian.Uint32(b); got != want {
-		return WALRecord{}, 0, fr, fmt.Errorf("%w: crc32c %08x, header says %08x", errBadRecord, got, want)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: crc32c %08x, header says %08x", errBadRecord, got, want)
 	}
 	rec := WALRecord{
 		First: int64(binary.LittleEndian.Uint64(b[8:])),
 		Last:  int64(binary.LittleEndian.Uint64(b[16:])),
 	}
 	if rec.First < 1 || rec.Last < rec.First-1 {
-		return WALRecord{}, 0, fr, fmt.Errorf("%w: seq range [%d,%d]", errBadRecord, rec.First, rec.Last)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: seq range [%d,%d]", errBadRecord, rec.First, rec.Last)
 	}
 	d := decoder{b: b[walHeaderSize:total]}
-	if numbered && !grouped {
-		return WALRecord{}, 0, fr, fmt.Errorf("%w: numbered record without the grouped bit", errBadRecord)
-	}
+	back := int64(-1)
 	if grouped {
 		if len(d.b) < walBackSize {
-			return WALRecord{}, 0, fr, fmt.Errorf("%w: grouped record of %d payload bytes has no group offset", errBadRecord, len(d.b))
+			return WALRecord{}, 0, 0, fmt.Errorf("%w: grouped record of %d payload bytes has no group offset", errBadRecord, len(d.b))
 		}
-		fr.back = int64(binary.LittleEndian.Uint32(d.b))
+		back = int64(binary.LittleEndian.Uint32(d.b))
 		d.b = d.b[walBackSize:]
-	}
-	if numbered {
-		if len(d.b) < walNumSize {
-			return WALRecord{}, 0, fr, fmt.Errorf("%w: numbered record of %d payload bytes has no file number", errBadRecord, len(d.b))
-		}
-		fr.wal, fr.numbered = binary.LittleEndian.Uint64(d.b), true
-		d.b = d.b[walNumSize:]
 	}
 	nm := d.uvarint()
 	if nm > uint64(len(d.b)) {
-		return WALRecord{}, 0, fr, fmt.Errorf("%w: %d producer marks in %d bytes", errBadRecord, nm, len(d.b))
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: %d producer marks in %d bytes", errBadRecord, nm, len(d.b))
 	}
 	for i := uint64(0); i < nm && d.err == nil; i++ {
 		rec.Marks = append(rec.Marks, ProducerMark{Producer: d.str(), Seq: d.varint()})
 	}
 	nr := d.uvarint()
 	if d.err == nil && (nr > uint64(len(d.b)) || int64(nr) != rec.Last-rec.First+1) {
-		return WALRecord{}, 0, fr, fmt.Errorf("%w: %d rows for seq range [%d,%d]", errBadRecord, nr, rec.First, rec.Last)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: %d rows for seq range [%d,%d]", errBadRecord, nr, rec.First, rec.Last)
 	}
 	if d.err == nil {
 		rec.Rows = make([]Row, 0, nr)
@@ -263,9 +226,9 @@ func decodeWALFrame(b []byte) (WALRecord, int, walFrame, error) {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
 	}
 	if d.err != nil {
-		return WALRecord{}, 0, fr, fmt.Errorf("%w: payload: %v", errBadRecord, d.err)
+		return WALRecord{}, 0, 0, fmt.Errorf("%w: payload: %v", errBadRecord, d.err)
 	}
-	return rec, total, fr, nil
+	return rec, total, back, nil
 }
 
 // plausibleHeader is a cheap pre-check used when scanning past a bad record
@@ -344,9 +307,8 @@ func (d *decoder) repeat(prev string) string {
 }
 
 // AppendWALRecord appends rec's encoding to dst (rec.Rows' Seq fields are
-// ignored: seqs are First..Last), as a record of WAL file 0 (which no store
-// file has). Exported for the fuzz target's seeds and for tools that inspect
-// WAL files.
+// ignored: seqs are First..Last). Exported for the fuzz target's seeds and
+// for tools that inspect WAL files.
 func AppendWALRecord(dst []byte, rec WALRecord) []byte {
 	return appendWALRecord(dst, rec.First, rec.Last, rec.Marks, rec.Rows)
 }

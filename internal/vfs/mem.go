@@ -40,10 +40,9 @@ var ErrCrashed = errors.New("vfs: file handle belongs to a crashed process")
 // SyncDir) and the operations since. A crash keeps what is durable, and with
 // a seeded rng also what a power cut may keep of the rest: any subset of a
 // directory's unsynced operations (creates, removes, renames; each one
-// atomic, in their order), and of a file's unsynced appended or overwritten
-// bytes a prefix that may have zeroed or scrambled bytes (sectors that never
-// reached the disk, or reached it half-written), the rest of an overwrite
-// keeping the old bytes. Directories themselves are durable once
+// atomic, in their order), and of a file's unsynced appended bytes a prefix
+// that may have zeroed or scrambled bytes (sectors that never reached the
+// disk, or reached it half-written). Directories themselves are durable once
 // made (finelog makes its directories once, at start, and syncs their
 // parent).
 type MemFS struct {
@@ -167,22 +166,6 @@ func (m *MemFS) OpenAppend(name string) (File, error) {
 		return nil, &fs.PathError{Op: "open", Path: clean(name), Err: fs.ErrNotExist}
 	}
 	return &memFile{fs: m, node: n, name: clean(name), gen: m.gen, writable: true, off: int64(len(n.data))}, nil
-}
-
-// OpenReuse opens an existing file for writing from its start, keeping its
-// contents.
-func (m *MemFS) OpenReuse(name string) (File, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, base, err := m.lookup(name)
-	if err != nil {
-		return nil, err
-	}
-	n, ok := d.entries[base]
-	if !ok {
-		return nil, &fs.PathError{Op: "open", Path: clean(name), Err: fs.ErrNotExist}
-	}
-	return &memFile{fs: m, node: n, name: clean(name), gen: m.gen, writable: true}, nil
 }
 
 // Rename moves oldname to newname, replacing it.
@@ -365,10 +348,9 @@ func (l *memLock) Close() error {
 // Crash simulates a power cut. With rng nil every directory reverts to its
 // durable entries and every file to its durable bytes. With rng, each
 // directory also keeps a random subset of its unsynced operations, and a
-// file with unsynced bytes (appended, or overwritten from the first byte
-// that differs from its durable bytes) keeps a random prefix of them, in
-// which a random run of bytes may be zeroed or scrambled (a torn write);
-// overwritten bytes past that prefix keep their durable value. Handles opened before the crash fail with ErrCrashed, and every
+// file whose unsynced bytes extend its durable bytes keeps a random prefix
+// of them, in which a random run of bytes may be zeroed or scrambled (a torn
+// write). Handles opened before the crash fail with ErrCrashed, and every
 // Lock is released.
 func (m *MemFS) Crash(rng *rand.Rand) {
 	m.mu.Lock()
@@ -411,32 +393,16 @@ func (m *MemFS) Crash(rng *rand.Rand) {
 			}
 			seen[n] = true
 			keep := append([]byte(nil), n.synced...)
-			// The unsynced change runs from the first to the last byte
-			// where the current bytes differ from the synced ones: an
-			// append past the synced end, or an overwrite (OpenReuse).
-			from, to := 0, len(n.data)
-			for from < len(n.data) && from < len(n.synced) && n.data[from] == n.synced[from] {
-				from++
-			}
-			if to <= len(n.synced) {
-				for to > from && n.data[to-1] == n.synced[to-1] {
-					to--
-				}
-			}
-			if rng != nil && from < to {
+			if rng != nil && len(n.data) > len(n.synced) && string(n.data[:len(n.synced)]) == string(n.synced) {
 				// Often all of it reached the disk (the usual case, and
 				// the one where damage inside it is followed by intact
-				// bytes); otherwise a uniform prefix. Past what is kept,
-				// an overwritten file keeps its old bytes.
-				extra := to - from
+				// bytes); otherwise a uniform prefix.
+				extra := len(n.data) - len(n.synced)
 				if rng.Intn(3) > 0 {
 					extra = rng.Intn(extra + 1)
 				}
-				if grow := from + extra - len(keep); grow > 0 {
-					keep = append(keep, make([]byte, grow)...)
-				}
-				copy(keep[from:], n.data[from:from+extra])
-				damage(rng, keep[from:from+extra])
+				keep = append(keep, n.data[len(n.synced):len(n.synced)+extra]...)
+				damage(rng, keep[len(n.synced):])
 			}
 			n.data = keep
 			n.synced = keep[:len(keep):len(keep)]
@@ -530,8 +496,9 @@ func (f *memFile) Write(p []byte) (int, error) {
 	if err := f.fs.inject(OpWrite, f.name); err != nil {
 		return 0, err
 	}
-	// Writes past the end extend; writes inside overwrite (OpenReuse).
-	// synced may share data's array, so an overwrite copies first.
+	// Writes past the end extend; writes inside overwrite (only append
+	// happens in practice). synced may share data's array, so an overwrite
+	// copies first.
 	if f.off < int64(len(f.node.data)) {
 		f.node.data = append([]byte(nil), f.node.data...)
 	}

@@ -43,14 +43,6 @@ func (OS) OpenAppend(name string) (File, error) {
 	return osFile{f}, nil
 }
 
-func (OS) OpenReuse(name string) (File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
-	if err != nil {
-		return nil, err
-	}
-	return osFile{f}, nil
-}
-
 func (OS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
 func (OS) Remove(name string) error             { return os.Remove(name) }
 func (OS) MkdirAll(dir string) error            { return mapErr(os.MkdirAll(dir, 0o755)) }

@@ -20,13 +20,6 @@ type FS interface {
 	Open(name string) (File, error)
 	// OpenAppend opens an existing file for appending (and reading).
 	OpenAppend(name string) (File, error)
-	// OpenReuse opens an existing file for writing (and reading) from its
-	// start, keeping its contents: writes overwrite them in place and
-	// extend the file past its end. Overwriting bytes an earlier write
-	// and Sync left in place makes no metadata change, so its fdatasync
-	// is cheaper than one after an append; a crash may keep any prefix of
-	// the unsynced overwrite, the rest keeping the old bytes.
-	OpenReuse(name string) (File, error)
 	// Rename atomically replaces newname with oldname. The change is durable
 	// only after SyncDir of the directory.
 	Rename(oldname, newname string) error
