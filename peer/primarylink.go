@@ -82,9 +82,10 @@ func (p *Primary) Open(c *Conn, typ byte, body []byte) (*PrimaryLink, error) {
 			c.Close()
 			return nil, fmt.Errorf("%w: subscribe from seq %d with segments through %d", ErrProtocol, from, through)
 		}
-		ship = newShipper(src, from, through)
 		if left, ok := p.takeShipLeft(c.Remote); ok {
-			ship.resume(left)
+			ship = resumeShipper(src, left)
+		} else {
+			ship = newShipper(src, from, through)
 		}
 	}
 	now := p.cfg.Clock.Now()

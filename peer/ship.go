@@ -215,12 +215,11 @@ func (sh *shipper) leftover() shipLeftover {
 	return left
 }
 
-// resume continues from a previous link's leftover instead of the
-// subscribe-time guess newShipper made.
-func (sh *shipper) resume(left shipLeftover) {
-	evs, next := sh.src.SealedSince(left.cursor)
-	sh.queue = append(left.queue, evs...)
-	sh.cursor = next
+// resumeShipper continues a replica's shipping where its previous link
+// left it, instead of newShipper's guess from the Subscribe.
+func resumeShipper(src SegmentSource, left shipLeftover) *shipper {
+	evs, next := src.SealedSince(left.cursor)
+	return &shipper{src: src, cursor: next, queue: append(left.queue, evs...)}
 }
 
 func (p *Primary) keepShipLeft(id ID, left shipLeftover) {

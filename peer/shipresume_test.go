@@ -81,8 +81,7 @@ func TestShipperResumesWhereTheLastLinkLeft(t *testing.T) {
 	left := old.leftover()
 	old.cur = nil // its file was closed with the link
 
-	sh := newShipper(log, 150, 100)
-	sh.resume(left)
+	sh := resumeShipper(log, left)
 	if got, want := names(sh.queue), []string{"a", "b", "c", "d"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("resumed queue %v, want %v", got, want)
 	}

@@ -100,9 +100,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 				}
 				b.StartTimer()
 			}
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-			// CPU of both ends (one process), robust to other load.
-			b.ReportMetric(cpu.Seconds()/(float64(n)*float64(b.N)/1e6), "cpu-s/Mrows")
+			reportRowsAndCPU(b, n, cpu)
 		})
 	}
 }
@@ -158,11 +156,18 @@ func BenchmarkDirectIngest(b *testing.B) {
 				}
 				b.StartTimer()
 			}
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-			// CPU of both ends (one process), robust to other load.
-			b.ReportMetric(cpu.Seconds()/(float64(n)*float64(b.N)/1e6), "cpu-s/Mrows")
+			reportRowsAndCPU(b, n, cpu)
 		})
 	}
+}
+
+// reportRowsAndCPU reports the rows per second of b.N runs of n rows, and
+// the CPU of both ends (one process) per million rows, which is robust to
+// other load on the machine.
+func reportRowsAndCPU(b *testing.B, n int, cpu time.Duration) {
+	rows := float64(n) * float64(b.N)
+	b.ReportMetric(rows/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(cpu.Seconds()/(rows/1e6), "cpu-s/Mrows")
 }
 
 // processCPU is the user+system CPU time this process has used.

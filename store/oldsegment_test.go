@@ -38,43 +38,15 @@ func TestSegmentWithoutAttributesColumn(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Rewrite the segment in the old schema, keeping finelog's footer.
-	p := path.Join("/data", name)
-	b, err := vfs.ReadFile(fs, p)
+	rewriteSegment[segRowV1](t, fs, name)
+	b, err := vfs.ReadFile(fs, path.Join("/data", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pf, err := parquet.OpenFile(bytes.NewReader(b), int64(len(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := parquet.Read[segRowV1](bytes.NewReader(b), int64(len(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	w := parquet.NewGenericWriter[segRowV1](&out)
-	if _, err := w.Write(rows); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"finelog.segment", "finelog.keys", "finelog.rowgroups"} {
-		v, _ := pf.Lookup(k)
-		w.SetKeyValueMetadata(k, v)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	old, _ := parquet.OpenFile(bytes.NewReader(out.Bytes()), int64(out.Len()))
+	old, _ := parquet.OpenFile(bytes.NewReader(b), int64(len(b)))
 	if _, ok := old.Schema().Lookup("attributes", "key_value", "key"); ok {
 		t.Fatal("the rewritten segment still has an attributes column")
 	}
-	f, err := fs.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write(out.Bytes())
-	f.Sync()
-	f.Close()
 
 	s = mustOpen(t, memOpts(fs))
 	defer s.Close()
