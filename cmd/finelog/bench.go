@@ -65,7 +65,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.IntVar(&bc.concurrency, "concurrency", 4, "concurrent pushers")
 	fs.IntVar(&bc.pid, "pid", 0, "finelogd's `pid` on this machine: report its CPU seconds per million lines and peak RSS from /proc")
 	fs.StringVar(&bc.metricsURL, "metrics", "", "finelogd /metrics `URL`: report CPU and RSS from its process metrics")
-	fs.DurationVar(&bc.progress, "progress", 2*time.Second, "progress line interval")
+	fs.DurationVar(&bc.progress, "progress", 2*time.Second, "progress line interval (0: no progress lines)")
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the line generator")
 	fs.BoolVar(&bc.gzip, "gzip", false, "gzip request bodies")
 	fs.DurationVar(&bc.tailEvery, "tail-every", 0, "while pushing, read the newest 1000 rows of one bench key this often (e.g. 200ms) and report the reads' latency (0: no reader)")
@@ -83,6 +83,9 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if bc.lines <= 0 || bc.keys <= 0 || bc.batch <= 0 || bc.concurrency <= 0 {
 		return fmt.Errorf("--lines, --keys, --batch and --concurrency must be positive")
+	}
+	if bc.progress < 0 {
+		return fmt.Errorf("--progress %s: want a positive interval such as 2s, or 0 for no progress lines", bc.progress)
 	}
 	if bc.tailEvery < 0 {
 		return fmt.Errorf("--tail-every %s: want a positive interval such as 200ms, or 0 for no reader", bc.tailEvery)
@@ -276,7 +279,13 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress io.Wr
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	tick := time.NewTicker(bc.progress)
+	// The tick also samples the server's RSS, so it runs without progress
+	// lines too.
+	every := bc.progress
+	if every == 0 {
+		every = 2 * time.Second
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	last, lastT := int64(0), start
 loop:
@@ -290,6 +299,9 @@ loop:
 			n := sentLines.Load()
 			rate := float64(n-last) / now.Sub(lastT).Seconds()
 			last, lastT = n, now
+			if bc.progress == 0 {
+				continue
+			}
 			fmt.Fprintf(progress, "bench: %d/%d lines (%.0f%%)  %.0f lines/s now  %.0f lines/s overall\n",
 				n, bc.lines, 100*float64(n)/float64(bc.lines), rate, float64(n)/now.Sub(start).Seconds())
 		}

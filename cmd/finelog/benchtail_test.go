@@ -88,3 +88,17 @@ func TestBenchTailEveryFlag(t *testing.T) {
 		t.Fatalf("bench --tail-every: exit %d out %q err %q", code, out, errs)
 	}
 }
+
+// --progress 0 turns the progress lines off; it used to panic in
+// time.NewTicker.
+func TestBenchProgressFlag(t *testing.T) {
+	addr := testServer(t, server.Config{})
+	ctx := context.Background()
+	if code, _, errs := cli(t, ctx, addr, "", "bench", "--progress", "-1s"); code != 1 || !strings.Contains(errs, "--progress -1s: want a positive interval") {
+		t.Fatalf("negative --progress: exit %d %q", code, errs)
+	}
+	code, out, errs := cli(t, ctx, addr, "", "bench", "--lines", "200", "--keys", "2", "--batch", "10", "--progress", "0", "--prefix", "/bench/quiet/")
+	if code != 0 || strings.Contains(out+errs, "bench: ") || !strings.Contains(out, "lines/s") {
+		t.Fatalf("bench --progress 0: exit %d out %q err %q", code, out, errs)
+	}
+}
