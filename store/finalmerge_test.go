@@ -160,8 +160,9 @@ func TestCompactWhileBusyMergesOnlyWhatIsDue(t *testing.T) {
 	seg := s.segs[0].size
 	s.mu.Unlock()
 	s.Close()
-	// Three flushes of 1000 rows make the final tier.
-	opts.TargetSegmentBytes = 6 * seg
+	// Three flushes of 1000 rows make the final tier. The half flush of
+	// slack covers the later flushes' longer seqs and lines.
+	opts.TargetSegmentBytes = 6*seg + seg/2
 	s = mustOpen(t, opts)
 	for i := 0; i < 5; i++ {
 		flush(1000)

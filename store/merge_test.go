@@ -202,6 +202,20 @@ type segRowDeltaData struct {
 	Attributes map[string]string `parquet:"attributes"`
 }
 
+// segRowPlainData is the segment schema as written before the data column
+// was DELTA_BYTE_ARRAY.
+type segRowPlainData struct {
+	Key        string            `parquet:"key,dict"`
+	Seq        int64             `parquet:"seq,delta"`
+	EpochMS    int64             `parquet:"epoch_ms,delta"`
+	Level      int32             `parquet:"level"`
+	AttemptID  int32             `parquet:"attempt_id"`
+	Source     string            `parquet:"source,dict"`
+	Cluster    string            `parquet:"cluster,dict"`
+	Data       string            `parquet:"data,plain"`
+	Attributes map[string]string `parquet:"attributes"`
+}
+
 // rewriteSegment rewrites segment name on fs in schema T, keeping finelog's
 // footer, as a segment written by an older version would be.
 func rewriteSegment[T any](t *testing.T, fs vfs.FS, name string) {
@@ -237,13 +251,13 @@ func rewriteSegment[T any](t *testing.T, fs vfs.FS, name string) {
 }
 
 // TestMergeOlderSegmentLayouts: segments written before the data column
-// was PLAIN, and before rows had attributes, merge with a current one to
-// the reference rows, and Compact of them keeps every row.
+// was PLAIN, while it was PLAIN, and before rows had attributes, merge with
+// a current one to the reference rows, and Compact of them keeps every row.
 func TestMergeOlderSegmentLayouts(t *testing.T) {
 	fs := vfs.NewMemFS()
 	s := mustOpen(t, memOpts(fs))
 	var batches [][]Row
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		rows := append(mkRows("/a", 40, i*100), mkRows("/b", 30, i*100+50)...)
 		rows[3].Attributes = mustAttrs(t, map[string]string{"env": "prod"})
 		if i == 1 {
@@ -252,16 +266,19 @@ func TestMergeOlderSegmentLayouts(t *testing.T) {
 		batches = append(batches, rows)
 	}
 	run := flushedSegments(t, s, batches)
-	names := []string{run[0].name, run[1].name}
+	names := []string{run[0].name, run[1].name, run[2].name}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	rewriteSegment[segRowDeltaData](t, fs, names[0])
 	rewriteSegment[segRowV1](t, fs, names[1])
+	rewriteSegment[segRowPlainData](t, fs, names[2])
 	s = mustOpen(t, memOpts(fs))
 	defer s.Close()
-	if enc := s.segs[0].pf.Metadata().RowGroups[0].Columns[s.segs[0].col.data].MetaData.Encoding; fmt.Sprint(enc) != "[DELTA_LENGTH_BYTE_ARRAY]" {
-		t.Fatalf("rewritten segment's data encoding %v, want the old DELTA_LENGTH_BYTE_ARRAY", enc)
+	for i, want := range []string{"[DELTA_LENGTH_BYTE_ARRAY]", "[DELTA_LENGTH_BYTE_ARRAY]", "[PLAIN]", "[DELTA_BYTE_ARRAY]"} {
+		if enc := s.segs[i].pf.Metadata().RowGroups[0].Columns[s.segs[i].col.data].MetaData.Encoding; fmt.Sprint(enc) != want {
+			t.Fatalf("segment %d's data encoding %v, want %s", i, enc, want)
+		}
 	}
 	run = append([]*segment(nil), s.segs...)
 	want := mergeByReader(t, run)
@@ -270,12 +287,12 @@ func TestMergeOlderSegmentLayouts(t *testing.T) {
 	for _, sg := range run {
 		total += sg.size
 	}
-	s.opts.TargetSegmentBytes = total // the three make a final-tier merge
+	s.opts.TargetSegmentBytes = total // the four make a final-tier merge
 	if err := s.Compact(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.Segments != 1 {
-		t.Fatalf("%d segments after Compact, want the three merged", st.Segments)
+		t.Fatalf("%d segments after Compact, want the four merged", st.Segments)
 	}
 	got := fetchAll(t, s, Query{Source: "/", Scope: ScopePrefix})
 	bySeq := func(rows []Row) {

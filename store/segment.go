@@ -30,7 +30,9 @@ import (
 //	attempt_id INT32
 //	source     BYTE_ARRAY (UTF8)  dictionary
 //	cluster    BYTE_ARRAY (UTF8)  dictionary
-//	data       BYTE_ARRAY (UTF8)  plain; zstd does the work
+//	data       BYTE_ARRAY (UTF8)  delta byte array: each line as its shared
+//	                              prefix with the line before (same key)
+//	                              and the rest; zstd does the work
 //
 // All columns are zstd-compressed with ~1 MiB pages. The footer key/value
 // metadata carries what finelog needs to avoid reading data it does not need:
@@ -107,11 +109,15 @@ type segRow struct {
 	AttemptID int32  `parquet:"attempt_id"`
 	Source    string `parquet:"source,dict"`
 	Cluster   string `parquet:"cluster,dict"`
-	// Data is PLAIN, not parquet-go's default DELTA_LENGTH_BYTE_ARRAY: with
-	// each line's length beside its bytes zstd compressed the bench's lines
-	// to ~0.6 B/row less (the lengths' own block compresses worse than the
-	// 4-byte prefixes it saves), and encoding and decoding are a copy.
-	Data string `parquet:"data,plain"`
+	// Data is DELTA_BYTE_ARRAY: a key's rows sit together in seq order, and
+	// a line shares a prefix with the one before it (timestamp digits, the
+	// task's name), so each row stores that prefix's length and its suffix.
+	// On the bench's lines that settles at ~1.1 B/row less than PLAIN, at
+	// the same read and a little less write CPU (docs/store.md, "Segments").
+	// PLAIN did better than parquet-go's DELTA_LENGTH_BYTE_ARRAY, which
+	// keeps every byte and only moves the lengths into a block of their
+	// own. Segments written PLAIN before read as they are.
+	Data string `parquet:"data,delta"`
 	// Attributes is a plain parquet MAP so DuckDB and other engines read it
 	// (attributes['trace_id']); it must stay the last field (see colIndex).
 	Attributes map[string]string `parquet:"attributes"`
