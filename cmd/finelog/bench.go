@@ -170,6 +170,12 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		if w, err := scrapeStoreWrites(ctx, metricsURL); err == nil {
 			w.print(env.stdout, "once settled")
 		}
+		if rest, ok := d.restingBytes(); ok {
+			fmt.Fprintf(env.stdout, "disk at rest %.1f bytes per line (%d bytes once a graceful stop flushed the last memtable: no WAL left)\n",
+				float64(rest)/float64(max(r.lines, 1)), rest)
+		} else {
+			fmt.Fprintf(env.stderr, "finelog bench: finelogd did not stop within 30s: no at-rest disk figure\n")
+		}
 	}
 	if *vl != "" {
 		return runVLBench(ctx, env, c, *vl, bc, r)

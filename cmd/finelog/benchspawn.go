@@ -98,18 +98,36 @@ func spawnFinelogd(ctx context.Context, bin string, logw io.Writer) (*spawned, e
 
 func (s *spawned) pid() int { return s.cmd.Process.Pid }
 
-// stop shuts the daemon down gracefully (SIGTERM, then kill after 30 s)
-// and deletes its data dir.
+// stop shuts the daemon down gracefully and deletes its data dir.
 func (s *spawned) stop() {
+	s.shutdown()
+	os.RemoveAll(s.dataDir)
+}
+
+// shutdown stops the daemon gracefully (SIGTERM, then kill after 30 s)
+// and reports whether it exited by itself. Calling it again is a no-op.
+func (s *spawned) shutdown() (graceful bool) {
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-s.exited:
 		s.exited <- err
+		return err == nil
 	case <-time.After(30 * time.Second):
 		s.cmd.Process.Kill()
-		<-s.exited
+		err := <-s.exited
+		s.exited <- err
+		return false
 	}
-	os.RemoveAll(s.dataDir)
+}
+
+// restingBytes stops the daemon gracefully, which flushes its last
+// memtable into a segment and leaves no WAL, and returns the data dir's
+// size then: what the rows take at rest, where settledBytes still counts
+// the memtable's WAL until the flush interval passes. ok is false when
+// the daemon had to be killed.
+func (s *spawned) restingBytes() (n int64, ok bool) {
+	ok = s.shutdown()
+	return dirBytes(s.dataDir), ok
 }
 
 // settleTimeout bounds how long bench waits for the spawned daemon's data

@@ -319,7 +319,7 @@ func TestBenchSpawnsAThrowAwayDaemon(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("bench --spawn: exit %d\n%s\n%s", code, out, errs)
 	}
-	for _, want := range []string{"spawned", "deleted after", "2000 in", "server CPU", "server RSS"} {
+	for _, want := range []string{"spawned", "deleted after", "2000 in", "server CPU", "server RSS", "disk at rest"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("bench --spawn output lacks %q:\n%s", want, out)
 		}
